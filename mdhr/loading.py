@@ -88,8 +88,16 @@ def load_model(path: str | os.PathLike, dataset: str | None = None, backbone: st
                         f"but backbone={backbone} was asked")
     model = build_model(found_dataset, found_backbone)
     _check_keys(model, state, path)
+    _check_finite(state, path)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
+
+
+def _check_finite(state: Mapping[str, torch.Tensor], path: str) -> None:
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise MDHRError(f"{path}: {len(bad)} tensors hold NaN or infinite values (first: {bad[0]}); "
+                        "the checkpoint is damaged or training diverged")
 
 
 def _check_keys(model: MDHR, state: Mapping[str, torch.Tensor], path: str) -> None:

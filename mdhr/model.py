@@ -249,6 +249,7 @@ class MDHR(nn.Module):
         self.CRM = CrossregionRelationshipModeling(self.aus)
         self.TCN = IndividualTemporalModeling(self.aus.num_aus)
         self.node_classifier = NodeClassifier(self.aus.num_aus)
+        initialise_like_official(self)
 
     def forward(self, clips: torch.Tensor):
         B, T = clips.shape[:2]
@@ -258,3 +259,29 @@ class MDHR(nn.Module):
         x = self.CRM(x, region_logits)
         x = self.TCN(x, B, T)
         return (*region_logits, self.node_classifier(x))
+
+
+def initialise_like_official(model: MDHR) -> None:
+    """Random initialisation following the official constructors (without
+    their ImageNet weights), so an untrained model computes non-trivial
+    scores: He-normal convolutions, LinearBlock fc ~ N(0, 2/out), Xavier for
+    the graph attention and the AU prototypes, truncated normal (std 0.02)
+    for Swin's linear layers and relative position biases."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
+            nn.init.normal_(module.weight, 0.0, (2.0 / fan_out) ** 0.5)
+        elif isinstance(module, LinearBlock):
+            nn.init.normal_(module.fc.weight, 0.0, (2.0 / module.fc.out_features) ** 0.5)
+        elif isinstance(module, nn.Linear) and name.startswith("Backbone."):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, GATConv):
+            for weight in (module.linear.weight, module.scoring_fn_target, module.scoring_fn_source):
+                nn.init.xavier_uniform_(weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, NodeClassifier):
+            nn.init.xavier_uniform_(module.sc)
+        if hasattr(module, "relative_position_bias_table"):
+            nn.init.trunc_normal_(module.relative_position_bias_table, std=0.02)

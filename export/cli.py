@@ -1,0 +1,86 @@
+"""mdhr-export and mdhr-build."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from mdhr.aus import AU_SETS, BACKBONES
+from mdhr_runtime.cli_common import run_reporting_errors, verbose_option
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--ckpt", type=click.Path(path_type=Path), help="Checkpoint trained with the official MDHR code "
+              "(bare state dict or {'state_dict': ...}, DataParallel prefixes accepted).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write "
+              "(created; an existing bundle there is replaced only when the new one is complete).")
+@click.option("--fp16", is_flag=True, help="Also write an FP16 ONNX (float32 I/O) and, where TensorRT and a "
+              "GPU are present, a TensorRT FP16 engine.")
+@click.option("--dataset", type=click.Choice(list(AU_SETS)), help="Checked against the checkpoint "
+              "(inferred when omitted); with --random-init, the AU set to build.")
+@click.option("--backbone", type=click.Choice(list(BACKBONES)), help="Checked against the checkpoint "
+              "(inferred when omitted); with --random-init, the backbone to build.")
+@click.option("--batch", default=1, show_default=True, help="Static batch size (clips per run).")
+@click.option("--frames", default=16, show_default=True, help="Static clip length T. The official model "
+              "needs T >= 11; 2..10 use our zero-padded temporal average (an extension).")
+@click.option("--opset", default=18, show_default=True, help="ONNX opset (18..23).")
+@click.option("--random-init", is_flag=True, help="Export an untrained, randomly initialised model to try "
+              "the pipeline without a checkpoint; the bundle is marked untrained.")
+@verbose_option
+def main(ckpt, out, fp16, dataset, backbone, batch, frames, opset, random_init, verbose):
+    """Export an MDHR checkpoint to a deployable bundle: a static-shape ONNX
+    model (input `clips` [B, T, 3, 224, 224], outputs `au_scores` [B, T, N]
+    and `region_*` logits), its model card `mdhr.json`, and a parity report
+    against PyTorch. The export fails, writing nothing, if ONNX Runtime does
+    not reproduce PyTorch (AU error above 1e-4 or any region decision
+    changed).
+
+    \b
+    Example:
+      mdhr-export --ckpt BP4D_resnet.pth --out bundles/bp4d --fp16
+    """
+    from mdhr_export.pipeline import ExportOptions, Progress, export_bundle
+
+    options = ExportOptions(out=out, ckpt=ckpt, dataset=dataset, backbone=backbone, fp16=fp16, batch=batch,
+                            frames=frames, opset=opset, random_init=random_init)
+
+    def work():
+        card = export_bundle(options, Progress(say=lambda line: click.echo(line, err=True)))
+        report = card["parity"]["onnxruntime_fp32_cpu"]
+        status = "UNTRAINED model (random weights)" if card["untrained"] else f"checkpoint {ckpt}"
+        click.echo(f"wrote {out}: {card['dataset']}/{card['backbone']} {status}; fp32 parity: AU max error "
+                   f"{report['au_max_abs_error']:.1e}, region argmax agreement "
+                   f"{100 * report['region_argmax_agreement']:.0f}%")
+        if card["parity"].get("fp16"):
+            est = card["parity"]["fp16"]["estimate_cpu"]
+            click.echo(f"fp16 (CPU emulation): AU max error {est['au_max_abs_error']:.1e}, decision agreement "
+                       f"{100 * est['au_decision_agreement']:.2f}%, region argmax agreement "
+                       f"{100 * est['region_argmax_agreement']:.1f}%")
+        if verbose:
+            click.echo(json.dumps(card["timings_s"]), err=True)
+
+    run_reporting_errors(work, verbose)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--fp16/--fp32", default=True, show_default=True, help="Engine precision (the temporal-"
+              "difference layers stay FP32 either way).")
+@verbose_option
+def build_main(bundle, fp16, verbose):
+    """Build the TensorRT engine of an exported bundle on this GPU machine.
+
+    Engines are tied to the GPU model and TensorRT version, so build on the
+    machine that will run them. Needs `pip install 'mdhr-toolkit[gpu]'`.
+    """
+    from mdhr_export.build import build_bundle_engine
+
+    def work():
+        card = build_bundle_engine(bundle, fp16)
+        report = card["parity"]["tensorrt"]
+        click.echo(f"wrote {bundle}/{card['artifacts']['engine']} (TensorRT {card['engine_build']['tensorrt']}, "
+                   f"{card['engine_build']['gpu']}); vs ONNX Runtime fp32: AU max error "
+                   f"{report['au_max_abs_error']:.1e}, decision agreement {100 * report['au_decision_agreement']:.2f}%")
+
+    run_reporting_errors(work, verbose)

@@ -1,0 +1,231 @@
+"""``export_bundle``: checkpoint -> static ONNX (+FP16, +engine) -> bundle,
+with a parity report; each step timed."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import torch
+
+import mdhr
+from mdhr.aus import DECISION_THRESHOLD, IMAGE_MEAN, IMAGE_STD
+from mdhr.errors import MDHRError
+from mdhr_export import fp16 as fp16_tools
+from mdhr_export import graph, parity
+from mdhr_export.staging import staged_folder
+from mdhr_runtime.bundle import CARD_FILE, FORMAT, load_bundle
+from mdhr_runtime.runners import OnnxRuntimeRunner, tensorrt_unavailable_reason
+
+ONNX_FILE, ONNX_FP16_FILE = "model.onnx", "model_fp16.onnx"
+PARITY_CLIPS = 3
+
+
+@dataclass
+class ExportOptions:
+    out: Path
+    ckpt: Path | None = None
+    dataset: str | None = None
+    backbone: str | None = None
+    fp16: bool = False
+    batch: int = 1
+    frames: int = 16
+    opset: int = graph.DEFAULT_OPSET
+    random_init: bool = False
+    seed: int = 0
+
+
+@dataclass
+class Progress:
+    """Step-by-step progress with timings; ``say`` prints a line."""
+
+    say: Callable[[str], None] = lambda line: None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def step(self, name: str, work: Callable):
+        self.say(f"{name} ...")
+        start = time.perf_counter()
+        result = work()
+        self.timings[name] = round(time.perf_counter() - start, 2)
+        self.say(f"{name} done in {self.timings[name]:.1f} s")
+        return result
+
+
+def validate(options: ExportOptions) -> None:
+    if options.random_init == (options.ckpt is not None):
+        raise MDHRError("give --ckpt PATH to export a trained model, or --random-init (and --dataset, "
+                        "--backbone) to try the pipeline with an untrained one")
+    if options.opset not in graph.OPSETS:
+        raise MDHRError(f"opset {options.opset} is not supported; choose {graph.OPSETS.start}.."
+                        f"{graph.OPSETS.stop - 1} (default {graph.DEFAULT_OPSET})")
+    if options.batch < 1:
+        raise MDHRError(f"--batch must be 1 or more, got {options.batch}")
+    if options.frames < 2:
+        raise MDHRError(f"--frames must be 2 or more (MDHR differences consecutive frames), got {options.frames}")
+
+
+def load(options: ExportOptions) -> tuple[mdhr.MDHR, str | None]:
+    if options.random_init:
+        torch.manual_seed(options.seed)
+        return mdhr.build_model(options.dataset or "BP4D", options.backbone or "resnet"), None
+    model = mdhr.load_model(options.ckpt, options.dataset, options.backbone)
+    return model, sha256(options.ckpt)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def make_card(model: mdhr.MDHR, options: ExportOptions, checkpoint_sha256: str | None) -> dict:
+    return {
+        "format": FORMAT,
+        "dataset": model.dataset,
+        "backbone": model.backbone,
+        "au_names": list(model.aus.au_names),
+        "threshold": DECISION_THRESHOLD,
+        "input": {"name": graph.INPUT_NAME, "shape": [options.batch, options.frames, 3, 224, 224],
+                  "layout": "RGB, pixel/255 then (x - mean) / std", "mean": list(IMAGE_MEAN),
+                  "std": list(IMAGE_STD)},
+        "outputs": graph.output_names(model),
+        "regions": {r.name: r.num_classes for r in model.aus.regions},
+        "untrained": checkpoint_sha256 is None,
+        "source": {"checkpoint_sha256": checkpoint_sha256, "torch": torch.__version__,
+                   "onnx": onnx.__version__, "opset": options.opset},
+    }
+
+
+def parity_clips(batch: int, frames: int, seed: int = 0) -> list[np.ndarray]:
+    """Inputs for parity, batched: white noise (the golden recipe's kind),
+    and smooth images with tiny frame-to-frame changes, like real video,
+    where the temporal difference is small and numerically delicate."""
+    rng = np.random.default_rng(seed)
+    clips = [rng.standard_normal((frames, 3, 224, 224), dtype=np.float32)]
+    while len(clips) < max(PARITY_CLIPS, batch):
+        coarse = rng.standard_normal((3, 28, 28)).astype(np.float32)
+        still = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2)
+        drift = rng.standard_normal((frames, 3, 224, 224)).astype(np.float32) * 0.02
+        clips.append(still[None] + drift.cumsum(axis=0))
+    batches = -(-len(clips) // batch)
+    clips += clips[: batches * batch - len(clips)]
+    return [np.stack(clips[i * batch:(i + 1) * batch]) for i in range(batches)]
+
+
+def torch_outputs(model: mdhr.MDHR, clips: list[np.ndarray]) -> dict[str, np.ndarray]:
+    wrapper = graph.ClipOutputs(model).eval()
+    names = graph.output_names(model)
+    runs = []
+    with torch.no_grad():
+        for batch in clips:
+            runs.append({n: o.numpy() for n, o in zip(names, wrapper(torch.from_numpy(batch)))})
+    return parity.concat(runs)
+
+
+def runner_outputs(runner, clips: list[np.ndarray]) -> dict[str, np.ndarray]:
+    return parity.concat([runner.infer(batch) for batch in clips])
+
+
+def save_onnx(proto: onnx.ModelProto, path: Path) -> None:
+    onnx.save_model(proto, str(path))
+
+
+def export_bundle(options: ExportOptions, progress: Progress | None = None) -> dict:
+    """Run the whole export; returns the card written to ``options.out``."""
+    progress = progress or Progress()
+    validate(options)
+    model, checksum = progress.step("load", lambda: load(options))
+    card = make_card(model, options, checksum)
+    with staged_folder(options.out) as staging:
+        raw = progress.step("export", lambda: graph.check(graph.export_onnx(
+            model, options.batch, options.frames, options.opset)))
+        fp32_nodes = graph.precision_sensitive_nodes(raw)
+        slim = progress.step("simplify", lambda: graph.check(graph.simplify(raw)))
+        graph.set_metadata(slim, card)
+        card["fp32_nodes"] = fp32_nodes
+        card["artifacts"] = {"onnx": ONNX_FILE, "onnx_fp16": None, "engine": None}
+        save_onnx(slim, staging / ONNX_FILE)
+        _write_card(staging, card)
+
+        clips = parity_clips(options.batch, options.frames, options.seed)
+        card["parity"] = progress.step("parity", lambda: fp32_parity(model, raw, staging, clips))
+        if options.fp16:
+            card["parity"]["fp16"] = progress.step("fp16", lambda: export_fp16(slim, fp32_nodes, staging, card, clips))
+            progress.step("engine", lambda: maybe_build_engine(staging, card, progress.say))
+        card["timings_s"] = progress.timings
+        _write_card(staging, card)
+    return card
+
+
+def fp32_parity(model, raw: onnx.ModelProto, staging: Path, clips) -> dict:
+    """The fp32 ONNX in ONNX Runtime CPU against PyTorch; raises (so no bundle
+    is written) when it is not faithful.  The graph before simplification is
+    run too, to prove simplification changed nothing."""
+    reference = torch_outputs(model, clips)
+    bundle = load_bundle(staging)
+    runner = OnnxRuntimeRunner(bundle, providers=["CPUExecutionProvider"])
+    simplified = runner_outputs(runner, clips)
+    runner.close()
+    report = parity.compare(reference, simplified, DECISION_THRESHOLD)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(raw.SerializeToString(), providers=["CPUExecutionProvider"])
+    unsimplified = parity.concat([dict(zip(reference, session.run(list(reference), {graph.INPUT_NAME: c})))
+                                  for c in clips])
+    del session
+    simplify_error = parity.compare(unsimplified, simplified, DECISION_THRESHOLD)
+    problems = parity.fp32_failures(report) + [
+        f"simplification: {p}" for p in parity.fp32_failures(simplify_error, au_tolerance=1e-5)]
+    if problems:
+        raise MDHRError("exported ONNX disagrees with PyTorch: " + "; ".join(problems)
+                        + "; no bundle written (please report this with the checkpoint's configuration)")
+    return {"clips": int(sum(c.shape[0] for c in clips)), "reference": "pytorch-fp32-cpu",
+            "onnxruntime_fp32_cpu": report,
+            "simplification_max_abs_error": simplify_error["au_max_abs_error"]}
+
+
+def export_fp16(slim: onnx.ModelProto, fp32_nodes: list[str], staging: Path, card: dict, clips) -> dict:
+    half = fp16_tools.to_fp16(slim, fp32_nodes)
+    save_onnx(half, staging / ONNX_FP16_FILE)
+    card["artifacts"]["onnx_fp16"] = ONNX_FP16_FILE
+    _write_card(staging, card)
+    bundle = load_bundle(staging)
+    fp32 = OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"])
+    reference = runner_outputs(fp32, clips)
+    fp32.close()
+    emulated = OnnxRuntimeRunner(bundle, "fp16", providers=["CPUExecutionProvider"])
+    report = {"reference": "onnxruntime-fp32-cpu",
+              "estimate_cpu": {"method": fp16_tools.CPU_EMULATION,
+                               **parity.compare(reference, runner_outputs(emulated, clips), card["threshold"])},
+              "measured_gpu": None}
+    emulated.close()
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        gpu = OnnxRuntimeRunner(bundle, "fp16", providers=["CUDAExecutionProvider"])
+        report["measured_gpu"] = {"backend": gpu.name,
+                                  **parity.compare(reference, runner_outputs(gpu, clips), card["threshold"])}
+        gpu.close()
+    return report
+
+
+def maybe_build_engine(staging: Path, card: dict, say: Callable[[str], None]) -> None:
+    reason = tensorrt_unavailable_reason()
+    if reason is not None:
+        say(f"TensorRT engine not built here ({reason}); on the target GPU run: "
+            f"mdhr-build <bundle> --fp16")
+        return
+    from mdhr_export.build import build_into
+
+    build_into(staging, card, fp16=True)
+
+
+def _write_card(folder: Path, card: dict) -> None:
+    (folder / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")

@@ -1,0 +1,58 @@
+"""Atomic folder writing: a bundle appears whole or not at all."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from mdhr.errors import MDHRError
+from mdhr_runtime.bundle import CARD_FILE
+
+
+@contextmanager
+def staged_folder(target: Path):
+    """Yield an empty staging folder beside ``target``; on success it replaces
+    ``target`` (a previous bundle is swapped out only at the very end), on
+    failure it is removed and ``target`` is untouched."""
+    target = Path(target).absolute()
+    if target.exists() and not _replaceable(target):
+        raise MDHRError(f"{target}: exists and is not an MDHR bundle; choose an empty or new --out folder")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    except OSError as e:
+        raise MDHRError(f"{target}: cannot write there ({e.strerror}); choose a writable --out folder") from None
+    try:
+        yield staging
+        _swap_in(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _replaceable(target: Path) -> bool:
+    return target.is_dir() and ((target / CARD_FILE).is_file() or not any(target.iterdir()))
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        target.rename(old)
+    staging.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write a file through a temporary sibling and a rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,97 @@
+"""The export bundle: a folder with ``mdhr.json`` (the model card) and the
+artifacts it names.  Written by ``mdhr_export``, read here without torch."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mdhr.errors import MDHRError
+
+CARD_FILE = "mdhr.json"
+FORMAT = 1  # bump when the card or the graph's inputs/outputs change meaning
+ARTIFACT_KINDS = ("onnx", "onnx_fp16", "engine")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    root: Path
+    card: dict
+
+    @property
+    def dataset(self) -> str:
+        return self.card["dataset"]
+
+    @property
+    def backbone(self) -> str:
+        return self.card["backbone"]
+
+    @property
+    def au_names(self) -> list[str]:
+        return list(self.card["au_names"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.card["threshold"])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.card["input"]["shape"])
+
+    @property
+    def batch(self) -> int:
+        return self.input_shape[0]
+
+    @property
+    def frames(self) -> int:
+        return self.input_shape[1]
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(self.card["input"]["mean"])
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(self.card["input"]["std"])
+
+    @property
+    def untrained(self) -> bool:
+        return bool(self.card.get("untrained"))
+
+    def artifact(self, kind: str) -> Path | None:
+        """Absolute path of an artifact, or None when the bundle has none."""
+        name = self.card["artifacts"].get(kind)
+        return None if name is None else self.root / name
+
+
+REQUIRED = ("format", "dataset", "backbone", "au_names", "threshold", "input", "outputs", "artifacts")
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read and validate a bundle folder (or its mdhr.json)."""
+    root = Path(path)
+    if root.name == CARD_FILE:
+        root = root.parent
+    card_path = root / CARD_FILE
+    if not root.is_dir():
+        raise MDHRError(f"{root}: no such bundle folder; create one with mdhr-export")
+    if not card_path.is_file():
+        raise MDHRError(f"{root}: not an MDHR bundle (no {CARD_FILE}); create one with mdhr-export")
+    try:
+        card = json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MDHRError(f"{card_path}: damaged model card ({e}); export the bundle again") from None
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        found = card.get("format") if isinstance(card, dict) else None
+        raise MDHRError(f"{root}: bundle format {found!r} is not supported by this runtime (expects "
+                        f"{FORMAT}); export it again with the matching mdhr-toolkit version")
+    missing = [k for k in REQUIRED if k not in card]
+    if missing:
+        raise MDHRError(f"{card_path}: incomplete model card (missing {', '.join(missing)}); "
+                        "export the bundle again")
+    bundle = Bundle(root, card)
+    onnx_path = bundle.artifact("onnx")
+    if onnx_path is None or not onnx_path.is_file():
+        raise MDHRError(f"{root}: incomplete bundle: {card['artifacts'].get('onnx')} is missing; "
+                        "export the bundle again")
+    return bundle

@@ -1,0 +1,120 @@
+"""Runners: one way to run a bundle's model per backend, in the spirit of
+Polygraphy's runners.  Each is created from a bundle and offers
+``infer(clips) -> {output name: array}``, a ``name`` and ``precision`` for
+reports, and ``close()``.
+
+Thread safety: ONNX Runtime sessions may be run from several threads at
+once; the TensorRT runner owns one execution context and device buffers, so
+give each thread its own TensorRT runner.
+"""
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import numpy as np
+
+from mdhr.errors import MDHRError
+from mdhr_runtime.bundle import Bundle
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
+class Runner(Protocol):
+    name: str
+    precision: str
+    output_names: list[str]
+
+    def infer(self, clips: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+def check_clips(clips: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if not isinstance(clips, np.ndarray) or clips.shape != tuple(shape):
+        got = getattr(clips, "shape", type(clips).__name__)
+        raise MDHRError(f"clips of shape {got} given, the bundle takes {list(shape)} float32 "
+                        "(normalised RGB); pad the batch or export with matching --batch/--frames")
+    return np.ascontiguousarray(clips, dtype=np.float32)
+
+
+class OnnxRuntimeRunner:
+    """ONNX Runtime on the best execution provider available: TensorRT or
+    CUDA with onnxruntime-gpu and a GPU, else CPU."""
+
+    def __init__(self, bundle: Bundle, precision: str = "fp32", providers: list[str] | None = None,
+                 threads: int | None = None):
+        import onnxruntime as ort
+
+        kind = {"fp32": "onnx", "fp16": "onnx_fp16"}.get(precision)
+        path = bundle.artifact(kind) if kind else None
+        if path is None or not path.is_file():
+            raise MDHRError(f"{bundle.root}: no {precision} ONNX model in this bundle; "
+                            "export it with mdhr-export" + (" --fp16" if precision == "fp16" else ""))
+        available = ort.get_available_providers()
+        self.providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                                       if p in available]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 8)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=self.providers)
+        except Exception as e:  # ORT raises its own exception types for bad files
+            raise MDHRError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]}); "
+                            "export the bundle again") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.input_shape = tuple(bundle.input_shape)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        used = self.session.get_providers()[0].replace("ExecutionProvider", "").lower()
+        self.name = f"onnxruntime-{used}"
+        self.precision = precision
+
+    def infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
+        clips = check_clips(clips, self.input_shape)
+        outputs = self.session.run(self.output_names, {self.input_name: clips})
+        return dict(zip(self.output_names, outputs))
+
+    def close(self) -> None:
+        self.session = None
+
+
+def tensorrt_unavailable_reason() -> str | None:
+    """Why the TensorRT backend cannot run here, or None when it can."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "TensorRT is not installed (pip install 'mdhr-toolkit[gpu]' on an NVIDIA GPU machine)"
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError:
+            return "cuda-python is not installed (pip install 'mdhr-toolkit[gpu]')"
+    err, count = cudart.cudaGetDeviceCount()
+    if int(err) != 0 or count == 0:
+        return "no CUDA GPU is visible"
+    return None
+
+
+def open_runner(bundle: Bundle, backend: str = "auto", precision: str | None = None,
+                threads: int | None = None) -> tuple[Runner, str]:
+    """The runner for ``backend`` and why it was chosen.  ``auto`` prefers a
+    TensorRT engine (fastest on NVIDIA GPUs), then ONNX Runtime."""
+    if backend not in BACKENDS:
+        raise MDHRError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    engine = bundle.artifact("engine")
+    if backend in ("auto", "tensorrt"):
+        reason = tensorrt_unavailable_reason()
+        if reason is None and (engine is None or not engine.is_file()):
+            reason = f"the bundle has no TensorRT engine (build one with: mdhr-build {bundle.root} --fp16)"
+        if reason is None:
+            from mdhr_runtime.tensorrt_runner import TensorRTRunner
+
+            return TensorRTRunner(bundle), "TensorRT engine found and a CUDA GPU is visible"
+        if backend == "tensorrt":
+            raise MDHRError(f"backend tensorrt is unavailable: {reason}")
+        why_not_trt = reason
+    runner = OnnxRuntimeRunner(bundle, precision or "fp32", threads=threads)
+    why = "forced" if backend == "onnxruntime" else f"TensorRT unavailable: {why_not_trt}"
+    return runner, f"ONNX Runtime ({runner.name}); {why}"
