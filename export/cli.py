@@ -43,7 +43,7 @@ def main(ckpt, out, fp16, dataset, backbone, batch, frames, opset, random_init, 
     from mdhr_export.pipeline import ExportOptions, Progress, export_bundle
 
     options = ExportOptions(out=out, ckpt=ckpt, dataset=dataset, backbone=backbone, fp16=fp16, batch=batch,
-                            frames=frames, opset=opset, random_init=random_init)
+                            frames=frames, opset=opset, random_init=random_init, verbose=verbose)
 
     def work():
         card = export_bundle(options, Progress(say=lambda line: click.echo(line, err=True)))

@@ -1,8 +1,12 @@
 """From the PyTorch model to a checked, simplified static-shape ONNX graph."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import re
+import warnings
 from pathlib import Path
 
 import onnx
@@ -35,12 +39,32 @@ class ClipOutputs(nn.Module):
         return tuple(o.unflatten(0, (B, T)) for o in (au, *regions))
 
 
-def export_onnx(model: MDHR, batch: int, frames: int, opset: int) -> onnx.ModelProto:
+def export_onnx(model: MDHR, batch: int, frames: int, opset: int, chatty: bool = False) -> onnx.ModelProto:
     example = torch.zeros(batch, frames, 3, 224, 224)
-    program = torch.onnx.export(ClipOutputs(model).eval(), (example,), dynamo=True, opset_version=opset,
-                                input_names=[INPUT_NAME], output_names=output_names(model),
-                                optimize=True, verbose=False)
+    with _quiet(not chatty):
+        program = torch.onnx.export(ClipOutputs(model).eval(), (example,), dynamo=True, opset_version=opset,
+                                    input_names=[INPUT_NAME], output_names=output_names(model),
+                                    optimize=True, verbose=False)
     return program.model_proto
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool):
+    """The exporter narrates each stage on stdout and warns about optional
+    packages we do not use (torchvision); keep the user's terminal for our
+    own progress lines unless they asked for details."""
+    if not enabled:
+        yield
+        return
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        onnx_logger.setLevel(level)
 
 
 def check(proto: onnx.ModelProto) -> onnx.ModelProto:

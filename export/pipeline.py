@@ -38,6 +38,7 @@ class ExportOptions:
     opset: int = graph.DEFAULT_OPSET
     random_init: bool = False
     seed: int = 0
+    verbose: bool = False
 
 
 @dataclass
@@ -145,7 +146,7 @@ def export_bundle(options: ExportOptions, progress: Progress | None = None) -> d
     card = make_card(model, options, checksum)
     with staged_folder(options.out) as staging:
         raw = progress.step("export", lambda: graph.check(graph.export_onnx(
-            model, options.batch, options.frames, options.opset)))
+            model, options.batch, options.frames, options.opset, chatty=options.verbose)))
         fp32_nodes = graph.precision_sensitive_nodes(raw)
         slim = progress.step("simplify", lambda: graph.check(graph.simplify(raw)))
         graph.set_metadata(slim, card)

@@ -39,6 +39,7 @@ class SyntheticFrame:
     rgb: np.ndarray
     truth: tuple[float, float, float, float] | None  # face box (x, y, w, h) or None
     condition: str
+    placement: Placement | None = None
 
 
 @dataclass(frozen=True)
@@ -46,16 +47,16 @@ class Segment:
     """A stretch of footage: ``frames`` frames of one ``condition``.  Motion
     is smooth (sinusoidal drift), with ``speed`` scaling how fast."""
 
-    # clean | blur | motion_blur | dark | very_dark | noise | small | tiny |
+    # still | clean | blur | motion_blur | dark | very_dark | noise | small | tiny |
     # fast | roll | occluded | empty
     condition: str
     frames: int
     speed: float = 1.0
 
 
-# About 15 s at 30 fps: every condition, with face-less stretches between.
+# About 18 s at 30 fps: every condition, with face-less stretches between.
 DEFAULT_SEGMENTS = (
-    Segment("clean", 60), Segment("blur", 30), Segment("motion_blur", 30), Segment("dark", 30),
+    Segment("still", 60, speed=0.05), Segment("clean", 60), Segment("blur", 30), Segment("motion_blur", 30), Segment("dark", 30),
     Segment("empty", 30), Segment("small", 45), Segment("fast", 45, speed=4.0),
     Segment("noise", 30), Segment("very_dark", 30), Segment("empty", 15),
     Segment("roll", 45), Segment("occluded", 30), Segment("tiny", 45), Segment("clean", 30),
@@ -66,14 +67,19 @@ class FootageMaker:
     """Renders frames of ``size`` (width, height) from an RGB face photo."""
 
     def __init__(self, photo_rgb: np.ndarray, size: tuple[int, int] = (640, 360),
-                 face_box: tuple[float, float, float, float] = PHOTO_FACE_BOX, seed: int = 0):
+                 face_box: tuple[float, float, float, float] = PHOTO_FACE_BOX, seed: int = 0,
+                 background_photo: np.ndarray | None = None):
+        """``photo_rgb`` holds the face at ``face_box``; the background is cut
+        from the face-free parts of ``background_photo`` (by default the
+        photo itself, which must then be tests/data/face.jpg)."""
         self.photo = photo_rgb
         self.size = size
         self.face_box = face_box
         self.rng = np.random.default_rng(seed)
+        source = photo_rgb if background_photo is None else background_photo
         # Twice the frame size so the background can pan.
         width, height = size
-        tiles = [cv2.resize(photo_rgb[y:y + h, x:x + w], (width, height * 2), interpolation=cv2.INTER_CUBIC)
+        tiles = [cv2.resize(source[y:y + h, x:x + w], (width, height * 2), interpolation=cv2.INTER_CUBIC)
                  for x, y, w, h in PHOTO_BACKGROUNDS]
         self.background = np.hstack(tiles)
         self._mask = self._head_mask()
@@ -161,7 +167,7 @@ class FootageMaker:
                 place = self.placement(segment.condition, phase)
                 truth = None if place is None else self.truth_box(place)
                 rgb = self.degrade(self.render(place, index / fps), segment.condition, truth)
-                yield SyntheticFrame(rgb=rgb, truth=truth, condition=segment.condition)
+                yield SyntheticFrame(rgb=rgb, truth=truth, condition=segment.condition, placement=place)
                 index += 1
 
 

@@ -15,3 +15,27 @@ def _two_threads():
     except ImportError:
         return
     torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def bp4d_bundle(tmp_path_factory):
+    """BP4D/ResNet-50 bundle (batch 1, T 16, with FP16) exported from a
+    checkpoint holding the golden recipe's weights."""
+    from bundles import export, golden_checkpoint
+
+    folder = tmp_path_factory.mktemp("bp4d")
+    ckpt = golden_checkpoint(folder)
+    out = folder / "bundle"
+    export(["--ckpt", str(ckpt), "--out", str(out), "--fp16"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def disfa_short_bundle(tmp_path_factory):
+    """Untrained DISFA/ResNet-50 bundle with 4-frame clips (the short-clip
+    extension): the cheapest real bundle, for runtime and benchmark tests."""
+    from bundles import export
+
+    out = tmp_path_factory.mktemp("disfa") / "bundle"
+    export(["--random-init", "--dataset", "DISFA", "--backbone", "resnet", "--frames", "4", "--out", str(out)])
+    return out

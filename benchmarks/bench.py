@@ -1,0 +1,218 @@
+"""mdhr-bench: latency, throughput, load time and memory of every backend
+on the same inputs.
+
+Each backend is measured in a fresh process of its own.  That keeps the
+numbers apart: peak memory is that backend's alone, and no backend runs
+while another's thread pool is still spinning (PyTorch's OpenMP threads
+keep spinning after a call and would slow ONNX Runtime in the same process).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from mdhr.errors import MDHRError
+from mdhr_bench.backends import (TORCH_FP32, Backend, BackendUnavailable, BACKENDS, device_of,
+                                 open_backend, unavailable_reason)
+from mdhr_bench.machine import describe, device_memory_used_mb, peak_rss_mb, rss_mb, usable_cores
+from mdhr_runtime.bundle import Bundle, load_bundle
+
+RESULT_KEYS = ("backend", "precision", "device", "batch", "frames", "status", "reason", "load_s",
+               "first_inference_ms", "latency_ms", "clips_per_s", "frames_per_s", "speedup_vs_torch",
+               "memory", "warmup", "iters")
+
+
+@dataclass
+class BenchOptions:
+    model: Path
+    ckpt: Path | None = None
+    backends: list[Backend] = field(default_factory=lambda: list(BACKENDS.values()))
+    batch: int | None = None  # default: the bundle's
+    warmup: int = 3
+    iters: int = 20
+    threads: int | None = None  # default: every usable core
+    video: Path | None = None
+
+
+def validate(options: BenchOptions) -> None:
+    if options.iters < 1:
+        raise MDHRError(f"--iters must be 1 or more, got {options.iters}")
+    if options.warmup < 0:
+        raise MDHRError(f"--warmup must be 0 or more, got {options.warmup}")
+    if options.batch is not None and options.batch < 1:
+        raise MDHRError(f"--batch must be 1 or more, got {options.batch}")
+    if options.threads is not None and options.threads < 1:
+        raise MDHRError(f"--threads must be 1 or more, got {options.threads}")
+    if options.ckpt is not None and not Path(options.ckpt).is_file():
+        raise MDHRError(f"{options.ckpt}: no such checkpoint file; check --ckpt")
+    if options.video is not None and not Path(options.video).is_file():
+        raise MDHRError(f"{options.video}: no such video file; check --video")
+
+
+def bench_clips(batch: int, frames: int, seed: int = 0) -> np.ndarray:
+    """One input batch shared by every backend (normalised-image scale)."""
+    return np.random.default_rng(seed).standard_normal((batch, frames, 3, 224, 224), dtype=np.float32)
+
+
+def run_benchmark(options: BenchOptions, say: Callable[[str], None] = lambda line: None) -> dict:
+    validate(options)
+    bundle = load_bundle(options.model)
+    threads = options.threads or usable_cores()
+    batch = options.batch or bundle.batch
+    clips = bench_clips(batch, bundle.frames)
+    results = []
+    for backend in options.backends:
+        reason = _static_reason(backend, bundle, options.ckpt, batch)
+        if reason:
+            say(f"{backend.name}: skipped ({reason})")
+            results.append(skipped(backend, batch, bundle.frames, reason))
+            continue
+        say(f"{backend.name}: loading, {options.warmup} warm-up and {options.iters} timed runs ...")
+        row = measure_in_own_process(backend, bundle.root, options.ckpt, clips, options.warmup,
+                                     options.iters, threads)
+        say(f"{backend.name}: " + (f"{row['latency_ms']['p50']:.1f} ms per batch (p50)" if row["status"] == "ok"
+                                   else f"skipped ({row['reason']})"))
+        results.append(row)
+    add_speedups(results)
+    report = {"tool": "mdhr-bench", "bundle": bundle_summary(bundle), "checkpoint": checkpoint_summary(options.ckpt, bundle),
+              "machine": describe(threads),
+              "settings": {"batch": batch, "frames": bundle.frames, "warmup": options.warmup,
+                           "iters": options.iters, "threads": threads,
+                           "timing": "numpy in, numpy out: host-device copies included, GPU work "
+                                     "synchronised before the clock stops"},
+              "results": results, "video": None}
+    if options.video is not None:
+        from mdhr_bench.video import profile_video
+
+        say(f"video pipeline on {options.video} ...")
+        report["video"] = profile_video(options.video, bundle, threads)
+    return report
+
+
+def bundle_summary(bundle: Bundle) -> dict:
+    return {"path": str(bundle.root), "dataset": bundle.dataset, "backbone": bundle.backbone,
+            "input_shape": list(bundle.input_shape), "untrained": bundle.untrained,
+            "artifacts": {k: v for k, v in bundle.card["artifacts"].items() if v}}
+
+
+def checkpoint_summary(ckpt: Path | None, bundle: Bundle) -> dict | None:
+    """Whether the checkpoint is the one the bundle was exported from: if
+    not, PyTorch and the bundle run different weights."""
+    if ckpt is None:
+        return None
+    from mdhr_export.pipeline import sha256
+
+    digest = sha256(Path(ckpt))
+    exported_from = (bundle.card.get("source") or {}).get("checkpoint_sha256")
+    return {"path": str(ckpt), "sha256": digest,
+            "matches_bundle": None if exported_from is None else digest == exported_from}
+
+
+def _static_reason(backend: Backend, bundle: Bundle, ckpt: Path | None, batch: int) -> str | None:
+    if backend.family != "torch" and batch != bundle.batch:
+        return (f"the bundle's model takes batches of {bundle.batch} (static shape); "
+                f"export with --batch {batch} to time batch {batch}")
+    return unavailable_reason(backend, bundle, ckpt)
+
+
+def skipped(backend: Backend, batch: int, frames: int, reason: str) -> dict:
+    row = dict.fromkeys(RESULT_KEYS)
+    row.update(backend=backend.name, precision=backend.precision, batch=batch, frames=frames,
+               status="skipped", reason=reason)
+    return row
+
+
+def measure_in_own_process(backend: Backend, bundle_dir: Path, ckpt: Path | None, clips: np.ndarray,
+                           warmup: int, iters: int, threads: int) -> dict:
+    # spawn, not fork: a forked child would inherit this process's memory
+    # (and any thread pools), spoiling both the memory and the timing.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        try:
+            return pool.submit(measure_backend, backend.name, bundle_dir, ckpt, clips, warmup, iters,
+                               threads).result()
+        except BrokenProcessPool:
+            return skipped(backend, clips.shape[0], clips.shape[1],
+                           "the measuring process died (out of memory?)")
+
+
+def measure_backend(name: str, bundle_dir: Path, ckpt: Path | None, clips: np.ndarray, warmup: int,
+                    iters: int, threads: int) -> dict:
+    """Load one backend and time it (runs in the child process)."""
+    backend = BACKENDS[name]
+    bundle = load_bundle(bundle_dir)
+    batch, frames = clips.shape[:2]
+    _import_library(backend)  # so the memory baseline holds the library, and the load time does not
+    on_gpu = _expects_gpu(backend)
+    memory = {"rss_before_load_mb": rss_mb(), "peak_rss_mb": None, "gpu_mb": None}
+    gpu_before = device_memory_used_mb() if on_gpu else None
+    start = time.perf_counter()
+    try:
+        runner = open_backend(backend, bundle, ckpt, threads)
+    except BackendUnavailable as e:
+        return skipped(backend, batch, frames, str(e))
+    load_s = time.perf_counter() - start
+    try:
+        first_ms = _seconds(runner, clips) * 1e3
+        for _ in range(max(warmup - 1, 0)):
+            runner.infer(clips)
+        seconds = [_seconds(runner, clips) for _ in range(iters)]
+        device = device_of(runner)
+        if on_gpu and gpu_before is not None:
+            memory["gpu_mb"] = round(device_memory_used_mb() - gpu_before, 1)
+    finally:
+        runner.close()
+    memory["peak_rss_mb"] = peak_rss_mb()
+    memory = {k: None if v is None else round(v, 1) for k, v in memory.items()}
+    clips_per_s = batch * len(seconds) / sum(seconds)
+    row = dict.fromkeys(RESULT_KEYS)
+    row.update(backend=name, precision=backend.precision, device=device, batch=batch, frames=frames,
+               status="ok", load_s=round(load_s, 3), first_inference_ms=round(first_ms, 2),
+               latency_ms=latency_summary(seconds), clips_per_s=round(clips_per_s, 4),
+               frames_per_s=round(clips_per_s * frames, 3), memory=memory, warmup=warmup, iters=iters)
+    return row
+
+
+def _seconds(runner, clips: np.ndarray) -> float:
+    start = time.perf_counter()
+    runner.infer(clips)  # every runner returns host arrays, so the work is finished here
+    return time.perf_counter() - start
+
+
+def _import_library(backend: Backend) -> None:
+    if backend.family == "torch":
+        import torch  # noqa: F401
+
+        import mdhr_bench.torch_runner  # noqa: F401
+    elif backend.family == "onnxruntime":
+        import onnxruntime  # noqa: F401
+
+
+def _expects_gpu(backend: Backend) -> bool:
+    if backend.family == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return backend.family == "tensorrt" or backend.provider != "CPUExecutionProvider"
+
+
+def latency_summary(seconds: list[float]) -> dict:
+    ms = np.asarray(seconds) * 1e3
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "p99": round(float(p99), 3),
+            "mean": round(float(ms.mean()), 3), "std": round(float(ms.std(ddof=1)) if len(ms) > 1 else 0.0, 3)}
+
+
+def add_speedups(results: list[dict]) -> None:
+    """Throughput relative to PyTorch eager float32 (None when it did not run)."""
+    torch_row = next((r for r in results if r["backend"] == TORCH_FP32.name and r["status"] == "ok"), None)
+    for row in results:
+        if torch_row is not None and row["status"] == "ok":
+            row["speedup_vs_torch"] = round(row["clips_per_s"] / torch_row["clips_per_s"], 3)

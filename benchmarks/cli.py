@@ -1,0 +1,126 @@
+"""mdhr-bench and mdhr-parity."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from mdhr_runtime.cli_common import run_reporting_errors, verbose_option
+
+# mdhr-parity's exit status when a backend breaks tolerance (2 is a user
+# error, 1 a bug: see mdhr_runtime.cli_common).
+EXIT_PARITY_FAILED = 3
+
+BACKEND_HELP = ("Comma-separated backends: torch, torch-bf16, torch-fp16, onnxruntime, onnxruntime-cuda, "
+                "onnxruntime-fp16, onnxruntime-tensorrt, tensorrt. Those that cannot run here are reported "
+                "as skipped, with the reason.")
+model_option = click.option("--model", required=True, type=click.Path(path_type=Path),
+                            help="Bundle folder written by mdhr-export.")
+ckpt_option = click.option("--ckpt", type=click.Path(path_type=Path),
+                           help="The checkpoint the bundle was exported from (for the PyTorch backends).")
+threads_option = click.option("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime "
+                              "[default: every usable core].")
+
+
+def write_json(path: Path | None, report: dict) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def say(line: str) -> None:
+    click.echo(line, err=True)  # progress on stderr; stdout holds the table
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@model_option
+@ckpt_option
+@click.option("--backends", help=BACKEND_HELP + " [default: all]")
+@click.option("--batch", type=int, help="Clips per call [default: the bundle's; exported backends only "
+              "run the bundle's static batch].")
+@click.option("--warmup", default=3, show_default=True, help="Untimed calls before timing.")
+@click.option("--iters", default=20, show_default=True, help="Timed calls per backend.")
+@threads_option
+@click.option("--video", type=click.Path(path_type=Path), help="Also time the whole runtime pipeline "
+              "(decode, detect, preprocess, model) on this video.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report as JSON here.")
+@click.option("--markdown", "markdown_out", type=click.Path(path_type=Path), help="Write the table as markdown here.")
+@verbose_option
+def bench_main(model, ckpt, backends, batch, warmup, iters, threads, video, json_out, markdown_out, verbose):
+    """Time every backend on the same clips: latency per call (p50, p90,
+    p99, mean, std), clips/s and frames/s, load time, peak memory, and the
+    speed-up against PyTorch eager float32. Each backend runs in a process of
+    its own. The markdown table is printed; --json keeps everything.
+
+    \b
+    Example:
+      mdhr-bench --model bundles/bp4d --ckpt BP4D_resnet.pth --json bench.json --markdown bench.md
+    """
+    from mdhr_bench.backends import parse_backends
+    from mdhr_bench.bench import BenchOptions, run_benchmark
+    from mdhr_bench.markdown import bench_markdown
+
+    def work():
+        options = BenchOptions(model=model, ckpt=ckpt, backends=parse_backends(backends), batch=batch,
+                               warmup=warmup, iters=iters, threads=threads, video=video)
+        report = run_benchmark(options, say)
+        table = bench_markdown(report)
+        write_json(json_out, report)
+        if markdown_out is not None:
+            markdown_out.parent.mkdir(parents=True, exist_ok=True)
+            markdown_out.write_text(table)
+        click.echo(table)
+
+    run_reporting_errors(work, verbose)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@model_option
+@ckpt_option
+@click.option("--video", type=click.Path(path_type=Path), help="Compare on the face clips of this video "
+              "(real faces exercise the temporal branch as random inputs cannot).")
+@click.option("--backends", help=BACKEND_HELP + " [default: all but the reference]")
+@click.option("--image-list", type=click.Path(path_type=Path), help="Labelled set: image-path list in the "
+              "official format (e.g. DISFA_test_path_fold1.txt).")
+@click.option("--label-list", type=click.Path(path_type=Path), help="Labelled set: label list in the official "
+              "format (e.g. DISFA_test_label_fold1.txt; -1 = unlabelled).")
+@click.option("--image-root", type=click.Path(path_type=Path), help="Folder the listed image paths are "
+              "relative to [default: img/ (BP4D) or img_o/ (DISFA) beside the lists, else their folder].")
+@click.option("--fp32-tolerance", default=1e-4, show_default=True,
+              help="Largest AU score error allowed for float32 backends.")
+@click.option("--min-agreement", default=0.99, show_default=True, help="Smallest decision agreement allowed "
+              "for reduced-precision backends (AU at threshold, AU at median, region argmax).")
+@click.option("--max-clips", type=int, help="Use at most this many clips of the video.")
+@threads_option
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report as JSON here.")
+@verbose_option
+def parity_main(model, ckpt, video, backends, image_list, label_list, image_root, fp32_tolerance,
+                min_agreement, max_clips, threads, json_out, verbose):
+    """Compare each backend with the reference (PyTorch float32 with --ckpt,
+    else the fp32 ONNX on ONNX Runtime CPU) on the same clips: AU score
+    errors, decision agreement at the threshold and at each AU's median
+    score, region argmax agreement, rank correlation, per-AU F1 against the
+    reference's decisions; with a labelled set, per-AU and mean F1 against
+    ground truth. Exits with status 3 when a backend breaks tolerance.
+
+    \b
+    Example:
+      mdhr-parity --model bundles/disfa --ckpt DISFA_resnet.pth --video face.mp4 --json parity.json
+    """
+    from mdhr_bench.backends import parse_backends
+    from mdhr_bench.markdown import parity_markdown
+    from mdhr_bench.parity import ParityOptions, run_parity
+
+    def work():
+        options = ParityOptions(model=model, ckpt=ckpt, video=video,
+                                backends=None if backends is None else parse_backends(backends),
+                                image_list=image_list, label_list=label_list, image_root=image_root,
+                                fp32_tolerance=fp32_tolerance, min_agreement=min_agreement,
+                                max_clips=max_clips, threads=threads)
+        report = run_parity(options, say)
+        write_json(json_out, report)
+        click.echo(parity_markdown(report))
+        return 0 if report["passed"] else EXIT_PARITY_FAILED
+
+    run_reporting_errors(work, verbose)

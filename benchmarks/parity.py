@@ -1,0 +1,242 @@
+"""mdhr-parity: how faithfully each backend reproduces a reference on the
+same clips, and (with a labelled set) how well each scores against ground
+truth.
+
+The reference is PyTorch float32 when a checkpoint is given, else the fp32
+ONNX on ONNX Runtime's CPU provider.  Errors, agreement at the threshold and
+region argmax agreement come from ``mdhr_export.parity.compare`` (the judge
+used at export time); ``metrics`` adds what a fixed 0.5 threshold cannot
+show on an untrained model, whose scores all sit below 0.5: agreement at
+each AU's median reference score and rank correlation.
+
+Inputs are read once, in model batches; every backend runs on each batch
+before the next is read, so a long video or a big labelled set never has
+to fit in memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from mdhr.aus import CLIP_FRAMES
+from mdhr.errors import MDHRError
+from mdhr_bench import metrics
+from mdhr_bench.backends import (BACKENDS, ONNXRUNTIME_FP32, TORCH_FP32, Backend, BackendUnavailable,
+                                 device_of, open_backend)
+from mdhr_bench.bench import bundle_summary, checkpoint_summary
+from mdhr_bench.machine import describe, usable_cores
+from mdhr_export.parity import FP32_AU_TOLERANCE, REDUCED_PRECISION_MIN_AGREEMENT, compare, concat, fp32_failures
+from mdhr_runtime.bundle import Bundle, load_bundle
+from mdhr_runtime.runners import Runner
+
+RESULT_KEYS = ("backend", "precision", "device", "status", "reason", "passed", "failures", "frames",
+               "au_max_abs_error", "au_mean_abs_error", "au_decision_agreement", "median_decision_agreement",
+               "median_decision_agreement_per_au", "region_argmax_agreement", "regions", "rank_correlation_min",
+               "rank_correlation_per_au", "f1_vs_reference_per_au", "ground_truth")
+
+
+@dataclass
+class ParityOptions:
+    model: Path
+    ckpt: Path | None = None
+    video: Path | None = None
+    backends: list[Backend] | None = None  # None: every backend but the reference
+    image_list: Path | None = None
+    label_list: Path | None = None
+    image_root: Path | None = None
+    fp32_tolerance: float = FP32_AU_TOLERANCE
+    min_agreement: float = REDUCED_PRECISION_MIN_AGREEMENT
+    max_clips: int | None = None  # per video
+    threads: int | None = None
+
+
+@dataclass
+class Inputs:
+    """Where the clips come from, and the labels of the labelled part."""
+
+    sources: list[tuple[str, Callable[[], Iterator[tuple[np.ndarray, int]]]]] = field(default_factory=list)
+    description: list[str] = field(default_factory=list)
+    labelled: object | None = None  # LabelledSet
+
+
+def validate(options: ParityOptions) -> None:
+    if (options.image_list is None) != (options.label_list is None):
+        raise MDHRError("a labelled set needs both --image-list and --label-list")
+    if options.ckpt is not None and not Path(options.ckpt).is_file():
+        raise MDHRError(f"{options.ckpt}: no such checkpoint file; check --ckpt")
+    if options.video is not None and not Path(options.video).exists():
+        raise MDHRError(f"{options.video}: no such video; check --video")
+    if not 0 <= options.min_agreement <= 1:
+        raise MDHRError(f"--min-agreement must be between 0 and 1, got {options.min_agreement}")
+    if options.max_clips is not None and options.max_clips < 1:
+        raise MDHRError(f"--max-clips must be 1 or more, got {options.max_clips}")
+
+
+def run_parity(options: ParityOptions, say: Callable[[str], None] = lambda line: None) -> dict:
+    validate(options)
+    bundle = load_bundle(options.model)
+    threads = options.threads or usable_cores()
+    reference = TORCH_FP32 if options.ckpt is not None else ONNXRUNTIME_FP32
+    inputs = gather_inputs(options, bundle)
+    try:
+        reference_runner = open_backend(reference, bundle, options.ckpt, threads)
+    except BackendUnavailable as e:
+        raise MDHRError(f"the reference ({reference.name}) cannot run: {e}") from None
+    runners, results = {reference.name: reference_runner}, {}
+    for backend in candidates(options.backends, reference):
+        if backend.name == reference.name:
+            results[backend.name] = skipped(backend, "is the reference")
+            continue
+        try:
+            # On a CPU-only machine the FP16 ONNX still says something about
+            # accuracy (its rounding), though nothing about speed.
+            runners[backend.name] = open_backend(backend, bundle, options.ckpt, threads, cpu_fp16_estimate=True)
+        except BackendUnavailable as e:
+            say(f"{backend.name}: skipped ({e})")
+            results[backend.name] = skipped(backend, str(e))
+    try:
+        outputs = run_all(runners, inputs, say)
+        devices = {name: device_of(runner) for name, runner in runners.items()}
+    finally:
+        for runner in runners.values():
+            runner.close()
+    labels = inputs.labelled.labels() if inputs.labelled is not None else None
+    ref_outputs = outputs.pop(reference.name)
+    for name, candidate in outputs.items():
+        results[name] = judge(BACKENDS[name], devices[name], ref_outputs, candidate, bundle, labels, options)
+    ordered = [results[b.name] for b in candidates(options.backends, reference)]
+    report = {
+        "tool": "mdhr-parity", "bundle": {**bundle_summary(bundle), "au_names": bundle.au_names,
+                                           "threshold": bundle.threshold},
+        "checkpoint": checkpoint_summary(options.ckpt, bundle),
+        "machine": describe(threads),
+        "reference": {"backend": reference.name, "precision": reference.precision,
+                      "device": devices[reference.name],
+                      "why": "checkpoint given (--ckpt)" if options.ckpt else "no checkpoint: the fp32 ONNX on CPU",
+                      "ground_truth": ground_truth(ref_outputs, labels, bundle)},
+        "inputs": {"clips": int(ref_outputs["au_scores"].shape[0]), "frames": int(np.prod(ref_outputs["au_scores"].shape[:2])),
+                   "clip_frames": bundle.frames, "description": "; ".join(inputs.description)},
+        "tolerances": {"fp32_au_max_abs_error": options.fp32_tolerance, "fp32_region_argmax_agreement": 1.0,
+                       "reduced_precision_min_agreement": options.min_agreement},
+        "results": ordered,
+        "ground_truth": None,
+    }
+    if labels is not None:
+        report["ground_truth"] = {
+            "clips": len(labels), "clip_frames": bundle.frames,
+            "labelled_frames": report["reference"]["ground_truth"]["labelled_frames"],
+            "clip_construction": f"official (CVI-SZU/MDHR val loaders) with T={bundle.frames}, the bundle's "
+                                 f"clip length; the official T is {CLIP_FRAMES}"}
+    report["passed"] = all(r["passed"] is not False for r in ordered)
+    return report
+
+
+def candidates(chosen: list[Backend] | None, reference: Backend) -> list[Backend]:
+    if chosen is not None:
+        return chosen
+    return [b for b in BACKENDS.values() if b.name != reference.name]
+
+
+def skipped(backend: Backend, reason: str) -> dict:
+    row = dict.fromkeys(RESULT_KEYS)
+    row.update(backend=backend.name, precision=backend.precision, status="skipped", reason=reason)
+    return row
+
+
+def gather_inputs(options: ParityOptions, bundle: Bundle) -> Inputs:
+    """Real face clips when a video or a labelled set is given (random inputs
+    do not exercise the temporal branch the way near-identical consecutive
+    frames do); the export's synthetic parity clips otherwise."""
+    inputs = Inputs()
+    if options.video is not None:
+        from mdhr_bench.video import video_clip_batches
+
+        inputs.sources.append(("video", lambda: video_clip_batches(options.video, bundle, options.max_clips)))
+        inputs.description.append(f"face clips of {options.video}")
+    if options.image_list is not None:
+        from mdhr_bench.labelled import LabelledSet
+
+        labelled = LabelledSet(options.image_list, options.label_list, options.image_root, bundle.dataset,
+                               len(bundle.au_names), bundle.frames)
+        inputs.labelled = labelled
+        # last, so its outputs are the tail of every backend's outputs
+        inputs.sources.append(("labelled", lambda: labelled.batches(bundle.batch)))
+        inputs.description.append(f"labelled set {options.image_list} ({len(labelled.clips)} clips)")
+    if not inputs.sources:
+        inputs.sources.append(("synthetic", lambda: ((c, c.shape[0]) for c in synthetic_clips(bundle))))
+        inputs.description.append("synthetic clips (white noise and smooth drifting images); "
+                                  "give --video for real faces")
+    return inputs
+
+
+def synthetic_clips(bundle: Bundle) -> list[np.ndarray]:
+    try:
+        from mdhr_export.pipeline import parity_clips
+    except ImportError:
+        raise MDHRError("synthetic parity clips need the export extras (pip install 'mdhr-toolkit[export]'); "
+                        "or give --video with a face video") from None
+    return parity_clips(bundle.batch, bundle.frames)
+
+
+def run_all(runners: dict[str, Runner], inputs: Inputs, say: Callable[[str], None]) -> dict[str, dict]:
+    """Every runner on every input batch; outputs of padding clips dropped."""
+    collected: dict[str, list[dict]] = {name: [] for name in runners}
+    clips = 0
+    for kind, batches in inputs.sources:
+        for batch, real in batches():
+            for name, runner in runners.items():
+                outputs = runner.infer(batch)
+                collected[name].append({k: v[:real] for k, v in outputs.items()})
+            clips += real
+            say(f"{clips} clips run on {', '.join(runners)}")
+    if clips == 0:
+        raise MDHRError("no clip to compare on: the video has no detectable face" if inputs.sources[0][0] == "video"
+                        else "no clip to compare on")
+    return {name: concat(parts) for name, parts in collected.items()}
+
+
+def judge(backend: Backend, device: str, reference: dict, candidate: dict, bundle: Bundle,
+          labels: np.ndarray | None, options: ParityOptions) -> dict:
+    ref_au, cand_au = reference["au_scores"], candidate["au_scores"]
+    report = compare(reference, candidate, bundle.threshold)
+    median = metrics.median_decision_agreement(ref_au, cand_au)
+    ranks = metrics.rank_correlation(ref_au, cand_au)
+    row = dict.fromkeys(RESULT_KEYS)
+    row.update(
+        backend=backend.name, precision=backend.precision, device=device, status="ok", frames=report["frames"],
+        au_max_abs_error=report["au_max_abs_error"], au_mean_abs_error=report["au_mean_abs_error"],
+        au_decision_agreement=report["au_decision_agreement"],
+        median_decision_agreement=float(median.mean()),
+        median_decision_agreement_per_au=dict(zip(bundle.au_names, map(float, median))),
+        region_argmax_agreement=report["region_argmax_agreement"], regions=report["regions"],
+        rank_correlation_min=min((r for r in ranks if r is not None), default=None),
+        rank_correlation_per_au=dict(zip(bundle.au_names, ranks)),
+        f1_vs_reference_per_au=metrics.f1_against_reference(ref_au, cand_au, bundle.threshold, bundle.au_names),
+        ground_truth=ground_truth(candidate, labels, bundle),
+    )
+    row["failures"] = failures(backend, row, report, options)
+    row["passed"] = not row["failures"]
+    return row
+
+
+def failures(backend: Backend, row: dict, report: dict, options: ParityOptions) -> list[str]:
+    """Why the backend breaks tolerance (empty when it does not)."""
+    if not backend.reduced_precision:
+        return fp32_failures(report, options.fp32_tolerance)
+    floor = options.min_agreement
+    checks = {"AU decisions at the threshold": row["au_decision_agreement"],
+              "AU decisions at the median reference score": row["median_decision_agreement"],
+              "region argmax": row["region_argmax_agreement"]}
+    return [f"{what} agree on {100 * value:.2f}% < {100 * floor:.2f}%"
+            for what, value in checks.items() if not value >= floor]
+
+
+def ground_truth(outputs: dict, labels: np.ndarray | None, bundle: Bundle) -> dict | None:
+    """F1 against the labels; the labelled clips are the last outputs."""
+    if labels is None:
+        return None
+    scores = outputs["au_scores"][-len(labels):]
+    return metrics.ground_truth_f1(scores, labels, bundle.threshold, bundle.au_names)
