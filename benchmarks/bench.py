@@ -67,6 +67,7 @@ def run_benchmark(options: BenchOptions, say: Callable[[str], None] = lambda lin
     threads = options.threads or usable_cores()
     batch = options.batch or bundle.batch
     clips = bench_clips(batch, bundle.frames)
+    machine = describe(threads)  # before the runs, so its load average is other processes' load
     results = []
     for backend in options.backends:
         reason = _static_reason(backend, bundle, options.ckpt, batch)
@@ -81,8 +82,8 @@ def run_benchmark(options: BenchOptions, say: Callable[[str], None] = lambda lin
                                    else f"skipped ({row['reason']})"))
         results.append(row)
     add_speedups(results)
-    report = {"tool": "mdhr-bench", "bundle": bundle_summary(bundle), "checkpoint": checkpoint_summary(options.ckpt, bundle),
-              "machine": describe(threads),
+    report = {"tool": "mdhr-bench", "bundle": bundle_summary(bundle),
+              "checkpoint": checkpoint_summary(options.ckpt, bundle), "machine": machine,
               "settings": {"batch": batch, "frames": bundle.frames, "warmup": options.warmup,
                            "iters": options.iters, "threads": threads,
                            "timing": "numpy in, numpy out: host-device copies included, GPU work "
@@ -160,10 +161,11 @@ def measure_backend(name: str, bundle_dir: Path, ckpt: Path | None, clips: np.nd
         return skipped(backend, batch, frames, str(e))
     load_s = time.perf_counter() - start
     try:
-        first_ms = _seconds(runner, clips) * 1e3
-        for _ in range(max(warmup - 1, 0)):
+        first = _seconds(runner, clips)  # the cold call: first-run allocations and kernel choices
+        for _ in range(warmup - 1):
             runner.infer(clips)
-        seconds = [_seconds(runner, clips) for _ in range(iters)]
+        seconds = [] if warmup else [first]  # --warmup 0 times the cold call too
+        seconds += [_seconds(runner, clips) for _ in range(iters - len(seconds))]
         device = device_of(runner)
         if on_gpu and gpu_before is not None:
             memory["gpu_mb"] = round(device_memory_used_mb() - gpu_before, 1)
@@ -174,7 +176,7 @@ def measure_backend(name: str, bundle_dir: Path, ckpt: Path | None, clips: np.nd
     clips_per_s = batch * len(seconds) / sum(seconds)
     row = dict.fromkeys(RESULT_KEYS)
     row.update(backend=name, precision=backend.precision, device=device, batch=batch, frames=frames,
-               status="ok", load_s=round(load_s, 3), first_inference_ms=round(first_ms, 2),
+               status="ok", load_s=round(load_s, 3), first_inference_ms=round(first * 1e3, 2),
                latency_ms=latency_summary(seconds), clips_per_s=round(clips_per_s, 4),
                frames_per_s=round(clips_per_s * frames, 3), memory=memory, warmup=warmup, iters=iters)
     return row

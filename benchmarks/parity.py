@@ -9,15 +9,15 @@ used at export time); ``metrics`` adds what a fixed 0.5 threshold cannot
 show on an untrained model, whose scores all sit below 0.5: agreement at
 each AU's median reference score and rank correlation.
 
-Inputs are read once, in model batches; every backend runs on each batch
-before the next is read, so a long video or a big labelled set never has
-to fit in memory.
+Inputs are read in model batches, once per backend (decoding, tracking and
+cropping are deterministic, so every backend sees the same clips), so a
+long video or a big labelled set never has to fit in memory.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -28,9 +28,13 @@ from mdhr_bench.backends import (BACKENDS, ONNXRUNTIME_FP32, TORCH_FP32, Backend
                                  device_of, open_backend)
 from mdhr_bench.bench import bundle_summary, checkpoint_summary
 from mdhr_bench.machine import describe, usable_cores
-from mdhr_export.parity import FP32_AU_TOLERANCE, REDUCED_PRECISION_MIN_AGREEMENT, compare, concat, fp32_failures
+from mdhr_export.parity import (FP32_AU_TOLERANCE, REDUCED_PRECISION_MIN_AGREEMENT, compare, concat, fp32_failures,
+                                parity_clips)
 from mdhr_runtime.bundle import Bundle, load_bundle
 from mdhr_runtime.runners import Runner
+
+if TYPE_CHECKING:
+    from mdhr_bench.labelled import LabelledSet
 
 RESULT_KEYS = ("backend", "precision", "device", "status", "reason", "passed", "failures", "frames",
                "au_max_abs_error", "au_mean_abs_error", "au_decision_agreement", "median_decision_agreement",
@@ -59,7 +63,7 @@ class Inputs:
 
     sources: list[tuple[str, Callable[[], Iterator[tuple[np.ndarray, int]]]]] = field(default_factory=list)
     description: list[str] = field(default_factory=list)
-    labelled: object | None = None  # LabelledSet
+    labelled: LabelledSet | None = None
 
 
 def validate(options: ParityOptions) -> None:
@@ -81,48 +85,31 @@ def run_parity(options: ParityOptions, say: Callable[[str], None] = lambda line:
     threads = options.threads or usable_cores()
     reference = TORCH_FP32 if options.ckpt is not None else ONNXRUNTIME_FP32
     inputs = gather_inputs(options, bundle)
+    machine = describe(threads)
     try:
         reference_runner = open_backend(reference, bundle, options.ckpt, threads)
     except BackendUnavailable as e:
         raise MDHRError(f"the reference ({reference.name}) cannot run: {e}") from None
-    runners, results = {reference.name: reference_runner}, {}
-    for backend in candidates(options.backends, reference):
-        if backend.name == reference.name:
-            results[backend.name] = skipped(backend, "is the reference")
-            continue
-        try:
-            # On a CPU-only machine the FP16 ONNX still says something about
-            # accuracy (its rounding), though nothing about speed.
-            runners[backend.name] = open_backend(backend, bundle, options.ckpt, threads, cpu_fp16_estimate=True)
-        except BackendUnavailable as e:
-            say(f"{backend.name}: skipped ({e})")
-            results[backend.name] = skipped(backend, str(e))
-    try:
-        outputs = run_all(runners, inputs, say)
-        devices = {name: device_of(runner) for name, runner in runners.items()}
-    finally:
-        for runner in runners.values():
-            runner.close()
+    ref_outputs, ref_device = run_through(reference, reference_runner, inputs, say)
     labels = inputs.labelled.labels() if inputs.labelled is not None else None
-    ref_outputs = outputs.pop(reference.name)
-    for name, candidate in outputs.items():
-        results[name] = judge(BACKENDS[name], devices[name], ref_outputs, candidate, bundle, labels, options)
-    ordered = [results[b.name] for b in candidates(options.backends, reference)]
+    results = [check_backend(backend, reference, ref_outputs, bundle, inputs, labels, options, threads, say)
+               for backend in candidates(options.backends, reference)]
     report = {
-        "tool": "mdhr-parity", "bundle": {**bundle_summary(bundle), "au_names": bundle.au_names,
-                                           "threshold": bundle.threshold},
+        "tool": "mdhr-parity",
+        "bundle": {**bundle_summary(bundle), "au_names": bundle.au_names, "threshold": bundle.threshold},
         "checkpoint": checkpoint_summary(options.ckpt, bundle),
-        "machine": describe(threads),
-        "reference": {"backend": reference.name, "precision": reference.precision,
-                      "device": devices[reference.name],
+        "machine": machine,
+        "reference": {"backend": reference.name, "precision": reference.precision, "device": ref_device,
                       "why": "checkpoint given (--ckpt)" if options.ckpt else "no checkpoint: the fp32 ONNX on CPU",
                       "ground_truth": ground_truth(ref_outputs, labels, bundle)},
-        "inputs": {"clips": int(ref_outputs["au_scores"].shape[0]), "frames": int(np.prod(ref_outputs["au_scores"].shape[:2])),
+        "inputs": {"clips": int(ref_outputs["au_scores"].shape[0]),
+                   "frames": int(np.prod(ref_outputs["au_scores"].shape[:2])),
                    "clip_frames": bundle.frames, "description": "; ".join(inputs.description)},
         "tolerances": {"fp32_au_max_abs_error": options.fp32_tolerance, "fp32_region_argmax_agreement": 1.0,
                        "reduced_precision_min_agreement": options.min_agreement},
-        "results": ordered,
+        "results": results,
         "ground_truth": None,
+        "passed": all(r["passed"] is not False for r in results),
     }
     if labels is not None:
         report["ground_truth"] = {
@@ -130,8 +117,24 @@ def run_parity(options: ParityOptions, say: Callable[[str], None] = lambda line:
             "labelled_frames": report["reference"]["ground_truth"]["labelled_frames"],
             "clip_construction": f"official (CVI-SZU/MDHR val loaders) with T={bundle.frames}, the bundle's "
                                  f"clip length; the official T is {CLIP_FRAMES}"}
-    report["passed"] = all(r["passed"] is not False for r in ordered)
     return report
+
+
+def check_backend(backend: Backend, reference: Backend, ref_outputs: dict, bundle: Bundle, inputs: Inputs,
+                  labels: np.ndarray | None, options: ParityOptions, threads: int,
+                  say: Callable[[str], None]) -> dict:
+    """One backend's row: run it on the inputs and judge it, or say why not."""
+    if backend.name == reference.name:
+        return skipped(backend, "is the reference")
+    try:
+        # On a CPU-only machine the FP16 ONNX still says something about
+        # accuracy (its rounding), though nothing about speed.
+        runner = open_backend(backend, bundle, options.ckpt, threads, cpu_fp16_estimate=True)
+    except BackendUnavailable as e:
+        say(f"{backend.name}: skipped ({e})")
+        return skipped(backend, str(e))
+    outputs, device = run_through(backend, runner, inputs, say)
+    return judge(backend, device, ref_outputs, outputs, bundle, labels, options)
 
 
 def candidates(chosen: list[Backend] | None, reference: Backend) -> list[Backend]:
@@ -173,29 +176,28 @@ def gather_inputs(options: ParityOptions, bundle: Bundle) -> Inputs:
 
 
 def synthetic_clips(bundle: Bundle) -> list[np.ndarray]:
-    try:
-        from mdhr_export.pipeline import parity_clips
-    except ImportError:
-        raise MDHRError("synthetic parity clips need the export extras (pip install 'mdhr-toolkit[export]'); "
-                        "or give --video with a face video") from None
     return parity_clips(bundle.batch, bundle.frames)
 
 
-def run_all(runners: dict[str, Runner], inputs: Inputs, say: Callable[[str], None]) -> dict[str, dict]:
-    """Every runner on every input batch; outputs of padding clips dropped."""
-    collected: dict[str, list[dict]] = {name: [] for name in runners}
-    clips = 0
-    for kind, batches in inputs.sources:
-        for batch, real in batches():
-            for name, runner in runners.items():
-                outputs = runner.infer(batch)
-                collected[name].append({k: v[:real] for k, v in outputs.items()})
-            clips += real
-            say(f"{clips} clips run on {', '.join(runners)}")
+def run_through(backend: Backend, runner: Runner, inputs: Inputs, say: Callable[[str], None]) -> tuple[dict, str]:
+    """One runner over every input batch, then closed; padding clips' outputs
+    dropped.  Backends run one after another, not interleaved batch by batch:
+    ONNX Runtime's and PyTorch's thread pools keep spinning after a call, and
+    interleaved they slow each other down several times over."""
+    collected, clips = [], 0
+    try:
+        for _kind, batches in inputs.sources:
+            for batch, real in batches():
+                collected.append({k: v[:real] for k, v in runner.infer(batch).items()})
+                clips += real
+        device = device_of(runner)
+    finally:
+        runner.close()
     if clips == 0:
-        raise MDHRError("no clip to compare on: the video has no detectable face" if inputs.sources[0][0] == "video"
+        raise MDHRError("no clip to compare on: no face was found in the video" if inputs.sources[0][0] == "video"
                         else "no clip to compare on")
-    return {name: concat(parts) for name, parts in collected.items()}
+    say(f"{backend.name}: {clips} clips run")
+    return concat(collected), device
 
 
 def judge(backend: Backend, device: str, reference: dict, candidate: dict, bundle: Bundle,

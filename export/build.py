@@ -18,7 +18,6 @@ def build_into(folder: Path, card: dict, fp16: bool) -> dict:
     """Build ``model.engine`` inside ``folder`` from its fp32 ONNX, measure it
     against ONNX Runtime fp32 and record both in ``card`` (not yet saved)."""
     from mdhr_export.engine import build_engine
-    from mdhr_export.pipeline import parity_clips, runner_outputs
     from mdhr_runtime.tensorrt_runner import TensorRTRunner
 
     tmp_engine = folder / f".{ENGINE_FILE}.partial"
@@ -32,10 +31,10 @@ def build_into(folder: Path, card: dict, fp16: bool) -> dict:
     card["engine_build"] = info
     bundle = load_bundle(folder)
     bundle = type(bundle)(bundle.root, card)
-    clips = parity_clips(bundle.batch, bundle.frames)
+    clips = parity.parity_clips(bundle.batch, bundle.frames)
     reference = OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"])
     engine = TensorRTRunner(bundle)
-    report = parity.compare(runner_outputs(reference, clips), runner_outputs(engine, clips), card["threshold"])
+    report = parity.compare(parity.runner_outputs(reference, clips), parity.runner_outputs(engine, clips), card["threshold"])
     engine.close()
     reference.close()
     card.setdefault("parity", {})["tensorrt"] = {"reference": "onnxruntime-fp32-cpu", **report}

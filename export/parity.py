@@ -10,6 +10,7 @@ import numpy as np
 
 FP32_AU_TOLERANCE = 1e-4
 REDUCED_PRECISION_MIN_AGREEMENT = 0.99
+PARITY_CLIPS = 3
 
 
 def region_names(outputs: dict[str, np.ndarray]) -> list[str]:
@@ -55,3 +56,23 @@ def fp32_failures(report: dict, au_tolerance: float = FP32_AU_TOLERANCE) -> list
 def concat(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Outputs of several runs joined along the batch axis."""
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def parity_clips(batch: int, frames: int, seed: int = 0) -> list[np.ndarray]:
+    """Inputs for parity, batched: white noise (the golden recipe's kind),
+    and smooth images with tiny frame-to-frame changes, like real video,
+    where the temporal difference is small and numerically delicate."""
+    rng = np.random.default_rng(seed)
+    clips = [rng.standard_normal((frames, 3, 224, 224), dtype=np.float32)]
+    while len(clips) < max(PARITY_CLIPS, batch):
+        coarse = rng.standard_normal((3, 28, 28)).astype(np.float32)
+        still = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2)
+        drift = rng.standard_normal((frames, 3, 224, 224)).astype(np.float32) * 0.02
+        clips.append(still[None] + drift.cumsum(axis=0))
+    batches = -(-len(clips) // batch)
+    clips += clips[: batches * batch - len(clips)]
+    return [np.stack(clips[i * batch:(i + 1) * batch]) for i in range(batches)]
+
+
+def runner_outputs(runner, clips: list[np.ndarray]) -> dict[str, np.ndarray]:
+    return concat([runner.infer(batch) for batch in clips])

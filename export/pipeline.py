@@ -23,7 +23,6 @@ from mdhr_runtime.bundle import CARD_FILE, FORMAT, load_bundle
 from mdhr_runtime.runners import OnnxRuntimeRunner, tensorrt_unavailable_reason
 
 ONNX_FILE, ONNX_FP16_FILE = "model.onnx", "model_fp16.onnx"
-PARITY_CLIPS = 3
 
 
 @dataclass
@@ -104,22 +103,6 @@ def make_card(model: mdhr.MDHR, options: ExportOptions, checkpoint_sha256: str |
     }
 
 
-def parity_clips(batch: int, frames: int, seed: int = 0) -> list[np.ndarray]:
-    """Inputs for parity, batched: white noise (the golden recipe's kind),
-    and smooth images with tiny frame-to-frame changes, like real video,
-    where the temporal difference is small and numerically delicate."""
-    rng = np.random.default_rng(seed)
-    clips = [rng.standard_normal((frames, 3, 224, 224), dtype=np.float32)]
-    while len(clips) < max(PARITY_CLIPS, batch):
-        coarse = rng.standard_normal((3, 28, 28)).astype(np.float32)
-        still = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2)
-        drift = rng.standard_normal((frames, 3, 224, 224)).astype(np.float32) * 0.02
-        clips.append(still[None] + drift.cumsum(axis=0))
-    batches = -(-len(clips) // batch)
-    clips += clips[: batches * batch - len(clips)]
-    return [np.stack(clips[i * batch:(i + 1) * batch]) for i in range(batches)]
-
-
 def torch_outputs(model: mdhr.MDHR, clips: list[np.ndarray]) -> dict[str, np.ndarray]:
     wrapper = graph.ClipOutputs(model).eval()
     names = graph.output_names(model)
@@ -128,10 +111,6 @@ def torch_outputs(model: mdhr.MDHR, clips: list[np.ndarray]) -> dict[str, np.nda
         for batch in clips:
             runs.append({n: o.numpy() for n, o in zip(names, wrapper(torch.from_numpy(batch)))})
     return parity.concat(runs)
-
-
-def runner_outputs(runner, clips: list[np.ndarray]) -> dict[str, np.ndarray]:
-    return parity.concat([runner.infer(batch) for batch in clips])
 
 
 def save_onnx(proto: onnx.ModelProto, path: Path) -> None:
@@ -155,7 +134,7 @@ def export_bundle(options: ExportOptions, progress: Progress | None = None) -> d
         save_onnx(slim, staging / ONNX_FILE)
         _write_card(staging, card)
 
-        clips = parity_clips(options.batch, options.frames, options.seed)
+        clips = parity.parity_clips(options.batch, options.frames, options.seed)
         card["parity"] = progress.step("parity", lambda: fp32_parity(model, raw, staging, clips))
         if options.fp16:
             card["parity"]["fp16"] = progress.step("fp16", lambda: export_fp16(slim, fp32_nodes, staging, card, clips))
@@ -172,7 +151,7 @@ def fp32_parity(model, raw: onnx.ModelProto, staging: Path, clips) -> dict:
     reference = torch_outputs(model, clips)
     bundle = load_bundle(staging)
     runner = OnnxRuntimeRunner(bundle, providers=["CPUExecutionProvider"])
-    simplified = runner_outputs(runner, clips)
+    simplified = parity.runner_outputs(runner, clips)
     runner.close()
     report = parity.compare(reference, simplified, DECISION_THRESHOLD)
     import onnxruntime as ort
@@ -199,12 +178,12 @@ def export_fp16(slim: onnx.ModelProto, fp32_nodes: list[str], staging: Path, car
     _write_card(staging, card)
     bundle = load_bundle(staging)
     fp32 = OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"])
-    reference = runner_outputs(fp32, clips)
+    reference = parity.runner_outputs(fp32, clips)
     fp32.close()
     emulated = OnnxRuntimeRunner(bundle, "fp16", providers=["CPUExecutionProvider"])
     report = {"reference": "onnxruntime-fp32-cpu",
               "estimate_cpu": {"method": fp16_tools.CPU_EMULATION,
-                               **parity.compare(reference, runner_outputs(emulated, clips), card["threshold"])},
+                               **parity.compare(reference, parity.runner_outputs(emulated, clips), card["threshold"])},
               "measured_gpu": None}
     emulated.close()
     import onnxruntime as ort
@@ -212,7 +191,7 @@ def export_fp16(slim: onnx.ModelProto, fp32_nodes: list[str], staging: Path, car
     if "CUDAExecutionProvider" in ort.get_available_providers():
         gpu = OnnxRuntimeRunner(bundle, "fp16", providers=["CUDAExecutionProvider"])
         report["measured_gpu"] = {"backend": gpu.name,
-                                  **parity.compare(reference, runner_outputs(gpu, clips), card["threshold"])}
+                                  **parity.compare(reference, parity.runner_outputs(gpu, clips), card["threshold"])}
         gpu.close()
     return report
 

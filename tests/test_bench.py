@@ -3,7 +3,6 @@ their JSON follows the schema, tolerances decide the exit status, and F1
 against ground truth agrees with an independent computation.  Timings are
 never asserted (the CPU is shared)."""
 import json
-import shutil
 
 import cv2
 import numpy as np
@@ -202,7 +201,8 @@ def independent_clips(root, paths, labels):
     layout = [[0, 1, 2, 3], [4, 5, 5, 5], [6, 7, 8, 9], [10, 10, 10, 10]]
     real = [[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
     clips = np.stack([np.stack([image(paths[i]) for i in clip]) for clip in layout])
-    clip_labels = np.stack([[labels[i] if r else -np.ones(8) for i, r in zip(clip, rs)] for clip, rs in zip(layout, real)])
+    clip_labels = np.stack([[labels[i] if is_real else -np.ones(8) for i, is_real in zip(clip, reals)]
+                            for clip, reals in zip(layout, real)])
     return clips, clip_labels
 
 
