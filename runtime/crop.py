@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from mdhr.aus import IMAGE_MEAN, IMAGE_SIZE, IMAGE_STD
+from mdhr_runtime.timing import StageClock
 from mdhr_runtime.faces import FaceResult, FaceTracker
 from mdhr_runtime.frames import Frame
 
@@ -112,20 +113,25 @@ class CroppedFrame:
 
 
 def crop_stream(frames: Iterable[Frame], tracker: FaceTracker | None = None,
-                cropper: Cropper | None = None) -> Iterator[CroppedFrame]:
+                cropper: Cropper | None = None, clock: StageClock | None = None) -> Iterator[CroppedFrame]:
     """Track, crop and normalise each frame in turn (constant memory).
 
     ``tracker=None`` means the frames already are aligned face crops (the
     ``aligned=True`` path): no detection, just ``resize_aligned``, and every
     frame counts as a face found with confidence 1 and the whole image as box.
+    ``clock`` books decoding, detection and cropping to their stages.
     """
     cropper = cropper or Cropper()
-    for frame in frames:
+    clock = clock or StageClock()
+    for frame in clock.timed(frames, "decode"):
         if tracker is None:
             height, width = frame.rgb.shape[:2]
             face = FaceResult(success=True, confidence=1.0, box=(0.0, 0.0, float(width), float(height)))
-            crop = to_model_input(resize_aligned(frame.rgb, cropper.size))
+            with clock.stage("preprocess"):
+                crop = to_model_input(resize_aligned(frame.rgb, cropper.size))
         else:
-            face = tracker.update(frame.rgb, frame.timestamp)
-            crop = to_model_input(cropper.crop(frame.rgb, face)) if face.success else None
+            with clock.stage("detect"):
+                face = tracker.update(frame.rgb, frame.timestamp)
+            with clock.stage("preprocess"):
+                crop = to_model_input(cropper.crop(frame.rgb, face)) if face.success else None
         yield CroppedFrame(index=frame.index, timestamp=frame.timestamp, face=face, crop=crop)

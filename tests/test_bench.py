@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from mdhr_bench import metrics
 from mdhr_bench.cli import EXIT_PARITY_FAILED, bench_main, parity_main
 from mdhr_bench.labelled import build_clips
-from mdhr_runtime.synthetic import PHOTO_FACE_BOX, FootageMaker, Segment, write_video
+from mdhr_bench.synthetic import PHOTO_FACE_BOX, FootageMaker, Segment, write_video
 
 FACE = "tests/data/face.jpg"
 BENCH_ROW_KEYS = {"backend", "precision", "device", "batch", "frames", "status", "reason", "load_s",

@@ -12,7 +12,7 @@ from mdhr.aus import IMAGE_MEAN, IMAGE_STD
 from mdhr_runtime.crop import MEAN_RGB, Cropper, crop_stream, resize_aligned, to_model_input
 from mdhr_runtime.faces import FaceResult, FaceTracker, MTCNNDetector, eye_roll_degrees
 from mdhr_runtime.frames import FrameSource
-from mdhr_runtime.synthetic import FootageMaker, Placement, Segment, write_video
+from mdhr_bench.synthetic import FootageMaker, Placement, Segment, write_video
 
 DATA = Path(__file__).parent / "data"
 

@@ -13,7 +13,7 @@ import pytest
 from mdhr.errors import MDHRError
 from mdhr_runtime.faces import FaceTracker, HaarDetector, MTCNNDetector, box_iou, eye_roll_degrees
 from mdhr_runtime.frames import FrameSource
-from mdhr_runtime.synthetic import PHOTO_FACE_BOX, FootageMaker, Placement, Segment, write_video
+from mdhr_bench.synthetic import PHOTO_FACE_BOX, FootageMaker, Placement, Segment, write_video
 
 DATA = Path(__file__).parent / "data"
 

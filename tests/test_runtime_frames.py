@@ -11,7 +11,7 @@ import pytest
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.frames import FrameSource, natural_key, to_rgb
-from mdhr_runtime.synthetic import write_video
+from mdhr_bench.synthetic import write_video
 
 DATA = Path(__file__).parent / "data"
 

@@ -1,6 +1,6 @@
 """Measure the face detectors on footage with a known face placement.
 
-    python -m mdhr_runtime.measure_faces [--photo tests/data/face.jpg] [--stages]
+    python -m mdhr_bench.measure_faces [--photo tests/data/face.jpg] [--stages]
 
 Footage comes from ``synthetic.FootageMaker`` (640x360 at 30 fps, passed
 through an mp4v encode/decode so codec artefacts are included).  For each
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from mdhr_runtime.faces import FaceTracker, HaarDetector, MTCNNDetector, box_iou
-from mdhr_runtime.synthetic import FootageMaker, write_video
+from mdhr_bench.synthetic import FootageMaker, write_video
 
 HIT_IOU = 0.4  # a detection this close to the true box counts as finding the face
 MISS_IOU = 0.2  # a detection this far from it is a false positive

@@ -1,0 +1,123 @@
+"""``AUDetector``: per-frame AU occurrence from a video, an image folder, an
+image, or ready-made clips, with an exported bundle and no torch."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from mdhr.errors import MDHRError
+from mdhr_runtime.bundle import load_bundle
+from mdhr_runtime.clips import ClipBatch, ClipWindows
+from mdhr_runtime.crop import crop_stream
+from mdhr_runtime.faces import FaceTracker, HaarDetector, MTCNNDetector
+from mdhr_runtime.frames import FrameSource
+from mdhr_runtime.runners import open_runner
+from mdhr_runtime.table import FrameTable
+from mdhr_runtime.timing import StageClock
+
+FACE_DETECTORS = {"mtcnn": MTCNNDetector, "haar": HaarDetector}
+
+
+def clip_batches(source: str | Path, input_shape: tuple[int, ...], aligned: bool = False,
+                 face_detector: str = "mtcnn", clock: StageClock | None = None) -> Iterator[ClipBatch]:
+    """The model batches [B, T, 3, 224, 224] of a video, image folder or
+    image, streamed: decode -> track the face -> crop -> clip windows."""
+    clock = clock or StageClock()
+    tracker = None if aligned else FaceTracker(FACE_DETECTORS[face_detector]())
+    crops = crop_stream(FrameSource(source), tracker, clock=clock)
+    return clock.timed(ClipWindows.for_input_shape(input_shape).batches(crops), "preprocess")
+
+
+class AUDetector:
+    """Facial action units per frame, with an exported MDHR bundle.
+
+    ``backend``: "auto" (a TensorRT engine on a GPU when the bundle has one,
+    else ONNX Runtime), "onnxruntime" or "tensorrt"; ``why`` says what was
+    chosen and why.  ``threshold`` overrides the bundle's decision threshold
+    (0.5, as the official evaluation).
+
+    Threads: with ONNX Runtime one detector may be shared by several threads
+    (sessions are thread-safe and each ``predict_video`` call keeps its own
+    tracking state); a TensorRT detector owns one execution context, so give
+    each thread its own.
+    """
+
+    def __init__(self, bundle_dir: str | Path, backend: str = "auto", threshold: float | None = None,
+                 threads: int | None = None, face_detector: str = "mtcnn"):
+        if face_detector not in FACE_DETECTORS:
+            raise MDHRError(f"unknown face detector {face_detector!r}: choose {', '.join(FACE_DETECTORS)}")
+        self.bundle = load_bundle(bundle_dir)
+        self.runner, self.why = open_runner(self.bundle, backend, threads=threads)
+        self.threshold = self.bundle.threshold if threshold is None else float(threshold)
+        self.face_detector = face_detector
+
+    @property
+    def au_names(self) -> list[str]:
+        return self.bundle.au_names
+
+    @property
+    def backend(self) -> str:
+        return self.runner.name
+
+    def predict_clips(self, clips: np.ndarray) -> np.ndarray:
+        """AU scores [N, T, num_aus] for normalised clips [N, T, 3, 224, 224]
+        (any N; T must be the bundle's).  Scores are cosine similarities in
+        [-1, 1]; an AU is active at ``score >= threshold``."""
+        clips = np.asarray(clips, dtype=np.float32)
+        B, T = self.bundle.batch, self.bundle.frames
+        if clips.ndim != 5 or clips.shape[1:] != (T, 3, 224, 224) or len(clips) == 0:
+            raise MDHRError(f"clips of shape {list(clips.shape)} given; this bundle takes [N, {T}, 3, 224, 224] "
+                            "(normalised RGB face crops)")
+        scores = []
+        for start in range(0, len(clips), B):
+            chunk = clips[start:start + B]
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], B - len(chunk), axis=0)])
+            scores.append(self.runner.infer(padded)["au_scores"][:len(chunk)])
+        return np.concatenate(scores)
+
+    def predict_video(self, source: str | Path, aligned: bool = False,
+                      progress: Callable[[int], None] | None = None,
+                      clock: StageClock | None = None) -> FrameTable:
+        """One row per frame of a video file, an image folder or an image.
+
+        Frames are streamed (memory stays bounded whatever the length).
+        ``aligned=True`` takes the frames as face crops already (no face
+        detection).  Frames where no face is found are kept, with
+        ``success`` false and no AU scores.  ``progress`` is called with the
+        number of frames done after each batch; ``clock`` collects the time
+        of each stage (decode, detect, preprocess, model)."""
+        clock = clock or StageClock()
+        table = FrameTable(self.au_names, self.threshold)
+        for batch in clip_batches(source, self.bundle.input_shape, aligned, self.face_detector, clock):
+            with clock.stage("model"):
+                scores = self.runner.infer(batch.clips)["au_scores"]
+            table.add_batch(batch, scores)
+            if progress is not None:
+                progress(len(table))
+        if len(table) == 0:
+            raise MDHRError(f"{source}: no frames could be read; is it an empty video?")
+        return table
+
+    def profile_video(self, source: str | Path, aligned: bool = False) -> dict:
+        """Frames per second of the whole pipeline and the time of each stage."""
+        clock = StageClock()
+        start = time.perf_counter()
+        table = self.predict_video(source, aligned, clock=clock)
+        wall = time.perf_counter() - start
+        frames = len(table)
+        return {"frames": frames, "frames_with_face": sum(r.face.success for r in table.rows),
+                "seconds": round(wall, 4), "fps": round(frames / wall, 3) if wall else None,
+                "backend": self.backend, "why": self.why, "stages": clock.report(frames, wall),
+                "other_seconds": round(max(wall - clock.total(), 0.0), 4)}
+
+    def close(self) -> None:
+        self.runner.close()
+
+    def __enter__(self) -> "AUDetector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

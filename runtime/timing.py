@@ -1,0 +1,46 @@
+"""Where the time of a video goes: decode, detect, preprocess, model."""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Iterable, Iterator, TypeVar
+
+STAGES = ("decode", "detect", "preprocess", "model")
+Item = TypeVar("Item")
+
+
+class StageClock:
+    """Seconds spent in each named stage."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+    def timed(self, items: Iterable[Item], name: str) -> Iterator[Item]:
+        """``items`` with the time spent producing each one booked to
+        ``name``, less what nested stages already booked meanwhile."""
+        iterator = iter(items)
+        while True:
+            start, booked = time.perf_counter(), self.total()
+            item = next(iterator, None)
+            self.seconds[name] += time.perf_counter() - start - (self.total() - booked)
+            if item is None:
+                return
+            yield item
+
+    def report(self, frames: int, wall: float) -> dict:
+        return {name: {"seconds": round(self.seconds[name], 4),
+                       "ms_per_frame": round(1e3 * self.seconds[name] / max(frames, 1), 3),
+                       "share": round(self.seconds[name] / wall, 4) if wall else None}
+                for name in STAGES}
