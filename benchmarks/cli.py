@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from mdhr_runtime.atomic import write_atomically
 from mdhr_runtime.cli_common import run_reporting_errors, verbose_option
 
 # mdhr-parity's exit status when a backend breaks tolerance (2 is a user
@@ -25,8 +26,7 @@ threads_option = click.option("--threads", type=int, help="CPU threads for PyTor
 
 def write_json(path: Path | None, report: dict) -> None:
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")
+        write_atomically(path, (json.dumps(report, indent=2) + "\n").encode())
 
 
 def say(line: str) -> None:
@@ -68,8 +68,7 @@ def bench_main(model, ckpt, backends, batch, warmup, iters, threads, video, json
         table = bench_markdown(report)
         write_json(json_out, report)
         if markdown_out is not None:
-            markdown_out.parent.mkdir(parents=True, exist_ok=True)
-            markdown_out.write_text(table)
+            write_atomically(markdown_out, table.encode())
         click.echo(table)
 
     run_reporting_errors(work, verbose)

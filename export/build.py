@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mdhr.errors import MDHRError
 from mdhr_export import parity
-from mdhr_export.staging import write_atomically
+from mdhr_runtime.atomic import write_atomically
 from mdhr_runtime.bundle import CARD_FILE, load_bundle
 from mdhr_runtime.runners import OnnxRuntimeRunner, tensorrt_unavailable_reason
 

@@ -12,7 +12,8 @@ from mdhr.aus import BP4D, DISFA
 from mdhr.errors import MDHRError
 from mdhr_runtime.crop import CroppedFrame
 from mdhr_runtime.faces import FaceResult
-from mdhr_runtime.table import FrameTable, atomic_path
+from mdhr_runtime.atomic import atomic_path
+from mdhr_runtime.table import FrameTable
 
 
 def face(found: bool) -> FaceResult:
