@@ -97,6 +97,15 @@ def tensorrt_unavailable_reason() -> str | None:
     return None
 
 
+def default_onnx_precision(bundle: Bundle) -> str:
+    """FP16 where a CUDA GPU runs it and the bundle has it; float32 on CPU
+    (ONNX Runtime's CPU kernels gain nothing from FP16)."""
+    import onnxruntime as ort
+
+    has_fp16 = bundle.artifact("onnx_fp16") is not None
+    return "fp16" if has_fp16 and "CUDAExecutionProvider" in ort.get_available_providers() else "fp32"
+
+
 def open_runner(bundle: Bundle, backend: str = "auto", precision: str | None = None,
                 threads: int | None = None) -> tuple[Runner, str]:
     """The runner for ``backend`` and why it was chosen.  ``auto`` prefers a
@@ -115,6 +124,6 @@ def open_runner(bundle: Bundle, backend: str = "auto", precision: str | None = N
         if backend == "tensorrt":
             raise MDHRError(f"backend tensorrt is unavailable: {reason}")
         why_not_trt = reason
-    runner = OnnxRuntimeRunner(bundle, precision or "fp32", threads=threads)
+    runner = OnnxRuntimeRunner(bundle, precision or default_onnx_precision(bundle), threads=threads)
     why = "forced" if backend == "onnxruntime" else f"TensorRT unavailable: {why_not_trt}"
     return runner, f"ONNX Runtime ({runner.name}); {why}"
