@@ -138,7 +138,7 @@ def export_bundle(options: ExportOptions, progress: Progress | None = None) -> d
         card["parity"] = progress.step("parity", lambda: fp32_parity(model, raw, staging, clips))
         if options.fp16:
             card["parity"]["fp16"] = progress.step("fp16", lambda: export_fp16(slim, fp32_nodes, staging, card, clips))
-            progress.step("engine", lambda: maybe_build_engine(staging, card, progress.say))
+            progress.step("engine", lambda: maybe_build_engine(staging, card, options.out, progress.say))
         card["timings_s"] = progress.timings
         _write_card(staging, card)
     return card
@@ -196,11 +196,10 @@ def export_fp16(slim: onnx.ModelProto, fp32_nodes: list[str], staging: Path, car
     return report
 
 
-def maybe_build_engine(staging: Path, card: dict, say: Callable[[str], None]) -> None:
+def maybe_build_engine(staging: Path, card: dict, out: Path, say: Callable[[str], None]) -> None:
     reason = tensorrt_unavailable_reason()
     if reason is not None:
-        say(f"TensorRT engine not built here ({reason}); on the target GPU run: "
-            f"mdhr-build <bundle> --fp16")
+        say(f"TensorRT engine not built here ({reason}); on the target GPU run: mdhr-build {out} --fp16")
         return
     from mdhr_export.build import build_into
 
