@@ -18,6 +18,14 @@ def _two_threads():
 
 
 @pytest.fixture(scope="session")
+def photo():
+    """tests/data/face.jpg, a real face photo, as RGB."""
+    import cv2
+
+    return cv2.cvtColor(cv2.imread(str(Path(__file__).parent / "data" / "face.jpg")), cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope="session")
 def bp4d_bundle(tmp_path_factory):
     """BP4D/ResNet-50 bundle (batch 1, T 16, with FP16) exported from a
     checkpoint holding the golden recipe's weights."""

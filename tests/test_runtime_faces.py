@@ -15,12 +15,6 @@ from mdhr_runtime.faces import FaceTracker, HaarDetector, MTCNNDetector, box_iou
 from mdhr_runtime.frames import FrameSource
 from mdhr_bench.synthetic import PHOTO_FACE_BOX, FootageMaker, Placement, Segment, write_video
 
-DATA = Path(__file__).parent / "data"
-
-
-@pytest.fixture(scope="module")
-def photo() -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(DATA / "face.jpg")), cv2.COLOR_BGR2RGB)
 
 
 @pytest.fixture(scope="module")

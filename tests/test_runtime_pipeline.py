@@ -24,9 +24,8 @@ DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
-def footage(tmp_path_factory):
+def footage(tmp_path_factory, photo):
     """37 frames at 640x360: a moving face, a face-less stretch, the face again."""
-    photo = cv2.cvtColor(cv2.imread(str(DATA / "face.jpg")), cv2.COLOR_BGR2RGB)
     made = list(FootageMaker(photo).frames((Segment("moving", 20), Segment("empty", 10), Segment("clean", 7))))
     video = tmp_path_factory.mktemp("video") / "clip.mp4"
     write_video(video, [f.rgb for f in made])
