@@ -2,7 +2,6 @@
 resize, levelled face crops from real detections, and the crop stream."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -4,7 +4,6 @@ through the real detectors (ONNX Runtime sessions for MTCNN)."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import cv2
 import numpy as np
