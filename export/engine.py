@@ -47,10 +47,15 @@ def build_engine(onnx_path: Path, engine_path: Path, fp16: bool, fp32_layers: li
 
 def _keep_layers_fp32(network, onnx_nodes: set[str], trt) -> list[str]:
     """Pin the layers TensorRT made from ``onnx_nodes`` to FP32."""
+    def from_onnx_node(layer_name: str) -> bool:
+        # the parser names a layer after its ONNX node, with a suffix when one
+        # node becomes several layers
+        return any(layer_name == n or layer_name.startswith((n + "_", n + " ")) for n in onnx_nodes)
+
     kept = []
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        if layer.name in onnx_nodes or layer.name.split(" ")[0] in onnx_nodes:
+        if from_onnx_node(layer.name):
             layer.precision = trt.float32
             for j in range(layer.num_outputs):
                 layer.set_output_type(j, trt.float32)
