@@ -1,13 +1,11 @@
 """``mdhr-build``: a TensorRT engine for an existing bundle, on the target GPU."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from mdhr.errors import MDHRError
 from mdhr_export import parity
-from mdhr_runtime.atomic import write_atomically
-from mdhr_runtime.bundle import CARD_FILE, load_bundle
+from mdhr_runtime.bundle import Bundle, load_bundle, write_card
 from mdhr_runtime.runners import OnnxRuntimeRunner, tensorrt_unavailable_reason
 
 ENGINE_FILE = "model.engine"
@@ -29,8 +27,7 @@ def build_into(folder: Path, card: dict, fp16: bool) -> dict:
         tmp_engine.unlink(missing_ok=True)
     card["artifacts"]["engine"] = ENGINE_FILE
     card["engine_build"] = info
-    bundle = load_bundle(folder)
-    bundle = type(bundle)(bundle.root, card)
+    bundle = Bundle(Path(folder), card)
     clips = parity.parity_clips(bundle.batch, bundle.frames)
     reference = OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"])
     engine = TensorRTRunner(bundle)
@@ -48,5 +45,5 @@ def build_bundle_engine(bundle_dir: Path, fp16: bool) -> dict:
                         "GPU machine")
     bundle = load_bundle(bundle_dir)
     card = build_into(bundle.root, dict(bundle.card), fp16)
-    write_atomically(bundle.root / CARD_FILE, (json.dumps(card, indent=2) + "\n").encode())
+    write_card(bundle.root, card)
     return card

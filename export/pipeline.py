@@ -3,7 +3,6 @@ with a parity report; each step timed."""
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from mdhr.errors import MDHRError
 from mdhr_export import fp16 as fp16_tools
 from mdhr_export import graph, parity
 from mdhr_export.staging import staged_folder
-from mdhr_runtime.bundle import CARD_FILE, FORMAT, load_bundle
+from mdhr_runtime.bundle import FORMAT, load_bundle, write_card
 from mdhr_runtime.runners import OnnxRuntimeRunner, tensorrt_unavailable_reason
 
 ONNX_FILE, ONNX_FP16_FILE = "model.onnx", "model_fp16.onnx"
@@ -132,20 +131,22 @@ def export_bundle(options: ExportOptions, progress: Progress | None = None) -> d
         card["fp32_nodes"] = fp32_nodes
         card["artifacts"] = {"onnx": ONNX_FILE, "onnx_fp16": None, "engine": None}
         save_onnx(slim, staging / ONNX_FILE)
-        _write_card(staging, card)
+        write_card(staging, card)
 
         clips = parity.parity_clips(options.batch, options.frames, options.seed)
-        card["parity"] = progress.step("parity", lambda: fp32_parity(model, raw, staging, clips))
+        card["parity"], onnx_fp32 = progress.step("parity", lambda: fp32_parity(model, raw, staging, clips))
         if options.fp16:
-            card["parity"]["fp16"] = progress.step("fp16", lambda: export_fp16(slim, fp32_nodes, staging, card, clips))
+            card["parity"]["fp16"] = progress.step(
+                "fp16", lambda: export_fp16(slim, fp32_nodes, staging, card, clips, onnx_fp32))
             progress.step("engine", lambda: maybe_build_engine(staging, card, options.out, progress.say))
         card["timings_s"] = progress.timings
-        _write_card(staging, card)
+        write_card(staging, card)
     return card
 
 
-def fp32_parity(model, raw: onnx.ModelProto, staging: Path, clips) -> dict:
-    """The fp32 ONNX in ONNX Runtime CPU against PyTorch; raises (so no bundle
+def fp32_parity(model, raw: onnx.ModelProto, staging: Path, clips) -> tuple[dict, dict[str, np.ndarray]]:
+    """The fp32 ONNX in ONNX Runtime CPU against PyTorch: the report, and the
+    ONNX outputs (the reference for reduced precision).  Raises (so no bundle
     is written) when it is not faithful.  The graph before simplification is
     run too, to prove simplification changed nothing."""
     reference = torch_outputs(model, clips)
@@ -168,18 +169,18 @@ def fp32_parity(model, raw: onnx.ModelProto, staging: Path, clips) -> dict:
                         + "; no bundle written (please report this with the checkpoint's configuration)")
     return {"clips": int(sum(c.shape[0] for c in clips)), "reference": "pytorch-fp32-cpu",
             "onnxruntime_fp32_cpu": report,
-            "simplification_max_abs_error": simplify_error["au_max_abs_error"]}
+            "simplification_max_abs_error": simplify_error["au_max_abs_error"]}, simplified
 
 
-def export_fp16(slim: onnx.ModelProto, fp32_nodes: list[str], staging: Path, card: dict, clips) -> dict:
+def export_fp16(slim: onnx.ModelProto, fp32_nodes: list[str], staging: Path, card: dict, clips,
+                reference: dict[str, np.ndarray]) -> dict:
+    """Write the FP16 ONNX and measure it against ``reference``, the fp32
+    ONNX's outputs on the same ``clips``."""
     half = fp16_tools.to_fp16(slim, fp32_nodes)
     save_onnx(half, staging / ONNX_FP16_FILE)
     card["artifacts"]["onnx_fp16"] = ONNX_FP16_FILE
-    _write_card(staging, card)
+    write_card(staging, card)
     bundle = load_bundle(staging)
-    fp32 = OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"])
-    reference = parity.runner_outputs(fp32, clips)
-    fp32.close()
     emulated = OnnxRuntimeRunner(bundle, "fp16", providers=["CPUExecutionProvider"])
     report = {"reference": "onnxruntime-fp32-cpu",
               "estimate_cpu": {"method": fp16_tools.CPU_EMULATION,
@@ -205,6 +206,3 @@ def maybe_build_engine(staging: Path, card: dict, out: Path, say: Callable[[str]
 
     build_into(staging, card, fp16=True)
 
-
-def _write_card(folder: Path, card: dict) -> None:
-    (folder / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdhr.errors import MDHRError
+from mdhr_runtime.atomic import write_atomically
 
 CARD_FILE = "mdhr.json"
 FORMAT = 1  # bump when the card or the graph's inputs/outputs change meaning
@@ -95,3 +96,8 @@ def load_bundle(path: str | Path) -> Bundle:
         raise MDHRError(f"{root}: incomplete bundle: {card['artifacts'].get('onnx')} is missing; "
                         "export the bundle again")
     return bundle
+
+
+def write_card(folder: str | Path, card: dict) -> Path:
+    """Save ``card`` as the folder's mdhr.json (atomically)."""
+    return write_atomically(Path(folder) / CARD_FILE, (json.dumps(card, indent=2) + "\n").encode())

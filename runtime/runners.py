@@ -39,8 +39,8 @@ def check_clips(clips: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 class OnnxRuntimeRunner:
-    """ONNX Runtime on the best execution provider available: TensorRT or
-    CUDA with onnxruntime-gpu and a GPU, else CPU."""
+    """ONNX Runtime on the given execution providers; by default CUDA where
+    onnxruntime-gpu and a GPU exist, else CPU."""
 
     def __init__(self, bundle: Bundle, precision: str = "fp32", providers: list[str] | None = None,
                  threads: int | None = None):
@@ -78,19 +78,27 @@ class OnnxRuntimeRunner:
         self.session = None
 
 
+def cuda_runtime():
+    """cuda-python's CUDA runtime module, or None when it is not installed."""
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        try:
+            from cuda import cudart as runtime  # cuda-python < 12.6 layout
+        except ImportError:
+            return None
+    return runtime
+
+
 def tensorrt_unavailable_reason() -> str | None:
     """Why the TensorRT backend cannot run here, or None when it can."""
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         return "TensorRT is not installed (pip install 'mdhr-toolkit[gpu]' on an NVIDIA GPU machine)"
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError:
-            return "cuda-python is not installed (pip install 'mdhr-toolkit[gpu]')"
+    cudart = cuda_runtime()
+    if cudart is None:
+        return "cuda-python is not installed (pip install 'mdhr-toolkit[gpu]')"
     err, count = cudart.cudaGetDeviceCount()
     if int(err) != 0 or count == 0:
         return "no CUDA GPU is visible"

@@ -9,12 +9,9 @@ import numpy as np
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
-from mdhr_runtime.runners import check_clips
+from mdhr_runtime.runners import check_clips, cuda_runtime
 
-try:
-    from cuda.bindings import runtime as cudart
-except ImportError:  # cuda-python < 12.6 layout
-    from cuda import cudart
+cudart = cuda_runtime()
 
 
 def cuda_check(result):
