@@ -51,8 +51,8 @@ def versions() -> dict[str, str]:
 
 
 def gpu_names() -> list[str]:
-    """Names of the visible CUDA GPUs, asked of whichever CUDA binding is
-    installed (none on CPU-only machines)."""
+    """Names of the visible CUDA GPUs, asked of PyTorch where it is
+    installed, else of the CUDA runtime library (none on CPU-only machines)."""
     if "torch" in sys.modules or importlib.util.find_spec("torch") is not None:
         import torch
 
@@ -60,13 +60,10 @@ def gpu_names() -> list[str]:
             return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         return []
     try:
-        from mdhr_runtime.runners import tensorrt_unavailable_reason
+        from mdhr_runtime.gpu import visible_gpu
 
-        if tensorrt_unavailable_reason() is None:
-            from mdhr_runtime.tensorrt_runner import gpu_name
-
-            return [gpu_name()]
-    except Exception:  # a broken CUDA install only costs us the GPU's name
+        return [visible_gpu().name]
+    except Exception:  # no GPU, no Polygraphy or libcudart: only the GPU's name is lost
         pass
     return []
 

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
+# The judge's measures, re-exported for the benchmark tools.
+from mdhr_export.parity import average_ranks, frames_by_au, median_decision_agreement, rank_correlation  # noqa: F401
+
 # The official evaluation (CVI-SZU/MDHR utils/utils.py) guards its divisions
 # with 1e-20, so an AU with no true positive scores F1 = 0.
 _EPS = 1e-20
-
-
-def frames_by_au(scores: np.ndarray) -> np.ndarray:
-    """[B, T, N] (or any [..., N]) -> [frames, N]."""
-    return scores.reshape(-1, scores.shape[-1])
 
 
 def confusion(decisions: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -53,37 +51,3 @@ def f1_against_reference(reference: np.ndarray, candidate: np.ndarray, threshold
     f1 = official_f1(confusion(cand, ref.astype(np.int8)))
     undefined = ~ref.any(axis=0) & ~cand.any(axis=0)
     return {au: None if skip else float(value) for au, value, skip in zip(au_names, f1, undefined)}
-
-
-def median_decision_agreement(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    """Per AU: agreement of decisions taken at that AU's median reference
-    score.  Unlike a fixed 0.5, the median splits every AU's frames in half,
-    so a backend that reorders scores cannot hide behind scores that are all
-    far from 0.5 (as an untrained model's are)."""
-    ref, cand = frames_by_au(reference), frames_by_au(candidate)
-    cut = np.median(ref, axis=0)
-    return np.mean((ref >= cut) == (cand >= cut), axis=0)
-
-
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 0..n-1 along axis 0, ties sharing their average rank."""
-    ranks = np.empty(values.shape, dtype=np.float64)
-    for j in range(values.shape[1]):
-        column = values[:, j]
-        order = np.argsort(column, kind="stable")
-        unique, first, counts = np.unique(column[order], return_index=True, return_counts=True)
-        average = first + (counts - 1) / 2.0
-        ranks[order, j] = np.repeat(average, counts)
-    return ranks
-
-
-def rank_correlation(reference: np.ndarray, candidate: np.ndarray) -> list[float | None]:
-    """Spearman correlation per AU across frames; None where either side is
-    constant (no order to compare)."""
-    ref, cand = average_ranks(frames_by_au(reference)), average_ranks(frames_by_au(candidate))
-    result = []
-    for j in range(ref.shape[1]):
-        a, b = ref[:, j] - ref[:, j].mean(), cand[:, j] - cand[:, j].mean()
-        norm = np.sqrt((a * a).sum() * (b * b).sum())
-        result.append(None if norm == 0 else float((a * b).sum() / norm))
-    return result

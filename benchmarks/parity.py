@@ -28,8 +28,8 @@ from mdhr_bench.backends import (BACKENDS, ONNXRUNTIME_FP32, TORCH_FP32, Backend
                                  device_of, open_backend)
 from mdhr_bench.bench import bundle_summary, checkpoint_summary
 from mdhr_bench.machine import describe, usable_cores
-from mdhr_export.parity import (FP32_AU_TOLERANCE, REDUCED_PRECISION_MIN_AGREEMENT, compare, concat, fp32_failures,
-                                parity_clips)
+from mdhr_export.parity import (FP32_AU_TOLERANCE, REDUCED_PRECISION_MIN_AGREEMENT, agreement, concat,
+                                fp32_failures, parity_clips, reduced_precision_failures)
 from mdhr_runtime.bundle import Bundle, load_bundle
 from mdhr_runtime.runners import Runner
 
@@ -202,38 +202,19 @@ def run_through(backend: Backend, runner: Runner, inputs: Inputs, say: Callable[
 
 def judge(backend: Backend, device: str, reference: dict, candidate: dict, bundle: Bundle,
           labels: np.ndarray | None, options: ParityOptions) -> dict:
-    ref_au, cand_au = reference["au_scores"], candidate["au_scores"]
-    report = compare(reference, candidate, bundle.threshold)
-    median = metrics.median_decision_agreement(ref_au, cand_au)
-    ranks = metrics.rank_correlation(ref_au, cand_au)
+    report = agreement(reference, candidate, bundle.threshold, bundle.au_names)
     row = dict.fromkeys(RESULT_KEYS)
+    row.update({k: v for k, v in report.items() if k in RESULT_KEYS})
     row.update(
-        backend=backend.name, precision=backend.precision, device=device, status="ok", frames=report["frames"],
-        au_max_abs_error=report["au_max_abs_error"], au_mean_abs_error=report["au_mean_abs_error"],
-        au_decision_agreement=report["au_decision_agreement"],
-        median_decision_agreement=float(median.mean()),
-        median_decision_agreement_per_au=dict(zip(bundle.au_names, map(float, median))),
-        region_argmax_agreement=report["region_argmax_agreement"], regions=report["regions"],
-        rank_correlation_min=min((r for r in ranks if r is not None), default=None),
-        rank_correlation_per_au=dict(zip(bundle.au_names, ranks)),
-        f1_vs_reference_per_au=metrics.f1_against_reference(ref_au, cand_au, bundle.threshold, bundle.au_names),
+        backend=backend.name, precision=backend.precision, device=device, status="ok",
+        f1_vs_reference_per_au=metrics.f1_against_reference(reference["au_scores"], candidate["au_scores"],
+                                                            bundle.threshold, bundle.au_names),
         ground_truth=ground_truth(candidate, labels, bundle),
     )
-    row["failures"] = failures(backend, row, report, options)
+    row["failures"] = (reduced_precision_failures(report, options.min_agreement, min_rank=None)
+                       if backend.reduced_precision else fp32_failures(report, options.fp32_tolerance))
     row["passed"] = not row["failures"]
     return row
-
-
-def failures(backend: Backend, row: dict, report: dict, options: ParityOptions) -> list[str]:
-    """Why the backend breaks tolerance (empty when it does not)."""
-    if not backend.reduced_precision:
-        return fp32_failures(report, options.fp32_tolerance)
-    floor = options.min_agreement
-    checks = {"AU decisions at the threshold": row["au_decision_agreement"],
-              "AU decisions at the median reference score": row["median_decision_agreement"],
-              "region argmax": row["region_argmax_agreement"]}
-    return [f"{what} agree on {100 * value:.2f}% < {100 * floor:.2f}%"
-            for what, value in checks.items() if not value >= floor]
 
 
 def ground_truth(outputs: dict, labels: np.ndarray | None, bundle: Bundle) -> dict | None:

@@ -1,49 +1,97 @@
-"""``mdhr-build``: a TensorRT engine for an existing bundle, on the target GPU."""
+"""``mdhr-build``: a TensorRT engine for an existing bundle, on the target
+GPU, kept only when it agrees with the fp32 ONNX on the parity clips."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from mdhr.errors import MDHRError
 from mdhr_export import parity
+from mdhr_runtime.atomic import atomic_path
 from mdhr_runtime.bundle import Bundle, load_bundle, write_card
-from mdhr_runtime.runners import OnnxRuntimeRunner, tensorrt_unavailable_reason
+from mdhr_runtime.runners import tensorrt_unavailable_reason
 
 ENGINE_FILE = "model.engine"
 TIMING_CACHE_FILE = "timing.cache"
+ONNX_FOR_PRECISION = {"fp16": "onnx_fp16", "fp32": "onnx"}
 
 
-def build_into(folder: Path, card: dict, fp16: bool) -> dict:
-    """Build ``model.engine`` inside ``folder`` from its fp32 ONNX, measure it
-    against ONNX Runtime fp32 and record both in ``card`` (not yet saved)."""
+def engine_source(bundle: Bundle, precision: str) -> Path:
+    """The ONNX an engine of ``precision`` is built from: strongly typed, the
+    engine computes in the ONNX's own types."""
+    path = bundle.artifact(ONNX_FOR_PRECISION[precision])
+    if path is None or not path.is_file():
+        raise MDHRError(f"{bundle.root}: no {precision} ONNX in this bundle to build the engine from; "
+                        "export it again with: mdhr-export ... --fp16")
+    return path
+
+
+def engine_parity(bundle: Bundle, engine: Path, precision: str) -> dict:
+    """Run the fp32 ONNX (ONNX Runtime, CPU) and the engine on the parity
+    clips with Polygraphy's Comparator; judge with our measures."""
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.backend.trt import EngineFromPath, TrtRunner
+
+    runners = [OnnxrtRunner(SessionFromOnnx(str(bundle.artifact("onnx")), providers=["cpu"]), name="onnxruntime"),
+               TrtRunner(EngineFromPath(str(engine)), name="tensorrt")]
+    reference, candidate = comparator_outputs(runners, bundle)
+    report = parity.agreement(reference, candidate, bundle.threshold, bundle.au_names)
+    failures = (parity.reduced_precision_failures(report) if precision != "fp32"
+                else parity.fp32_failures(report))
+    return {"reference": "onnxruntime-fp32-cpu", "precision": precision, "passed": not failures,
+            "failures": failures, **report}
+
+
+def comparator_outputs(runners: list, bundle: Bundle) -> list[dict]:
+    """Each runner's outputs on the parity clips, joined along the batch
+    axis, as Polygraphy's Comparator ran them."""
+    from polygraphy.comparator import Comparator
+
+    feeds = [{bundle.card["input"]["name"]: clips} for clips in parity.parity_clips(bundle.batch, bundle.frames)]
+    results = Comparator.run(runners, data_loader=feeds)
+    return [parity.concat([{name: iteration[name] for name in bundle.card["outputs"]} for iteration in iterations])
+            for _runner_name, iterations in results]
+
+
+def build_into(folder: Path, card: dict, precision: str) -> dict:
+    """Build ``model.engine`` in ``folder`` from the ONNX of ``precision``,
+    check it against ONNX Runtime fp32 and record both in ``card`` (not yet
+    saved).  An engine that breaks tolerance is deleted, and MDHRError says
+    why."""
     from mdhr_export.engine import build_engine
-    from mdhr_runtime.tensorrt_runner import TensorRTRunner
+    from mdhr_runtime.gpu import visible_gpu
+    from mdhr_runtime.tensorrt_runner import quiet_polygraphy
 
-    tmp_engine = folder / f".{ENGINE_FILE}.partial"
-    try:
-        info = build_engine(folder / card["artifacts"]["onnx"], tmp_engine, fp16, card.get("fp32_nodes", []),
-                            timing_cache=folder / TIMING_CACHE_FILE)
-        tmp_engine.replace(folder / ENGINE_FILE)
-    finally:
-        tmp_engine.unlink(missing_ok=True)
-    card["artifacts"]["engine"] = ENGINE_FILE
-    card["engine_build"] = info
+    import tensorrt as trt
+
+    quiet_polygraphy()
     bundle = Bundle(Path(folder), card)
-    clips = parity.parity_clips(bundle.batch, bundle.frames)
-    reference = OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"])
-    engine = TensorRTRunner(bundle)
-    report = parity.compare(parity.runner_outputs(reference, clips), parity.runner_outputs(engine, clips), card["threshold"])
-    engine.close()
-    reference.close()
-    card.setdefault("parity", {})["tensorrt"] = {"reference": "onnxruntime-fp32-cpu", **report}
+    source = engine_source(bundle, precision)
+    serialized, seconds = build_engine(source, Path(folder) / TIMING_CACHE_FILE)
+    # Staged beside the target: a rejected build leaves a previous engine as it was.
+    with atomic_path(Path(folder) / ENGINE_FILE) as staged:
+        staged.write_bytes(serialized)
+        report = engine_parity(bundle, staged, precision)
+        if not report["passed"]:
+            raise MDHRError(f"the {precision} TensorRT engine disagrees with the fp32 ONNX ("
+                            + "; ".join(report["failures"]) + "); no engine kept"
+                            + ("" if precision == "fp32" else f"; an fp32 engine: mdhr-build {folder} --fp32"))
+    gpu = visible_gpu()
+    card["artifacts"]["engine"] = ENGINE_FILE
+    card["engine_build"] = {"tensorrt": trt.__version__, "gpu": gpu.name, "compute_capability": gpu.compute_capability,
+                            "cuda_driver": gpu.driver, "cuda_runtime": gpu.runtime, "onnx": source.name,
+                            "precision": precision, "strongly_typed": True, "build_seconds": seconds,
+                            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    card.setdefault("parity", {})["tensorrt"] = report
     return card
 
 
-def build_bundle_engine(bundle_dir: Path, fp16: bool) -> dict:
+def build_bundle_engine(bundle_dir: Path, precision: str) -> dict:
+    bundle = load_bundle(bundle_dir)  # a missing bundle is said first, before anything about TensorRT
+    engine_source(bundle, precision)
     reason = tensorrt_unavailable_reason()
     if reason is not None:
-        raise MDHRError(f"cannot build a TensorRT engine here: {reason}; run mdhr-build on the target "
-                        "GPU machine")
-    bundle = load_bundle(bundle_dir)
-    card = build_into(bundle.root, dict(bundle.card), fp16)
+        raise MDHRError(f"cannot build a TensorRT engine here: {reason}; run mdhr-build on the target GPU machine")
+    card = build_into(bundle.root, dict(bundle.card), precision)
     write_card(bundle.root, card)
     return card

@@ -65,22 +65,34 @@ def main(ckpt, out, fp16, dataset, backbone, batch, frames, opset, random_init, 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--fp16/--fp32", default=True, show_default=True, help="Engine precision (the temporal-"
-              "difference layers stay FP32 either way).")
+@click.option("--fp16/--fp32", default=True, show_default=True, help="Engine precision: --fp16 builds from "
+              "model_fp16.onnx (FP16, with the frame differences in FP32), --fp32 from model.onnx. The engine is "
+              "strongly typed: it computes in the types of the ONNX it is built from.")
 @verbose_option
 def build_main(bundle, fp16, verbose):
-    """Build the TensorRT engine of an exported bundle on this GPU machine.
+    """Build the TensorRT engine of an exported BUNDLE on this GPU machine,
+    check it against the fp32 ONNX on ONNX Runtime (AU error, decisions at
+    0.5 and at each AU's median, region argmax, rank correlation) and record
+    the build and the check in the bundle's card. An engine that breaks
+    tolerance is not kept (exit 2).
 
     Engines are tied to the GPU model and TensorRT version, so build on the
-    machine that will run them. Needs `pip install 'mdhr-toolkit[gpu]'`.
+    machine that will run them. Needs `pip install 'mdhr-toolkit[gpu]'`
+    (TensorRT 10.12 or newer, Polygraphy, the CUDA runtime).
+
+    \b
+    Example:
+      mdhr-build bundles/bp4d --fp16
     """
     from mdhr_export.build import build_bundle_engine
 
     def work():
-        card = build_bundle_engine(bundle, fp16)
-        report = card["parity"]["tensorrt"]
-        click.echo(f"wrote {bundle}/{card['artifacts']['engine']} (TensorRT {card['engine_build']['tensorrt']}, "
-                   f"{card['engine_build']['gpu']}); vs ONNX Runtime fp32: AU max error "
-                   f"{report['au_max_abs_error']:.1e}, decision agreement {100 * report['au_decision_agreement']:.2f}%")
+        card = build_bundle_engine(bundle, "fp16" if fp16 else "fp32")
+        built, report = card["engine_build"], card["parity"]["tensorrt"]
+        click.echo(f"wrote {bundle}/{card['artifacts']['engine']} ({built['precision']}, TensorRT {built['tensorrt']}, "
+                   f"{built['gpu']}, {built['build_seconds']:.0f} s); vs ONNX Runtime fp32: AU max error "
+                   f"{report['au_max_abs_error']:.1e}, decisions {100 * report['au_decision_agreement']:.2f}% at "
+                   f"the threshold and {100 * report['median_decision_agreement']:.2f}% at the AU medians, "
+                   f"region argmax {100 * report['region_argmax_agreement']:.2f}%")
 
     run_reporting_errors(work, verbose)

@@ -10,6 +10,7 @@ import numpy as np
 
 FP32_AU_TOLERANCE = 1e-4
 REDUCED_PRECISION_MIN_AGREEMENT = 0.99
+REDUCED_PRECISION_MIN_RANK_CORRELATION = 0.99
 PARITY_CLIPS = 3
 
 
@@ -50,6 +51,75 @@ def fp32_failures(report: dict, au_tolerance: float = FP32_AU_TOLERANCE) -> list
         if region["argmax_agreement"] < 1.0:
             problems.append(f"region {name} argmax differs on "
                             f"{100 * (1 - region['argmax_agreement']):.1f}% of frames")
+    return problems
+
+
+def frames_by_au(scores: np.ndarray) -> np.ndarray:
+    """[B, T, N] (or any [..., N]) -> [frames, N]."""
+    return scores.reshape(-1, scores.shape[-1])
+
+
+def median_decision_agreement(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Per AU: agreement of decisions taken at that AU's median reference
+    score.  Unlike a fixed 0.5, the median splits every AU's frames in half,
+    so a backend that reorders scores cannot hide behind scores that are all
+    far from 0.5 (as an untrained model's are)."""
+    ref, cand = frames_by_au(reference), frames_by_au(candidate)
+    cut = np.median(ref, axis=0)
+    return np.mean((ref >= cut) == (cand >= cut), axis=0)
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 along axis 0, ties sharing their average rank."""
+    ranks = np.empty(values.shape, dtype=np.float64)
+    for j in range(values.shape[1]):
+        column = values[:, j]
+        order = np.argsort(column, kind="stable")
+        unique, first, counts = np.unique(column[order], return_index=True, return_counts=True)
+        average = first + (counts - 1) / 2.0
+        ranks[order, j] = np.repeat(average, counts)
+    return ranks
+
+
+def rank_correlation(reference: np.ndarray, candidate: np.ndarray) -> list[float | None]:
+    """Spearman correlation per AU across frames; None where either side is
+    constant (no order to compare)."""
+    ref, cand = average_ranks(frames_by_au(reference)), average_ranks(frames_by_au(candidate))
+    result = []
+    for j in range(ref.shape[1]):
+        a, b = ref[:, j] - ref[:, j].mean(), cand[:, j] - cand[:, j].mean()
+        norm = np.sqrt((a * a).sum() * (b * b).sum())
+        result.append(None if norm == 0 else float((a * b).sum() / norm))
+    return result
+
+
+def agreement(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], threshold: float,
+              au_names: list[str]) -> dict:
+    """``compare`` plus what judges a reduced-precision backend: decision
+    agreement at each AU's median reference score and rank correlation."""
+    report = compare(reference, candidate, threshold)
+    median = median_decision_agreement(reference["au_scores"], candidate["au_scores"])
+    ranks = rank_correlation(reference["au_scores"], candidate["au_scores"])
+    report.update(median_decision_agreement=float(median.mean()),
+                  median_decision_agreement_per_au=dict(zip(au_names, map(float, median))),
+                  rank_correlation_min=min((r for r in ranks if r is not None), default=None),
+                  rank_correlation_per_au=dict(zip(au_names, ranks)))
+    return report
+
+
+def reduced_precision_failures(report: dict, min_agreement: float = REDUCED_PRECISION_MIN_AGREEMENT,
+                               min_rank: float | None = REDUCED_PRECISION_MIN_RANK_CORRELATION) -> list[str]:
+    """Why a reduced-precision backend is not faithful enough (empty when it
+    is), from an ``agreement`` report; ``min_rank`` None leaves rank
+    correlation unjudged."""
+    checks = {"AU decisions at the threshold": report["au_decision_agreement"],
+              "AU decisions at the median reference score": report["median_decision_agreement"],
+              "region argmax": report["region_argmax_agreement"]}
+    problems = [f"{what} agree on {100 * value:.2f}% < {100 * min_agreement:.2f}%"
+                for what, value in checks.items() if not value >= min_agreement]
+    rank = report["rank_correlation_min"]
+    if min_rank is not None and rank is not None and not rank >= min_rank:
+        problems.append(f"AU rank correlation {rank:.3f} < {min_rank}")
     return problems
 
 

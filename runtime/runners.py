@@ -78,30 +78,27 @@ class OnnxRuntimeRunner:
         self.session = None
 
 
-def cuda_runtime():
-    """cuda-python's CUDA runtime module, or None when it is not installed."""
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        try:
-            from cuda import cudart as runtime  # cuda-python < 12.6 layout
-        except ImportError:
-            return None
-    return runtime
+MIN_TENSORRT = (10, 12)  # strongly typed ONNX networks as built by mdhr-build
 
 
 def tensorrt_unavailable_reason() -> str | None:
-    """Why the TensorRT backend cannot run here, or None when it can."""
+    """Why the TensorRT backend cannot run here, or None when it can.  Asks
+    the CUDA runtime library, never TensorRT itself: a TensorRT Builder or
+    Runtime made without a GPU kills the process."""
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt
     except ImportError:
         return "TensorRT is not installed (pip install 'mdhr-toolkit[gpu]' on an NVIDIA GPU machine)"
-    cudart = cuda_runtime()
-    if cudart is None:
-        return "cuda-python is not installed (pip install 'mdhr-toolkit[gpu]')"
-    err, count = cudart.cudaGetDeviceCount()
-    if int(err) != 0 or count == 0:
-        return "no CUDA GPU is visible"
+    version = tuple(int(p) for p in tensorrt.__version__.split(".")[:2])
+    if version < MIN_TENSORRT:
+        return (f"TensorRT {tensorrt.__version__} is too old: strongly typed engines need "
+                f"{'.'.join(map(str, MIN_TENSORRT))} or newer (pip install -U 'mdhr-toolkit[gpu]')")
+    from mdhr_runtime.gpu import visible_gpu
+
+    try:
+        visible_gpu()  # also says when Polygraphy or libcudart is missing
+    except MDHRError as e:
+        return str(e)
     return None
 
 
@@ -128,7 +125,8 @@ def open_runner(bundle: Bundle, backend: str = "auto", precision: str | None = N
         if reason is None:
             from mdhr_runtime.tensorrt_runner import TensorRTRunner
 
-            return TensorRTRunner(bundle), "TensorRT engine found and a CUDA GPU is visible"
+            runner = TensorRTRunner(bundle)
+            return runner, f"TensorRT {runner.precision} engine found and a CUDA GPU is visible"
         if backend == "tensorrt":
             raise MDHRError(f"backend tensorrt is unavailable: {reason}")
         why_not_trt = reason

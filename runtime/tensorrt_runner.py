@@ -1,7 +1,9 @@
-"""Native TensorRT (10+) runner with cuda-python device buffers.
+"""TensorRT engines run through Polygraphy's ``TrtRunner``, behind the
+runtime's Runner protocol.
 
-Only imported where TensorRT and a CUDA GPU exist (see
-``runners.tensorrt_unavailable_reason``); nothing here runs on CPU machines.
+Imported only after ``runners.tensorrt_unavailable_reason()`` said TensorRT,
+Polygraphy and a CUDA GPU are present: a TensorRT Runtime made without a GPU
+kills the process.
 """
 from __future__ import annotations
 
@@ -9,78 +11,67 @@ import numpy as np
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
-from mdhr_runtime.runners import check_clips, cuda_runtime
-
-cudart = cuda_runtime()
-
-
-def cuda_check(result):
-    """cuda-python calls return (error, *values); raise on error."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        raise RuntimeError(f"CUDA error {err}")
-    return values[0] if len(values) == 1 else values
+from mdhr_runtime.gpu import Gpu, visible_gpu
+from mdhr_runtime.runners import check_clips
 
 
-def gpu_name() -> str:
-    props = cuda_check(cudart.cudaGetDeviceProperties(0))
-    return props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+def quiet_polygraphy(verbose: bool = False) -> None:
+    """Polygraphy logs every step at INFO, in colour when it can; keep its
+    warnings and errors only, in plain text, unless asked for more."""
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.colors = False
+    G_LOGGER.module_severity = G_LOGGER.VERBOSE if verbose else G_LOGGER.WARNING
+
+
+def engine_mismatch(built: dict, tensorrt: str, gpu: Gpu) -> str | None:
+    """Why an engine built as ``built`` (the card's ``engine_build``) cannot
+    run with this TensorRT on this GPU: engines are tied to both."""
+    here = {"tensorrt": tensorrt, "gpu": gpu.name, "compute_capability": gpu.compute_capability}
+    for key, what in (("tensorrt", "TensorRT"), ("gpu", "GPU"), ("compute_capability", "compute capability")):
+        if built.get(key) and built[key] != here[key]:
+            return f"it was built with {what} {built[key]} and this machine has {here[key]}"
+    return None
 
 
 class TensorRTRunner:
-    precision = "fp16"
+    """One engine, one execution context: give each thread its own runner."""
+
+    name = "tensorrt"
 
     def __init__(self, bundle: Bundle):
         import tensorrt as trt
+        from polygraphy.backend.trt import EngineFromPath, TrtRunner
 
+        quiet_polygraphy()
         path = bundle.artifact("engine")
         built = bundle.card.get("engine_build") or {}
-        here = {"tensorrt": trt.__version__, "gpu": gpu_name()}
-        for key in ("tensorrt", "gpu"):
-            if built.get(key) and built[key] != here[key]:
-                raise MDHRError(f"{path}: engine was built for {key} {built[key]}, this machine has "
-                                f"{here[key]}; rebuild it here with: mdhr-build {bundle.root} --fp16")
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
-        if self.engine is None:
-            raise MDHRError(f"{path}: TensorRT {trt.__version__} cannot load this engine (built for "
-                            f"another GPU or TensorRT version?); rebuild with: mdhr-build {bundle.root} --fp16")
-        self.context = self.engine.create_execution_context()
-        self.stream = cuda_check(cudart.cudaStreamCreate())
-        self.name = "tensorrt"
+        mismatch = engine_mismatch(built, trt.__version__, visible_gpu())
+        if mismatch:
+            raise MDHRError(f"{path}: cannot run this TensorRT engine: {mismatch}; rebuild it here with: "
+                            f"mdhr-build {bundle.root}" + (" --fp16" if built.get("precision") == "fp16" else ""))
+        self.precision = built.get("precision", "unknown")
         self.input_shape = tuple(bundle.input_shape)
-        self.host, self.device = {}, {}
-        self.output_names = []
-        for i in range(self.engine.num_io_tensors):
-            name = self.engine.get_tensor_name(i)
-            shape = tuple(self.engine.get_tensor_shape(name))
-            dtype = trt.nptype(self.engine.get_tensor_dtype(name))
-            self.host[name] = np.empty(shape, dtype=dtype)
-            self.device[name] = cuda_check(cudart.cudaMalloc(self.host[name].nbytes))
-            self.context.set_tensor_address(name, self.device[name])
-            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
-                self.output_names.append(name)
-            else:
-                self.input_name = name
+        self.input_name = bundle.card["input"]["name"]
+        self.output_names = list(bundle.card["outputs"])
+        self._runner = None
+        try:
+            self._runner = TrtRunner(EngineFromPath(str(path)), name="tensorrt")
+            self._runner.activate()
+        except Exception as e:  # Polygraphy's own exception type, or TensorRT's
+            self.close()
+            raise MDHRError(f"{path}: TensorRT {trt.__version__} cannot load this engine "
+                            f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__}); "
+                            f"rebuild it with: mdhr-build {bundle.root}") from None
 
     def infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         clips = check_clips(clips, self.input_shape)
-        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        cuda_check(cudart.cudaMemcpyAsync(self.device[self.input_name], clips.ctypes.data, clips.nbytes,
-                                          h2d, self.stream))
-        if not self.context.execute_async_v3(self.stream):
-            raise RuntimeError("TensorRT execution failed")
-        for name in self.output_names:
-            out = self.host[name]
-            cuda_check(cudart.cudaMemcpyAsync(out.ctypes.data, self.device[name], out.nbytes, d2h, self.stream))
-        cuda_check(cudart.cudaStreamSynchronize(self.stream))
-        return {name: self.host[name].astype(np.float32, copy=True) for name in self.output_names}
+        outputs = self._runner.infer({self.input_name: clips})
+        return {name: np.asarray(outputs[name], dtype=np.float32).copy() for name in self.output_names}
 
     def close(self) -> None:
-        for ptr in self.device.values():
-            cudart.cudaFree(ptr)
-        self.device.clear()
-        if self.stream is not None:
-            cudart.cudaStreamDestroy(self.stream)
-            self.stream = None
+        """Frees the context, its buffers and stream, and the engine; safe to
+        call twice and after a failed construction."""
+        runner, self._runner = self._runner, None
+        if runner is not None and runner.is_active:
+            runner.deactivate()

@@ -12,10 +12,9 @@ from click.testing import CliRunner
 import mdhr
 from bundles import export, golden_checkpoint
 from golden import golden, reference_input
-from mdhr_export.cli import build_main, main
+from mdhr_export.cli import main
 from mdhr_export.graph import tensorrt_problems, tensorrt_support
 from mdhr_export.staging import staged_folder
-from mdhr_runtime.bundle import load_bundle
 
 
 def card(bundle_dir):
@@ -198,10 +197,3 @@ def test_failed_write_keeps_the_previous_bundle(tmp_path, disfa_short_bundle):
         (staging / "mdhr.json").write_text("{}")
     assert (target / "mdhr.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
-
-
-def test_build_without_gpu_says_where_to_run(disfa_short_bundle):
-    result = CliRunner().invoke(build_main, [str(disfa_short_bundle)])
-    assert result.exit_code == 2
-    assert "run mdhr-build on the target GPU machine" in result.output
-    assert load_bundle(disfa_short_bundle).artifact("engine") is None

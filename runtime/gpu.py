@@ -1,0 +1,106 @@
+"""Is there a CUDA GPU, which one, and why not: asked of the CUDA runtime
+library (libcudart) that Polygraphy's TensorRT runner itself loads, through
+ctypes.  No TensorRT object is made here: creating a TensorRT Builder or
+Runtime on a machine without a GPU kills the process instead of raising, so
+every TensorRT path asks this module first.
+"""
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+from mdhr.errors import MDHRError
+
+# cudaDeviceAttr values (stable since CUDA 5): compute capability major/minor.
+_ATTR_CC_MAJOR, _ATTR_CC_MINOR = 75, 76
+# cudaDeviceProp begins with ``char name[256]``; the rest of the struct (about
+# 1 KB, growing between releases) lands in the generous buffer unread.
+_PROPS_BYTES, _NAME_BYTES = 16384, 256
+DRIVER_LIBRARY = "libcuda.so.1"
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    compute_capability: str  # "9.0"
+    driver: str  # CUDA version the driver supports, "13.0"
+    runtime: str  # CUDA runtime library version, "13.0"
+
+
+def cuda_runtime_library() -> ctypes.CDLL:
+    """The libcudart Polygraphy found (in LD_LIBRARY_PATH, /usr/local/cuda or
+    the nvidia-cuda-runtime wheel)."""
+    try:
+        from polygraphy import cuda
+    except ImportError:
+        raise MDHRError("Polygraphy is not installed (pip install 'mdhr-toolkit[gpu]')") from None
+    try:
+        return cuda.wrapper().handle
+    except Exception:  # Polygraphy raises its own exception type when libcudart is missing
+        raise MDHRError("the CUDA runtime library (libcudart) was not found: pip install 'mdhr-toolkit[gpu]' "
+                        "(it brings nvidia-cuda-runtime) or put CUDA's lib64 on LD_LIBRARY_PATH") from None
+
+
+def error_name(library: ctypes.CDLL, code: int) -> str:
+    """``cudaErrorInsufficientDriver: CUDA driver version is insufficient ...``"""
+    library.cudaGetErrorName.restype = ctypes.c_char_p
+    library.cudaGetErrorString.restype = ctypes.c_char_p
+    name = library.cudaGetErrorName(ctypes.c_int(code))
+    text = library.cudaGetErrorString(ctypes.c_int(code))
+    return f"{(name or b'cudaError ' + str(code).encode()).decode()}: {(text or b'').decode()}"
+
+
+def _version(number: int) -> str:
+    return f"{number // 1000}.{number % 1000 // 10}"
+
+
+def driver_present() -> bool:
+    try:
+        ctypes.CDLL(DRIVER_LIBRARY)
+    except OSError:
+        return False
+    return True
+
+
+def visible_gpu(library: ctypes.CDLL | None = None) -> Gpu:
+    """The first CUDA GPU, or MDHRError saying why there is none, naming the
+    CUDA error (for example cudaErrorInsufficientDriver for a driver older
+    than the runtime library)."""
+    library = library or cuda_runtime_library()
+    count = ctypes.c_int(0)
+    status = library.cudaGetDeviceCount(ctypes.byref(count))
+    if status != 0 and not driver_present():
+        raise MDHRError(f"no NVIDIA driver is installed ({DRIVER_LIBRARY} not found; CUDA says "
+                        f"{error_name(library, status)})")
+    if status != 0:
+        raise MDHRError(f"CUDA cannot use the GPU: {error_name(library, status)}")
+    if count.value == 0:
+        raise MDHRError("no CUDA GPU is visible (check CUDA_VISIBLE_DEVICES and nvidia-smi)")
+    return Gpu(name=_device_name(library), compute_capability=_compute_capability(library),
+               driver=_version(_query_int(library, "cudaDriverGetVersion")),
+               runtime=_version(_query_int(library, "cudaRuntimeGetVersion")))
+
+
+def _query_int(library: ctypes.CDLL, function: str, *args) -> int:
+    value = ctypes.c_int(0)
+    status = getattr(library, function)(ctypes.byref(value), *args)
+    if status != 0:
+        raise MDHRError(f"CUDA {function} failed: {error_name(library, status)}")
+    return value.value
+
+
+def _compute_capability(library: ctypes.CDLL) -> str:
+    major = _query_int(library, "cudaDeviceGetAttribute", ctypes.c_int(_ATTR_CC_MAJOR), ctypes.c_int(0))
+    minor = _query_int(library, "cudaDeviceGetAttribute", ctypes.c_int(_ATTR_CC_MINOR), ctypes.c_int(0))
+    return f"{major}.{minor}"
+
+
+def _device_name(library: ctypes.CDLL) -> str:
+    # CUDA 12+ headers map cudaGetDeviceProperties to the _v2 symbol; older
+    # libraries only have the plain one.
+    get_properties = getattr(library, "cudaGetDeviceProperties_v2", None) or library.cudaGetDeviceProperties
+    buffer = ctypes.create_string_buffer(_PROPS_BYTES)
+    status = get_properties(buffer, ctypes.c_int(0))
+    if status != 0:
+        raise MDHRError(f"CUDA cudaGetDeviceProperties failed: {error_name(library, status)}")
+    return buffer.raw[:_NAME_BYTES].split(b"\0", 1)[0].decode(errors="replace")
