@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mdhr.errors import MDHRError
@@ -44,12 +44,21 @@ BACKENDS = {b.name: b for b in (
     Backend("onnxruntime-cuda", "onnxruntime", "fp32", "CUDAExecutionProvider"),
     Backend("onnxruntime-fp16", "onnxruntime", "fp16", "CUDAExecutionProvider"),  # the bundle's FP16 ONNX
     Backend("onnxruntime-tensorrt", "onnxruntime", "fp16", "TensorrtExecutionProvider"),
-    Backend("tensorrt", "tensorrt", "fp16"),  # the bundle's engine
+    Backend("tensorrt", "tensorrt", "fp16"),  # the bundle's engine; for_bundle() reads its precision
 )}
 TORCH_FP32 = BACKENDS["torch"]
 ONNXRUNTIME_FP32 = BACKENDS["onnxruntime"]
 
 CPU_FP16_EMULATION = "cpu-fp16-emulated"
+
+
+def for_bundle(backend: Backend, bundle: Bundle) -> Backend:
+    """``backend`` as it runs on ``bundle``: a TensorRT engine computes in the
+    precision it was built with (its card says fp16 or fp32)."""
+    if backend.family != "tensorrt":
+        return backend
+    built = bundle.card.get("engine_build") or {}
+    return replace(backend, precision=built.get("precision", backend.precision))
 
 
 def parse_backends(text: str | None) -> list[Backend]:

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from mdhr.errors import MDHRError
-from mdhr_bench.backends import (TORCH_FP32, Backend, BackendUnavailable, BACKENDS, device_of,
+from mdhr_bench.backends import (TORCH_FP32, Backend, BackendUnavailable, BACKENDS, device_of, for_bundle,
                                  open_backend, unavailable_reason)
 from mdhr_bench.machine import describe, device_memory_used_mb, peak_rss_mb, rss_mb, usable_cores
 from mdhr_runtime.bundle import Bundle, load_bundle
@@ -69,7 +69,7 @@ def run_benchmark(options: BenchOptions, say: Callable[[str], None] = lambda lin
     clips = bench_clips(batch, bundle.frames)
     machine = describe(threads)  # before the runs, so its load average is other processes' load
     results = []
-    for backend in options.backends:
+    for backend in (for_bundle(b, bundle) for b in options.backends):
         reason = _static_reason(backend, bundle, options.ckpt, batch)
         if reason:
             say(f"{backend.name}: skipped ({reason})")
@@ -147,8 +147,8 @@ def measure_in_own_process(backend: Backend, bundle_dir: Path, ckpt: Path | None
 def measure_backend(name: str, bundle_dir: Path, ckpt: Path | None, clips: np.ndarray, warmup: int,
                     iters: int, threads: int) -> dict:
     """Load one backend and time it (runs in the child process)."""
-    backend = BACKENDS[name]
     bundle = load_bundle(bundle_dir)
+    backend = for_bundle(BACKENDS[name], bundle)
     batch, frames = clips.shape[:2]
     _import_library(backend)  # so the memory baseline holds the library, and the load time does not
     on_gpu = _expects_gpu(backend)

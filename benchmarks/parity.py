@@ -25,7 +25,7 @@ from mdhr.aus import CLIP_FRAMES
 from mdhr.errors import MDHRError
 from mdhr_bench import metrics
 from mdhr_bench.backends import (BACKENDS, ONNXRUNTIME_FP32, TORCH_FP32, Backend, BackendUnavailable,
-                                 device_of, open_backend)
+                                 device_of, for_bundle, open_backend)
 from mdhr_bench.bench import bundle_summary, checkpoint_summary
 from mdhr_bench.machine import describe, usable_cores
 from mdhr_export.parity import (FP32_AU_TOLERANCE, REDUCED_PRECISION_MIN_AGREEMENT, agreement, concat,
@@ -93,7 +93,7 @@ def run_parity(options: ParityOptions, say: Callable[[str], None] = lambda line:
     ref_outputs, ref_device = run_through(reference, reference_runner, inputs, say)
     labels = inputs.labelled.labels() if inputs.labelled is not None else None
     results = [check_backend(backend, reference, ref_outputs, bundle, inputs, labels, options, threads, say)
-               for backend in candidates(options.backends, reference)]
+               for backend in (for_bundle(b, bundle) for b in candidates(options.backends, reference))]
     report = {
         "tool": "mdhr-parity",
         "bundle": {**bundle_summary(bundle), "au_names": bundle.au_names, "threshold": bundle.threshold},

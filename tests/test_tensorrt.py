@@ -266,3 +266,15 @@ def test_gpu_extra_is_the_strongly_typed_set():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert extras["gpu"] == ["tensorrt>=10.12", "polygraphy>=0.53.6", "nvidia-cuda-runtime>=13"]
     assert not any("cuda-python" in line for lines in extras.values() for line in lines)
+
+
+def test_tools_take_the_engine_s_precision_from_the_card(bp4d_bundle):
+    from mdhr_bench.backends import BACKENDS, for_bundle
+    from mdhr_runtime.bundle import Bundle
+
+    card = load_bundle(bp4d_bundle).card
+    for precision, reduced in (("fp32", False), ("fp16", True)):
+        bundle = Bundle(bp4d_bundle, {**card, "engine_build": {"precision": precision}})
+        backend = for_bundle(BACKENDS["tensorrt"], bundle)
+        assert backend.precision == precision and backend.reduced_precision is reduced
+    assert for_bundle(BACKENDS["onnxruntime"], bundle) is BACKENDS["onnxruntime"]
