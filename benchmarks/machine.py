@@ -104,8 +104,8 @@ def peak_rss_mb() -> float:
 
 
 def device_memory_used_mb() -> float | None:
-    """Memory in use on GPU 0, all processes together (None without a CUDA
-    binding or GPU).  Only call it for GPU backends: the query itself
+    """Memory in use on GPU 0, all processes together (None without a GPU,
+    or without PyTorch or the CUDA runtime library to ask).  Only call it for GPU backends: the query itself
     creates a CUDA context."""
     if "torch" in sys.modules:
         import torch
@@ -114,12 +114,6 @@ def device_memory_used_mb() -> float | None:
             return None
         free, total = torch.cuda.mem_get_info()
         return (total - free) / 2**20
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError:
-            return None
-    err, free, total = cudart.cudaMemGetInfo()
-    return None if int(err) != 0 else (total - free) / 2**20
+    from mdhr_runtime.gpu import memory_used_mb
+
+    return memory_used_mb()

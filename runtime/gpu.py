@@ -7,7 +7,10 @@ every TensorRT path asks this module first.
 from __future__ import annotations
 
 import ctypes
+import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from mdhr.errors import MDHRError
 
@@ -27,13 +30,28 @@ class Gpu:
     runtime: str  # CUDA runtime library version, "13.0"
 
 
+def cuda_wheel_library_dirs() -> list[str]:
+    """Where the CUDA 13 runtime wheel (nvidia-cuda-runtime) puts libcudart:
+    ``site-packages/nvidia/cu13/lib``.  Polygraphy 0.53.6 looks only in the
+    CUDA 12 wheels' ``nvidia/cuda_runtime/lib`` (and LD_LIBRARY_PATH,
+    /usr/local/cuda), so a pip-only machine would have no libcudart for it."""
+    found = (Path(entry) / "nvidia" / "cu13" / "lib" for entry in sys.path if entry)
+    return list(dict.fromkeys(str(d) for d in found if any(d.glob("libcudart.so*"))))
+
+
 def cuda_runtime_library() -> ctypes.CDLL:
-    """The libcudart Polygraphy found (in LD_LIBRARY_PATH, /usr/local/cuda or
-    the nvidia-cuda-runtime wheel)."""
+    """The libcudart Polygraphy loads (LD_LIBRARY_PATH, /usr/local/cuda, the
+    CUDA runtime wheels)."""
     try:
         from polygraphy import cuda
     except ImportError:
         raise MDHRError("Polygraphy is not installed (pip install 'mdhr-toolkit[gpu]')") from None
+    # Polygraphy reads LD_LIBRARY_PATH when it first looks for libcudart and
+    # loads what it finds by full path: listing the wheel's folder there is enough.
+    searched = os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)
+    extra = [d for d in cuda_wheel_library_dirs() if d not in searched]
+    if extra:
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([*filter(None, searched), *extra])
     try:
         return cuda.wrapper().handle
     except Exception:  # Polygraphy raises its own exception type when libcudart is missing
@@ -104,3 +122,16 @@ def _device_name(library: ctypes.CDLL) -> str:
     if status != 0:
         raise MDHRError(f"CUDA cudaGetDeviceProperties failed: {error_name(library, status)}")
     return buffer.raw[:_NAME_BYTES].split(b"\0", 1)[0].decode(errors="replace")
+
+
+def memory_used_mb() -> float | None:
+    """Memory in use on GPU 0, all processes together; None without a GPU.
+    The query creates a CUDA context: call it for GPU work only."""
+    try:
+        library = cuda_runtime_library()
+    except MDHRError:
+        return None
+    free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+    if library.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total)) != 0:
+        return None
+    return (total.value - free.value) / 2**20

@@ -109,7 +109,9 @@ def test_parity_runs_through_polygraphy_s_comparator(bp4d_bundle):
     for name in direct:
         np.testing.assert_allclose(fp32[name], direct[name], atol=1e-5)
     report = parity.agreement(fp32, fp16, bundle.threshold, bundle.au_names)
-    assert 0 < report["au_max_abs_error"] < 1e-2
+    # 2.5e-4 where ONNX Runtime emulates FP16 through casts (AVX2/AVX-512
+    # hosts), 1.4e-2 on a Xeon with AVX512-FP16, whose kernels compute in FP16
+    assert 0 < report["au_max_abs_error"] < 5e-2
     assert set(report["median_decision_agreement_per_au"]) == set(bundle.au_names)
     assert report["rank_correlation_min"] is not None
     assert parity.fp32_failures(report) != []  # FP16 is not fp32-exact: the fp32 gate would refuse it
@@ -194,6 +196,16 @@ def test_cuda_errors_are_named_by_the_cuda_runtime():
     library = cuda_runtime_or_skip()
     assert error_name(library, 35).startswith("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
     assert error_name(library, 100).startswith("cudaErrorNoDevice: ")
+
+
+def test_cuda_13_runtime_wheel_is_found_where_polygraphy_does_not_look():
+    from mdhr_runtime.gpu import cuda_runtime_library, cuda_wheel_library_dirs
+
+    dirs = cuda_wheel_library_dirs()
+    if not dirs:
+        pytest.skip("the nvidia-cuda-runtime (CUDA 13) wheel is not installed here")
+    assert all(Path(d).parts[-3:] == ("nvidia", "cu13", "lib") for d in dirs)
+    assert Path(cuda_runtime_library()._name).parent == Path(dirs[0])
 
 
 def test_gpu_probe_on_this_machine_says_why_there_is_none():
