@@ -6,6 +6,7 @@ from pathlib import Path
 from mdhr.errors import MDHRError
 from mdhr_export import parity
 from mdhr_runtime.bundle import Bundle, load_bundle, write_card
+from mdhr_runtime.outputs import check_output_file
 from mdhr_runtime.runners import OnnxRuntimeRunner, tensorrt_unavailable_reason
 
 ENGINE_FILE = "model.engine"
@@ -39,11 +40,13 @@ def build_into(folder: Path, card: dict, fp16: bool) -> dict:
 
 
 def build_bundle_engine(bundle_dir: Path, fp16: bool) -> dict:
+    bundle = load_bundle(bundle_dir)  # the bundle and the files the build writes, before the GPU
+    for name in (ENGINE_FILE, TIMING_CACHE_FILE):
+        check_output_file(bundle.root / name, "BUNDLE")
     reason = tensorrt_unavailable_reason()
     if reason is not None:
         raise MDHRError(f"cannot build a TensorRT engine here: {reason}; run mdhr-build on the target "
                         "GPU machine")
-    bundle = load_bundle(bundle_dir)
     card = build_into(bundle.root, dict(bundle.card), fp16)
     write_card(bundle.root, card)
     return card
