@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from mdhr_runtime.cli_common import run_reporting_errors, say, verbose_option
-from mdhr_runtime.outputs import check_run_paths, remove_stale_staging, staged_files
+from mdhr_runtime.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
 
 # mdhr-parity's exit status when a backend breaks tolerance (2 is a user
 # error, 1 a bug: see mdhr_runtime.cli_common).
@@ -29,8 +29,10 @@ def check_paths(outputs: dict[str, Path | None], inputs: dict[str, Path | None])
     distinct; staging left by a killed run removed."""
     from mdhr_runtime.bundle import load_bundle
 
+    files = {what: path for what, path in inputs.items() if what != "--model"}
+    check_run_paths(outputs, files)
     load_bundle(inputs["--model"])
-    check_run_paths(outputs, inputs)
+    check_distinct(outputs, inputs)
     for target in outputs.values():
         if target is not None:
             remove_stale_staging(target, say)

@@ -44,14 +44,15 @@ def main(input_path, model_dir, out, json_out, plot, backend, aligned, threshold
     from mdhr_runtime.bundle import load_bundle
     from mdhr_runtime.detector import AUDetector, check_threshold
     from mdhr_runtime.frames import FrameSource
-    from mdhr_runtime.outputs import check_run_paths, remove_stale_staging, staged_files
+    from mdhr_runtime.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
 
     def check():
         if threshold is not None:
             check_threshold(threshold)
+        outputs = {"--out": out, "--json": json_out, "--plot": plot}
+        check_run_paths(outputs, {"INPUT": input_path})
         load_bundle(model_dir)  # its card only: says what is wrong with a bundle before any model loads
-        check_run_paths({"--out": out, "--json": json_out, "--plot": plot},
-                        {"INPUT": input_path, "--model": model_dir})
+        check_distinct(outputs, {"--model": model_dir})
         for target in (out, json_out, plot):
             if target is not None:
                 remove_stale_staging(target, say)
