@@ -103,10 +103,16 @@ class AUDetector:
         detection).  Frames where no face is found are kept, with
         ``success`` false and no AU scores.  ``progress`` is called with the
         number of frames done after each batch; ``clock`` collects the time
-        of each stage (decode, detect, preprocess, model)."""
+        of each stage (decode, detect, preprocess, model).
+
+        A video that ends before the frames its container declares (cut
+        short or damaged) is not an error: the frames read are in the table,
+        whose ``complete`` is then False and ``frames_declared`` the count
+        the container promised."""
         clock = clock or StageClock()
         table = FrameTable(self.au_names, self.threshold)
-        for batch in clip_batches(source, self.bundle.input_shape, aligned, self.face_detector, clock):
+        frames = FrameSource(source)
+        for batch in clip_batches(frames, self.bundle.input_shape, aligned, self.face_detector, clock):
             with clock.stage("model"):
                 scores = self.runner.infer(batch.clips)["au_scores"]
             table.add_batch(batch, scores)

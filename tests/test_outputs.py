@@ -138,7 +138,7 @@ def test_symlink_output_is_refused_and_left_alone(disfa_short_bundle, face_video
 def test_missing_input_and_bad_folders_are_named_before_the_model(face_video, tmp_path):
     missing_bundle = tmp_path / "no_bundle"  # a model that would fail to load: the path problem comes first
     one_line_refusal(run_main, run_args(tmp_path / "missing.mp4", missing_bundle, tmp_path / "o.csv"),
-                     "input not found", "missing.mp4")
+                     "INPUT not found", "missing.mp4")
     blocker = tmp_path / "file"
     blocker.write_text("x")
     one_line_refusal(run_main, run_args(face_video, missing_bundle, blocker / "sub" / "o.csv"),
@@ -155,10 +155,12 @@ def test_threshold_must_be_a_cosine(disfa_short_bundle, face_video, tmp_path, th
 
 
 def test_read_only_folder_is_named_before_any_work(face_video):
-    """Root writes anywhere, so the check runs as an unprivileged user: the
-    folder and the video live in a temporary folder that user can read."""
+    """Root writes anywhere, so the check runs as an unprivileged user: a
+    forked child of this process drops to 'nobody' and runs mdhr-run on a
+    video in a temporary folder that user can read."""
     if os.geteuid() != 0:
-        pytest.skip("needs root to run the check as another user (as a normal user, see the chmod case below)")
+        pytest.skip("runs the check as another user, which needs root; as a normal user a chmod 555 folder "
+                    "would do, but this machine runs the tests as root")
     try:
         import pwd
 
@@ -173,16 +175,36 @@ def test_read_only_folder_is_named_before_any_work(face_video):
         video.chmod(0o644)
         locked = shared / "locked"
         locked.mkdir(mode=0o555)
-        code = "from mdhr_runtime.cli import main; main()"
-        result = subprocess.run([sys.executable, "-c", code, str(video), "--model", str(shared / "no_bundle"),
-                                 "--out", str(locked / "o.csv")], user=nobody.pw_uid, group=nobody.pw_gid,
-                                capture_output=True, text=True, env={**os.environ, "HOME": str(shared)},
-                                cwd=shared, timeout=120)
-        assert result.returncode == 2, result.stderr
-        assert result.stderr.strip().splitlines() == [
+        code, output = as_user(nobody, lambda: CliRunner().invoke(
+            run_main, [str(video), "--model", str(shared / "no_bundle"), "--out", str(locked / "o.csv")]))
+        assert code == 2, output
+        assert output.strip().splitlines() == [
             f"error: --out: cannot write in {locked} (permission denied or read-only); "
             "choose a writable output folder"]
         assert list(locked.iterdir()) == []
+
+
+def as_user(user, invoke) -> tuple[int, str]:
+    """Run ``invoke`` (a CliRunner call) in a forked child as ``user``; its
+    exit code and output."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            result = invoke()
+            message = f"{result.exit_code}\n{result.output}"
+        except BaseException as e:  # report anything, then leave
+            message = f"-1\n{e!r}"
+        os.write(write_end, message.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    code, _, output = data.partition("\n")
+    return int(code), output
 
 
 # ------------------------------------------------ mdhr-run: all or nothing
