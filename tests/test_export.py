@@ -159,7 +159,7 @@ def refused(args, *expected):
 
 def test_bad_inputs_give_one_line(tmp_path):
     out = tmp_path / "out"
-    refused(["--ckpt", str(tmp_path / "missing.pth"), "--out", str(out)], "no such checkpoint")
+    refused(["--ckpt", str(tmp_path / "missing.pth"), "--out", str(out)], "checkpoint not found")
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
     refused(["--ckpt", str(corrupt), "--out", str(out)], "not a PyTorch checkpoint")
