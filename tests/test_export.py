@@ -168,7 +168,11 @@ def test_bad_inputs_give_one_line(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     refused(["--random-init", "--out", str(blocker / "bundle"), "--frames", "2"], "is not a folder")
-    refused(["--random-init", "--out", str(blocker)], "is not an MDHR bundle")
+    refused(["--random-init", "--out", str(blocker)], "is a file, not a folder")
+    not_a_bundle = tmp_path / "photos"
+    not_a_bundle.mkdir()
+    (not_a_bundle / "me.jpg").write_bytes(b"x")
+    refused(["--random-init", "--out", str(not_a_bundle)], "is not an MDHR bundle")
     assert not out.exists()
 
 
