@@ -29,6 +29,13 @@ EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
+# Modules of the optional extras, and the extra that installs each.  The
+# torch-free base install runs bundles; exporting and PyTorch benchmarks need
+# the export extra, TensorRT the gpu extra.
+OPTIONAL_MODULES = {"torch": "export", "onnx": "export", "onnxscript": "export", "onnxslim": "export",
+                    "tensorrt": "gpu", "cuda": "gpu"}
+
+
 class Terminated(BaseException):
     """SIGTERM, raised like KeyboardInterrupt so staging is cleaned up on the
     way out (the default action would kill the process where it stands)."""
@@ -56,6 +63,13 @@ def run_reporting_errors(work: Callable[[], int | None], verbose: bool) -> None:
         if verbose:
             raise
         click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USER_ERROR)
+    except ModuleNotFoundError as e:
+        extra = OPTIONAL_MODULES.get((e.name or "").partition(".")[0])
+        if extra is None or verbose:
+            raise
+        click.echo(f"error: this command needs {e.name}, which is not installed: pip install "
+                   f"'mdhr-toolkit[{extra}]' (from the source tree: pip install -e '.[{extra}]')", err=True)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         click.echo("interrupted; nothing was written", err=True)
