@@ -41,8 +41,15 @@ class Terminated(BaseException):
     way out (the default action would kill the process where it stands)."""
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated()
+class _Signals:
+    # Some libraries wrap whatever interrupts them (torch.export raises its
+    # own error "from" it), so the signal is remembered, not only raised.
+    received: int | None = None
+
+
+def _interrupt(signum, frame):
+    _Signals.received = signum
+    raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
 
 
 def quiet_ffmpeg(verbose: bool) -> None:
@@ -53,12 +60,26 @@ def quiet_ffmpeg(verbose: bool) -> None:
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 
+def _unless_terminated(work: Callable[[], int | None]) -> int | None:
+    try:
+        return work()
+    except Exception:
+        # whatever a signal turned into on its way up is still that signal
+        if _Signals.received == signal.SIGINT:
+            raise KeyboardInterrupt() from None
+        if _Signals.received == signal.SIGTERM:
+            raise Terminated() from None
+        raise
+
+
 def run_reporting_errors(work: Callable[[], int | None], verbose: bool) -> None:
     quiet_ffmpeg(verbose)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, _interrupt) for s in handled} if in_main_thread else {}
+    _Signals.received = None
     try:
-        code = work()
+        code = _unless_terminated(work)
     except MDHRError as e:
         if verbose:
             raise
@@ -84,8 +105,8 @@ def run_reporting_errors(work: Callable[[], int | None], verbose: bool) -> None:
                    "(run again with --verbose for the traceback, and please report it)", err=True)
         sys.exit(EXIT_BUG)
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
     sys.exit(code or 0)
 
 
