@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from mdhr_runtime.atomic import write_atomically
-from mdhr_runtime.cli_common import run_reporting_errors, verbose_option
+from mdhr_runtime.cli_common import run_reporting_errors, say, verbose_option
+from mdhr_runtime.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
 
 # mdhr-parity's exit status when a backend breaks tolerance (2 is a user
 # error, 1 a bug: see mdhr_runtime.cli_common).
@@ -24,13 +24,26 @@ threads_option = click.option("--threads", type=int, help="CPU threads for PyTor
                               "[default: every usable core].")
 
 
-def write_json(path: Path | None, report: dict) -> None:
-    if path is not None:
-        write_atomically(path, (json.dumps(report, indent=2) + "\n").encode())
+def check_paths(outputs: dict[str, Path | None], inputs: dict[str, Path | None]) -> None:
+    """Before any backend loads: inputs readable, outputs writable and
+    distinct; staging left by a killed run removed."""
+    from mdhr_runtime.bundle import load_bundle
+
+    files = {what: path for what, path in inputs.items() if what != "--model"}
+    check_run_paths(outputs, files)
+    load_bundle(inputs["--model"])
+    check_distinct(outputs, inputs)
+    for target in outputs.values():
+        if target is not None:
+            remove_stale_staging(target, say)
 
 
-def say(line: str) -> None:
-    click.echo(line, err=True)  # progress on stderr; stdout holds the table
+def write_reports(*reports: tuple[Path | None, str]) -> None:
+    """Write every (path, text) report whose path is given, all or none."""
+    with staged_files([target for target, _ in reports]) as staged:
+        for path, (_, text) in zip(staged, reports):
+            if path is not None:
+                path.write_text(text, encoding="utf-8")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,13 +75,13 @@ def bench_main(model, ckpt, backends, batch, warmup, iters, threads, video, json
     from mdhr_bench.markdown import bench_markdown
 
     def work():
+        check_paths({"--json": json_out, "--markdown": markdown_out},
+                    {"--model": model, "--ckpt": ckpt, "--video": video})
         options = BenchOptions(model=model, ckpt=ckpt, backends=parse_backends(backends), batch=batch,
                                warmup=warmup, iters=iters, threads=threads, video=video)
         report = run_benchmark(options, say)
         table = bench_markdown(report)
-        write_json(json_out, report)
-        if markdown_out is not None:
-            write_atomically(markdown_out, table.encode())
+        write_reports((json_out, json.dumps(report, indent=2) + "\n"), (markdown_out, table))
         click.echo(table)
 
     run_reporting_errors(work, verbose)
@@ -112,13 +125,16 @@ def parity_main(model, ckpt, video, backends, image_list, label_list, image_root
     from mdhr_bench.parity import ParityOptions, run_parity
 
     def work():
+        check_paths({"--json": json_out}, {"--model": model, "--ckpt": ckpt, "--video": video,
+                                           "--image-list": image_list, "--label-list": label_list,
+                                           "--image-root": image_root})
         options = ParityOptions(model=model, ckpt=ckpt, video=video,
                                 backends=None if backends is None else parse_backends(backends),
                                 image_list=image_list, label_list=label_list, image_root=image_root,
                                 fp32_tolerance=fp32_tolerance, min_agreement=min_agreement,
                                 max_clips=max_clips, threads=threads)
         report = run_parity(options, say)
-        write_json(json_out, report)
+        write_reports((json_out, json.dumps(report, indent=2) + "\n"))
         click.echo(parity_markdown(report))
         return 0 if report["passed"] else EXIT_PARITY_FAILED
 

@@ -9,6 +9,7 @@ from mdhr.errors import MDHRError
 from mdhr_export import parity
 from mdhr_runtime.atomic import atomic_path
 from mdhr_runtime.bundle import Bundle, load_bundle, write_card
+from mdhr_runtime.outputs import check_output_file
 from mdhr_runtime.runners import tensorrt_unavailable_reason
 
 ENGINE_FILE = "model.engine"
@@ -87,8 +88,11 @@ def build_into(folder: Path, card: dict, precision: str) -> dict:
 
 
 def build_bundle_engine(bundle_dir: Path, precision: str) -> dict:
-    bundle = load_bundle(bundle_dir)  # a missing bundle is said first, before anything about TensorRT
+    # the bundle, its ONNX and the files the build writes, before anything about TensorRT
+    bundle = load_bundle(bundle_dir)
     engine_source(bundle, precision)
+    for name in (ENGINE_FILE, TIMING_CACHE_FILE):
+        check_output_file(bundle.root / name, "BUNDLE")
     reason = tensorrt_unavailable_reason()
     if reason is not None:
         raise MDHRError(f"cannot build a TensorRT engine here: {reason}; run mdhr-build on the target GPU machine")

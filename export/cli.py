@@ -40,12 +40,12 @@ def main(ckpt, out, fp16, dataset, backbone, batch, frames, opset, random_init, 
     Example:
       mdhr-export --ckpt BP4D_resnet.pth --out bundles/bp4d --fp16
     """
-    from mdhr_export.pipeline import ExportOptions, Progress, export_bundle
-
-    options = ExportOptions(out=out, ckpt=ckpt, dataset=dataset, backbone=backbone, fp16=fp16, batch=batch,
-                            frames=frames, opset=opset, random_init=random_init, verbose=verbose)
 
     def work():
+        from mdhr_export.pipeline import ExportOptions, Progress, export_bundle  # torch: see run_reporting_errors
+
+        options = ExportOptions(out=out, ckpt=ckpt, dataset=dataset, backbone=backbone, fp16=fp16, batch=batch,
+                                frames=frames, opset=opset, random_init=random_init, verbose=verbose)
         card = export_bundle(options, Progress(say=lambda line: click.echo(line, err=True)))
         report = card["parity"]["onnxruntime_fp32_cpu"]
         status = "UNTRAINED model (random weights)" if card["untrained"] else f"checkpoint {ckpt}"
@@ -84,9 +84,9 @@ def build_main(bundle, fp16, verbose):
     Example:
       mdhr-build bundles/bp4d --fp16
     """
-    from mdhr_export.build import build_bundle_engine
-
     def work():
+        from mdhr_export.build import build_bundle_engine
+
         card = build_bundle_engine(bundle, "fp16" if fp16 else "fp32")
         built, report = card["engine_build"], card["parity"]["tensorrt"]
         click.echo(f"wrote {bundle}/{card['artifacts']['engine']} ({built['precision']}, TensorRT {built['tensorrt']}, "

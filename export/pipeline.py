@@ -17,11 +17,16 @@ from mdhr.aus import DECISION_THRESHOLD, IMAGE_MEAN, IMAGE_STD
 from mdhr.errors import MDHRError
 from mdhr_export import fp16 as fp16_tools
 from mdhr_export import graph, parity
-from mdhr_export.staging import staged_folder
+from mdhr_export.staging import check_bundle_target, staged_folder
 from mdhr_runtime.bundle import FORMAT, load_bundle, write_card
+from mdhr_runtime.outputs import check_input, remove_stale_staging
 from mdhr_runtime.runners import OnnxRuntimeRunner, tensorrt_unavailable_reason
 
 ONNX_FILE, ONNX_FP16_FILE = "model.onnx", "model_fp16.onnx"
+# Static shapes beyond these need more memory than an export on a
+# workstation has (the parity check runs the full model on several batches);
+# run more batches of the official 16 frames instead.
+MAX_BATCH, MAX_FRAMES = 16, 64
 
 
 @dataclass
@@ -56,16 +61,25 @@ class Progress:
 
 
 def validate(options: ExportOptions) -> None:
+    """Everything checkable before the model loads: options, the
+    checkpoint file, the --out folder."""
     if options.random_init == (options.ckpt is not None):
         raise MDHRError("give --ckpt PATH to export a trained model, or --random-init (and --dataset, "
                         "--backbone) to try the pipeline with an untrained one")
     if options.opset not in graph.OPSETS:
         raise MDHRError(f"opset {options.opset} is not supported; choose {graph.OPSETS.start}.."
                         f"{graph.OPSETS.stop - 1} (default {graph.DEFAULT_OPSET})")
-    if options.batch < 1:
-        raise MDHRError(f"--batch must be 1 or more, got {options.batch}")
-    if options.frames < 2:
-        raise MDHRError(f"--frames must be 2 or more (MDHR differences consecutive frames), got {options.frames}")
+    if not 1 <= options.batch <= MAX_BATCH:
+        raise MDHRError(f"--batch must be 1 to {MAX_BATCH}, got {options.batch}")
+    if not 2 <= options.frames <= MAX_FRAMES:
+        raise MDHRError(f"--frames must be 2 to {MAX_FRAMES} (MDHR differences consecutive frames; the official "
+                        f"clip is 16), got {options.frames}")
+    if options.ckpt is not None:
+        check_input(options.ckpt, "checkpoint", folder_ok=False)
+    target = check_bundle_target(options.out)
+    if options.ckpt is not None and Path(options.ckpt).absolute().is_relative_to(target):
+        raise MDHRError(f"the checkpoint {options.ckpt} lies inside --out {options.out}, which the export replaces; "
+                        "choose another --out folder")
 
 
 def load(options: ExportOptions) -> tuple[mdhr.MDHR, str | None]:
@@ -120,6 +134,7 @@ def export_bundle(options: ExportOptions, progress: Progress | None = None) -> d
     """Run the whole export; returns the card written to ``options.out``."""
     progress = progress or Progress()
     validate(options)
+    remove_stale_staging(options.out, progress.say)
     model, checksum = progress.step("load", lambda: load(options))
     card = make_card(model, options, checksum)
     with staged_folder(options.out) as staging:

@@ -8,24 +8,35 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mdhr.errors import MDHRError
+from mdhr_runtime.atomic import STAGING_SUFFIX, staging_prefix, usual_mode
 from mdhr_runtime.bundle import CARD_FILE
+from mdhr_runtime.outputs import check_output_folder
+
+
+def check_bundle_target(target: Path) -> Path:
+    """Before any work: ``target`` can become a bundle folder (new, empty,
+    or an existing bundle to replace) and its parent is writable."""
+    target = Path(target).absolute()
+    check_output_folder(target, "--out")
+    if target.exists() and not _replaceable(target):
+        raise MDHRError(f"{target}: exists and is not an MDHR bundle; choose an empty or new --out folder")
+    return target
 
 
 @contextmanager
 def staged_folder(target: Path):
     """Yield an empty staging folder beside ``target``; on success it replaces
     ``target`` (a previous bundle is swapped out only at the very end), on
-    failure it is removed and ``target`` is untouched."""
-    target = Path(target).absolute()
-    if target.exists() and not _replaceable(target):
-        raise MDHRError(f"{target}: exists and is not an MDHR bundle; choose an empty or new --out folder")
+    failure or interruption it is removed and ``target`` is untouched."""
+    target = check_bundle_target(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target), suffix=STAGING_SUFFIX, dir=target.parent))
     except OSError as e:
         raise MDHRError(f"{target}: cannot write there ({e.strerror}); choose a writable --out folder") from None
     try:
         yield staging
+        os.chmod(staging, usual_mode(folder=True))  # mkdtemp's 0700 would hide the bundle from other users
         _swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,8 +1,9 @@
 """Building MDHR and loading checkpoints trained with the official code."""
 from __future__ import annotations
 
+import io
 import os
-import pickle
+import pickletools
 import zipfile
 from collections.abc import Mapping
 
@@ -36,16 +37,75 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise MDHRError(f"{path}: no such checkpoint file; check the path")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
-        raise MDHRError(
-            f"{path}: refused to load: the checkpoint holds more than tensors and would run "
-            f"code ({first_line[:160]}); re-save only the state_dict from a trusted environment") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise MDHRError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}); "
+    except Exception as e:  # torch.load fails in many ways on foreign bytes (KeyError on text, ...)
+        globals_named = [g for g in _pickled_globals(path) if not _plain_checkpoint_global(g)]
+        if globals_named:
+            raise MDHRError(
+                f"{path}: refused to load: the checkpoint holds more than tensors and would run code "
+                f"(it names {', '.join(globals_named[:3])}); re-save only the state_dict from a trusted "
+                "environment") from None
+        raise MDHRError(f"{path}: not a PyTorch checkpoint (torch.load cannot read it: {type(e).__name__}); "
                         "is the file complete and saved with torch.save?") from None
     state = _unwrap(obj, path)
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _pickled_globals(path: str) -> list[str]:
+    """The Python objects (module.name) a checkpoint's pickle would import,
+    read without unpickling; empty when the file holds no well-formed pickle
+    (text, random bytes, a truncated file).  Tells a checkpoint that carries
+    code apart from a file that is no checkpoint at all."""
+    try:
+        if zipfile.is_zipfile(path):  # torch.save's format: <name>/data.pkl
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                streams = [archive.read(name)] if name else []
+        else:  # the legacy format: magic number, protocol, system info, then the object
+            with open(path, "rb") as handle:
+                streams = [handle.read()]
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return []
+    found = []
+    for data in streams:
+        stream = io.BytesIO(data)
+        for _ in range(4):  # the legacy format's pickles, one after another
+            start = stream.tell()
+            if start >= len(data):
+                break
+            try:
+                names = _globals_of_one_pickle(stream)
+                stream.seek(start)
+                pickletools.dis(stream, out=io.StringIO())  # checks the stack too: no accidental pickle
+            except Exception:
+                return []
+            found += names
+    return found
+
+
+def _plain_checkpoint_global(name: str) -> bool:
+    """Objects every state dict's pickle names (tensors, OrderedDict), which
+    torch.load's weights-only mode allows."""
+    return name.startswith("torch.") or name in ("collections.OrderedDict", "_codecs.encode")
+
+
+def _globals_of_one_pickle(stream: io.BytesIO) -> list[str]:
+    """Globals named by the pickle at the stream's position (GLOBAL, INST,
+    and STACK_GLOBAL from the two strings pushed before it)."""
+    names, strings, memo = [], [], {}
+    for opcode, arg, _ in pickletools.genops(stream):
+        if opcode.name in ("GLOBAL", "INST"):
+            names.append(arg.replace(" ", "."))
+        elif isinstance(arg, str) and "UNICODE" in opcode.name:
+            strings.append(arg)
+        elif opcode.name == "MEMOIZE" and strings:
+            memo[len(memo)] = strings[-1]
+        elif opcode.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
+            memo[arg] = strings[-1]
+        elif opcode.name in ("BINGET", "LONG_BINGET", "GET") and arg in memo:
+            strings.append(memo[arg])
+        elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+            names.append(f"{strings[-2]}.{strings[-1]}")
+    return names
 
 
 def _unwrap(obj, path: str) -> Mapping[str, torch.Tensor]:

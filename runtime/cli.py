@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from mdhr_runtime.cli_common import run_reporting_errors, verbose_option
+from mdhr_runtime.cli_common import EXIT_INCOMPLETE_INPUT, run_reporting_errors, say, verbose_option
 from mdhr_runtime.runners import BACKENDS
 
 
@@ -33,15 +33,32 @@ def main(input_path, model_dir, out, json_out, plot, backend, aligned, threshold
     Example:
       mdhr-run interview.mp4 --model bundles/bp4d --out interview.csv --plot interview.png
 
-    Frames without a face get success 0 and empty AU cells. Nothing is
-    written unless the whole input was processed.
+    Frames without a face get success 0 and empty AU cells. Paths are
+    checked before any work; the outputs are written together, only once
+    every one of them succeeded. A video that ends early (truncated or
+    damaged) still gets its rows written, and the command exits with
+    status 4 (the JSON says complete: false).
     """
     from tqdm import tqdm
 
-    from mdhr_runtime.detector import AUDetector
+    from mdhr_runtime.bundle import load_bundle
+    from mdhr_runtime.detector import AUDetector, check_threshold
     from mdhr_runtime.frames import FrameSource
+    from mdhr_runtime.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
+
+    def check():
+        if threshold is not None:
+            check_threshold(threshold)
+        outputs = {"--out": out, "--json": json_out, "--plot": plot}
+        check_run_paths(outputs, {"INPUT": input_path})
+        load_bundle(model_dir)  # its card only: says what is wrong with a bundle before any model loads
+        check_distinct(outputs, {"--model": model_dir})
+        for target in (out, json_out, plot):
+            if target is not None:
+                remove_stale_staging(target, say)
 
     def work():
+        check()
         with AUDetector(model_dir, backend=backend, threshold=threshold, face_detector=face_detector) as detector:
             if detector.bundle.untrained:
                 click.echo("warning: this bundle holds an UNTRAINED model (exported with --random-init); "
@@ -52,18 +69,23 @@ def main(input_path, model_dir, out, json_out, plot, backend, aligned, threshold
             with tqdm(total=total, unit="frame", desc=input_path.name, disable=None, leave=False) as bar:
                 table = detector.predict_video(input_path, aligned=aligned,
                                                progress=lambda done: bar.update(done - bar.n))
-            table.write_csv(out)
             metadata = {"input": str(input_path), "bundle": str(model_dir), "backend": detector.backend,
                         "dataset": detector.bundle.dataset, "backbone": detector.bundle.backbone,
                         "untrained": detector.bundle.untrained}
-            if json_out:
-                table.write_json(json_out, metadata)
-            if plot:
-                title = f"{input_path.name}: MDHR {detector.bundle.dataset}" + (
-                    " (UNTRAINED)" if detector.bundle.untrained else "")
-                table.plot_timeline(plot, title=title)
+            with staged_files([out, json_out, plot]) as (csv_file, json_file, plot_file):
+                table.write_csv(csv_file)
+                if json_file:
+                    table.write_json(json_file, metadata)
+                if plot_file:
+                    title = f"{input_path.name}: MDHR {detector.bundle.dataset}" + (
+                        " (UNTRAINED)" if detector.bundle.untrained else "")
+                    table.plot_timeline(plot_file, title=title)
+        if not table.complete:
+            say(f"error: read {len(table)} of {table.frames_declared} frames: the file is truncated or damaged "
+                f"({input_path}); the {len(table)} rows read were written to {out}")
+            return EXIT_INCOMPLETE_INPUT
         found = sum(row.face.success for row in table.rows)
-        click.echo(f"wrote {out}: {len(table)} frames, face found in {found}"
-                   + ("" if found else " (no face anywhere: AU cells are empty)"), err=True)
+        say(f"wrote {out}: {len(table)} frames, face found in {found}"
+            + ("" if found else " (no face anywhere: AU cells are empty)"))
 
     run_reporting_errors(work, verbose)

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from mdhr.aus import IMAGE_MEAN, IMAGE_SIZE, IMAGE_STD
+from mdhr.errors import MDHRError
 from mdhr_runtime.timing import StageClock
 from mdhr_runtime.faces import FaceResult, FaceTracker
 from mdhr_runtime.frames import Frame
@@ -33,7 +34,14 @@ MEAN_RGB = tuple(int(round(255 * m)) for m in IMAGE_MEAN)
 
 def to_model_input(crops: np.ndarray) -> np.ndarray:
     """RGB uint8 crops [..., H, W, 3] -> float32 [..., 3, H, W], ImageNet-normalised
-    (pixel / 255 first, as ToTensor does)."""
+    (pixel / 255 first, as ToTensor does).  Anything but uint8 pixels is
+    refused: float crops may already be scaled, and scaling twice would be
+    silent nonsense."""
+    if not isinstance(crops, np.ndarray) or crops.dtype != np.uint8 or crops.shape[-1:] != (3,):
+        what = f"{crops.dtype} [{', '.join(map(str, crops.shape))}]" if isinstance(crops, np.ndarray) else \
+            type(crops).__name__
+        raise MDHRError(f"crops of {what} given; to_model_input takes RGB uint8 pixels [..., H, W, 3] "
+                        "(0..255) and normalises them itself")
     normalised = crops.astype(np.float32) * _SCALE + _OFFSET
     return np.ascontiguousarray(np.moveaxis(normalised, -1, -3))
 

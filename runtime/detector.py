@@ -2,6 +2,7 @@
 image, or ready-made clips, with an exported bundle and no torch."""
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -14,20 +15,30 @@ from mdhr_runtime.clips import ClipBatch, ClipWindows
 from mdhr_runtime.crop import crop_stream
 from mdhr_runtime.faces import FaceTracker, HaarDetector, MTCNNDetector
 from mdhr_runtime.frames import FrameSource
-from mdhr_runtime.runners import open_runner
+from mdhr_runtime.runners import check_clip_values, open_runner
 from mdhr_runtime.table import FrameTable
 from mdhr_runtime.timing import StageClock
 
 FACE_DETECTORS = {"mtcnn": MTCNNDetector, "haar": HaarDetector}
 
 
-def clip_batches(source: str | Path, input_shape: tuple[int, ...], aligned: bool = False,
+def check_threshold(threshold: float) -> float:
+    """A decision threshold on the AU score, a cosine: finite, in [-1, 1]."""
+    value = float(threshold)
+    if not (math.isfinite(value) and -1.0 <= value <= 1.0):
+        raise MDHRError(f"threshold {threshold} is outside [-1, 1]: AU scores are cosine similarities, "
+                        "so give a number from -1 to 1 (the default is 0.5)")
+    return value
+
+
+def clip_batches(source: str | Path | FrameSource, input_shape: tuple[int, ...], aligned: bool = False,
                  face_detector: str = "mtcnn", clock: StageClock | None = None) -> Iterator[ClipBatch]:
     """The model batches [B, T, 3, 224, 224] of a video, image folder or
     image, streamed: decode -> track the face -> crop -> clip windows."""
     clock = clock or StageClock()
     tracker = None if aligned else FaceTracker(FACE_DETECTORS[face_detector]())
-    crops = crop_stream(FrameSource(source), tracker, clock=clock)
+    frames = source if isinstance(source, FrameSource) else FrameSource(source)
+    crops = crop_stream(frames, tracker, clock=clock)
     return clock.timed(ClipWindows.for_input_shape(input_shape).batches(crops), "preprocess")
 
 
@@ -49,6 +60,8 @@ class AUDetector:
                  threads: int | None = None, face_detector: str = "mtcnn"):
         if face_detector not in FACE_DETECTORS:
             raise MDHRError(f"unknown face detector {face_detector!r}: choose {', '.join(FACE_DETECTORS)}")
+        if threshold is not None:
+            check_threshold(threshold)
         self.bundle = load_bundle(bundle_dir)
         self.runner, self.why = open_runner(self.bundle, backend, threads=threads)
         self.threshold = self.bundle.threshold if threshold is None else float(threshold)
@@ -66,11 +79,13 @@ class AUDetector:
         """AU scores [N, T, num_aus] for normalised clips [N, T, 3, 224, 224]
         (any N; T must be the bundle's).  Scores are cosine similarities in
         [-1, 1]; an AU is active at ``score >= threshold``."""
-        clips = np.asarray(clips, dtype=np.float32)
+        clips = np.asarray(clips)
         B, T = self.bundle.batch, self.bundle.frames
         if clips.ndim != 5 or clips.shape[1:] != (T, 3, 224, 224) or len(clips) == 0:
             raise MDHRError(f"clips of shape {list(clips.shape)} given; this bundle takes [N, {T}, 3, 224, 224] "
                             "(normalised RGB face crops)")
+        check_clip_values(clips)  # all of them, before the first model call
+        clips = clips.astype(np.float32, copy=False)
         scores = []
         for start in range(0, len(clips), B):
             chunk = clips[start:start + B]
@@ -88,10 +103,16 @@ class AUDetector:
         detection).  Frames where no face is found are kept, with
         ``success`` false and no AU scores.  ``progress`` is called with the
         number of frames done after each batch; ``clock`` collects the time
-        of each stage (decode, detect, preprocess, model)."""
+        of each stage (decode, detect, preprocess, model).
+
+        A video that ends before the frames its container declares (cut
+        short or damaged) is not an error: the frames read are in the table,
+        whose ``complete`` is then False and ``frames_declared`` the count
+        the container promised."""
         clock = clock or StageClock()
         table = FrameTable(self.au_names, self.threshold)
-        for batch in clip_batches(source, self.bundle.input_shape, aligned, self.face_detector, clock):
+        frames = FrameSource(source)
+        for batch in clip_batches(frames, self.bundle.input_shape, aligned, self.face_detector, clock):
             with clock.stage("model"):
                 scores = self.runner.infer(batch.clips)["au_scores"]
             table.add_batch(batch, scores)
@@ -99,6 +120,8 @@ class AUDetector:
                 progress(len(table))
         if len(table) == 0:
             raise MDHRError(f"{source}: no frames could be read; is it an empty video?")
+        table.frames_declared = frames.frame_count
+        table.complete = not frames.truncated
         return table
 
     def profile_video(self, source: str | Path, aligned: bool = False) -> dict:

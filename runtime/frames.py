@@ -65,10 +65,16 @@ class FrameSource:
     ``fps`` overrides the frame rate: for image sequences (default 30) and
     for videos whose header has none.  ``fps`` and ``frame_count`` are the
     best knowledge before decoding (``frame_count`` may be None or, for
-    some containers, an estimate)."""
+    some containers, an estimate).
+
+    After a pass, ``frames_read`` is how many frames decoded and
+    ``truncated`` says whether a video ended before the frames its container
+    declares (the file is cut short or damaged; decoding stops at the first
+    frame it cannot read)."""
 
     def __init__(self, path: str | Path, fps: float | None = None):
         self.path = Path(path)
+        self.frames_read = 0
         if not self.path.exists():
             raise MDHRError(f"input not found: {self.path}; check the path")
         if fps is not None and not (fps > 0 and math.isfinite(fps)):
@@ -88,6 +94,16 @@ class FrameSource:
             self._images = []
             self.fps, self.frame_count = self._probe_video(fps)
 
+    @property
+    def truncated(self) -> bool:
+        """The last pass over a video read fewer frames than it declares.
+        Containers without a frame index give an estimate from duration x
+        fps, so a shortfall within rounding (1 frame, plus 1 per 500) is not
+        counted."""
+        if self.kind != "video" or not self.frame_count:
+            return False
+        return self.frames_read < self.frame_count - 1 - self.frame_count // 500
+
     def __repr__(self) -> str:
         return f"FrameSource({str(self.path)!r}, kind={self.kind}, fps={self.fps}, frames={self.frame_count})"
 
@@ -105,12 +121,14 @@ class FrameSource:
         return sorted(images, key=lambda p: natural_key(p.name))
 
     def _image_frames(self) -> Iterator[Frame]:
+        self.frames_read = 0
         for index, image_path in enumerate(self._images):
             # IMREAD_UNCHANGED keeps 16-bit depth so to_rgb can scale it
             # properly; IMREAD_COLOR would silently truncate it.
             image = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
             if image is None or image.size == 0:
                 raise MDHRError(f"cannot read image {image_path}: the file is damaged or not an image")
+            self.frames_read = index + 1
             yield Frame(index=index, timestamp=index / self.fps, rgb=to_rgb(image))
 
     # -- video -------------------------------------------------------------
@@ -147,6 +165,7 @@ class FrameSource:
 
     def _video_frames(self) -> Iterator[Frame]:
         capture = self._open()
+        self.frames_read = 0
         try:
             index = 0
             previous_time = -math.inf
@@ -156,15 +175,13 @@ class FrameSource:
                     break
                 timestamp = self._timestamp(capture, index, previous_time)
                 previous_time = timestamp
-                yield Frame(index=index, timestamp=timestamp, rgb=to_rgb(image))
                 index += 1
+                self.frames_read = index
+                yield Frame(index=index - 1, timestamp=timestamp, rgb=to_rgb(image))
         finally:
             capture.release()
         if index == 0:
             raise MDHRError(f"no frame could be decoded from {self.path}: the video is empty or damaged")
-        if self.frame_count and index < self.frame_count * 0.9:
-            log.warning("%s: decoding stopped after %d of %d frames (file truncated or damaged?)",
-                        self.path, index, self.frame_count)
 
     def _timestamp(self, capture: cv2.VideoCapture, index: int, previous: float) -> float:
         """The container's presentation time when it is usable (variable

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from mdhr.aus import IMAGE_MEAN, IMAGE_STD
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
 
@@ -30,12 +31,48 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
+# Normalised crops, (pixel / 255 - mean) / std with the ImageNet statistics,
+# lie within about -2.1..2.6.  Values far beyond (0..255 pixels, a wrong
+# scale) give confident nonsense, so they are refused rather than run.
+NORMALISED_RANGE = (min(-m / s for m, s in zip(IMAGE_MEAN, IMAGE_STD)),
+                    max((1 - m) / s for m, s in zip(IMAGE_MEAN, IMAGE_STD)))
+CLIP_VALUE_LIMIT = 10.0
+_EXPECTED = (f"normalised RGB face crops: pixel / 255, then (x - mean) / std with mean {list(IMAGE_MEAN)} "
+             f"and std {list(IMAGE_STD)}, values within about {NORMALISED_RANGE[0]:.1f}..{NORMALISED_RANGE[1]:.1f}")
+
+
+def check_clip_values(clips: np.ndarray) -> None:
+    """Refuse input the model would turn into confident nonsense: anything
+    but floats (uint8 pixels, complex), NaN or infinity (one NaN pixel
+    spreads to most frames of its clip through the frame differences), and
+    values far outside the normalised range."""
+    if not np.issubdtype(clips.dtype, np.floating):
+        raise MDHRError(f"clips of type {clips.dtype} given; the model takes float32 {_EXPECTED}")
+    finite = np.isfinite(clips)
+    if not finite.all():
+        raise MDHRError(f"clips hold {clips.size - int(np.count_nonzero(finite))} NaN or infinite values; "
+                        f"the model takes finite {_EXPECTED}")
+    low, high = float(clips.min()), float(clips.max())
+    if low < -CLIP_VALUE_LIMIT or high > CLIP_VALUE_LIMIT:
+        raise MDHRError(f"clip values span {low:g}..{high:g}, far outside the normalised range; the model "
+                        f"takes {_EXPECTED}")
+
+
 def check_clips(clips: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if not isinstance(clips, np.ndarray) or clips.shape != tuple(shape):
         got = getattr(clips, "shape", type(clips).__name__)
         raise MDHRError(f"clips of shape {got} given, the bundle takes {list(shape)} float32 "
                         "(normalised RGB); pad the batch or export with matching --batch/--frames")
+    check_clip_values(clips)
     return np.ascontiguousarray(clips, dtype=np.float32)
+
+
+def _ort_errors() -> tuple[type[Exception], ...]:
+    """ONNX Runtime's own exception types (a malformed or mismatched graph
+    raises these, not a Python error)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return tuple(v for v in vars(state).values() if isinstance(v, type) and issubclass(v, Exception))
 
 
 class OnnxRuntimeRunner:
@@ -62,16 +99,32 @@ class OnnxRuntimeRunner:
         except Exception as e:  # ORT raises its own exception types for bad files
             raise MDHRError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]}); "
                             "export the bundle again") from None
-        self.input_name = self.session.get_inputs()[0].name
+        self.path = path
         self.input_shape = tuple(bundle.input_shape)
+        self._check_graph(bundle)
+        self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         used = self.session.get_providers()[0].replace("ExecutionProvider", "").lower()
         self.name = f"onnxruntime-{used}"
         self.precision = precision
 
+    def _check_graph(self, bundle: Bundle) -> None:
+        """The graph's input and outputs are the ones the card describes."""
+        inputs, outputs = self.session.get_inputs(), [o.name for o in self.session.get_outputs()]
+        shape = tuple(inputs[0].shape) if len(inputs) == 1 else None
+        if shape != self.input_shape or "au_scores" not in outputs:
+            found = ", ".join(f"{i.name} {i.shape}" for i in inputs)
+            raise MDHRError(f"{self.path}: the graph (inputs {found}; outputs {', '.join(outputs)}) is not the "
+                            f"model its card describes (one input {list(self.input_shape)}, output au_scores); "
+                            f"export the bundle again")
+
     def infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         clips = check_clips(clips, self.input_shape)
-        outputs = self.session.run(self.output_names, {self.input_name: clips})
+        try:
+            outputs = self.session.run(self.output_names, {self.input_name: clips})
+        except _ort_errors() as e:
+            raise MDHRError(f"{self.path}: ONNX Runtime cannot run it ({str(e).splitlines()[0][:200]}); "
+                            "export the bundle again") from None
         return dict(zip(self.output_names, outputs))
 
     def close(self) -> None:

@@ -44,6 +44,10 @@ class FrameTable:
         self.au_names = tuple(au_names)
         self.threshold = float(threshold)
         self.rows: list[FrameRow] = []
+        # Set by AUDetector.predict_video: False when the video ended before
+        # the frame count its container declares (truncated or damaged).
+        self.complete = True
+        self.frames_declared: int | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -104,12 +108,16 @@ class FrameTable:
         return Path(path)
 
     def write_json(self, path: str | Path, metadata: dict | None = None) -> Path:
-        """``{"au_names", "threshold", "metadata", "frames": [...]}`` with one
-        object per frame; ``box``, ``au_scores`` and ``au_active`` are null
-        on frames without a face."""
+        """``{"au_names", "threshold", "complete", "frames_read",
+        "frames_declared", "metadata", "frames": [...]}`` with one object per
+        frame; ``box``, ``au_scores`` and ``au_active`` are null on frames
+        without a face.  ``complete`` is false when the input ended early."""
         document = {
             "au_names": list(self.au_names),
             "threshold": self.threshold,
+            "complete": self.complete,
+            "frames_read": len(self.rows),
+            "frames_declared": self.frames_declared,
             "metadata": metadata or {},
             "frames": [self._json_row(row) for row in self.rows],
         }

@@ -1,6 +1,7 @@
 """mdhr-export on real models: bundle contents, graph properties, parity,
 FP16, TensorRT readiness, and refusals."""
 import json
+import stat
 
 import numpy as np
 import onnx
@@ -15,6 +16,7 @@ from golden import golden, reference_input
 from mdhr_export.cli import main
 from mdhr_export.graph import tensorrt_problems, tensorrt_support
 from mdhr_export.staging import staged_folder
+from mdhr_runtime.atomic import umask
 
 
 def card(bundle_dir):
@@ -44,6 +46,7 @@ def test_bundle_card(bp4d_bundle):
     fp16 = c["parity"]["fp16"]
     assert "float16" in fp16["estimate_cpu"]["method"] and fp16["measured_gpu"] is None
     assert not list(bp4d_bundle.parent.glob(".bundle*")), "staging folders left behind"
+    assert stat.S_IMODE(bp4d_bundle.stat().st_mode) == 0o777 & ~umask(), "bundle hidden from other users"
 
 
 def test_static_graph_with_model_card_metadata(bp4d_bundle):
@@ -155,16 +158,20 @@ def refused(args, *expected):
 
 def test_bad_inputs_give_one_line(tmp_path):
     out = tmp_path / "out"
-    refused(["--ckpt", str(tmp_path / "missing.pth"), "--out", str(out)], "no such checkpoint")
+    refused(["--ckpt", str(tmp_path / "missing.pth"), "--out", str(out)], "checkpoint not found")
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
-    refused(["--ckpt", str(corrupt), "--out", str(out)], "not a readable PyTorch checkpoint")
+    refused(["--ckpt", str(corrupt), "--out", str(out)], "not a PyTorch checkpoint")
     refused(["--random-init", "--out", str(out), "--opset", "11"], "opset 11 is not supported")
     refused(["--out", str(out)], "--ckpt")
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    refused(["--random-init", "--out", str(blocker / "bundle"), "--frames", "2"], "cannot write there")
-    refused(["--random-init", "--out", str(blocker)], "is not an MDHR bundle")
+    refused(["--random-init", "--out", str(blocker / "bundle"), "--frames", "2"], "is not a folder")
+    refused(["--random-init", "--out", str(blocker)], "is a file, not a folder")
+    not_a_bundle = tmp_path / "photos"
+    not_a_bundle.mkdir()
+    (not_a_bundle / "me.jpg").write_bytes(b"x")
+    refused(["--random-init", "--out", str(not_a_bundle)], "is not an MDHR bundle")
     assert not out.exists()
 
 

@@ -65,8 +65,13 @@ def test_missing_and_corrupt_files(tmp_path, disfa_path):
         mdhr.load_model(tmp_path / "nope.pth")
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(disfa_path.read_bytes()[:100000])
-    with pytest.raises(MDHRError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(MDHRError, match="not a PyTorch checkpoint"):
         mdhr.load_model(truncated)
+    for name, content in (("notes.pth", b"epoch 3\nloss 0.25\n"), ("noise.pth", bytes(range(256)) * 16),
+                          ("config.pth", b'{"lr": 0.0001}')):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(MDHRError, match=r"not a PyTorch checkpoint \(torch.load cannot read it"):
+            mdhr.load_model(tmp_path / name)
     other = tmp_path / "other.pth"
     torch.save({"weights": torch.zeros(3)}, other)
     with pytest.raises(MDHRError, match="does not look like an MDHR checkpoint"):

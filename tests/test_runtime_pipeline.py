@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -75,6 +76,43 @@ def test_predict_clips_any_count(detector):
     np.testing.assert_allclose(detector.predict_clips(clips[1:2])[0], together[1], rtol=0, atol=1e-6)
     with pytest.raises(MDHRError, match=r"takes \[N, 4, 3, 224, 224\]"):
         detector.predict_clips(clips[:, :3])
+
+
+@pytest.mark.parametrize("make,expected", [
+    (lambda c: (c * 255).astype(np.uint8), "clips of type uint8 given; the model takes float32 normalised"),
+    (lambda c: c.astype(np.complex64), "clips of type complex64 given"),
+    (lambda c: np.where(np.arange(c.size).reshape(c.shape) == 7, np.nan, c), "clips hold 1 NaN or infinite values"),
+    (lambda c: np.where(np.arange(c.size).reshape(c.shape) == 7, np.inf, c), "clips hold 1 NaN or infinite values"),
+    (lambda c: np.abs(c) * 60, "far outside the normalised range"),
+])
+def test_predict_clips_refuses_what_is_not_normalised_float(detector, make, expected):
+    clips = np.random.default_rng(1).standard_normal((2, 4, 3, 224, 224), dtype=np.float32).clip(-2, 2)
+    with pytest.raises(MDHRError, match=re.escape(expected)):
+        detector.predict_clips(make(clips))
+    with pytest.raises(MDHRError, match=re.escape(expected.split(";")[0])):
+        detector.runner.infer(make(clips[:1]))  # the stage API refuses the same
+    assert detector.predict_clips(clips.astype(np.float64)).shape == (2, 4, 8)  # any float is fine
+
+
+def test_threshold_outside_the_cosine_range_is_refused(disfa_short_bundle):
+    for threshold in (5, -2, float("nan")):
+        with pytest.raises(MDHRError, match=r"outside \[-1, 1\]"):
+            AUDetector(disfa_short_bundle, threshold=threshold)
+
+
+def test_a_foreign_onnx_graph_in_a_bundle_is_named(disfa_short_bundle, footage, tmp_path):
+    import onnx
+
+    clips = onnx.helper.make_tensor_value_info("clips", onnx.TensorProto.FLOAT, [1, 2, 3])
+    scores = onnx.helper.make_tensor_value_info("au_scores", onnx.TensorProto.FLOAT, [1, 2, 3])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["clips"], ["au_scores"])], "g",
+                                   [clips], [scores])
+    bundle = tmp_path / "strange"
+    bundle.mkdir()
+    shutil.copy(disfa_short_bundle / "mdhr.json", bundle)
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)]), bundle / "model.onnx")
+    refused([str(footage[0]), "--model", str(bundle), "--out", str(tmp_path / "o.csv")],
+            "is not the model its card describes", "export the bundle again")
 
 
 def test_profile_reports_each_stage(detector, footage):
