@@ -90,12 +90,38 @@ def load_bundle(path: str | Path) -> Bundle:
     if missing:
         raise MDHRError(f"{card_path}: incomplete model card (missing {', '.join(missing)}); "
                         "export the bundle again")
+    _check_types(card, card_path)
     bundle = Bundle(root, card)
     onnx_path = bundle.artifact("onnx")
     if onnx_path is None or not onnx_path.is_file():
         raise MDHRError(f"{root}: incomplete bundle: {card['artifacts'].get('onnx')} is missing; "
                         "export the bundle again")
     return bundle
+
+
+def _check_types(card: dict, card_path: Path) -> None:
+    """The fields the runtime reads have the types it reads them as, so a
+    hand-edited or damaged card is named, not a crash later."""
+    def is_numbers(value, length=None, kind=(int, float)):
+        return (isinstance(value, list) and (length is None or len(value) == length)
+                and all(isinstance(v, kind) and not isinstance(v, bool) for v in value))
+
+    model_input = card["input"]
+    checks = {
+        "au_names": isinstance(card["au_names"], list) and card["au_names"]
+        and all(isinstance(n, str) for n in card["au_names"]),
+        "threshold": isinstance(card["threshold"], (int, float)) and -1 <= card["threshold"] <= 1,
+        "input": isinstance(model_input, dict) and is_numbers(model_input.get("shape"), 5, int)
+        and all(d > 0 for d in model_input["shape"]) and is_numbers(model_input.get("mean"), 3)
+        and is_numbers(model_input.get("std"), 3),
+        "outputs": isinstance(card["outputs"], list),
+        "artifacts": isinstance(card["artifacts"], dict)
+        and all(v is None or isinstance(v, str) for v in card["artifacts"].values()),
+    }
+    wrong = [field for field, ok in checks.items() if not ok]
+    if wrong:
+        raise MDHRError(f"{card_path}: damaged model card ({', '.join(wrong)} not as mdhr-export writes them); "
+                        "export the bundle again")
 
 
 def write_card(folder: str | Path, card: dict) -> Path:

@@ -392,3 +392,12 @@ def test_bench_and_parity_check_paths_before_any_backend(disfa_short_bundle, tmp
     one_line_refusal(parity_main, ["--model", tmp_path / "missing", "--json", tmp_path / "p.json"],
                      "no such bundle folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pth"]
+
+
+def test_a_damaged_card_is_named(disfa_short_bundle, face_video, tmp_path):
+    card = json.loads((disfa_short_bundle / "mdhr.json").read_text())
+    bundle = tmp_path / "edited"
+    bundle.mkdir()
+    (bundle / "mdhr.json").write_text(json.dumps({**card, "artifacts": "model.onnx", "input": {"shape": "big"}}))
+    one_line_refusal(run_main, run_args(face_video, bundle, tmp_path / "o.csv"),
+                     "damaged model card (input, artifacts not as mdhr-export writes them)")
