@@ -151,16 +151,23 @@ class AUDetector:
     def profile_video(self, source: str | Path, aligned: bool = False, windows: str = DEFAULT_WINDOWS,
                       hop: int | None = None) -> dict:
         """Frames per second of the whole pipeline and the time of each stage."""
+        return self.profile(source, aligned, windows, hop)[0]
+
+    def profile(self, source: str | Path, aligned: bool = False, windows: str = DEFAULT_WINDOWS,
+                hop: int | None = None) -> tuple[dict, FrameTable]:
+        """``profile_video``'s report, and the table it scored."""
+        plan = WindowPlan.make(windows, self.bundle.frames, hop)
         clock = StageClock()
         start = time.perf_counter()
         table = self.predict_video(source, aligned, clock=clock, windows=windows, hop=hop)
         wall = time.perf_counter() - start
         frames = len(table)
-        return {"frames": frames, "frames_with_face": sum(r.face.success for r in table.rows),
-                "seconds": round(wall, 4), "fps": round(frames / wall, 3) if wall else None,
-                "windows": WindowPlan.make(windows, self.bundle.frames, hop).describe(),
-                "backend": self.backend if windows == "official" else self.stage_runner.name, "why": self.why, "stages": clock.report(frames, wall),
-                "other_seconds": round(max(wall - clock.total(), 0.0), 4)}
+        backend = self.backend if plan.mode == "official" else self.stage_runner.name
+        report = {"frames": frames, "frames_with_face": sum(r.face.success for r in table.rows),
+                  "seconds": round(wall, 4), "fps": round(frames / wall, 3) if wall else None,
+                  "windows": plan.describe(), "backend": backend, "why": self.why,
+                  "stages": clock.report(frames, wall), "other_seconds": round(max(wall - clock.total(), 0.0), 4)}
+        return report, table
 
     def close(self) -> None:
         self.runner.close()
