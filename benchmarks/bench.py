@@ -23,8 +23,9 @@ from mdhr_bench.backends import (TORCH_FP32, Backend, BackendUnavailable, BACKEN
                                  open_backend, unavailable_reason)
 from mdhr_bench.machine import describe, device_memory_used_mb, peak_rss_mb, rss_mb, usable_cores
 from mdhr_runtime.bundle import Bundle, load_bundle
+from mdhr_runtime.stages import has_stages
 
-RESULT_KEYS = ("backend", "precision", "device", "batch", "frames", "status", "reason", "load_s",
+RESULT_KEYS = ("mode", "backend", "precision", "device", "batch", "frames", "status", "reason", "load_s",
                "first_inference_ms", "latency_ms", "clips_per_s", "frames_per_s", "speedup_vs_torch",
                "memory", "warmup", "iters")
 
@@ -39,6 +40,7 @@ class BenchOptions:
     iters: int = 20
     threads: int | None = None  # default: every usable core
     video: Path | None = None
+    stream: bool = False
 
 
 def validate(options: BenchOptions) -> None:
@@ -88,12 +90,28 @@ def run_benchmark(options: BenchOptions, say: Callable[[str], None] = lambda lin
                            "iters": options.iters, "threads": threads,
                            "timing": "numpy in, numpy out: host-device copies included, GPU work "
                                      "synchronised before the clock stops"},
-              "results": results, "video": None}
+              "results": results, "video": None, "video_centred": None}
     if options.video is not None:
         from mdhr_bench.video import profile_video
 
-        say(f"video pipeline on {options.video} ...")
-        report["video"] = profile_video(options.video, bundle, threads)
+        say(f"video pipeline on {options.video}, official windows ...")
+        report["video"] = profile_video(options.video, bundle, threads, "official")
+        if has_stages(bundle):
+            say(f"video pipeline on {options.video}, centred windows ...")
+            report["video_centred"] = profile_video(options.video, bundle, threads, "centred")
+            report["video_centred"]["cost_vs_official"] = round(
+                report["video"]["fps"] / report["video_centred"]["fps"], 3)
+    if options.stream:
+        if not has_stages(bundle):
+            raise MDHRError(f"{bundle.root}: no frame and clip stage graphs to stream with; export it again")
+        from mdhr_bench.stream import measure_stream
+
+        say(f"stream: frame stage, clip stage, stride-1 streaming and whole-clip recompute "
+            f"({options.warmup} warm-up, {options.iters} timed) ...")
+        row = measure_stream(bundle, threads, options.warmup, options.iters)
+        say(f"stream: {row['per_frame_ms']:.1f} ms per new frame against {row['clip_recompute_ms']:.1f} ms "
+            f"recomputing the clip ({row['stream_vs_recompute']:.3f}x)")
+        results.append(row)
     return report
 
 
@@ -125,7 +143,7 @@ def _static_reason(backend: Backend, bundle: Bundle, ckpt: Path | None, batch: i
 
 def skipped(backend: Backend, batch: int, frames: int, reason: str) -> dict:
     row = dict.fromkeys(RESULT_KEYS)
-    row.update(backend=backend.name, precision=backend.precision, batch=batch, frames=frames,
+    row.update(mode="clip", backend=backend.name, precision=backend.precision, batch=batch, frames=frames,
                status="skipped", reason=reason)
     return row
 
@@ -175,7 +193,7 @@ def measure_backend(name: str, bundle_dir: Path, ckpt: Path | None, clips: np.nd
     memory = {k: None if v is None else round(v, 1) for k, v in memory.items()}
     clips_per_s = batch * len(seconds) / sum(seconds)
     row = dict.fromkeys(RESULT_KEYS)
-    row.update(backend=name, precision=backend.precision, device=device, batch=batch, frames=frames,
+    row.update(mode="clip", backend=name, precision=backend.precision, device=device, batch=batch, frames=frames,
                status="ok", load_s=round(load_s, 3), first_inference_ms=round(first * 1e3, 2),
                latency_ms=latency_summary(seconds), clips_per_s=round(clips_per_s, 4),
                frames_per_s=round(clips_per_s * frames, 3), memory=memory, warmup=warmup, iters=iters)

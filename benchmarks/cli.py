@@ -56,11 +56,14 @@ def write_reports(*reports: tuple[Path | None, str]) -> None:
 @click.option("--iters", default=20, show_default=True, help="Timed calls per backend.")
 @threads_option
 @click.option("--video", type=click.Path(path_type=Path), help="Also time the whole runtime pipeline "
-              "(decode, detect, preprocess, model) on this video.")
+              "(decode, detect, preprocess, model) on this video, in both window modes.")
+@click.option("--stream", is_flag=True, help="Also time streaming: frame stage, clip stage, one new frame "
+              "at stride 1, and the whole clip recomputed per frame (JSON results with \"mode\": \"stream\").")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report as JSON here.")
 @click.option("--markdown", "markdown_out", type=click.Path(path_type=Path), help="Write the table as markdown here.")
 @verbose_option
-def bench_main(model, ckpt, backends, batch, warmup, iters, threads, video, json_out, markdown_out, verbose):
+def bench_main(model, ckpt, backends, batch, warmup, iters, threads, video, stream, json_out, markdown_out,
+               verbose):
     """Time every backend on the same clips: latency per call (p50, p90,
     p99, mean, std), clips/s and frames/s, load time, peak memory, and the
     speed-up against PyTorch eager float32. Each backend runs in a process of
@@ -78,7 +81,7 @@ def bench_main(model, ckpt, backends, batch, warmup, iters, threads, video, json
         check_paths({"--json": json_out, "--markdown": markdown_out},
                     {"--model": model, "--ckpt": ckpt, "--video": video})
         options = BenchOptions(model=model, ckpt=ckpt, backends=parse_backends(backends), batch=batch,
-                               warmup=warmup, iters=iters, threads=threads, video=video)
+                               warmup=warmup, iters=iters, threads=threads, video=video, stream=stream)
         report = run_benchmark(options, say)
         table = bench_markdown(report)
         write_reports((json_out, json.dumps(report, indent=2) + "\n"), (markdown_out, table))

@@ -40,6 +40,8 @@ def bench_markdown(report: dict) -> str:
               "frames/s", "speed-up vs torch", "load s", "peak RSS MB", "GPU MB"]
     rows = []
     for r in report["results"]:
+        if r.get("mode") == "stream":
+            continue
         if r["status"] != "ok":
             rows.append([r["backend"], r["precision"], "–", f"skipped: {r['reason']}"] + ["–"] * (len(header) - 4))
             continue
@@ -50,15 +52,34 @@ def bench_markdown(report: dict) -> str:
                      number(r["frames_per_s"], 1), speedup, number(r["load_s"], 2),
                      number(mem["peak_rss_mb"], 0), number(mem["gpu_mb"], 0)])
     parts.append(table(header, rows))
+    for r in report["results"]:
+        if r.get("mode") == "stream":
+            parts += ["", stream_markdown(r)]
     if report.get("video"):
         parts += ["", video_markdown(report["video"])]
+    if report.get("video_centred"):
+        parts += ["", video_markdown(report["video_centred"])]
     return "\n".join(parts) + "\n"
 
 
+def stream_markdown(r: dict) -> str:
+    lines = [f"#### Streaming ({r['backend']}, {r['precision']}, windows of {r['frames']} frames, p50 ms)", ""]
+    rows = [[number(r["frame_stage_ms"]), number(r["clip_stage_ms"]), number(r["per_frame_ms"]),
+             number(r["clip_recompute_ms"]), f"{r['stream_vs_recompute']:.3f}×"]]
+    return "\n".join(lines + [table(["frame stage", "clip stage", "per new frame (stride 1)",
+                                     "whole clip per frame", "stream vs recompute"], rows)])
+
+
 def video_markdown(video: dict) -> str:
-    lines = [f"#### Whole pipeline on {video['video']}: {video['frames']} frames "
-             f"({video['frames_with_face']} with a face), {number(video['fps'], 1)} frames/s end to end, "
-             f"model on {video['backend']}", ""]
+    windows = video.get("windows") or {"mode": "official"}
+    mode = windows["mode"] + (f", hop {windows['hop']}" if windows["mode"] == "centred" else "")
+    cost = f", {video['cost_vs_official']:.3f}× official's time per frame" if "cost_vs_official" in video else ""
+    edges = video.get("edge_change") or {}
+    smooth = (f"; frame-to-frame change at multiples of {windows.get('frames', 'T')} vs elsewhere "
+              f"{edges['ratio']:.2f}×" if edges.get("ratio") is not None else "")
+    lines = [f"#### Whole pipeline on {video['video']} ({mode} windows): {video['frames']} frames "
+             f"({video['frames_with_face']} with a face), {number(video['fps'], 1)} frames/s end to end{cost}, "
+             f"model on {video['backend']}{smooth}", ""]
     rows = [[name, number(stage["seconds"], 2), number(stage["ms_per_frame"], 2), percent(stage["share"], 1)]
             for name, stage in video["stages"].items()]
     return "\n".join(lines + [table(["stage", "total s", "ms per frame", "share"], rows)])

@@ -33,10 +33,16 @@ def video_clip_batches(path: Path, bundle: Bundle, max_clips: int | None = None)
             return
 
 
-def profile_video(path: Path, bundle: Bundle, threads: int | None = None) -> dict:
-    """Frames per second of the whole pipeline, and the time of each stage."""
+def profile_video(path: Path, bundle: Bundle, threads: int | None = None, windows: str = "official",
+                  hop: int | None = None) -> dict:
+    """Frames per second of the whole pipeline in one window mode, the time
+    of each stage, and the frame-to-frame change of the scores at the
+    official window edges against elsewhere."""
+    from mdhr_bench.stream import edge_change
+
     setup_start = time.perf_counter()
     with AUDetector(bundle.root, "auto", threads=threads) as detector:
         setup_s = time.perf_counter() - setup_start
-        report = detector.profile_video(path)
-    return {"video": str(path), "setup_s": round(setup_s, 3), **report}
+        report, table = detector.profile(path, windows=windows, hop=hop)
+    return {"video": str(path), "setup_s": round(setup_s, 3), **report,
+            "edge_change": edge_change(table.score_matrix(), bundle.frames)}

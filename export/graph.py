@@ -41,9 +41,15 @@ class ClipOutputs(nn.Module):
 
 def export_onnx(model: MDHR, batch: int, frames: int, opset: int, chatty: bool = False) -> onnx.ModelProto:
     example = torch.zeros(batch, frames, 3, 224, 224)
+    return export_module(ClipOutputs(model).eval(), (example,), opset, chatty, [INPUT_NAME], output_names(model))
+
+
+def export_module(module: nn.Module, example: tuple, opset: int, chatty: bool,
+                  input_names: list[str], output_names: list[str]) -> onnx.ModelProto:
+    """A static-shape ONNX of ``module`` at the shapes of ``example``."""
     with _quiet(not chatty):
-        program = torch.onnx.export(ClipOutputs(model).eval(), (example,), dynamo=True, opset_version=opset,
-                                    input_names=[INPUT_NAME], output_names=output_names(model),
+        program = torch.onnx.export(module, example, dynamo=True, opset_version=opset,
+                                    input_names=input_names, output_names=output_names,
                                     optimize=True, verbose=False)
     return program.model_proto
 
@@ -96,8 +102,9 @@ def set_metadata(proto: onnx.ModelProto, card: dict) -> None:
 # The temporal difference of backbone features: near-identical consecutive
 # frames make it a small difference of large numbers, where FP16 loses
 # precision first.  These nodes (the subtraction and the convolution that
-# reads it) stay in FP32 in reduced-precision builds.
-_FP32_SCOPE = re.compile(r"MultiscaleFacialDynamic/(sub(_\d+)?|([\w.]+\.)?MFD\.(conv|bn)[1-4]):")
+# reads it) stay in FP32 in reduced-precision builds, in the whole model
+# (MultiscaleFacialDynamic differences) and in the frame stage (FrameStage).
+_FP32_SCOPE = re.compile(r"(MultiscaleFacialDynamic|FrameStage)/(sub(_\d+)?|([\w.]+\.)?MFD\.(conv|bn)[1-4]):")
 
 
 def precision_sensitive_nodes(proto: onnx.ModelProto) -> list[str]:

@@ -17,6 +17,7 @@ from mdhr.aus import DECISION_THRESHOLD, IMAGE_MEAN, IMAGE_STD
 from mdhr.errors import MDHRError
 from mdhr_export import fp16 as fp16_tools
 from mdhr_export import graph, parity
+from mdhr_export import stages as stage_graphs
 from mdhr_export.staging import check_bundle_target, staged_folder
 from mdhr_runtime.bundle import FORMAT, load_bundle, write_card
 from mdhr_runtime.outputs import check_input, remove_stale_staging
@@ -145,26 +146,32 @@ def export_bundle(options: ExportOptions, progress: Progress | None = None) -> d
         graph.set_metadata(slim, card)
         card["fp32_nodes"] = fp32_nodes
         card["artifacts"] = {"onnx": ONNX_FILE, "onnx_fp16": None, "engine": None}
+        card["artifacts"].update(dict.fromkeys(stage_graphs.FILES))
         save_onnx(slim, staging / ONNX_FILE)
         write_card(staging, card)
 
         clips = parity.parity_clips(options.batch, options.frames, options.seed)
-        card["parity"], onnx_fp32 = progress.step("parity", lambda: fp32_parity(model, raw, staging, clips))
+        reference = progress.step("pytorch", lambda: torch_outputs(model, clips))
+        card["parity"], onnx_fp32 = progress.step("parity", lambda: fp32_parity(raw, staging, clips, reference))
+        card["parity"]["stages_fp32_cpu"], stage_protos = progress.step("stages", lambda: stage_graphs.write_stages(
+            model, options.frames, options.opset, staging, card, clips, reference, chatty=options.verbose))
         if options.fp16:
             card["parity"]["fp16"] = progress.step(
                 "fp16", lambda: export_fp16(slim, fp32_nodes, staging, card, clips, onnx_fp32))
+            card["parity"]["stages_fp16"] = progress.step("stages_fp16", lambda: stage_graphs.write_fp16_stages(
+                stage_protos, staging, card, clips, onnx_fp32))
             progress.step("engine", lambda: maybe_build_engine(staging, card, options.out, progress.say))
         card["timings_s"] = progress.timings
         write_card(staging, card)
     return card
 
 
-def fp32_parity(model, raw: onnx.ModelProto, staging: Path, clips) -> tuple[dict, dict[str, np.ndarray]]:
-    """The fp32 ONNX in ONNX Runtime CPU against PyTorch: the report, and the
+def fp32_parity(raw: onnx.ModelProto, staging: Path, clips,
+                reference: dict[str, np.ndarray]) -> tuple[dict, dict[str, np.ndarray]]:
+    """The fp32 ONNX in ONNX Runtime CPU against PyTorch's ``reference``: the report, and the
     ONNX outputs (the reference for reduced precision).  Raises (so no bundle
     is written) when it is not faithful.  The graph before simplification is
     run too, to prove simplification changed nothing."""
-    reference = torch_outputs(model, clips)
     bundle = load_bundle(staging)
     runner = OnnxRuntimeRunner(bundle, providers=["CPUExecutionProvider"])
     simplified = parity.runner_outputs(runner, clips)

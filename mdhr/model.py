@@ -77,23 +77,35 @@ class MultiscaleFacialDynamic(nn.Module):
         for i in range(1, 5):
             setattr(self, f"wbn{i}", nn.BatchNorm2d(16))
 
-    def scale_dynamics(self, i: int, tap: torch.Tensor, B: int, T: int) -> torch.Tensor:
-        """[B*T, C, H, W] tap -> [B*T, width, 7, 7] motion features of scale i."""
-        x = tap.unflatten(0, (B, T))
-        diff = (x[:, 1:] - x[:, :-1]).flatten(0, 1)  # [B*(T-1), C, H, W]
-        y = self.relu(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(diff)))
-        y = y.unflatten(0, (B, T - 1)).transpose(1, 2)  # [B, width, T-1, 7, 7]
-        y = self.pooling(y).transpose(1, 2)  # [B, T, width, 7, 7]
-        return y.flatten(0, 1)
+    def pair_dynamics(self, i: int, difference: torch.Tensor) -> torch.Tensor:
+        """[N, C, H, W] difference of two consecutive frames' tap i -> [N, width, 7, 7]
+        motion features of scale i (per frame pair: the frame stage's last step)."""
+        return self.relu(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(difference)))
 
     def forward(self, taps: list[torch.Tensor], B: int, T: int) -> torch.Tensor:
-        scales = [self.scale_dynamics(i, tap, B, T) for i, tap in enumerate(taps, start=1)]
+        pairs = [self.pair_dynamics(i, frame_differences(tap, B, T)) for i, tap in enumerate(taps, start=1)]
+        return self.from_pairs(pairs, B, T)
+
+    def from_pairs(self, pairs: list[torch.Tensor], B: int, T: int) -> torch.Tensor:
+        """Per scale [B*(T-1), width, 7, 7] pair dynamics of each clip -> [B*T, 49, 512]:
+        the temporal average (T-1 pairs back to T frames), then the adaptive mix."""
+        scales = [self.temporal_average(p, B, T) for p in pairs]
         votes = [self.relu(getattr(self, f"wbn{i}")(getattr(self, f"weight_{i}")(s)))
                  for i, s in enumerate(scales, start=1)]
         weights = F.softmax(self.weight(torch.cat(votes, dim=1)), dim=1)  # [B*T, 4, 7, 7]
         x = sum(s * weights[:, i:i + 1] for i, s in enumerate(scales))
         x = self.convcat(x).flatten(2)  # [B*T, 512, 49]
         return self.relu(self.bn(x)).transpose(1, 2)  # [B*T, 49, 512]
+
+    def temporal_average(self, pairs: torch.Tensor, B: int, T: int) -> torch.Tensor:
+        y = pairs.unflatten(0, (B, T - 1)).transpose(1, 2)  # [B, width, T-1, 7, 7]
+        return self.pooling(y).transpose(1, 2).flatten(0, 1)  # [B*T, width, 7, 7]
+
+
+def frame_differences(tap: torch.Tensor, B: int, T: int) -> torch.Tensor:
+    """[B*T, C, H, W] -> [B*(T-1), C, H, W]: frame t minus frame t-1 within each clip."""
+    x = tap.unflatten(0, (B, T))
+    return (x[:, 1:] - x[:, :-1]).flatten(0, 1)
 
 
 class LocalRelationshipModeling(nn.Module):
@@ -255,6 +267,10 @@ class MDHR(nn.Module):
         B, T = clips.shape[:2]
         tokens, taps = self.Backbone(clips.flatten(0, 1))  # [B*T, 49, C], 4 maps
         x = self.global_linear(tokens) + self.MFD(taps, B, T)  # [B*T, 49, 512]
+        return self.relationships(x, B, T)
+
+    def relationships(self, x: torch.Tensor, B: int, T: int):
+        """Frame features [B*T, 49, 512] -> region logits then AU scores."""
         region_logits, x = self.LRM(x)  # regions [B*T, k], AU features [B*T, N, 512]
         x = self.CRM(x, region_logits)
         x = self.TCN(x, B, T)

@@ -18,6 +18,7 @@ from mdhr_runtime.frames import FrameSource
 from mdhr_runtime.runners import check_clip_values, open_runner
 from mdhr_runtime.table import FrameTable
 from mdhr_runtime.timing import StageClock
+from mdhr_runtime.windows import DEFAULT_WINDOWS, FrameStream, WindowPlan
 
 FACE_DETECTORS = {"mtcnn": MTCNNDetector, "haar": HaarDetector}
 
@@ -31,15 +32,21 @@ def check_threshold(threshold: float) -> float:
     return value
 
 
+def crops(source: str | Path | FrameSource, aligned: bool = False, face_detector: str = "mtcnn",
+          clock: StageClock | None = None):
+    """The normalised face crops of a video, image folder or image, streamed."""
+    tracker = None if aligned else FaceTracker(FACE_DETECTORS[face_detector]())
+    frames = source if isinstance(source, FrameSource) else FrameSource(source)
+    return crop_stream(frames, tracker, clock=clock or StageClock())
+
+
 def clip_batches(source: str | Path | FrameSource, input_shape: tuple[int, ...], aligned: bool = False,
                  face_detector: str = "mtcnn", clock: StageClock | None = None) -> Iterator[ClipBatch]:
     """The model batches [B, T, 3, 224, 224] of a video, image folder or
     image, streamed: decode -> track the face -> crop -> clip windows."""
     clock = clock or StageClock()
-    tracker = None if aligned else FaceTracker(FACE_DETECTORS[face_detector]())
-    frames = source if isinstance(source, FrameSource) else FrameSource(source)
-    crops = crop_stream(frames, tracker, clock=clock)
-    return clock.timed(ClipWindows.for_input_shape(input_shape).batches(crops), "preprocess")
+    cropped = crops(source, aligned, face_detector, clock)
+    return clock.timed(ClipWindows.for_input_shape(input_shape).batches(cropped), "preprocess")
 
 
 class AUDetector:
@@ -49,6 +56,11 @@ class AUDetector:
     else ONNX Runtime), "onnxruntime" or "tensorrt"; ``why`` says what was
     chosen and why.  ``threshold`` overrides the bundle's decision threshold
     (0.5, as the official evaluation).
+
+    Window modes (``windows.py``): "official" runs the whole model on
+    non-overlapping windows (the paper's evaluation); "centred" runs the
+    bundle's frame stage once per frame and its clip stage on windows every
+    ``hop`` frames, each frame scored near the middle of its window.
 
     Threads: with ONNX Runtime one detector may be shared by several threads
     (sessions are thread-safe and each ``predict_video`` call keeps its own
@@ -66,6 +78,22 @@ class AUDetector:
         self.runner, self.why = open_runner(self.bundle, backend, threads=threads)
         self.threshold = self.bundle.threshold if threshold is None else float(threshold)
         self.face_detector = face_detector
+        self.threads = threads
+        self._stages = None
+
+    @property
+    def stage_runner(self):
+        """The bundle's frame and clip stages (ONNX Runtime), opened on first use."""
+        if self._stages is None:
+            from mdhr_runtime.stages import StageRunner
+
+            self._stages = StageRunner(self.bundle, threads=self.threads)
+        return self._stages
+
+    def stream(self, windows: str = DEFAULT_WINDOWS, hop: int | None = None) -> FrameStream:
+        """A streaming scorer: ``push`` each ``CroppedFrame``, get rows when
+        final (``plan.latency_frames`` frames later); ``finish`` at the end."""
+        return FrameStream(self.stage_runner, WindowPlan.make(windows, self.bundle.frames, hop))
 
     @property
     def au_names(self) -> list[str]:
@@ -95,49 +123,79 @@ class AUDetector:
 
     def predict_video(self, source: str | Path, aligned: bool = False,
                       progress: Callable[[int], None] | None = None,
-                      clock: StageClock | None = None) -> FrameTable:
+                      clock: StageClock | None = None, windows: str = DEFAULT_WINDOWS,
+                      hop: int | None = None) -> FrameTable:
         """One row per frame of a video file, an image folder or an image.
 
         Frames are streamed (memory stays bounded whatever the length).
         ``aligned=True`` takes the frames as face crops already (no face
         detection).  Frames where no face is found are kept, with
-        ``success`` false and no AU scores.  ``progress`` is called with the
-        number of frames done after each batch; ``clock`` collects the time
-        of each stage (decode, detect, preprocess, model).
+        ``success`` false and no AU scores.  ``windows``/``hop`` choose the
+        window mode (class doc).  ``progress`` is called with the number of
+        frames done as rows are final; ``clock`` collects the time of each
+        stage (decode, detect, preprocess, model).
 
         A video that ends before the frames its container declares (cut
         short or damaged) is not an error: the frames read are in the table,
         whose ``complete`` is then False and ``frames_declared`` the count
         the container promised."""
+        plan = WindowPlan.make(windows, self.bundle.frames, hop)
         clock = clock or StageClock()
         table = FrameTable(self.au_names, self.threshold)
         frames = FrameSource(source)
-        for batch in clip_batches(frames, self.bundle.input_shape, aligned, self.face_detector, clock):
+        if plan.mode == "official":
+            for batch in clip_batches(frames, self.bundle.input_shape, aligned, self.face_detector, clock):
+                with clock.stage("model"):
+                    scores = self.runner.infer(batch.clips)["au_scores"]
+                table.add_batch(batch, scores)
+                if progress is not None:
+                    progress(len(table))
+        else:
+            stream = FrameStream(self.stage_runner, plan)
+            for frame in crops(frames, aligned, self.face_detector, clock):
+                with clock.stage("model"):
+                    rows = stream.push(frame)
+                self._add_rows(table, rows, progress)
             with clock.stage("model"):
-                scores = self.runner.infer(batch.clips)["au_scores"]
-            table.add_batch(batch, scores)
-            if progress is not None:
-                progress(len(table))
+                self._add_rows(table, stream.finish(), progress)
         if len(table) == 0:
             raise MDHRError(f"{source}: no frames could be read; is it an empty video?")
         table.frames_declared = frames.frame_count
         table.complete = not frames.truncated
         return table
 
-    def profile_video(self, source: str | Path, aligned: bool = False) -> dict:
+    @staticmethod
+    def _add_rows(table: FrameTable, rows, progress) -> None:
+        for row in rows:
+            table.add(row.frame, row.scores)
+        if rows and progress is not None:
+            progress(len(table))
+
+    def profile_video(self, source: str | Path, aligned: bool = False, windows: str = DEFAULT_WINDOWS,
+                      hop: int | None = None) -> dict:
         """Frames per second of the whole pipeline and the time of each stage."""
+        return self.profile(source, aligned, windows, hop)[0]
+
+    def profile(self, source: str | Path, aligned: bool = False, windows: str = DEFAULT_WINDOWS,
+                hop: int | None = None) -> tuple[dict, FrameTable]:
+        """``profile_video``'s report, and the table it scored."""
+        plan = WindowPlan.make(windows, self.bundle.frames, hop)
         clock = StageClock()
         start = time.perf_counter()
-        table = self.predict_video(source, aligned, clock=clock)
+        table = self.predict_video(source, aligned, clock=clock, windows=windows, hop=hop)
         wall = time.perf_counter() - start
         frames = len(table)
-        return {"frames": frames, "frames_with_face": sum(r.face.success for r in table.rows),
-                "seconds": round(wall, 4), "fps": round(frames / wall, 3) if wall else None,
-                "backend": self.backend, "why": self.why, "stages": clock.report(frames, wall),
-                "other_seconds": round(max(wall - clock.total(), 0.0), 4)}
+        backend = self.backend if plan.mode == "official" else self.stage_runner.name
+        report = {"frames": frames, "frames_with_face": sum(r.face.success for r in table.rows),
+                  "seconds": round(wall, 4), "fps": round(frames / wall, 3) if wall else None,
+                  "windows": plan.describe(), "backend": backend, "why": self.why,
+                  "stages": clock.report(frames, wall), "other_seconds": round(max(wall - clock.total(), 0.0), 4)}
+        return report, table
 
     def close(self) -> None:
         self.runner.close()
+        if self._stages is not None:
+            self._stages.close()
 
     def __enter__(self) -> "AUDetector":
         return self

@@ -16,7 +16,7 @@ from mdhr_bench.labelled import build_clips
 from mdhr_bench.synthetic import PHOTO_FACE_BOX, FootageMaker, Segment, write_video
 
 FACE = "tests/data/face.jpg"
-BENCH_ROW_KEYS = {"backend", "precision", "device", "batch", "frames", "status", "reason", "load_s",
+BENCH_ROW_KEYS = {"mode", "backend", "precision", "device", "batch", "frames", "status", "reason", "load_s",
                   "first_inference_ms", "latency_ms", "clips_per_s", "frames_per_s", "speedup_vs_torch",
                   "memory", "warmup", "iters"}
 LATENCY_KEYS = {"p50", "p90", "p99", "mean", "std"}
@@ -106,6 +106,25 @@ def test_bench_without_checkpoint_skips_torch_and_times_the_video_pipeline(disfa
     assert all(stage["seconds"] >= 0 and stage["ms_per_frame"] >= 0 for stage in video["stages"].values())
     assert video["stages"]["model"]["seconds"] > 0
     assert "Whole pipeline" in result.output and "| detect |" in result.output
+    assert video["windows"]["mode"] == "official" and set(video["edge_change"]) == {"at_multiples", "elsewhere", "ratio"}
+    centred = report["video_centred"]
+    assert centred["windows"] == {"mode": "centred", "frames": 4, "hop": 2, "latency_frames": 2}
+    assert centred["frames"] == 8 and centred["fps"] > 0 and centred["cost_vs_official"] > 0
+    assert "(centred, hop 2 windows)" in result.output
+
+
+def test_bench_stream_measurement(disfa_short_bundle, tmp_path):
+    out_json = tmp_path / "bench.json"
+    result = invoke(bench_main, ["--model", disfa_short_bundle, "--backends", "tensorrt", "--stream",
+                                 "--warmup", 1, "--iters", 3, "--threads", 2, "--json", out_json])
+    assert result.exit_code == 0, result.output
+    (stream,) = [r for r in json.loads(out_json.read_text())["results"] if r["mode"] == "stream"]
+    for key in ("frame_stage_ms", "clip_stage_ms", "per_frame_ms", "clip_recompute_ms"):
+        assert stream[key] > 0
+    assert stream["stream_vs_recompute"] == pytest.approx(stream["per_frame_ms"] / stream["clip_recompute_ms"],
+                                                          rel=1e-3)
+    assert stream["cached_bytes_per_frame"] == 1_705_984 and stream["frames"] == 4
+    assert "stream vs recompute" in result.output
 
 
 def test_bench_refuses_unknown_backend_in_one_line(disfa_short_bundle):

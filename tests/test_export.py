@@ -17,6 +17,7 @@ from mdhr_export.cli import main
 from mdhr_export.graph import tensorrt_problems, tensorrt_support
 from mdhr_export.staging import staged_folder
 from mdhr_runtime.atomic import umask
+from mdhr_runtime.bundle import load_bundle
 
 
 def card(bundle_dir):
@@ -37,9 +38,11 @@ def test_bundle_card(bp4d_bundle):
     assert c["input"]["shape"] == [1, 16, 3, 224, 224]
     assert c["input"]["mean"] == [0.485, 0.456, 0.406] and c["input"]["std"] == [0.229, 0.224, 0.225]
     assert c["outputs"] == ["au_scores", "region_up", "region_mid", "region_down1", "region_down2"]
-    assert c["artifacts"] == {"onnx": "model.onnx", "onnx_fp16": "model_fp16.onnx", "engine": None}
+    assert c["artifacts"] == {"onnx": "model.onnx", "onnx_fp16": "model_fp16.onnx", "engine": None,
+                              "frame_stage": "frame_stage.onnx", "clip_stage": "clip_stage.onnx",
+                              "frame_stage_fp16": "frame_stage_fp16.onnx", "clip_stage_fp16": "clip_stage_fp16.onnx"}
     assert len(c["source"]["checkpoint_sha256"]) == 64
-    assert set(c["timings_s"]) >= {"load", "export", "simplify", "parity", "fp16", "engine"}
+    assert set(c["timings_s"]) >= {"load", "export", "simplify", "parity", "stages", "fp16", "stages_fp16", "engine"}
     fp32 = c["parity"]["onnxruntime_fp32_cpu"]
     assert fp32["au_max_abs_error"] <= 1e-4 and fp32["region_argmax_agreement"] == 1.0
     assert c["parity"]["simplification_max_abs_error"] <= 1e-5
@@ -47,6 +50,50 @@ def test_bundle_card(bp4d_bundle):
     assert "float16" in fp16["estimate_cpu"]["method"] and fp16["measured_gpu"] is None
     assert not list(bp4d_bundle.parent.glob(".bundle*")), "staging folders left behind"
     assert stat.S_IMODE(bp4d_bundle.stat().st_mode) == 0o777 & ~umask(), "bundle hidden from other users"
+
+
+def stage_outputs(bundle_dir, precision, clip):
+    from mdhr_runtime.stages import StageRunner
+
+    runner = StageRunner(load_bundle(bundle_dir), precision, providers=["CPUExecutionProvider"])
+    window, previous = [], None
+    for crop in clip:
+        features, previous = runner.frame(crop, previous)
+        window.append(features)
+    return runner.clip_all(window)
+
+
+def test_stage_graphs_equal_the_single_graph_and_the_official_model(bp4d_bundle):
+    """Frame stage per frame + clip stage per window, in ONNX Runtime, on the
+    golden input: the official outputs, and model.onnx's."""
+    c = card(bp4d_bundle)
+    assert c["stages"]["cached_bytes_per_frame"] == 1_705_984
+    assert c["parity"]["stages_fp32_cpu"]["au_max_abs_error"] <= 1e-5
+    assert c["parity"]["stages_fp32_cpu"]["region_argmax_agreement"] == 1.0
+    clip = reference_input()
+    staged = stage_outputs(bp4d_bundle, "fp32", clip[0])
+    single = run(bp4d_bundle, "model.onnx", clip)
+    expected = golden("BP4D", "resnet")
+    np.testing.assert_allclose(staged["au_scores"], expected["au"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(staged["au_scores"], single["au_scores"][0], rtol=0, atol=1e-5)
+    for region in ("up", "mid", "down1", "down2"):
+        ours = staged[f"region_{region}"]
+        np.testing.assert_array_equal(ours.argmax(-1), expected[region].argmax(-1))
+        np.testing.assert_array_equal(ours.argmax(-1), single[f"region_{region}"][0].argmax(-1))
+
+
+def test_fp16_stages_keep_the_frame_differences_in_fp32(bp4d_bundle):
+    c = card(bp4d_bundle)
+    proto = onnx.load(str(bp4d_bundle / "frame_stage_fp16.onnx"), load_external_data=False)
+    subs = [n for n in proto.graph.node if n.op_type == "Sub"]
+    assert len(subs) == 4 and {n.name for n in subs} <= set(c["stages"]["fp32_nodes"])
+    initialisers = {i.name: i.data_type for i in proto.graph.initializer}
+    convs = [n for n in proto.graph.node if n.name in c["stages"]["fp32_nodes"] and n.op_type == "Conv"]
+    assert len(convs) == 4 and all(initialisers[n.input[1]] == onnx.TensorProto.FLOAT for n in convs)
+    fp16 = c["parity"]["stages_fp16"]
+    assert fp16["au_decision_agreement"] >= 0.99 and fp16["au_max_abs_error"] < 1e-2
+    staged = stage_outputs(bp4d_bundle, "fp16", reference_input()[0])
+    np.testing.assert_allclose(staged["au_scores"], golden("BP4D", "resnet")["au"], rtol=0, atol=1e-2)
 
 
 def test_static_graph_with_model_card_metadata(bp4d_bundle):

@@ -1,0 +1,88 @@
+"""The cost of streaming (mdhr-bench --stream) and the smoothness of the
+window modes (frame-to-frame change at window edges).
+
+Streaming cost, on one bundle in one process, ONNX Runtime:
+
+* ``frame_stage_ms``: one frame through the frame stage (p50);
+* ``clip_stage_ms``: one window of cached features through the clip stage;
+* ``per_frame_ms``: one new frame in stride-1 streaming (``FrameStream``
+  with centred windows, hop 1: a frame stage and a clip stage per frame,
+  bookkeeping included);
+* ``clip_recompute_ms``: what a new frame costs without the split, the
+  whole model on the window ending at it;
+* ``stream_vs_recompute``: their ratio (the target is at most 0.1).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from mdhr_runtime.bundle import Bundle
+from mdhr_runtime.crop import CroppedFrame
+from mdhr_runtime.faces import FaceResult
+from mdhr_runtime.runners import OnnxRuntimeRunner
+from mdhr_runtime.stages import StageRunner
+from mdhr_runtime.windows import FrameStream, WindowPlan
+
+
+def p50_ms(seconds: list[float]) -> float:
+    return round(float(np.median(seconds)) * 1e3, 3)
+
+
+def timed(work) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def measure_stream(bundle: Bundle, threads: int, warmup: int, iters: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    T = bundle.frames
+    crops = rng.standard_normal((T + warmup + iters, 3, 224, 224), dtype=np.float32)
+    runner = StageRunner(bundle, threads=threads, providers=["CPUExecutionProvider"])
+    try:
+        # stride-1 streaming, end to end: the first T frames fill the cache
+        stream = FrameStream(runner, WindowPlan.make("centred", T, 1))
+        face = FaceResult(success=True, confidence=1.0, box=(0.0, 0.0, 224.0, 224.0))
+        frames = [CroppedFrame(index=i, timestamp=i / 30, face=face, crop=c) for i, c in enumerate(crops)]
+        per_frame = [timed(lambda: stream.push(f)) for f in frames]
+        per_frame = per_frame[T + warmup:]
+        window = list(stream.cache)
+        previous = runner.frame(crops[0], None)[1]
+        frame_stage = [timed(lambda: runner.frame(c, previous)) for c in crops[:warmup + iters]][warmup:]
+        clip_stage = [timed(lambda: runner.clip(window)) for _ in range(warmup + iters)][warmup:]
+        name = runner.name
+    finally:
+        runner.close()
+    single = OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"], threads=threads)
+    try:
+        clips = np.repeat(crops[None, :T], bundle.batch, axis=0)
+        recompute = [timed(lambda: single.infer(clips)) / bundle.batch for _ in range(warmup + iters)][warmup:]
+    finally:
+        single.close()
+    result = {"mode": "stream", "backend": name, "precision": "fp32", "frames": T,
+              "frame_stage_ms": p50_ms(frame_stage), "clip_stage_ms": p50_ms(clip_stage),
+              "per_frame_ms": p50_ms(per_frame), "clip_recompute_ms": p50_ms(recompute),
+              "cached_bytes_per_frame": bundle.card.get("stages", {}).get("cached_bytes_per_frame"),
+              "latency_frames": {"stride_1": WindowPlan.make("centred", T, 1).latency_frames},
+              "warmup": warmup, "iters": iters}
+    result["stream_vs_recompute"] = round(result["per_frame_ms"] / result["clip_recompute_ms"], 4)
+    return result
+
+
+def edge_change(scores: np.ndarray, frames: int) -> dict:
+    """Mean absolute frame-to-frame change of the AU scores ([n, AUs], NaN
+    without a face) at positions that are multiples of ``frames`` (official
+    window edges) against all other positions, and their ratio."""
+    change = np.abs(np.diff(scores, axis=0)).mean(axis=1)  # change[t-1]: frame t-1 -> t
+    positions = np.arange(1, len(scores))
+    valid = np.isfinite(change)
+    at_edge = valid & (positions % frames == 0)
+    elsewhere = valid & (positions % frames != 0)
+    if not at_edge.any() or not elsewhere.any():
+        return {"at_multiples": None, "elsewhere": None, "ratio": None}
+    edge, other = float(change[at_edge].mean()), float(change[elsewhere].mean())
+    return {"at_multiples": round(edge, 6), "elsewhere": round(other, 6),
+            "ratio": round(edge / other, 3) if other > 0 else None}
+

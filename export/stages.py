@@ -1,0 +1,120 @@
+"""The frame and clip stage graphs (``mdhr/stages.py``) in a bundle: static
+ONNX exports beside ``model.onnx``, checked against PyTorch like it, and
+their FP16 versions (frame differences kept in FP32)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+import torch.nn as nn
+
+from mdhr.model import MDHR
+from mdhr.stages import ClipStage, FrameStage, cached_floats_per_frame, tap_shapes
+from mdhr_export import fp16 as fp16_tools
+from mdhr_export import graph, parity
+from mdhr_runtime import stages as runtime_stages
+
+FILES = {"frame_stage": "frame_stage.onnx", "clip_stage": "clip_stage.onnx",
+         "frame_stage_fp16": "frame_stage_fp16.onnx", "clip_stage_fp16": "clip_stage_fp16.onnx"}
+
+
+class ClipStageOutputs(nn.Module):
+    """The clip stage's outputs regrouped like ``model.onnx``'s: ``au_scores``
+    [1, T, N] first, then each region's logits [1, T, k]."""
+
+    def __init__(self, model: MDHR):
+        super().__init__()
+        self.stage = ClipStage(model)
+
+    def forward(self, static: torch.Tensor, dynamics: torch.Tensor):
+        B, T = static.shape[:2]
+        *regions, au = self.stage(static, dynamics)
+        return tuple(o.unflatten(0, (B, T)) for o in (au, *regions))
+
+
+def export_stage_graphs(model: MDHR, frames: int, opset: int, chatty: bool = False
+                        ) -> dict[str, onnx.ModelProto]:
+    """Both stages as checked, simplified static graphs: one frame per frame
+    stage call, one window of ``frames`` per clip stage call."""
+    width = model.Backbone.tap_channels[-1]
+    previous = tuple(torch.zeros(1, *shape) for shape in tap_shapes(model))
+    frame_stage = graph.export_module(
+        FrameStage(model).eval(), (torch.zeros(1, 3, 224, 224), *previous), opset, chatty,
+        [runtime_stages.FRAME_INPUT, *runtime_stages.PREVIOUS_TAPS],
+        [runtime_stages.STATIC, runtime_stages.DYNAMICS, *runtime_stages.TAPS])
+    clip_stage = graph.export_module(
+        ClipStageOutputs(model).eval(), (torch.zeros(1, frames, 49, 512), torch.zeros(1, frames - 1, 4, width, 7, 7)),
+        opset, chatty, [runtime_stages.STATIC, runtime_stages.DYNAMICS], graph.output_names(model))
+    return {"frame_stage": graph.check(frame_stage), "clip_stage": graph.check(clip_stage)}
+
+
+def describe(model: MDHR, frames: int) -> dict:
+    """The card's account of the stages."""
+    width = model.Backbone.tap_channels[-1]
+    return {
+        "cut": "before the temporal average of the dynamic features",
+        "frame_stage": {"inputs": {"frame": [1, 3, 224, 224],
+                                   **{name: [1, *shape] for name, shape in
+                                      zip(runtime_stages.PREVIOUS_TAPS, tap_shapes(model))}},
+                        "outputs": {"static": [1, 49, 512], "dynamics": [1, 4, width, 7, 7],
+                                    **{name: [1, *shape] for name, shape in
+                                       zip(runtime_stages.TAPS, tap_shapes(model))}}},
+        "clip_stage": {"inputs": {"static": [1, frames, 49, 512], "dynamics": [1, frames - 1, 4, width, 7, 7]},
+                       "outputs": graph.output_names(model)},
+        "cached_bytes_per_frame": cached_floats_per_frame(model) * 4,
+    }
+
+
+def write_stages(model: MDHR, frames: int, opset: int, staging: Path, card: dict, clips, reference,
+                 chatty: bool = False) -> tuple[dict, dict[str, onnx.ModelProto]]:
+    """Export both stages into ``staging`` and list them in ``card``; the
+    parity report of stages over the parity clips against PyTorch's
+    ``reference``.  Raises (no bundle) when the split is not faithful."""
+    protos = export_stage_graphs(model, frames, opset, chatty)
+    sensitive = graph.precision_sensitive_nodes(protos["frame_stage"])
+    for kind, proto in protos.items():
+        proto = graph.check(graph.simplify(proto))
+        graph.set_metadata(proto, {"stage": kind, "dataset": card["dataset"], "backbone": card["backbone"]})
+        onnx.save_model(proto, str(staging / FILES[kind]))
+        protos[kind] = proto
+        card["artifacts"][kind] = FILES[kind]
+    card["stages"] = {**describe(model, frames), "fp32_nodes": sensitive}
+    report = parity.compare(reference, stage_outputs(staging, card, clips, "fp32"), card["threshold"])
+    problems = parity.fp32_failures(report)
+    if problems:
+        from mdhr.errors import MDHRError
+
+        raise MDHRError("the exported frame and clip stages disagree with PyTorch: " + "; ".join(problems)
+                        + "; no bundle written (please report this with the checkpoint's configuration)")
+    return report, protos
+
+
+def write_fp16_stages(protos: dict[str, onnx.ModelProto], staging: Path, card: dict, clips, reference) -> dict:
+    """FP16 versions (the frame differences stay FP32), measured against the
+    fp32 ONNX outputs ``reference``."""
+    keep = {"frame_stage": card["stages"]["fp32_nodes"], "clip_stage": []}
+    for kind, proto in protos.items():
+        onnx.save_model(fp16_tools.to_fp16(proto, keep[kind]), str(staging / FILES[f"{kind}_fp16"]))
+        card["artifacts"][f"{kind}_fp16"] = FILES[f"{kind}_fp16"]
+    return {"reference": "onnxruntime-fp32-cpu", "method": fp16_tools.CPU_EMULATION,
+            **parity.compare(reference, stage_outputs(staging, card, clips, "fp16"), card["threshold"])}
+
+
+def stage_outputs(staging: Path, card: dict, clips: list[np.ndarray], precision: str) -> dict[str, np.ndarray]:
+    """Every clip of ``clips`` ([B, T, ...] batches) through the stages in
+    ONNX Runtime CPU, as the official windows: outputs like ``model.onnx``'s."""
+    from mdhr_runtime.bundle import Bundle
+
+    runner = runtime_stages.StageRunner(Bundle(staging, card), precision, providers=["CPUExecutionProvider"])
+    runs = []
+    for batch in clips:
+        for clip in batch:
+            window, previous = [], None
+            for crop in clip:
+                features, previous = runner.frame(crop, previous)
+                window.append(features)
+            runs.append({k: v[None] for k, v in runner.clip_all(window).items()})
+    runner.close()
+    return parity.concat(runs)

@@ -1,0 +1,126 @@
+"""The two stage graphs of a bundle (``frame_stage`` once per frame,
+``clip_stage`` once per window; see ``mdhr/stages.py`` for the cut) run with
+ONNX Runtime, without torch.
+
+``StageRunner.frame`` takes one normalised crop [3, 224, 224] and the taps
+it returned for the previous frame; ``StageRunner.clip`` takes one window's
+static tokens [T, 49, 512] and its T-1 in-window pair dynamics.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mdhr.errors import MDHRError
+from mdhr_runtime.bundle import Bundle
+
+STAGE_KINDS = {"fp32": ("frame_stage", "clip_stage"), "fp16": ("frame_stage_fp16", "clip_stage_fp16")}
+FRAME_INPUT, PREVIOUS_TAPS = "frame", ("previous_tap1", "previous_tap2", "previous_tap3", "previous_tap4")
+STATIC, DYNAMICS, TAPS = "static", "dynamics", ("tap1", "tap2", "tap3", "tap4")
+
+
+@dataclass(frozen=True)
+class FrameFeatures:
+    """What the cache keeps for one frame: its static tokens [49, 512] and
+    the dynamics of the pair (previous frame, this frame) [4, width, 7, 7]."""
+
+    static: np.ndarray
+    dynamics: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return self.static.nbytes + self.dynamics.nbytes
+
+
+def onnx_session(path: Path, threads: int | None = None, providers: list[str] | None = None):
+    """An ONNX Runtime session on any model file of a bundle (CUDA where
+    onnxruntime-gpu has a GPU, else CPU)."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 8)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as e:  # ORT raises its own exception types for bad files
+        raise MDHRError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]}); "
+                        "export the bundle again") from None
+
+
+def has_stages(bundle: Bundle, precision: str = "fp32") -> bool:
+    return all((p := bundle.artifact(kind)) is not None and p.is_file() for kind in STAGE_KINDS[precision])
+
+
+class StageRunner:
+    """Frame and clip stage sessions of a bundle."""
+
+    def __init__(self, bundle: Bundle, precision: str = "fp32", threads: int | None = None,
+                 providers: list[str] | None = None):
+        if precision not in STAGE_KINDS:
+            raise MDHRError(f"unknown precision {precision!r}: use fp32 or fp16")
+        if not has_stages(bundle, precision):
+            raise MDHRError(f"{bundle.root}: this bundle has no {precision} stage graphs (frame_stage, clip_stage), "
+                            "needed for centred windows and streaming; export it again with this mdhr-toolkit"
+                            + (" and --fp16" if precision == "fp16" else ""))
+        frame_kind, clip_kind = STAGE_KINDS[precision]
+        self.frame_session = onnx_session(bundle.artifact(frame_kind), threads, providers)
+        self.clip_session = onnx_session(bundle.artifact(clip_kind), threads, providers)
+        self.frames = bundle.frames
+        self.au_index = self.clip_outputs.index("au_scores")
+        used = self.frame_session.get_providers()[0].replace("ExecutionProvider", "").lower()
+        self.name = f"onnxruntime-{used}"
+        self.precision = precision
+        self.tap_shapes = [tuple(i.shape) for i in self.frame_session.get_inputs()[1:]]
+        self._still: np.ndarray | None = None
+
+    @property
+    def clip_outputs(self) -> list[str]:
+        return [o.name for o in self.clip_session.get_outputs()]
+
+    def frame(self, crop: np.ndarray, previous: list[np.ndarray] | None
+              ) -> tuple[FrameFeatures, list[np.ndarray]]:
+        """Features of one crop and its taps (the next call's ``previous``).
+        Without a previous frame the crop is its own predecessor: no motion."""
+        if previous is None:
+            zeros = [np.zeros(s, dtype=np.float32) for s in self.tap_shapes]
+            features, taps = self._run_frame(crop, zeros)
+            return FrameFeatures(features.static, self.still_dynamics()), taps
+        return self._run_frame(crop, previous)
+
+    def _run_frame(self, crop: np.ndarray, previous: list[np.ndarray]) -> tuple[FrameFeatures, list[np.ndarray]]:
+        feeds = {FRAME_INPUT: np.ascontiguousarray(crop, dtype=np.float32)[None], **dict(zip(PREVIOUS_TAPS, previous))}
+        static, dynamics, *taps = self.frame_session.run([STATIC, DYNAMICS, *TAPS], feeds)
+        return FrameFeatures(static[0], dynamics[0]), taps
+
+    def still_dynamics(self) -> np.ndarray:
+        """The dynamics of a repeated frame (a zero difference, so exactly the
+        convolutions' biases through BatchNorm and ReLU): the same for every
+        frame, so computed once, from the zero image as its own predecessor."""
+        if self._still is None:
+            zero = np.zeros((1, 3, 224, 224), dtype=np.float32)
+            previous = [np.zeros(s, dtype=np.float32) for s in self.tap_shapes]
+            taps = self.frame_session.run(list(TAPS), {FRAME_INPUT: zero, **dict(zip(PREVIOUS_TAPS, previous))})
+            feeds = {FRAME_INPUT: zero, **dict(zip(PREVIOUS_TAPS, taps))}
+            self._still = self.frame_session.run([DYNAMICS], feeds)[0][0]
+        return self._still
+
+    def clip_all(self, window: list[FrameFeatures]) -> dict[str, np.ndarray]:
+        """Every output ([T, n] each) of the clip stage on a window of T frames."""
+        if len(window) != self.frames:
+            raise MDHRError(f"a window of {len(window)} frames given, the clip stage takes {self.frames}")
+        static = np.stack([f.static for f in window])[None]
+        dynamics = np.stack([f.dynamics for f in window[1:]])[None]
+        outputs = self.clip_session.run(None, {STATIC: static, DYNAMICS: dynamics})
+        return {name: out[0] for name, out in zip(self.clip_outputs, outputs)}
+
+    def clip(self, window: list[FrameFeatures]) -> np.ndarray:
+        """AU scores [T, N] of a window of T frames."""
+        return self.clip_all(window)["au_scores"]
+
+    def close(self) -> None:
+        self.frame_session = self.clip_session = None

@@ -1,0 +1,176 @@
+"""Which window scores each frame, and the streaming scorer built on the
+frame and clip stages (``stages.py``).
+
+Two window modes, over clips of T frames:
+
+* ``official``: non-overlapping windows [0, T), [T, 2T), ...; the last one
+  is padded by repeating its last frame.  The paper's evaluation.
+* ``centred``: windows start every ``hop`` frames, and each frame is
+  scored by the window whose centre is nearest to it (ties: the earlier
+  window), so it sees context on both sides.  Frames before the first
+  centre take the first window; frames after the last full window's reach
+  take the last T frames of the video.  A video shorter than T is one
+  window padded like the official one.
+
+``official`` is ``centred`` with ``hop = T`` except for that end rule, so
+one formula serves both.
+
+``FrameStream`` scores a stream frame by frame: ``push`` a ``CroppedFrame``,
+get back the rows that became final; ``finish`` at the end flushes the
+rest.  Each frame runs the frame stage once; each window runs the clip
+stage once.  Memory is bounded: at most one window (T frames) of features,
+the previous frame's backbone taps, and at most T rows waiting.
+
+Frames without a face are scored like the official path fills them: they
+repeat the last face crop (no motion), or, before the first face, the
+first face crop.  That needs no backbone run: their features are the last
+face's static tokens and the constant "still" dynamics.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from mdhr.errors import MDHRError
+from mdhr_runtime.crop import CroppedFrame
+from mdhr_runtime.stages import FrameFeatures, StageRunner
+
+WINDOW_MODES = ("official", "centred")
+DEFAULT_WINDOWS = "centred"
+
+
+def default_hop(frames: int) -> int:
+    """Half a window (8 for T = 16): each frame sits within a quarter window
+    of its window's centre, for one clip stage run every T/2 frames."""
+    return max(frames // 2, 1)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    mode: str
+    frames: int  # T
+    hop: int
+
+    @classmethod
+    def make(cls, mode: str, frames: int, hop: int | None = None) -> "WindowPlan":
+        if mode not in WINDOW_MODES:
+            raise MDHRError(f"unknown window mode {mode!r}: choose {' or '.join(WINDOW_MODES)}")
+        if mode == "official":
+            if hop not in (None, frames):
+                raise MDHRError(f"--hop applies to centred windows only (official windows hop by T = {frames})")
+            return cls(mode, frames, frames)
+        hop = default_hop(frames) if hop is None else hop
+        if not 1 <= hop <= frames:
+            raise MDHRError(f"--hop must be between 1 and the clip length {frames}, got {hop}")
+        return cls(mode, frames, hop)
+
+    def window_of(self, position: int) -> int:
+        """Start of the regular window that scores frame ``position``: the one
+        whose centre start + (T-1)/2 is nearest, ties to the earlier."""
+        k = -(-(2 * position - (self.frames - 1) - self.hop) // (2 * self.hop))  # ceil, in integers
+        return max(k, 0) * self.hop
+
+    def final_window(self, position: int, length: int) -> int:
+        """Start of the window that scores ``position`` once the stream has
+        ended at ``length`` frames and its regular window ran past the end.
+        Official: that window, padded; centred: the last T frames (or, for
+        a stream shorter than T, the whole stream, padded)."""
+        if self.mode == "official":
+            return self.window_of(position)
+        return max(length - self.frames, 0)
+
+    @property
+    def latency_frames(self) -> int:
+        """How many frames after its own a frame's row is final (once the
+        stream is T frames in; before that, up to T-1)."""
+        earliest_position = (self.frames - 1 - self.hop) // 2 + 1
+        return self.frames - 1 - max(earliest_position, 0)
+
+    def describe(self) -> dict:
+        return {"mode": self.mode, "frames": self.frames, "hop": self.hop, "latency_frames": self.latency_frames}
+
+
+@dataclass(frozen=True)
+class StreamRow:
+    frame: CroppedFrame  # without its crop
+    scores: np.ndarray | None  # AU scores, None without a face
+
+
+class FrameStream:
+    """Push frames, get rows when final (see module doc)."""
+
+    def __init__(self, runner: StageRunner, plan: WindowPlan):
+        if plan.frames != runner.frames:
+            raise MDHRError(f"windows of {plan.frames} frames, but the clip stage takes {runner.frames}")
+        self.runner, self.plan = runner, plan
+        self.cache: deque[FrameFeatures] = deque(maxlen=plan.frames)  # the last T frames' features
+        self.pending: deque[tuple[int, CroppedFrame]] = deque()  # frames waiting for their window
+        self.count = 0  # frames pushed
+        self.windows_run = 0
+        self._taps: list[np.ndarray] | None = None  # backbone taps of the last face crop
+        self._last_static: np.ndarray | None = None
+        self._faceless_lead = 0  # face-less frames before the first face
+        self._scored: tuple[int, np.ndarray] | None = None  # the last window run: start, scores
+
+    def push(self, frame: CroppedFrame) -> list[StreamRow]:
+        self._add_features(frame)
+        self.pending.append((self.count, dataclasses.replace(frame, crop=None)))
+        self.count += 1
+        return self._final_rows(ended=False)
+
+    def finish(self) -> list[StreamRow]:
+        """The remaining rows, now that the stream has ended."""
+        return self._final_rows(ended=True)
+
+    @property
+    def cached_bytes(self) -> int:
+        return sum(f.nbytes for f in self.cache) + sum(t.nbytes for t in self._taps or [])
+
+    # -- features ------------------------------------------------------------
+
+    def _add_features(self, frame: CroppedFrame) -> None:
+        if frame.crop is None:
+            if self._last_static is None:
+                self._faceless_lead += 1  # filled in when the first face comes
+                return
+            self.cache.append(FrameFeatures(self._last_static, self.runner.still_dynamics()))
+            return
+        features, self._taps = self.runner.frame(frame.crop, self._taps)
+        if self._last_static is None:
+            lead = min(self._faceless_lead, self.plan.frames - 1)
+            self.cache.extend([FrameFeatures(features.static, self.runner.still_dynamics())] * lead)
+        self._last_static = features.static
+        self.cache.append(features)
+
+    # -- rows ----------------------------------------------------------------
+
+    def _final_rows(self, ended: bool) -> list[StreamRow]:
+        rows = []
+        while self.pending:
+            position, frame = self.pending[0]
+            if not frame.face.success:
+                rows.append(StreamRow(frame, None))
+            else:
+                start = self.plan.window_of(position)
+                if start + self.plan.frames > self.count:
+                    if not ended:
+                        break
+                    start = self.plan.final_window(position, self.count)
+                rows.append(StreamRow(frame, self._window_scores(start)[position - start]))
+            self.pending.popleft()
+        return rows
+
+    def _window_scores(self, start: int) -> np.ndarray:
+        if self._scored is None or self._scored[0] != start:
+            first = self.count - len(self.cache)
+            assert start >= first, "a window reached past the cache"
+            window = list(self.cache)[start - first:start - first + self.plan.frames]
+            # A window running past the end repeats its last frame (official padding).
+            padding = FrameFeatures(window[-1].static, self.runner.still_dynamics())
+            window += [padding] * (self.plan.frames - len(window))
+            self._scored = (start, self.runner.clip(window))
+            self.windows_run += 1
+        return self._scored[1]
