@@ -47,3 +47,15 @@ def disfa_short_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("disfa") / "bundle"
     export(["--random-init", "--dataset", "DISFA", "--backbone", "resnet", "--frames", "4", "--out", str(out)])
     return out
+
+
+@pytest.fixture(scope="session")
+def face_avi(tmp_path_factory, photo):
+    """24 frames of a face, MJPG in AVI (a container that declares its frame
+    count and still decodes when cut short)."""
+    from mdhr_bench.synthetic import FootageMaker, Segment, write_video
+
+    frames = [f.rgb for f in FootageMaker(photo, size=(320, 240)).frames([Segment("clean", 24, speed=0.5)])]
+    path = tmp_path_factory.mktemp("video") / "face.avi"
+    write_video(path, frames, codec="MJPG")
+    return path

@@ -1,0 +1,65 @@
+"""Helpers for the tests of refusals, paths and staging (test_outputs,
+test_export_refusals, test_truncated_video)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from click.testing import CliRunner
+
+
+def one_line_refusal(command, args, *expected):
+    """The command exits 2 with exactly one line, 'error: ...', holding
+    every ``expected`` text, and no traceback."""
+    result = CliRunner().invoke(command, [str(a) for a in args])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith(("error", "internal error"))]
+    assert len(errors) == 1 and errors[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    for text in expected:
+        assert text in errors[0], errors[0]
+    return errors[0]
+
+
+def staging_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".mdhr-" in p.name or ".partial" in p.name)
+
+
+def dead_pid() -> int:
+    """A process id no process has now."""
+    pid = 4_000_000
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+        pid -= 1
+
+
+def run_args(video, bundle, out, *more):
+    return [video, "--model", bundle, "--out", out, *more]
+
+
+def as_user(user, invoke) -> tuple[int, str]:
+    """Run ``invoke`` (a CliRunner call) in a forked child as ``user``; its
+    exit code and output."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            result = invoke()
+            message = f"{result.exit_code}\n{result.output}"
+        except BaseException as e:  # report anything, then leave
+            message = f"-1\n{e!r}"
+        os.write(write_end, message.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    code, _, output = data.partition("\n")
+    return int(code), output

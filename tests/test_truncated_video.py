@@ -1,0 +1,52 @@
+"""A video that ends before the frames its container declares: mdhr-run
+writes the rows it read, says so in one line (FFmpeg's own messages
+silenced), exits 4 and records complete: false."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from mdhr_runtime.cli import main as run_main
+from refusals import run_args
+
+
+@pytest.fixture(scope="module")
+def truncated_video(face_avi, tmp_path_factory):
+    """The face video cut at 40% of its bytes, as a interrupted copy leaves it."""
+    data = face_avi.read_bytes()
+    path = tmp_path_factory.mktemp("cut") / "cut.avi"
+    path.write_bytes(data[: int(len(data) * 0.4)])
+    return path
+
+
+def test_truncated_video_writes_its_rows_and_exits_4(disfa_short_bundle, face_avi, truncated_video, tmp_path):
+    """A real process, so FFmpeg's own complaints (written by C code to the
+    process's stderr) are seen: only our line may be there."""
+    out, js = tmp_path / "cut.csv", tmp_path / "cut.json"
+    code = "from mdhr_runtime.cli import main; main()"
+    result = subprocess.run([sys.executable, "-c", code, str(truncated_video), "--model", str(disfa_short_bundle),
+                             "--out", str(out), "--json", str(js)], capture_output=True, text=True, timeout=300)
+    rows = list(csv.DictReader(open(out, newline="")))
+    read = len(rows)
+    assert 0 < read < 24
+    assert result.returncode == 4, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "UNTRAINED" not in line]  # the bundle is random-init
+    assert lines == [f"error: read {read} of 24 frames: the file is truncated or damaged ({truncated_video}); "
+                     f"the {read} rows read were written to {out}"], result.stderr
+    document = json.loads(js.read_text())
+    assert document["complete"] is False and document["frames_read"] == read
+    assert document["frames_declared"] == 24 and len(document["frames"]) == read
+
+
+def test_whole_video_is_complete(disfa_short_bundle, face_avi, tmp_path):
+    js = tmp_path / "whole.json"
+    result = CliRunner().invoke(run_main, [str(a) for a in run_args(face_avi, disfa_short_bundle,
+                                                                    tmp_path / "whole.csv", "--json", js)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(js.read_text())
+    assert document["complete"] is True and document["frames_read"] == document["frames_declared"] == 24
