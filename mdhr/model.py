@@ -42,17 +42,26 @@ class TemporalAverage(nn.Module):
     window (zeros beyond the clip counted in the mean), stride 1.
 
     The official model uses AvgPool3d(kernel 10, padding 5), which PyTorch
-    only accepts for T >= 11.  Padding explicitly is the same arithmetic and
-    also works for shorter clips (T >= 2), an extension of ours."""
+    only accepts for T >= 11.  The same mean is written here as one constant
+    [T, T-1] averaging matrix applied along time: it also works for shorter
+    clips (T >= 2, an extension of ours), and it needs no transposes of the
+    large dynamic features (a 3-D pooling over them costs as much as the rest
+    of the clip stage in ONNX Runtime)."""
 
     def __init__(self, half_window: int = 5):
         super().__init__()
         self.half_window = half_window
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, T-1, H, W] -> [B, C, T, H, W]
+    def weights(self, pairs: int, like: torch.Tensor) -> torch.Tensor:
+        """[pairs + 1, pairs]: output frame j averages pairs j-k .. j+k-1 (k = half window)."""
         k = self.half_window
-        x = F.pad(x, (0, 0, 0, 0, k, k))
-        return F.avg_pool3d(x, kernel_size=(2 * k, 1, 1), stride=1)
+        j = torch.arange(pairs + 1, device=like.device).unsqueeze(1)
+        i = torch.arange(pairs, device=like.device).unsqueeze(0)
+        inside = (i >= j - k) & (i <= j + k - 1)
+        return inside.to(like.dtype) / (2 * k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T-1, F] -> [B, T, F]
+        return torch.matmul(self.weights(x.shape[1], x), x)
 
 
 class MultiscaleFacialDynamic(nn.Module):
@@ -84,22 +93,22 @@ class MultiscaleFacialDynamic(nn.Module):
 
     def forward(self, taps: list[torch.Tensor], B: int, T: int) -> torch.Tensor:
         pairs = [self.pair_dynamics(i, frame_differences(tap, B, T)) for i, tap in enumerate(taps, start=1)]
-        return self.from_pairs(pairs, B, T)
+        return self.mix([self.temporal_average(p, B, T) for p in pairs])
 
-    def from_pairs(self, pairs: list[torch.Tensor], B: int, T: int) -> torch.Tensor:
-        """Per scale [B*(T-1), width, 7, 7] pair dynamics of each clip -> [B*T, 49, 512]:
-        the temporal average (T-1 pairs back to T frames), then the adaptive mix."""
-        scales = [self.temporal_average(p, B, T) for p in pairs]
+    def temporal_average(self, pairs: torch.Tensor, B: int, T: int) -> torch.Tensor:
+        """[B*(T-1), width, 7, 7] pair dynamics of each clip -> [B*T, width, 7, 7]."""
+        averaged = self.pooling(pairs.unflatten(0, (B, T - 1)).flatten(2))  # [B, T, width*49]
+        return averaged.reshape(B * T, *pairs.shape[1:])
+
+    def mix(self, scales: list[torch.Tensor]) -> torch.Tensor:
+        """Per scale [B*T, width, 7, 7] averaged dynamics -> [B*T, 49, 512]:
+        adaptive per-pixel weights over the scales, then the 1x1 projection."""
         votes = [self.relu(getattr(self, f"wbn{i}")(getattr(self, f"weight_{i}")(s)))
                  for i, s in enumerate(scales, start=1)]
         weights = F.softmax(self.weight(torch.cat(votes, dim=1)), dim=1)  # [B*T, 4, 7, 7]
         x = sum(s * weights[:, i:i + 1] for i, s in enumerate(scales))
         x = self.convcat(x).flatten(2)  # [B*T, 512, 49]
         return self.relu(self.bn(x)).transpose(1, 2)  # [B*T, 49, 512]
-
-    def temporal_average(self, pairs: torch.Tensor, B: int, T: int) -> torch.Tensor:
-        y = pairs.unflatten(0, (B, T - 1)).transpose(1, 2)  # [B, width, T-1, 7, 7]
-        return self.pooling(y).transpose(1, 2).flatten(0, 1)  # [B*T, width, 7, 7]
 
 
 def frame_differences(tap: torch.Tensor, B: int, T: int) -> torch.Tensor:

@@ -82,6 +82,9 @@ class ClipStage(nn.Module):
 
     def forward(self, static: torch.Tensor, dynamics: torch.Tensor):
         B, T = static.shape[:2]
-        pairs = [dynamics[:, :, i].flatten(0, 1) for i in range(SCALES)]
-        x = static.flatten(0, 1) + self.model.MFD.from_pairs(pairs, B, T)
+        mfd = self.model.MFD
+        # All four scales averaged over time at once, then split per scale.
+        averaged = mfd.pooling(dynamics.flatten(2)).unflatten(2, dynamics.shape[2:])  # [B, T, 4, width, 7, 7]
+        scales = [averaged[:, :, i].flatten(0, 1) for i in range(SCALES)]
+        x = static.flatten(0, 1) + mfd.mix(scales)
         return self.model.relationships(x, B, T)

@@ -106,7 +106,8 @@ def test_bench_without_checkpoint_skips_torch_and_times_the_video_pipeline(disfa
     assert all(stage["seconds"] >= 0 and stage["ms_per_frame"] >= 0 for stage in video["stages"].values())
     assert video["stages"]["model"]["seconds"] > 0
     assert "Whole pipeline" in result.output and "| detect |" in result.output
-    assert video["windows"]["mode"] == "official" and set(video["edge_change"]) == {"at_multiples", "elsewhere", "ratio"}
+    assert video["windows"]["mode"] == "official"
+    assert set(video["edge_change"]) == {"at_multiples", "elsewhere", "ratio"}
     centred = report["video_centred"]
     assert centred["windows"] == {"mode": "centred", "frames": 4, "hop": 2, "latency_frames": 2}
     assert centred["frames"] == 8 and centred["fps"] > 0 and centred["cost_vs_official"] > 0

@@ -130,18 +130,19 @@ def test_forward_runs_where_its_tensors_are(dataset, backbone):
 
 
 def test_temporal_average_equals_official_pool_for_long_clips():
-    x = torch.randn(2, 64, 15, 7, 7)
+    x = torch.randn(2, 64, 15, 7, 7)  # [B, C, T-1, H, W], the official layout
     official = torch.nn.AvgPool3d((10, 1, 1), stride=(1, 1, 1), padding=(5, 0, 0))(x)
-    ours = mdhr.model.TemporalAverage()(x)
-    torch.testing.assert_close(ours, official, rtol=0, atol=1e-6)
+    ours = mdhr.model.TemporalAverage()(x.transpose(1, 2).flatten(2))  # ours: [B, T-1, C*H*W]
+    torch.testing.assert_close(ours.unflatten(2, (64, 7, 7)).transpose(1, 2), official, rtol=0, atol=1e-6)
 
 
 def test_short_clips_are_an_extension_with_zero_padding():
-    x = torch.randn(1, 8, 3, 7, 7)  # T = 4
+    x = torch.randn(1, 3, 8)  # T = 4: 3 differences of 8 features
     ours = mdhr.model.TemporalAverage()(x)
-    assert ours.shape == (1, 8, 4, 7, 7)
+    assert ours.shape == (1, 4, 8)
     # frame t averages differences t-5 .. t+4 over a window of 10, zeros counted
-    torch.testing.assert_close(ours[:, :, 0], x[:, :, :3].sum(2) / 10)
+    torch.testing.assert_close(ours[:, 0], x[:, :3].sum(1) / 10)
+    torch.testing.assert_close(ours[:, 3], x[:, :3].sum(1) / 10)
 
 
 def test_batch_and_clip_length_are_free():
