@@ -79,7 +79,7 @@ def output_names(videos: Sequence[Path], taken: dict[Path, str] | None = None) -
     fresh = [v for v in videos if v not in names]
     if not fresh:
         return names
-    root = Path(os.path.commonpath([str(v.parent) for v in fresh]))
+    root = Path(os.path.commonpath([str(v.parent) for v in videos]))
     stems = [str(v.relative_to(root).with_suffix(".csv")) for v in fresh]
     clashes = {s.lower() for s in stems if [t.lower() for t in stems].count(s.lower()) > 1}
     for video, stem in zip(fresh, stems):
