@@ -186,8 +186,8 @@ class BatchJob:
 
         started_here = self._connect(ray)
         try:
+            workers = self._worker_count(int(ray.cluster_resources().get("CPU", 0)))
             threads = self.options.threads_per_worker
-            workers = self.options.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
             log_name = f"mdhr-batch-progress-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             progress = ray.remote(ProgressLog).options(name=log_name, num_cpus=0).remote()
             actor = ray.remote(AUWorker).options(num_cpus=threads, max_restarts=-1,
@@ -238,6 +238,19 @@ class BatchJob:
             return False
         ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
         return True
+
+    def _worker_count(self, cpus: int) -> int:
+        """Workers the cluster can hold at once: an actor Ray cannot place
+        would wait forever with its tasks."""
+        threads = self.options.threads_per_worker
+        if threads > cpus:
+            raise MDHRError(f"--threads-per-worker {threads} is more than the cluster's {cpus} CPUs; give at most "
+                            f"{cpus}")
+        fits = cpus // threads
+        if self.options.workers and self.options.workers > fits:
+            self.say(f"note: {self.options.workers} workers of {threads} thread(s) need {self.options.workers * threads} "
+                     f"CPUs; the cluster has {cpus}, so {fits} worker(s) run")
+        return min(self.options.workers or fits, fits)
 
     @staticmethod
     def _task_count(todo: list[_Video]) -> int:
