@@ -16,7 +16,11 @@ mdhr-toolkit installed; the outputs are written where the driver runs.
 from __future__ import annotations
 
 import dataclasses
+import contextlib
 import os
+import signal
+import sys
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +140,7 @@ class BatchJob:
         self.summary_path = options.out_dir / SUMMARY_FILE
         self.rows: dict[Path, SummaryRow] = {}
         self.work_done = 0  # tasks the workers ran
+        self.terminated = False  # stopped by SIGTERM
 
     # -- planning --------------------------------------------------------
 
@@ -181,50 +186,68 @@ class BatchJob:
 
     def _run_on_ray(self, todo: list[_Video]) -> None:
         import ray
+
+        # Ray prints its own notices (a worker died, a task is retried) from
+        # a thread to sys.stdout; stdout is for results (--json).
+        with contextlib.redirect_stdout(sys.stderr):
+            started_here = self._connect(ray)
+            if threading.current_thread() is threading.main_thread():
+                # Ray's start installs a SIGTERM handler that kills the process
+                # on the spot; this one stops the job as Ctrl-C does.
+                signal.signal(signal.SIGTERM, self._stop_on_sigterm)
+            try:
+                self._run_pool(ray, todo)
+            finally:
+                if started_here:
+                    ray.shutdown()
+
+    def _stop_on_sigterm(self, signum, frame):
+        """Raised as an interrupt: Ray's waits let KeyboardInterrupt through
+        cleanly, where another exception from a signal handler surfaces as a
+        SystemError."""
+        self.terminated = True
+        raise KeyboardInterrupt()
+
+    def _run_pool(self, ray, todo: list[_Video]) -> None:
         from ray.util import ActorPool
         from tqdm import tqdm
 
-        started_here = self._connect(ray)
-        try:
-            workers = self._worker_count(int(ray.cluster_resources().get("CPU", 0)))
-            threads = self.options.threads_per_worker
-            log_name = f"mdhr-batch-progress-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            progress = ray.remote(ProgressLog).options(name=log_name, num_cpus=0).remote()
-            actor = ray.remote(AUWorker).options(num_cpus=threads, max_restarts=-1,
-                                                 max_task_retries=TASK_RETRIES)
-            pool = ActorPool([actor.remote(str(self.options.bundle_dir.absolute()), self.options.backend,
-                                           threads, log_name) for _ in range(min(workers, self._task_count(todo)))])
-            tasks = self._tasks(todo)
-            by_number = {task.number: task for task in tasks}
-            videos = {v.path: v for v in todo}
-            for task in tasks:
-                pool.submit(lambda a, t: a.run.remote(t), task)
-            done_frames: dict[int, int] = {}
-            total = sum(v.frames or 0 for v in todo) or None
-            with tqdm(total=total, unit="frame", desc="mdhr-batch", disable=None if self.progress_bar else True,
-                      dynamic_ncols=True) as bar:
-                while pool.has_next():
-                    try:
-                        task, result, error = pool.get_next_unordered(timeout=PROGRESS_POLL_S)
-                    except TimeoutError:
-                        self._drain(progress, done_frames, bar)
-                        continue
-                    except ray.exceptions.RayError:
-                        continue  # a task whose worker died twice: found missing below
-                    by_number.pop(task.number, None)
-                    self.work_done += 1
+        workers = self._worker_count(int(ray.cluster_resources().get("CPU", 0)))
+        threads = self.options.threads_per_worker
+        log_name = f"mdhr-batch-progress-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        progress = ray.remote(ProgressLog).options(name=log_name, num_cpus=0).remote()
+        actor = ray.remote(AUWorker).options(num_cpus=threads, max_restarts=-1,
+                                             max_task_retries=TASK_RETRIES)
+        pool = ActorPool([actor.remote(str(self.options.bundle_dir.absolute()), self.options.backend,
+                                       threads, log_name) for _ in range(min(workers, self._task_count(todo)))])
+        tasks = self._tasks(todo)
+        by_number = {task.number: task for task in tasks}
+        videos = {v.path: v for v in todo}
+        for task in tasks:
+            pool.submit(lambda a, t: a.run.remote(t), task)
+        done_frames: dict[int, int] = {}
+        total = sum(v.frames or 0 for v in todo) or None
+        with tqdm(total=total, unit="frame", desc="mdhr-batch", disable=None if self.progress_bar else True,
+                  dynamic_ncols=True) as bar:
+            while pool.has_next():
+                try:
+                    task, result, error = pool.get_next_unordered(timeout=PROGRESS_POLL_S)
+                except TimeoutError:
                     self._drain(progress, done_frames, bar)
-                    frames = 0 if result is None else len(result.table)
-                    bar.update(frames - done_frames.get(task.number, 0))
-                    done_frames[task.number] = frames
-                    self._collect(videos[task.video], result, error)
-                    bar.set_postfix(self._counts(), refresh=False)
-                for task in by_number.values():  # lost with their worker
-                    self._collect(videos[task.video], None, "the worker processing it died twice "
-                                                           "(out of memory, or a crash in decoding?)")
-        finally:
-            if started_here:
-                ray.shutdown()
+                    continue
+                except ray.exceptions.RayError:
+                    continue  # a task whose worker died twice: found missing below
+                by_number.pop(task.number, None)
+                self.work_done += 1
+                self._drain(progress, done_frames, bar)
+                frames = 0 if result is None else len(result.table)
+                bar.update(frames - done_frames.get(task.number, 0))
+                done_frames[task.number] = frames
+                self._collect(videos[task.video], result, error)
+                bar.set_postfix(self._counts(), refresh=False)
+            for task in by_number.values():  # lost with their worker
+                self._collect(videos[task.video], None, "the worker processing it died twice "
+                                                       "(out of memory, or a crash in decoding?)")
 
     def _connect(self, ray) -> bool:
         """Join ``--address``, or an already running local Ray (tests), or

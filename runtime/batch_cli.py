@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.cli_common import (EXIT_INTERRUPTED, EXIT_SOME_FAILED, run_reporting_errors, say,
-                                     verbose_option)
+from mdhr_runtime.cli_common import (EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_TERMINATED, Terminated,
+                                     run_reporting_errors, say, verbose_option)
 from mdhr_runtime.runners import BACKENDS
 
 
@@ -78,10 +78,12 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
         job = BatchJob(videos, options, say)  # loads and hashes the bundle: refuses a bad one here
         try:
             rows = job.run()
-        except KeyboardInterrupt:
-            say(f"interrupted: the videos finished so far are in {out_dir / 'summary.csv'}; "
-                "run the same command again to do the rest")
-            sys.exit(EXIT_INTERRUPTED)
+        except (KeyboardInterrupt, Terminated) as stop:
+            terminated = isinstance(stop, Terminated) or job.terminated
+            say(f"{'terminated' if terminated else 'interrupted'}: the videos finished so far are in "
+                f"{out_dir / 'summary.csv'}, the ones in progress were not written; run the same command again "
+                "to do the rest")
+            sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
         ok = sum(r.fine for r in rows)
         say(f"{len(rows)} videos: {ok} ok, {len(rows) - ok} not ({sum(r.status == 'skipped' for r in rows)} "
             f"skipped as done before); summary in {out_dir / 'summary.csv'}")
