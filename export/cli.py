@@ -96,3 +96,29 @@ def build_main(bundle, fp16, verbose):
                    f"region argmax {100 * report['region_argmax_agreement']:.2f}%")
 
     run_reporting_errors(work, verbose)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("repo", type=click.Path(path_type=Path))
+@click.option("--instances", default=1, show_default=True, help="Model copies Triton runs concurrently.")
+@click.option("--cpu", is_flag=True, help="Run the instances on CPU (KIND_CPU) instead of the GPU.")
+@verbose_option
+def triton_main(bundle, repo, instances, cpu, verbose):
+    """Write a Triton Inference Server model repository for an exported bundle:
+    its ONNX model (onnxruntime_onnx) and, where the bundle has one, its
+    TensorRT engine (tensorrt_plan), each with a config.pbtxt.
+
+    \b
+    Example:
+      mdhr-triton bundles/bp4d triton-models
+      docker run --gpus all -p 8000:8000 -p 8001:8001 -v $PWD/triton-models:/models \\
+        nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models
+    """
+    from mdhr_export.triton import write_repository
+
+    def work():
+        for folder in write_repository(bundle, repo, instances=instances, kind="KIND_CPU" if cpu else "KIND_GPU"):
+            click.echo(f"wrote {folder}")
+
+    run_reporting_errors(work, verbose)

@@ -8,6 +8,7 @@ Exit codes (the README's error section lists the same):
   3   mdhr-parity: a backend broke tolerance
   4   mdhr-run: the input ended early (truncated or damaged video); the
       frames read were written and the JSON says complete: false
+  5   mdhr-batch: some videos failed or were partial (summary.csv says which)
   130 interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM): nothing written
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ from mdhr.errors import MDHRError
 EXIT_BUG = 1
 EXIT_USER_ERROR = 2
 EXIT_INCOMPLETE_INPUT = 4
+EXIT_SOME_FAILED = 5
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
 

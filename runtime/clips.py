@@ -75,9 +75,12 @@ class ClipWindows:
                             f"re-export the bundle")
         return cls(clip_frames=int(shape[1]), batch_size=int(shape[0]))
 
-    def batches(self, frames: Iterable[CroppedFrame]) -> Iterator[ClipBatch]:
+    def batches(self, frames: Iterable[CroppedFrame], carry: np.ndarray | None = None) -> Iterator[ClipBatch]:
+        """``carry``: the last face crop before the first frame, when the
+        stream continues a video (a segment of it): faceless frames at the
+        start then repeat it, as they would in a run from frame 0."""
         pending: list[list[CroppedFrame]] = []
-        for window in self._windows(frames):
+        for window in self._windows(frames, carry):
             pending.append(window)
             if len(pending) == self.batch_size:
                 yield self._pack(pending)
@@ -85,10 +88,10 @@ class ClipWindows:
         if pending:
             yield self._pack(pending)
 
-    def _windows(self, frames: Iterable[CroppedFrame]) -> Iterator[list[CroppedFrame]]:
+    def _windows(self, frames: Iterable[CroppedFrame],
+                 last_face: np.ndarray | None) -> Iterator[list[CroppedFrame]]:
         """Windows of T frames with every crop filled in (see module doc)."""
         window: list[CroppedFrame] = []
-        last_face: np.ndarray | None = None
         for frame in frames:
             window.append(frame)
             if len(window) == self.clip_frames:

@@ -462,13 +462,21 @@ def eye_roll_degrees(landmarks: np.ndarray) -> float:
     return math.degrees(math.atan2(ry - ly, rx - lx))
 
 
+# Full searches run on every REDETECT_EVERY-th frame (FaceTracker).
+REDETECT_EVERY = 30
+
+
 class FaceTracker:
     """One face per frame, with a box stable enough to difference frames.
 
     Each frame: if a face is being tracked and the detector can ``refine`` a
-    known box, only that cheap check runs; a full search runs on the first
-    frame, after a loss, and every ``redetect_every`` frames (to notice a
-    bigger face).  Among several faces the one overlapping the track wins,
+    known box, only that cheap check runs; a full search runs after a loss
+    and on every ``redetect_every``-th frame counted from the tracker's first
+    (to notice a bigger face).  The search grid is fixed rather than counted
+    from the last search, so a tracker started on any grid frame of a video
+    searches on the same frames as one started at frame 0: after a common
+    search their detections agree, which is what lets ``segments.py`` split a
+    long video and stitch it back exactly.  Among several faces the one overlapping the track wins,
     else the largest (``prefer="largest"``) or the most confident.  The box
     centre, size and roll go through a 1-euro filter (parameters tuned with
     measure_faces.py: jitter of a still face down 4x); a jump larger than
@@ -477,7 +485,7 @@ class FaceTracker:
     once rather than glided to.
     """
 
-    def __init__(self, detector: FaceDetector | None = None, *, redetect_every: int = 30,
+    def __init__(self, detector: FaceDetector | None = None, *, redetect_every: int = REDETECT_EVERY,
                  prefer: str = "largest", min_confidence: float = 0.9,
                  min_cutoff: float = 0.5, beta: float = 5.0,
                  cut_jump: float = 0.5, max_gap_s: float = 0.5, smooth: bool = True):
@@ -498,7 +506,7 @@ class FaceTracker:
         self._filter.reset()
         self._last_detection: Detection | None = None
         self._last_time: float | None = None
-        self._since_search = 0
+        self._frames_seen = 0
 
     def update(self, rgb: np.ndarray, timestamp: float) -> FaceResult:
         """The face of this frame (RGB uint8) taken at ``timestamp`` seconds."""
@@ -511,12 +519,12 @@ class FaceTracker:
     def _find(self, rgb: np.ndarray) -> Detection | None:
         tracked = self._last_detection
         refine = getattr(self.detector, "refine", None)
-        if tracked is not None and refine is not None and self._since_search < self.redetect_every:
-            self._since_search += 1
+        on_grid = self._frames_seen % self.redetect_every == 0
+        self._frames_seen += 1
+        if tracked is not None and refine is not None and not on_grid:
             found = refine(rgb, tracked.box)
             if found is not None and found.confidence >= self.min_confidence:
                 return found
-        self._since_search = 1
         candidates = [d for d in self.detector.detect(rgb) if d.confidence >= self.min_confidence]
         return self._choose(candidates, tracked)
 

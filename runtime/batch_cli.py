@@ -1,0 +1,98 @@
+"""mdhr-batch: AU tables for a corpus of videos, on Ray."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from mdhr.errors import MDHRError
+from mdhr_runtime.cli_common import (EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_TERMINATED, Terminated,
+                                     run_reporting_errors, say, verbose_option)
+from mdhr_runtime.runners import BACKENDS
+
+
+def _positive(ctx, param, value):
+    if value is not None and value < 1:
+        raise click.BadParameter(f"must be at least 1, got {value}")
+    return value
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
+              help="Bundle folder written by mdhr-export.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Output folder: one CSV per video (mirroring the input names) and summary.csv.")
+@click.option("--address", help="Join this Ray cluster (e.g. ray://head:10001 or auto); default: start a local "
+              "one sized to this machine.")
+@click.option("--workers", type=int, callback=_positive,
+              help="Workers (one model each). Default: the cluster's CPUs / --threads-per-worker.")
+@click.option("--threads-per-worker", type=int, default=1, show_default=True, callback=_positive,
+              help="ONNX Runtime threads (and Ray CPUs) per worker.")
+@click.option("--segment-frames", type=int, callback=_positive,
+              help="Cut videos longer than this into segments of about this many frames, scored in "
+                   "parallel and stitched into one CSV (equal to a whole run within 1e-3).")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="auto: a TensorRT engine on a GPU when the bundle has one, else ONNX Runtime.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout at the end.")
+@verbose_option
+def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segment_frames, backend, as_json,
+         verbose):
+    """Recognise facial action units in every frame of many videos.
+
+    INPUT is any mix of video files, folders (searched for videos), glob
+    patterns ('data/*/*.mp4', quoted) and @list.txt (one path a line).
+
+    \b
+    Example:
+      mdhr-batch corpus/ --model bundles/bp4d --out results/
+      mdhr-batch @videos.txt --model bundles/bp4d --out results/ --address auto
+
+    Each video gets OUT/<its path below the inputs' common folder>.csv,
+    written whole or not at all; OUT/summary.csv holds one row per video
+    (status ok / partial / failed / skipped, with the reason) and is
+    rewritten as videos finish. A rerun with the same --out skips videos
+    already done with the same bundle. Exit status 0 when every video is
+    ok, 5 when any failed or was partial (see summary.csv), 2 for a bad
+    argument (nothing done).
+    """
+    from mdhr_runtime.batch import BatchJob, BatchOptions, check_out_dir
+    from mdhr_runtime.corpus import expand_inputs
+
+    def work():
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise MDHRError("mdhr-batch needs Ray: pip install 'mdhr-toolkit[batch]'") from None
+        check_out_dir(out_dir)
+        videos = expand_inputs(list(inputs))
+        if not videos:
+            raise MDHRError(f"no videos found in {' '.join(inputs)}; give video files, folders of videos, "
+                            "glob patterns or @list.txt")
+        options = BatchOptions(bundle_dir=model_dir, out_dir=out_dir, backend=backend, workers=workers,
+                               threads_per_worker=threads_per_worker, segment_frames=segment_frames,
+                               address=address)
+        job = BatchJob(videos, options, say)  # loads and hashes the bundle: refuses a bad one here
+        try:
+            rows = job.run()
+        except (KeyboardInterrupt, Terminated) as stop:
+            terminated = isinstance(stop, Terminated) or job.terminated
+            say(f"{'terminated' if terminated else 'interrupted'}: the videos finished so far are in "
+                f"{out_dir / 'summary.csv'}, the ones in progress were not written; run the same command again "
+                "to do the rest")
+            sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+        ok = sum(r.fine for r in rows)
+        say(f"{len(rows)} videos: {ok} ok, {len(rows) - ok} not ({sum(r.status == 'skipped' for r in rows)} "
+            f"skipped as done before); summary in {out_dir / 'summary.csv'}")
+        for row in rows:
+            if not row.fine:
+                say(f"  {row.status}: {row.path}: {row.error}")
+        if as_json:
+            click.echo(json.dumps({"out": str(out_dir), "videos": len(rows), "ok": ok,
+                                   "tasks_run": job.work_done, "rows": [asdict(r) for r in rows]}, indent=1))
+        return 0 if ok == len(rows) else EXIT_SOME_FAILED
+
+    run_reporting_errors(work, verbose)

@@ -1,0 +1,217 @@
+"""mdhr-batch on a local Ray cluster the tests start (2 CPUs), over short
+videos made here plus a corrupt, a faceless, a truncated and a missing one;
+and long videos split into segments and stitched back."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mdhr_bench.synthetic import FootageMaker, Segment, write_video
+from mdhr_runtime import AUDetector
+from mdhr_runtime.batch_cli import main as batch_main
+from mdhr_runtime.cli_common import EXIT_SOME_FAILED, EXIT_USER_ERROR
+from mdhr_runtime.corpus import expand_inputs, output_names
+from mdhr_runtime.segments import Segment as VideoSegment
+from mdhr_runtime.segments import SegmentPlan, predict_segment, stitch
+
+ray = pytest.importorskip("ray")
+
+STITCH_TOLERANCE = 1e-3
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A small local cluster for the module; mdhr-batch joins a running one."""
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=96 * 2**20, log_to_driver=False,
+             logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, photo):
+    """Two videos named clip.mp4 in different folders (one with a faceless
+    stretch), a faceless one, a corrupt one and a truncated one."""
+    root = tmp_path_factory.mktemp("corpus")
+    maker = FootageMaker(photo, size=(320, 180))
+    (root / "a").mkdir()
+    (root / "b").mkdir()
+    write_video(root / "a" / "clip.mp4", [f.rgb for f in maker.frames(
+        (Segment("clean", 26), Segment("empty", 4), Segment("clean", 10)))])
+    write_video(root / "b" / "clip.mp4", [f.rgb for f in maker.frames((Segment("still", 8, speed=0.1),))])
+    write_video(root / "b" / "faceless.mp4", [f.rgb for f in maker.frames((Segment("empty", 4),))])
+    (root / "b" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 200)
+    whole = root / "whole.avi"
+    write_video(whole, [f.rgb for f in maker.frames((Segment("clean", 12),))], codec="MJPG")
+    (root / "b" / "cut.avi").write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.4)])
+    whole.unlink()
+    return root
+
+
+@pytest.fixture(scope="module")
+def detector(disfa_short_bundle):
+    with AUDetector(disfa_short_bundle, backend="onnxruntime", threads=2) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def reference(detector, corpus):
+    """mdhr-run's tables (AUDetector.predict_video) of the videos with frames."""
+    return {name: detector.predict_video(corpus / name) for name in ("a/clip.mp4", "b/clip.mp4", "b/faceless.mp4")}
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def written_by_mdhr_run(table, tmp_path: Path) -> list[dict]:
+    return read_rows(table.write_csv(tmp_path / "reference.csv"))
+
+
+def batch(args, expect):
+    result = CliRunner().invoke(batch_main, [str(a) for a in args])
+    assert result.exit_code == expect, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def first_run(local_ray, corpus, disfa_short_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    missing = corpus / "gone.mp4"
+    result = batch([corpus, missing, "--model", disfa_short_bundle, "--out", out, "--workers", 2, "--json"],
+                   EXIT_SOME_FAILED)
+    return out, json.loads(result.stdout)
+
+
+def test_every_video_gets_its_row_and_status(first_run, corpus):
+    out, report = first_run
+    summary = {Path(r["path"]).relative_to(corpus).as_posix(): r for r in read_rows(out / "summary.csv")}
+    assert {k: r["status"] for k, r in summary.items()} == {
+        "a/clip.mp4": "ok", "b/clip.mp4": "ok", "b/faceless.mp4": "failed", "b/broken.mp4": "failed",
+        "b/cut.avi": "partial", "gone.mp4": "failed"}
+    assert summary["gone.mp4"]["error"].startswith("input not found")
+    assert "cannot open" in summary["b/broken.mp4"]["error"] and summary["b/broken.mp4"]["output"] == ""
+    assert "no face" in summary["b/faceless.mp4"]["error"]
+    assert "truncated" in summary["b/cut.avi"]["error"]
+    assert summary["a/clip.mp4"]["frames"] == "40" and summary["a/clip.mp4"]["frames_with_face"] == "36"
+    assert len({r["bundle_hash"] for r in summary.values()}) == 1
+    assert report["ok"] == 2 and report["videos"] == 6 and report["tasks_run"] == 4
+
+
+def test_outputs_mirror_the_inputs_and_equal_mdhr_run(first_run, corpus, reference, tmp_path):
+    out, _ = first_run
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["a/clip.csv", "b/clip.csv", "b/cut.csv", "b/faceless.csv", "summary.csv"]
+    for name, table in reference.items():
+        assert read_rows(out / Path(name).with_suffix(".csv")) == written_by_mdhr_run(table, tmp_path), name
+    cut = read_rows(out / "b" / "cut.csv")
+    assert 0 < len(cut) < 12
+
+
+def test_a_rerun_does_no_work(first_run, corpus, disfa_short_bundle):
+    out, _ = first_run
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.csv") if p.name != "summary.csv"}
+    result = batch([corpus, "--model", disfa_short_bundle, "--out", out, "--json"], EXIT_SOME_FAILED)
+    report = json.loads(result.stdout)
+    statuses = {Path(r["path"]).name: r["status"] for r in report["rows"]}
+    # Complete outputs are skipped (the faceless one with its reason kept);
+    # the corrupt one fails again at its probe and the truncated one, whose
+    # output is partial, is redone.
+    assert statuses["clip.mp4"] == "skipped" and statuses["faceless.mp4"] == "skipped"
+    assert statuses["broken.mp4"] == "failed" and statuses["cut.avi"] == "partial"
+    assert report["tasks_run"] == 1
+    assert [r["error"] for r in report["rows"] if r["path"].endswith("faceless.mp4")][0].startswith("no face")
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert {p: t for p, t in after.items() if p.name != "cut.csv"} == \
+           {p: t for p, t in before.items() if p.name != "cut.csv"}
+
+
+def test_segments_on_workers_stitch_to_the_whole_run(local_ray, corpus, disfa_short_bundle, reference, tmp_path):
+    """40 frames in segments of 12 (three workers' tasks), equal to mdhr-run."""
+    out = tmp_path / "out"
+    result = batch([corpus / "a" / "clip.mp4", "--model", disfa_short_bundle, "--out", out, "--workers", 2,
+                    "--segment-frames", 12, "--json"], 0)
+    assert json.loads(result.stdout)["tasks_run"] == 3
+    stitched, whole = read_rows(out / "clip.csv"), written_by_mdhr_run(reference["a/clip.mp4"], tmp_path)
+    assert worst_difference(stitched, whole) <= STITCH_TOLERANCE
+
+
+def worst_difference(rows: list[dict], expected: list[dict]) -> float:
+    """Largest AU score difference; the rows must agree on frames and success."""
+    assert [(r["frame"], r["success"]) for r in rows] == [(r["frame"], r["success"]) for r in expected]
+    scores = [k for k in rows[0] if k.endswith("_score")]
+    gaps = [abs(float(r[k]) - float(e[k])) for r, e in zip(rows, expected) for k in scores if e[k]]
+    return max(gaps)
+
+
+def test_a_segment_warmed_from_a_search_frame_matches(detector, corpus, reference):
+    """No warm-up beyond the tracker's search grid: the second segment
+    starts tracking at frame 30 (a search frame) and scores from 32, after
+    the faceless stretch: still within tolerance of the whole run."""
+    plan = SegmentPlan(32, align=detector.bundle.frames, warmup_frames=0)
+    segments = plan.segments(40)
+    assert segments[1] == VideoSegment(start=32, stop=None, read_from=30, scored_from=32)
+    table = stitch([predict_segment(detector, corpus / "a" / "clip.mp4", s) for s in segments],
+                   detector.au_names, detector.threshold)
+    whole = reference["a/clip.mp4"]
+    assert table.complete and [r.face.success for r in table.rows] == [r.face.success for r in whole.rows]
+    gap = np.nanmax(np.abs(table.score_matrix() - whole.score_matrix()))
+    assert np.array_equal(np.isnan(table.score_matrix()), np.isnan(whole.score_matrix()))
+    assert gap <= STITCH_TOLERANCE
+
+
+def test_segment_plan_aligns_to_windows_and_the_search_grid():
+    plan = SegmentPlan(1000, align=16)
+    segments = plan.segments(3050)
+    assert [(s.start, s.stop) for s in segments] == [(0, 1008), (1008, 2016), (2016, None)]
+    for s in segments:
+        assert s.start % 16 == 0 and s.read_from % 30 == 0 and s.start - s.read_from >= plan.warmup_frames \
+            or s.read_from == 0
+    # A window scheme that needs context before a segment scores from earlier.
+    centred = SegmentPlan(1000, align=8, context_frames=8)
+    assert centred.segments(3050)[1].scored_from == centred.segments(3050)[1].start - 8
+    assert plan.segments(None) == plan.segments(500) == [VideoSegment(0, None, 0, 0)]
+
+
+def test_output_names_never_collide(tmp_path):
+    videos = [tmp_path / "x" / "clip.mp4", tmp_path / "y" / "clip.mp4", tmp_path / "y" / "clip.avi",
+              tmp_path / "summary.mp4"]
+    names = output_names(videos)
+    assert names == {videos[0]: "x/clip.csv", videos[1]: "y/clip.mp4.csv", videos[2]: "y/clip.avi.csv",
+                     videos[3]: "summary.mp4.csv"}
+    # An earlier run's names are kept; new videos avoid them.
+    again = output_names(videos + [tmp_path / "x" / "clip.mkv"], taken=names)
+    assert {k: again[k] for k in names} == names and again[tmp_path / "x" / "clip.mkv"] == "x/clip.mkv.csv"
+
+
+def test_inputs_from_folders_globs_and_lists(corpus, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# two videos\n{corpus / 'a' / 'clip.mp4'}\n\n{corpus}/b/*.mp4\n")
+    found = expand_inputs([f"@{listing}", str(corpus / "a")])
+    assert [p.relative_to(corpus).as_posix() for p in found] == [
+        "a/clip.mp4", "b/broken.mp4", "b/clip.mp4", "b/faceless.mp4"]
+    assert len(expand_inputs([str(corpus)])) == 5
+
+
+def test_bad_bundle_or_out_refused_before_work(corpus, tmp_path, disfa_short_bundle):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for args, words in (
+        ([corpus, "--model", tmp_path / "nobundle", "--out", tmp_path / "o"], "no such bundle folder"),
+        ([corpus, "--model", disfa_short_bundle, "--out", a_file], "not a folder"),
+        ([f"@{tmp_path / 'missing.txt'}", "--model", disfa_short_bundle, "--out", tmp_path / "o"],
+         "cannot read the input list"),
+        ([tmp_path / "o", "--model", disfa_short_bundle, "--out", tmp_path / "o2"], "no videos found"),
+    ):
+        (tmp_path / "o").mkdir(exist_ok=True)
+        result = CliRunner().invoke(batch_main, [str(a) for a in args])
+        assert result.exit_code == EXIT_USER_ERROR, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], result.output
+    assert not (tmp_path / "o2").exists()
