@@ -92,14 +92,14 @@ class AUWorker:
     def run(self, task: Task) -> tuple[Task, SegmentResult | None, str]:
         """The task's rows, or None and a one-line error.  Errors stay
         here: one bad video never stops the job."""
-        from mdhr_runtime.segments import predict_segment
+        from mdhr_runtime.segments import WINDOWS, predict_segment
 
         def report(done: int) -> None:
             self.progress.report.remote(task.number, done)  # no wait: progress is best effort
 
         try:
             if task.segment is None:
-                table = self.detector.predict_video(task.video, progress=report)
+                table = self.detector.predict_video(task.video, progress=report, windows=WINDOWS)
                 result = SegmentResult(Segment(0, None, 0, 0), table, not table.complete, table.frames_declared)
             else:
                 result = predict_segment(self.detector, task.video, task.segment, progress=report)

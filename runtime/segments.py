@@ -47,6 +47,12 @@ from mdhr_runtime.table import FrameTable
 # 108.  120 frames (4 s at 30 fps) cover the slowest case measured.
 TRACKER_WARMUP_FRAMES = 120
 
+# Segments are cut on official window boundaries (``align`` = T), so a corpus
+# is scored in official windows, whole videos included, and a stitched video
+# equals ``mdhr-run --windows official``.  Centred windows would need
+# segments that overlap by half a window of scored context: a follow-up.
+WINDOWS = "official"
+
 
 @dataclass(frozen=True)
 class Segment:
