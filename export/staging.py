@@ -24,19 +24,20 @@ def check_bundle_target(target: Path) -> Path:
 
 
 @contextmanager
-def staged_folder(target: Path):
-    """Yield an empty staging folder beside ``target``; on success it replaces
-    ``target`` (a previous bundle is swapped out only at the very end), on
-    failure or interruption it is removed and ``target`` is untouched."""
-    target = check_bundle_target(target)
+def staged_folder(target: Path, check=check_bundle_target, option: str = "--out"):
+    """Yield an empty staging folder beside ``target`` (which ``check`` has
+    approved and returned absolute); on success it replaces ``target`` (a
+    previous one is swapped out only at the very end), on failure or
+    interruption it is removed and ``target`` is untouched."""
+    target = check(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target), suffix=STAGING_SUFFIX, dir=target.parent))
     except OSError as e:
-        raise MDHRError(f"{target}: cannot write there ({e.strerror}); choose a writable --out folder") from None
+        raise MDHRError(f"{target}: cannot write there ({e.strerror}); choose a writable {option} folder") from None
     try:
         yield staging
-        os.chmod(staging, usual_mode(folder=True))  # mkdtemp's 0700 would hide the bundle from other users
+        os.chmod(staging, usual_mode(folder=True))  # mkdtemp's 0700 would hide the folder from other users
         _swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

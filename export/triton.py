@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.atomic import STAGING_SUFFIX, staging_prefix, usual_mode
+from mdhr_export.staging import staged_folder
 from mdhr_runtime.bundle import Bundle, load_bundle
 from mdhr_runtime.outputs import check_output_folder
 
@@ -87,26 +86,26 @@ def config_text(bundle: Bundle, name: str, platform: str, instances: int, kind: 
     return text
 
 
-def write_repository(bundle_dir: str | Path, repo: str | Path, instances: int = 1, kind: str = "KIND_GPU") -> list[Path]:
-    """Write ``repo`` (new or empty) whole or not at all; the model folders written."""
-    bundle = load_bundle(bundle_dir)
+def check_new_or_empty(repo: Path) -> Path:
     repo = Path(repo).absolute()
     check_output_folder(repo, "REPO")
     if repo.exists() and any(repo.iterdir()):
         raise MDHRError(f"REPO {repo} exists and is not empty; give a new or empty folder")
+    return repo
+
+
+def write_repository(bundle_dir: str | Path, repo: str | Path, instances: int = 1, kind: str = "KIND_GPU") -> list[Path]:
+    """Write ``repo`` (new or empty) whole or not at all; the model folders written."""
+    bundle = load_bundle(bundle_dir)
+    repo = check_new_or_empty(repo)
     if instances < 1:
         raise MDHRError(f"--instances must be at least 1, got {instances}")
     models = [("onnxruntime_onnx", bundle.artifact("onnx"), "model.onnx", "")]
     engine = bundle.artifact("engine")
     if engine is not None and engine.is_file():
         models.append(("tensorrt_plan", engine, "model.plan", "_trt"))
-    try:
-        repo.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(repo), suffix=STAGING_SUFFIX, dir=repo.parent))
-    except OSError as e:
-        raise MDHRError(f"REPO {repo}: cannot write there ({e.strerror}); choose a writable folder") from None
-    try:
-        written = []
+    written = []
+    with staged_folder(repo, check=check_new_or_empty, option="REPO") as staging:
         for platform, artifact, file_name, suffix in models:
             name = model_name(bundle) + suffix
             folder = staging / name
@@ -115,13 +114,6 @@ def write_repository(bundle_dir: str | Path, repo: str | Path, instances: int = 
             (folder / "config.pbtxt").write_text(config_text(bundle, name, platform, instances, kind))
             (folder / "au_names.txt").write_text("\n".join(bundle.au_names) + "\n")
             written.append(repo / name)
-        os.chmod(staging, usual_mode(folder=True))  # mkdtemp's 0700 would hide it from the server's user
-        if repo.exists():
-            repo.rmdir()  # empty, checked above
-        staging.rename(repo)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return written
 
 
