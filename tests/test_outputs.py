@@ -189,7 +189,7 @@ def test_build_checks_the_bundle_before_the_gpu(disfa_short_bundle, tmp_path):
     shutil.copy(disfa_short_bundle / "mdhr.json", bundle)
     (bundle / "model.onnx").symlink_to(disfa_short_bundle / "model.onnx")
     (bundle / "model.engine").symlink_to(tmp_path / "elsewhere.engine")
-    one_line_refusal(build_main, [bundle], "model.engine is a symbolic link")
+    one_line_refusal(build_main, [bundle, "--fp32"], "model.engine is a symbolic link")
     one_line_refusal(build_main, [tmp_path / "nothing"], "no such bundle folder")
 
 
