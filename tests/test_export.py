@@ -167,7 +167,7 @@ def swin_batched_bundle(tmp_path_factory):
     return out
 
 
-@pytest.mark.bigmem  # the Swin-B export peaks at 6.9 GB: run with -m bigmem
+@pytest.mark.bigmem  # the Swin-B export peaks at 6.6 GiB: run with -m bigmem
 def test_swin_batch_2_and_12_frames(swin_batched_bundle):
     c = card(swin_batched_bundle)
     assert c["input"]["shape"] == [2, 12, 3, 224, 224] and c["backbone"] == "swin_transformer"
