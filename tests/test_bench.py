@@ -79,7 +79,8 @@ def test_bench_times_backends_and_reports_skips(disfa_short_bundle, seed0_checkp
         assert row["device"] == "cpu" and row["iters"] == 2
         latency = row["latency_ms"]
         assert set(latency) == LATENCY_KEYS and 0 < latency["p50"] <= latency["p90"] <= latency["p99"]
-        assert row["clips_per_s"] > 0 and row["frames_per_s"] == pytest.approx(4 * row["clips_per_s"], rel=1e-3)
+        assert row["clips_per_s"] > 0
+        assert row["frames_per_s"] == pytest.approx(4 * row["clips_per_s"], rel=1e-3, abs=1e-3)
         assert row["load_s"] > 0 and row["memory"]["peak_rss_mb"] > row["memory"]["rss_before_load_mb"] > 0
     assert rows["torch"]["speedup_vs_torch"] == 1.0 and rows["onnxruntime"]["speedup_vs_torch"] > 0
     # this bundle was exported without --fp16 and has no engine
