@@ -56,9 +56,25 @@ class Progress:
         self.say(f"{name} ...")
         start = time.perf_counter()
         result = work()
+        release_freed_memory()
         self.timings[name] = round(time.perf_counter() - start, 2)
         self.say(f"{name} done in {self.timings[name]:.1f} s")
         return result
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by a step back to the system.  Each step frees its
+    graph copies, activations and sessions, but glibc keeps freed heap for
+    reuse, so without a trim the export's resident memory only grows (4.9 GiB
+    for ResNet-50 with FP16 and stage graphs)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def validate(options: ExportOptions) -> None:
