@@ -217,3 +217,41 @@ def test_bad_bundle_or_out_refused_before_work(corpus, tmp_path, disfa_short_bun
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], result.output
     assert not (tmp_path / "o2").exists()
+
+
+def test_sigterm_stops_the_job_cleanly(corpus, disfa_short_bundle, tmp_path):
+    """A real mdhr-batch process (its own local Ray), terminated once the
+    first video is done: exit 143, the finished videos in summary.csv with
+    their CSVs, and no staging or partial file anywhere under --out."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("one", "two", "three", "four"):
+        (videos / f"{name}.mp4").write_bytes((corpus / "a" / "clip.mp4").read_bytes())
+    out = tmp_path / "out"
+    job = subprocess.Popen([sys.executable, "-c", "from mdhr_runtime.batch_cli import main; main()", str(videos),
+                            "--model", str(disfa_short_bundle), "--out", str(out), "--workers", "1"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "RAY_ADDRESS": ""})
+    def finished():
+        summary = out / "summary.csv"
+        return summary.is_file() and any(r["status"] == "ok" for r in read_rows(summary))
+
+    deadline = time.monotonic() + 240
+    while not finished() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job.poll() is None, f"the job ended before it could be stopped: {job.stderr.read()[-500:]}"
+    job.send_signal(signal.SIGTERM)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 143, stderr[-800:]
+    done = [r for r in read_rows(out / "summary.csv") if r["status"] == "ok"]
+    assert 1 <= len(done) < 4
+    assert all((out / r["output"]).is_file() for r in done)
+    assert len(list(out.glob("*.csv"))) == len(done) + 1  # the finished videos' CSVs and the summary
+    leftovers = [p.name for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".part"]
+    assert leftovers == []
