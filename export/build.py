@@ -57,8 +57,8 @@ def comparator_outputs(runners: list, bundle: Bundle) -> list[dict]:
 def build_into(folder: Path, card: dict, precision: str) -> dict:
     """Build ``model.engine`` in ``folder`` from the ONNX of ``precision``,
     check it against ONNX Runtime fp32 and record both in ``card`` (not yet
-    saved).  An engine that breaks tolerance is deleted, and MDHRError says
-    why."""
+    saved).  An engine that breaks tolerance is not kept (a previous one
+    stays), and MDHRError says why."""
     from mdhr_export.engine import build_engine
     from mdhr_runtime.gpu import visible_gpu
     from mdhr_runtime.tensorrt_runner import quiet_polygraphy

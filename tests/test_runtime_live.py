@@ -16,15 +16,14 @@ import pytest
 from click.testing import CliRunner
 
 from mdhr_bench.synthetic import FootageMaker, Segment, write_video
+from footage import face_video
 from mdhr_runtime.cli import main
 
 
 @pytest.fixture(scope="module")
 def camera_video(tmp_path_factory, photo):
-    made = list(FootageMaker(photo).frames((Segment("moving", 14), Segment("empty", 4), Segment("clean", 6))))
-    path = tmp_path_factory.mktemp("camera") / "camera.mp4"
-    write_video(path, [f.rgb for f in made])
-    return path, [f.truth is not None for f in made]
+    return face_video(tmp_path_factory.mktemp("camera") / "camera.mp4", photo,
+                      (Segment("moving", 14), Segment("empty", 4), Segment("clean", 6)))
 
 
 def rows(path):

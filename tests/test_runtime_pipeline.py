@@ -16,7 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from mdhr.errors import MDHRError
-from mdhr_bench.synthetic import FootageMaker, Segment, write_video
+from mdhr_bench.synthetic import Segment, write_video
+from footage import face_video
 from mdhr_runtime import AUDetector
 from mdhr_runtime.cli import main
 from mdhr_runtime.timing import STAGES
@@ -27,10 +28,8 @@ DATA = Path(__file__).parent / "data"
 @pytest.fixture(scope="module")
 def footage(tmp_path_factory, photo):
     """37 frames at 640x360: a moving face, a face-less stretch, the face again."""
-    made = list(FootageMaker(photo).frames((Segment("moving", 20), Segment("empty", 10), Segment("clean", 7))))
-    video = tmp_path_factory.mktemp("video") / "clip.mp4"
-    write_video(video, [f.rgb for f in made])
-    return video, [f.truth is not None for f in made]
+    return face_video(tmp_path_factory.mktemp("video") / "clip.mp4", photo,
+                      (Segment("moving", 20), Segment("empty", 10), Segment("clean", 7)))
 
 
 @pytest.fixture(scope="module")

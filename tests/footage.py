@@ -1,0 +1,14 @@
+"""Test videos made from the real face photo (tests/data/face.jpg)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from mdhr_bench.synthetic import FootageMaker, write_video
+
+
+def face_video(path: Path, photo, segments) -> tuple[Path, list[bool]]:
+    """Write the footage of ``segments`` to ``path``; the video and, per
+    frame, whether a face is in it."""
+    made = list(FootageMaker(photo).frames(segments))
+    write_video(path, [f.rgb for f in made])
+    return path, [f.truth is not None for f in made]
