@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from mdhr.model import MDHR
-from mdhr.stages import ClipStage, FrameStage, cached_floats_per_frame, tap_shapes
+from mdhr.stages import MOTION_CHANNELS, ClipStage, FrameStage, cached_floats_per_frame, tap_shapes
 from mdhr_export import fp16 as fp16_tools
 from mdhr_export import graph, parity
 from mdhr_runtime import stages as runtime_stages
@@ -38,30 +38,29 @@ def export_stage_graphs(model: MDHR, frames: int, opset: int, chatty: bool = Fal
                         ) -> dict[str, onnx.ModelProto]:
     """Both stages as checked, simplified static graphs: one frame per frame
     stage call, one window of ``frames`` per clip stage call."""
-    width = model.Backbone.tap_channels[-1]
     previous = tuple(torch.zeros(1, *shape) for shape in tap_shapes(model))
     frame_stage = graph.export_module(
         FrameStage(model).eval(), (torch.zeros(1, 3, 224, 224), *previous), opset, chatty,
         [runtime_stages.FRAME_INPUT, *runtime_stages.PREVIOUS_TAPS],
         [runtime_stages.STATIC, runtime_stages.DYNAMICS, *runtime_stages.TAPS])
     clip_stage = graph.export_module(
-        ClipStageOutputs(model).eval(), (torch.zeros(1, frames, 49, 512), torch.zeros(1, frames - 1, 4, width, 7, 7)),
+        ClipStageOutputs(model).eval(), (torch.zeros(1, frames, 49, 512), torch.zeros(1, frames - 1, 4, MOTION_CHANNELS, 7, 7)),
         opset, chatty, [runtime_stages.STATIC, runtime_stages.DYNAMICS], graph.output_names(model))
     return {"frame_stage": graph.check(frame_stage), "clip_stage": graph.check(clip_stage)}
 
 
 def describe(model: MDHR, frames: int) -> dict:
     """The card's account of the stages."""
-    width = model.Backbone.tap_channels[-1]
     return {
-        "cut": "before the temporal average of the dynamic features",
+        "cut": "before the temporal average of the dynamic features; the frame stage passes on each pair's "
+               "motion as the bias-free images of the two 1x1 convolutions after the average",
         "frame_stage": {"inputs": {"frame": [1, 3, 224, 224],
                                    **{name: [1, *shape] for name, shape in
                                       zip(runtime_stages.PREVIOUS_TAPS, tap_shapes(model))}},
-                        "outputs": {"static": [1, 49, 512], "dynamics": [1, 4, width, 7, 7],
+                        "outputs": {"static": [1, 49, 512], "dynamics": [1, 4, MOTION_CHANNELS, 7, 7],
                                     **{name: [1, *shape] for name, shape in
                                        zip(runtime_stages.TAPS, tap_shapes(model))}}},
-        "clip_stage": {"inputs": {"static": [1, frames, 49, 512], "dynamics": [1, frames - 1, 4, width, 7, 7]},
+        "clip_stage": {"inputs": {"static": [1, frames, 49, 512], "dynamics": [1, frames - 1, 4, MOTION_CHANNELS, 7, 7]},
                        "outputs": graph.output_names(model)},
         "cached_bytes_per_frame": cached_floats_per_frame(model) * 4,
     }

@@ -103,12 +103,19 @@ class MultiscaleFacialDynamic(nn.Module):
     def mix(self, scales: list[torch.Tensor]) -> torch.Tensor:
         """Per scale [B*T, width, 7, 7] averaged dynamics -> [B*T, 49, 512]:
         adaptive per-pixel weights over the scales, then the 1x1 projection."""
-        votes = [self.relu(getattr(self, f"wbn{i}")(getattr(self, f"weight_{i}")(s)))
-                 for i, s in enumerate(scales, start=1)]
-        weights = F.softmax(self.weight(torch.cat(votes, dim=1)), dim=1)  # [B*T, 4, 7, 7]
+        weights = self.scale_weights([getattr(self, f"weight_{i}")(s) for i, s in enumerate(scales, start=1)])
         x = sum(s * weights[:, i:i + 1] for i, s in enumerate(scales))
-        x = self.convcat(x).flatten(2)  # [B*T, 512, 49]
-        return self.relu(self.bn(x)).transpose(1, 2)  # [B*T, 49, 512]
+        return self.tokens(self.convcat(x))
+
+    def scale_weights(self, votes: list[torch.Tensor]) -> torch.Tensor:
+        """Each scale's 16-channel vote (its ``weight_i`` convolution) ->
+        per-pixel softmax weights over the scales [B*T, 4, 7, 7]."""
+        votes = [self.relu(getattr(self, f"wbn{i}")(v)) for i, v in enumerate(votes, start=1)]
+        return F.softmax(self.weight(torch.cat(votes, dim=1)), dim=1)
+
+    def tokens(self, projected: torch.Tensor) -> torch.Tensor:
+        """[B*T, 512, 7, 7] mixed dynamics after ``convcat`` -> [B*T, 49, 512] tokens."""
+        return self.relu(self.bn(projected.flatten(2))).transpose(1, 2)
 
 
 def frame_differences(tap: torch.Tensor, B: int, T: int) -> torch.Tensor:

@@ -8,36 +8,49 @@ average, the first operator whose output for one frame depends on frames
 other than the pair (t-1, t):
 
 * ``FrameStage``: frame t (and the previous frame's backbone taps) ->
-  the static tokens of t, the four scales' dynamics of the pair (t-1, t),
+  the static tokens of t, the motion of the pair (t-1, t) at four scales,
   and t's own taps for the next call.  This is the backbone and the
   strided convolutions of the differences: nearly all of a clip's cost.
 * ``ClipStage``: one window's static tokens [T] and its T-1 in-window pair
-  dynamics -> the official outputs: temporal average (zero padding and all,
+  motions -> the official outputs: temporal average (zero padding and all,
   exactly as the official window sees it), adaptive mix, region and AU
   modelling, gated GAT, temporal convolution, classifier.
 
-What is cached per frame is the static tokens (49 x 512) and the pair
-dynamics (4 x width x 7 x 7; width 2048 for ResNet-50, 1024 for Swin-B):
-1.71 MB (ResNet) or 0.90 MB (Swin) in float32.  The linear layers after the
-average could be folded into the frame stage to cache less, but the clip
-stage would then sum in another order and treat the zero padding's bias
-differently: the split would no longer be exact.  Cutting earlier (caching
-the raw taps) would cache 1.5 M floats per frame and redo the strided
-convolutions of every window.
+What the frame stage passes on as a pair's motion is not the four scales'
+dynamics themselves (4 x width x 7 x 7) but their images under the two
+1x1 convolutions that read them after the average, without biases: the
+scale's 16-channel vote (``weight_i``) and its 512-channel projection
+(``convcat``).  The temporal average and both convolutions are linear, and
+the mixing weights are per pixel, so
+
+    convcat(sum_i w_i * avg(d_i)) = sum_i w_i * avg(C d_i) + bias  (sum_i w_i = 1)
+    weight_i(avg(d_i))          = avg(W_i d_i) + bias_i
+
+hold exactly in arithmetic; in float32 only the order of additions changes
+(AU error about 1e-7, see tests/test_stages.py).  That moves the window's
+largest convolution (2048 -> 512 channels on every frame of every window)
+into the frame stage, where it runs once per scale per frame, and shrinks
+the cache per frame from 1.71 MB to 0.51 MB for ResNet-50 (49 x 512 static
++ 4 x 528 x 7 x 7 motion floats, the same for Swin-B).  Cutting earlier
+(caching the raw taps) would cache 1.5 M floats per frame and redo the
+strided convolutions of every window.
 
 The official window's first frame has no predecessor inside the window: the
 official model differences within the window (T-1 pairs).  So a window
-takes the pair dynamics of its frames 1..T-1 only; the first frame's pair
+takes the pair motions of its frames 1..T-1 only; the first frame's pair
 is cached (a later window may need it) but not used by this one.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from mdhr.model import MDHR
 
 SCALES = 4
+PROJECTION, VOTE = 512, 16  # channels of convcat and of each weight_i
+MOTION_CHANNELS = PROJECTION + VOTE
 
 
 def tap_shapes(model: MDHR) -> list[tuple[int, int, int]]:
@@ -47,13 +60,12 @@ def tap_shapes(model: MDHR) -> list[tuple[int, int, int]]:
 
 def cached_floats_per_frame(model: MDHR) -> int:
     """How many floats ``FrameStage`` leaves in the cache for each frame."""
-    width = model.Backbone.tap_channels[-1]
-    return 49 * 512 + SCALES * width * 7 * 7
+    return 49 * 512 + SCALES * MOTION_CHANNELS * 7 * 7
 
 
 class FrameStage(nn.Module):
     """``forward(frames [N, 3, 224, 224], *previous taps)`` ->
-    ``(static [N, 49, 512], dynamics [N, 4, width, 7, 7], *taps)``.
+    ``(static [N, 49, 512], motion [N, 4, 528, 7, 7], *taps)``.
 
     ``previous taps`` are the taps this stage returned for the frame before
     (in the same order, each [N, C, H, W]).  A frame with no predecessor
@@ -66,25 +78,37 @@ class FrameStage(nn.Module):
     def forward(self, frames: torch.Tensor, *previous: torch.Tensor):
         tokens, taps = self.model.Backbone(frames)
         static = self.model.global_linear(tokens)
-        dynamics = torch.stack([self.model.MFD.pair_dynamics(i, tap - before)
-                                for i, (tap, before) in enumerate(zip(taps, previous), start=1)], dim=1)
-        return (static, dynamics, *taps)
+        mfd = self.model.MFD
+        motion = torch.stack([self.motion(i, mfd.pair_dynamics(i, tap - before))
+                              for i, (tap, before) in enumerate(zip(taps, previous), start=1)], dim=1)
+        return (static, motion, *taps)
+
+    def motion(self, i: int, dynamics: torch.Tensor) -> torch.Tensor:
+        """[N, width, 7, 7] dynamics of scale i -> [N, 528, 7, 7]: its
+        ``convcat`` projection and its ``weight_i`` vote, biases left to the
+        clip stage (they must be added after the average)."""
+        mfd = self.model.MFD
+        return torch.cat([F.conv2d(dynamics, mfd.convcat.weight),
+                          F.conv2d(dynamics, getattr(mfd, f"weight_{i}").weight)], dim=1)
 
 
 class ClipStage(nn.Module):
-    """``forward(static [B, T, 49, 512], dynamics [B, T-1, 4, width, 7, 7])``
+    """``forward(static [B, T, 49, 512], motion [B, T-1, 4, 528, 7, 7])``
     -> the official outputs, each ``[B*T, n]``: region logits, then AU scores.
-    ``dynamics[:, j]`` is the pair (frame j, frame j+1) of the window."""
+    ``motion[:, j]`` is the pair (frame j, frame j+1) of the window."""
 
     def __init__(self, model: MDHR):
         super().__init__()
         self.model = model
 
-    def forward(self, static: torch.Tensor, dynamics: torch.Tensor):
+    def forward(self, static: torch.Tensor, motion: torch.Tensor):
         B, T = static.shape[:2]
         mfd = self.model.MFD
         # All four scales averaged over time at once, then split per scale.
-        averaged = mfd.pooling(dynamics.flatten(2)).unflatten(2, dynamics.shape[2:])  # [B, T, 4, width, 7, 7]
-        scales = [averaged[:, :, i].flatten(0, 1) for i in range(SCALES)]
-        x = static.flatten(0, 1) + mfd.mix(scales)
+        averaged = mfd.pooling(motion.flatten(2)).unflatten(2, motion.shape[2:]).flatten(0, 1)  # [B*T, 4, 528, 7, 7]
+        projections, votes = averaged.split([PROJECTION, VOTE], dim=2)
+        weights = mfd.scale_weights([votes[:, i] + getattr(mfd, f"weight_{i + 1}").bias[:, None, None]
+                                     for i in range(SCALES)])  # [B*T, 4, 7, 7]
+        mixed = (projections * weights[:, :, None]).sum(dim=1) + mfd.convcat.bias[:, None, None]
+        x = static.flatten(0, 1) + mfd.tokens(mixed)
         return self.model.relationships(x, B, T)

@@ -4,7 +4,7 @@ ONNX Runtime, without torch.
 
 ``StageRunner.frame`` takes one normalised crop [3, 224, 224] and the taps
 it returned for the previous frame; ``StageRunner.clip`` takes one window's
-static tokens [T, 49, 512] and its T-1 in-window pair dynamics.
+static tokens [T, 49, 512] and its T-1 in-window pair motions.
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ STATIC, DYNAMICS, TAPS = "static", "dynamics", ("tap1", "tap2", "tap3", "tap4")
 @dataclass(frozen=True)
 class FrameFeatures:
     """What the cache keeps for one frame: its static tokens [49, 512] and
-    the dynamics of the pair (previous frame, this frame) [4, width, 7, 7]."""
+    the motion of the pair (previous frame, this frame) [4, 528, 7, 7]
+    (the graph names it ``dynamics``; see ``mdhr/stages.py``)."""
 
     static: np.ndarray
     dynamics: np.ndarray
@@ -35,9 +36,12 @@ class FrameFeatures:
         return self.static.nbytes + self.dynamics.nbytes
 
 
-def onnx_session(path: Path, threads: int | None = None, providers: list[str] | None = None):
+def onnx_session(path: Path, threads: int | None = None, providers: list[str] | None = None,
+                 spinning: bool = True):
     """An ONNX Runtime session on any model file of a bundle (CUDA where
-    onnxruntime-gpu has a GPU, else CPU)."""
+    onnxruntime-gpu has a GPU, else CPU).  ``spinning=False`` for sessions
+    that take turns with another: by default ORT's idle worker threads
+    busy-wait for more work, taking the cores from the other session."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
@@ -45,6 +49,8 @@ def onnx_session(path: Path, threads: int | None = None, providers: list[str] | 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 8)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as e:  # ORT raises its own exception types for bad files
@@ -68,8 +74,9 @@ class StageRunner:
                             "needed for centred windows and streaming; export it again with this mdhr-toolkit"
                             + (" and --fp16" if precision == "fp16" else ""))
         frame_kind, clip_kind = STAGE_KINDS[precision]
-        self.frame_session = onnx_session(bundle.artifact(frame_kind), threads, providers)
-        self.clip_session = onnx_session(bundle.artifact(clip_kind), threads, providers)
+        # The two sessions alternate (a frame, then a window): neither spins.
+        self.frame_session = onnx_session(bundle.artifact(frame_kind), threads, providers, spinning=False)
+        self.clip_session = onnx_session(bundle.artifact(clip_kind), threads, providers, spinning=False)
         self.frames = bundle.frames
         self.au_index = self.clip_outputs.index("au_scores")
         used = self.frame_session.get_providers()[0].replace("ExecutionProvider", "").lower()
@@ -98,9 +105,10 @@ class StageRunner:
         return FrameFeatures(static[0], dynamics[0]), taps
 
     def still_dynamics(self) -> np.ndarray:
-        """The dynamics of a repeated frame (a zero difference, so exactly the
-        convolutions' biases through BatchNorm and ReLU): the same for every
-        frame, so computed once, from the zero image as its own predecessor."""
+        """The motion of a repeated frame (a zero difference, so exactly the
+        strided convolutions' biases through BatchNorm, ReLU and the two
+        projections): the same for every frame, so computed once, from the
+        zero image as its own predecessor."""
         if self._still is None:
             zero = np.zeros((1, 3, 224, 224), dtype=np.float32)
             previous = [np.zeros(s, dtype=np.float32) for s in self.tap_shapes]

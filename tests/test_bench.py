@@ -125,7 +125,7 @@ def test_bench_stream_measurement(disfa_short_bundle, tmp_path):
         assert stream[key] > 0
     assert stream["stream_vs_recompute"] == pytest.approx(stream["per_frame_ms"] / stream["clip_recompute_ms"],
                                                           rel=1e-3)
-    assert stream["cached_bytes_per_frame"] == 1_705_984 and stream["frames"] == 4
+    assert stream["cached_bytes_per_frame"] == 514_304 and stream["frames"] == 4
     assert "stream vs recompute" in result.output
 
 

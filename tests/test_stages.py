@@ -58,11 +58,15 @@ def test_any_window_reuses_the_cached_frames():
         staged = clip_outputs(model, statics, dynamics, start, length)
         with torch.no_grad():
             single = [o.numpy() for o in model(torch.from_numpy(frames[None, start:start + length]))]
-        for ours, reference in zip(staged, single):
-            np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-5)
+        *regions, au = zip(staged, single)
+        np.testing.assert_allclose(*au, rtol=0, atol=1e-5)
+        for ours, reference in regions:  # logits of ~100 here: only the order of additions differs
+            np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-4)
             np.testing.assert_array_equal(ours.argmax(1), reference.argmax(1))
 
 
 def test_cached_features_per_frame():
-    assert cached_floats_per_frame(mdhr.build_model("BP4D", "resnet")) * 4 == 1_705_984  # 1.71 MB
-    assert cached_floats_per_frame(mdhr.build_model("DISFA", "swin_transformer")) * 4 == 903_168
+    """Static tokens (49 x 512) and four scales' motion (528 x 7 x 7 each),
+    float32, whatever the backbone."""
+    for dataset, backbone in (("BP4D", "resnet"), ("DISFA", "swin_transformer")):
+        assert cached_floats_per_frame(mdhr.build_model(dataset, backbone)) * 4 == 514_304  # 0.51 MB
