@@ -2,6 +2,7 @@
 GPU, kept only when it agrees with the fp32 ONNX on the parity clips."""
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -11,10 +12,12 @@ from mdhr_runtime.atomic import atomic_path
 from mdhr_runtime.bundle import Bundle, load_bundle, write_card
 from mdhr_runtime.outputs import check_output_file
 from mdhr_runtime.runners import tensorrt_unavailable_reason
+from mdhr_runtime.stages import STAGE_ENGINE_KINDS, STAGE_KINDS, StageRunner, has_stages, official_windows
 
 ENGINE_FILE = "model.engine"
 TIMING_CACHE_FILE = "timing.cache"
 ONNX_FOR_PRECISION = {"fp16": "onnx_fp16", "fp32": "onnx"}
+STAGE_ENGINE_FILES = dict(zip(STAGE_ENGINE_KINDS, ("frame_stage.engine", "clip_stage.engine")))
 
 
 def engine_source(bundle: Bundle, precision: str) -> Path:
@@ -27,15 +30,21 @@ def engine_source(bundle: Bundle, precision: str) -> Path:
     return path
 
 
-def engine_parity(bundle: Bundle, engine: Path, precision: str) -> dict:
+def engine_parity(bundle: Bundle, engine: Path, precision: str) -> tuple[dict, dict]:
     """Run the fp32 ONNX (ONNX Runtime, CPU) and the engine on the parity
-    clips with Polygraphy's Comparator; judge with our measures."""
+    clips with Polygraphy's Comparator; judge with our measures.  Also
+    returns the fp32 ONNX's outputs, the reference for the stage engines."""
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
     from polygraphy.backend.trt import EngineFromPath, TrtRunner
 
     runners = [OnnxrtRunner(SessionFromOnnx(str(bundle.artifact("onnx")), providers=["cpu"]), name="onnxruntime"),
                TrtRunner(EngineFromPath(str(engine)), name="tensorrt")]
     reference, candidate = comparator_outputs(runners, bundle)
+    return judge(reference, candidate, bundle, precision), reference
+
+
+def judge(reference: dict, candidate: dict, bundle: Bundle, precision: str) -> dict:
+    """The agreement report, passed or not by the gate of ``precision``."""
     report = parity.agreement(reference, candidate, bundle.threshold, bundle.au_names)
     failures = (parity.reduced_precision_failures(report) if precision != "fp32"
                 else parity.fp32_failures(report))
@@ -57,13 +66,10 @@ def comparator_outputs(runners: list, bundle: Bundle) -> list[dict]:
 def build_into(folder: Path, card: dict, precision: str) -> dict:
     """Build ``model.engine`` in ``folder`` from the ONNX of ``precision``,
     check it against ONNX Runtime fp32 and record both in ``card`` (not yet
-    saved).  An engine that breaks tolerance is not kept (a previous one
-    stays), and MDHRError says why."""
-    from mdhr_export.engine import build_engine
-    from mdhr_runtime.gpu import visible_gpu
+    saved); the same for the stage graphs where the bundle has them.  An
+    engine that breaks tolerance is not kept (a previous one stays), and
+    MDHRError says why."""
     from mdhr_runtime.tensorrt_runner import quiet_polygraphy
-
-    import tensorrt as trt
 
     quiet_polygraphy()
     bundle = Bundle(Path(folder), card)
@@ -72,26 +78,70 @@ def build_into(folder: Path, card: dict, precision: str) -> dict:
     # Staged beside the target: a rejected build leaves a previous engine as it was.
     with atomic_path(Path(folder) / ENGINE_FILE) as staged:
         staged.write_bytes(serialized)
-        report = engine_parity(bundle, staged, precision)
-        if not report["passed"]:
-            raise MDHRError(f"the {precision} TensorRT engine disagrees with the fp32 ONNX ("
-                            + "; ".join(report["failures"]) + "); no engine kept"
-                            + ("" if precision == "fp32" else f"; an fp32 engine: mdhr-build {folder} --fp32"))
-    gpu = visible_gpu()
+        report, reference = engine_parity(bundle, staged, precision)
+        refuse_unless_passed(report, precision, folder, "")
     card["artifacts"]["engine"] = ENGINE_FILE
-    card["engine_build"] = {"tensorrt": trt.__version__, "gpu": gpu.name, "compute_capability": gpu.compute_capability,
-                            "cuda_driver": gpu.driver, "cuda_runtime": gpu.runtime, "onnx": source.name,
-                            "precision": precision, "strongly_typed": True, "build_seconds": seconds,
-                            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    card["engine_build"] = engine_build_facts(source, precision, seconds)
     card.setdefault("parity", {})["tensorrt"] = report
+    if has_stages(bundle, precision):
+        card["parity"]["tensorrt_stages"] = build_stage_engines(Path(folder), card, precision, reference)
     return card
+
+
+def build_engine(source: Path, timing_cache: Path) -> tuple[bytes, float]:
+    from mdhr_export.engine import build_engine as build
+
+    return build(source, timing_cache)
+
+
+def engine_build_facts(source: Path, precision: str, seconds: float) -> dict:
+    import tensorrt as trt
+
+    from mdhr_runtime.gpu import visible_gpu
+
+    gpu = visible_gpu()
+    return {"tensorrt": trt.__version__, "gpu": gpu.name, "compute_capability": gpu.compute_capability,
+            "cuda_driver": gpu.driver, "cuda_runtime": gpu.runtime, "onnx": source.name,
+            "precision": precision, "strongly_typed": True, "build_seconds": seconds,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def refuse_unless_passed(report: dict, precision: str, folder: Path, what: str) -> None:
+    if not report["passed"]:
+        raise MDHRError(f"the {precision} TensorRT engine{what} disagree{'' if what else 's'} with the fp32 ONNX ("
+                        + "; ".join(report["failures"]) + f"); no engine{what and 's'} kept"
+                        + ("" if precision == "fp32" else f"; fp32 engines: mdhr-build {folder} --fp32"))
+
+
+def build_stage_engines(folder: Path, card: dict, precision: str, reference: dict) -> dict:
+    """Engines of the frame and clip stages (streaming and centred windows
+    on the GPU), from the stage ONNX of ``precision``; kept, both or
+    neither, when the stages run as the official windows agree with the
+    fp32 ONNX ``reference`` as ``model.engine`` must."""
+    with contextlib.ExitStack() as stack:
+        staged = {}
+        for kind, onnx_kind in zip(STAGE_ENGINE_KINDS, STAGE_KINDS[precision]):
+            serialized, _ = build_engine(Bundle(folder, card).artifact(onnx_kind), folder / TIMING_CACHE_FILE)
+            staged[kind] = stack.enter_context(atomic_path(folder / STAGE_ENGINE_FILES[kind]))
+            staged[kind].write_bytes(serialized)
+        trial = Bundle(folder, {**card, "artifacts": {**card["artifacts"],
+                                                      **{k: p.name for k, p in staged.items()}}})
+        runner = StageRunner(trial, precision, engines=True)
+        try:
+            candidate = parity.concat(official_windows(runner, parity.parity_clips(trial.batch, trial.frames)))
+        finally:
+            runner.close()
+        report = judge(reference, candidate, trial, precision)
+        refuse_unless_passed(report, precision, folder, " of the frame and clip stages")
+    card["artifacts"].update(STAGE_ENGINE_FILES)
+    return report
 
 
 def build_bundle_engine(bundle_dir: Path, precision: str) -> dict:
     # the bundle, its ONNX and the files the build writes, before anything about TensorRT
     bundle = load_bundle(bundle_dir)
     engine_source(bundle, precision)
-    for name in (ENGINE_FILE, TIMING_CACHE_FILE):
+    for name in (ENGINE_FILE, TIMING_CACHE_FILE, *STAGE_ENGINE_FILES.values()):
         check_output_file(bundle.root / name, "BUNDLE")
     reason = tensorrt_unavailable_reason()
     if reason is not None:

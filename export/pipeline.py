@@ -16,7 +16,7 @@ import mdhr
 from mdhr.aus import DECISION_THRESHOLD, IMAGE_MEAN, IMAGE_STD
 from mdhr.errors import MDHRError
 from mdhr_export import fp16 as fp16_tools
-from mdhr_export import graph, parity
+from mdhr_export import graph, isolated, parity
 from mdhr_export import stages as stage_graphs
 from mdhr_export.staging import check_bundle_target, staged_folder
 from mdhr_runtime.bundle import FORMAT, load_bundle, write_card
@@ -56,25 +56,10 @@ class Progress:
         self.say(f"{name} ...")
         start = time.perf_counter()
         result = work()
-        release_freed_memory()
+        isolated.release_freed_memory()
         self.timings[name] = round(time.perf_counter() - start, 2)
         self.say(f"{name} done in {self.timings[name]:.1f} s")
         return result
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by a step back to the system.  Each step frees its
-    graph copies, activations and sessions, but glibc keeps freed heap for
-    reuse, so without a trim the export's resident memory only grows (4.9 GiB
-    for ResNet-50 with FP16 and stage graphs)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
 
 
 def validate(options: ExportOptions) -> None:
@@ -143,10 +128,6 @@ def torch_outputs(model: mdhr.MDHR, clips: list[np.ndarray]) -> dict[str, np.nda
     return parity.concat(runs)
 
 
-def save_onnx(proto: onnx.ModelProto, path: Path) -> None:
-    onnx.save_model(proto, str(path))
-
-
 def export_bundle(options: ExportOptions, progress: Progress | None = None) -> dict:
     """Run the whole export; returns the card written to ``options.out``."""
     progress = progress or Progress()
@@ -155,40 +136,40 @@ def export_bundle(options: ExportOptions, progress: Progress | None = None) -> d
     model, checksum = progress.step("load", lambda: load(options))
     card = make_card(model, options, checksum)
     with staged_folder(options.out) as staging:
-        raw = progress.step("export", lambda: graph.check(graph.export_onnx(
-            model, options.batch, options.frames, options.opset, chatty=options.verbose)))
-        fp32_nodes = graph.precision_sensitive_nodes(raw)
-        slim = progress.step("simplify", lambda raw=raw: graph.check(graph.simplify(raw)))
-        graph.set_metadata(slim, card)
+        recipe = isolated.ModelRecipe.save(model, staging / ".weights.pt")
+        raw = staging / f".unsimplified-{ONNX_FILE}"
+        fp32_nodes = progress.step("export", lambda: isolated.run_isolated(
+            isolated.export_model, recipe, options.batch, options.frames, options.opset, options.verbose, raw))
+        progress.step("simplify", lambda: isolated.run_isolated(isolated.simplify, raw, staging / ONNX_FILE, card))
         card["fp32_nodes"] = fp32_nodes
         card["artifacts"] = {"onnx": ONNX_FILE, "onnx_fp16": None, "engine": None}
         card["artifacts"].update(dict.fromkeys(stage_graphs.FILES))
-        save_onnx(slim, staging / ONNX_FILE)
         write_card(staging, card)
 
         clips = parity.parity_clips(options.batch, options.frames, options.seed)
         reference = progress.step("pytorch", lambda: torch_outputs(model, clips))
-        card["parity"], onnx_fp32 = progress.step("parity", lambda raw=raw: fp32_parity(raw, staging, clips, reference))
-        del raw  # a graph copy is the model's size (360 MB for ResNet-50): free it before the next steps
-        card["parity"]["stages_fp32_cpu"], stage_protos = progress.step("stages", lambda: stage_graphs.write_stages(
-            model, options.frames, options.opset, staging, card, clips, reference, chatty=options.verbose))
+        card["parity"], onnx_fp32 = progress.step("parity", lambda: fp32_parity(raw, staging, clips, reference))
+        raw.unlink()
+        card["parity"]["stages_fp32_cpu"] = progress.step("stages", lambda: stage_graphs.write_stages(
+            recipe, model, options.frames, options.opset, staging, card, clips, reference, chatty=options.verbose))
+        recipe.weights.unlink()
         if options.fp16:
             card["parity"]["fp16"] = progress.step(
-                "fp16", lambda: export_fp16(slim, fp32_nodes, staging, card, clips, onnx_fp32))
+                "fp16", lambda: export_fp16(fp32_nodes, staging, card, clips, onnx_fp32))
             card["parity"]["stages_fp16"] = progress.step("stages_fp16", lambda: stage_graphs.write_fp16_stages(
-                stage_protos, staging, card, clips, onnx_fp32))
+                staging, card, clips, onnx_fp32))
             progress.step("engine", lambda: maybe_build_engine(staging, card, options.out, progress.say))
         card["timings_s"] = progress.timings
         write_card(staging, card)
     return card
 
 
-def fp32_parity(raw: onnx.ModelProto, staging: Path, clips,
+def fp32_parity(unsimplified_path: Path, staging: Path, clips,
                 reference: dict[str, np.ndarray]) -> tuple[dict, dict[str, np.ndarray]]:
     """The fp32 ONNX in ONNX Runtime CPU against PyTorch's ``reference``: the report, and the
     ONNX outputs (the reference for reduced precision).  Raises (so no bundle
-    is written) when it is not faithful.  The graph before simplification is
-    run too, to prove simplification changed nothing."""
+    is written) when it is not faithful.  The graph before simplification
+    (``unsimplified_path``) is run too, to prove simplification changed nothing."""
     bundle = load_bundle(staging)
     runner = OnnxRuntimeRunner(bundle, providers=["CPUExecutionProvider"])
     simplified = parity.runner_outputs(runner, clips)
@@ -196,19 +177,13 @@ def fp32_parity(raw: onnx.ModelProto, staging: Path, clips,
     report = parity.compare(reference, simplified, DECISION_THRESHOLD)
     import onnxruntime as ort
 
-    # From a file, without ONNX Runtime's memory arena: no serialised copy
-    # of the graph, no arena kept at its peak (the export's peak memory).
-    unsimplified_path = staging / f".unsimplified-{ONNX_FILE}"
-    save_onnx(raw, unsimplified_path)
+    # Without ONNX Runtime's memory arena: no arena kept at its peak (the export's peak memory).
     options = ort.SessionOptions()
     options.enable_cpu_mem_arena = False
-    try:
-        session = ort.InferenceSession(str(unsimplified_path), options, providers=["CPUExecutionProvider"])
-        unsimplified = parity.concat([dict(zip(reference, session.run(list(reference), {graph.INPUT_NAME: c})))
-                                      for c in clips])
-        del session
-    finally:
-        unsimplified_path.unlink()
+    session = ort.InferenceSession(str(unsimplified_path), options, providers=["CPUExecutionProvider"])
+    unsimplified = parity.concat([dict(zip(reference, session.run(list(reference), {graph.INPUT_NAME: c})))
+                                  for c in clips])
+    del session
     simplify_error = parity.compare(unsimplified, simplified, DECISION_THRESHOLD)
     problems = parity.fp32_failures(report) + [
         f"simplification: {p}" for p in parity.fp32_failures(simplify_error, au_tolerance=1e-5)]
@@ -220,13 +195,11 @@ def fp32_parity(raw: onnx.ModelProto, staging: Path, clips,
             "simplification_max_abs_error": simplify_error["au_max_abs_error"]}, simplified
 
 
-def export_fp16(slim: onnx.ModelProto, fp32_nodes: list[str], staging: Path, card: dict, clips,
+def export_fp16(fp32_nodes: list[str], staging: Path, card: dict, clips,
                 reference: dict[str, np.ndarray]) -> dict:
     """Write the FP16 ONNX and measure it against ``reference``, the fp32
     ONNX's outputs on the same ``clips``."""
-    half = fp16_tools.to_fp16(slim, fp32_nodes)
-    save_onnx(half, staging / ONNX_FP16_FILE)
-    del half  # ONNX Runtime reads the file; the copy in memory would only add to the peak
+    isolated.run_isolated(isolated.to_fp16, staging / ONNX_FILE, fp32_nodes, staging / ONNX_FP16_FILE)
     card["artifacts"]["onnx_fp16"] = ONNX_FP16_FILE
     write_card(staging, card)
     bundle = load_bundle(staging)

@@ -13,9 +13,10 @@ import torch.nn as nn
 from mdhr.model import MDHR
 from mdhr.stages import MOTION_CHANNELS, ClipStage, FrameStage, cached_floats_per_frame, tap_shapes
 from mdhr_export import fp16 as fp16_tools
-from mdhr_export import graph, parity
+from mdhr_export import graph, isolated, parity
 from mdhr_runtime import stages as runtime_stages
 
+STAGES = ("frame_stage", "clip_stage")
 FILES = {"frame_stage": "frame_stage.onnx", "clip_stage": "clip_stage.onnx",
          "frame_stage_fp16": "frame_stage_fp16.onnx", "clip_stage_fp16": "clip_stage_fp16.onnx"}
 
@@ -34,19 +35,18 @@ class ClipStageOutputs(nn.Module):
         return tuple(o.unflatten(0, (B, T)) for o in (au, *regions))
 
 
-def export_stage_graphs(model: MDHR, frames: int, opset: int, chatty: bool = False
-                        ) -> dict[str, onnx.ModelProto]:
-    """Both stages as checked, simplified static graphs: one frame per frame
-    stage call, one window of ``frames`` per clip stage call."""
-    previous = tuple(torch.zeros(1, *shape) for shape in tap_shapes(model))
-    frame_stage = graph.export_module(
-        FrameStage(model).eval(), (torch.zeros(1, 3, 224, 224), *previous), opset, chatty,
-        [runtime_stages.FRAME_INPUT, *runtime_stages.PREVIOUS_TAPS],
-        [runtime_stages.STATIC, runtime_stages.DYNAMICS, *runtime_stages.TAPS])
-    clip_stage = graph.export_module(
-        ClipStageOutputs(model).eval(), (torch.zeros(1, frames, 49, 512), torch.zeros(1, frames - 1, 4, MOTION_CHANNELS, 7, 7)),
-        opset, chatty, [runtime_stages.STATIC, runtime_stages.DYNAMICS], graph.output_names(model))
-    return {"frame_stage": graph.check(frame_stage), "clip_stage": graph.check(clip_stage)}
+def export_stage_graph(model: MDHR, kind: str, frames: int, opset: int, chatty: bool = False) -> onnx.ModelProto:
+    """One stage as a static graph: one frame per frame stage call, one
+    window of ``frames`` per clip stage call."""
+    if kind == "frame_stage":
+        previous = tuple(torch.zeros(1, *shape) for shape in tap_shapes(model))
+        return graph.export_module(
+            FrameStage(model).eval(), (torch.zeros(1, 3, 224, 224), *previous), opset, chatty,
+            [runtime_stages.FRAME_INPUT, *runtime_stages.PREVIOUS_TAPS],
+            [runtime_stages.STATIC, runtime_stages.DYNAMICS, *runtime_stages.TAPS])
+    example = (torch.zeros(1, frames, 49, 512), torch.zeros(1, frames - 1, 4, MOTION_CHANNELS, 7, 7))
+    return graph.export_module(ClipStageOutputs(model).eval(), example, opset, chatty,
+                               [runtime_stages.STATIC, runtime_stages.DYNAMICS], graph.output_names(model))
 
 
 def describe(model: MDHR, frames: int) -> dict:
@@ -66,20 +66,23 @@ def describe(model: MDHR, frames: int) -> dict:
     }
 
 
-def write_stages(model: MDHR, frames: int, opset: int, staging: Path, card: dict, clips, reference,
-                 chatty: bool = False) -> tuple[dict, dict[str, onnx.ModelProto]]:
-    """Export both stages into ``staging`` and list them in ``card``; the
-    parity report of stages over the parity clips against PyTorch's
-    ``reference``.  Raises (no bundle) when the split is not faithful."""
-    protos = export_stage_graphs(model, frames, opset, chatty)
-    sensitive = graph.precision_sensitive_nodes(protos["frame_stage"])
-    for kind, proto in protos.items():
-        proto = graph.check(graph.simplify(proto))
-        graph.set_metadata(proto, {"stage": kind, "dataset": card["dataset"], "backbone": card["backbone"]})
-        onnx.save_model(proto, str(staging / FILES[kind]))
-        protos[kind] = proto
+def write_stages(recipe: isolated.ModelRecipe, model: MDHR, frames: int, opset: int, staging: Path, card: dict,
+                 clips, reference, chatty: bool = False) -> dict:
+    """Export both stages into ``staging`` (each in a process of its own,
+    see ``isolated.py``) and list them in ``card``; the parity report of
+    the stages over the parity clips against PyTorch's ``reference``.
+    Raises (no bundle) when the split is not faithful."""
+    sensitive = {}
+    for kind in STAGES:
+        raw = staging / f".unsimplified-{FILES[kind]}"
+        try:
+            sensitive[kind] = isolated.run_isolated(isolated.export_stage, recipe, kind, frames, opset, chatty, raw)
+            metadata = {"stage": kind, "dataset": card["dataset"], "backbone": card["backbone"]}
+            isolated.run_isolated(isolated.simplify, raw, staging / FILES[kind], metadata)
+        finally:
+            raw.unlink(missing_ok=True)
         card["artifacts"][kind] = FILES[kind]
-    card["stages"] = {**describe(model, frames), "fp32_nodes": sensitive}
+    card["stages"] = {**describe(model, frames), "fp32_nodes": sensitive["frame_stage"]}
     report = parity.compare(reference, stage_outputs(staging, card, clips, "fp32"), card["threshold"])
     problems = parity.fp32_failures(report)
     if problems:
@@ -87,15 +90,15 @@ def write_stages(model: MDHR, frames: int, opset: int, staging: Path, card: dict
 
         raise MDHRError("the exported frame and clip stages disagree with PyTorch: " + "; ".join(problems)
                         + "; no bundle written (please report this with the checkpoint's configuration)")
-    return report, protos
+    return report
 
 
-def write_fp16_stages(protos: dict[str, onnx.ModelProto], staging: Path, card: dict, clips, reference) -> dict:
+def write_fp16_stages(staging: Path, card: dict, clips, reference) -> dict:
     """FP16 versions (the frame differences stay FP32), measured against the
     fp32 ONNX outputs ``reference``."""
     keep = {"frame_stage": card["stages"]["fp32_nodes"], "clip_stage": []}
-    for kind, proto in protos.items():
-        onnx.save_model(fp16_tools.to_fp16(proto, keep[kind]), str(staging / FILES[f"{kind}_fp16"]))
+    for kind in STAGES:
+        isolated.run_isolated(isolated.to_fp16, staging / FILES[kind], keep[kind], staging / FILES[f"{kind}_fp16"])
         card["artifacts"][f"{kind}_fp16"] = FILES[f"{kind}_fp16"]
     return {"reference": "onnxruntime-fp32-cpu", "method": fp16_tools.CPU_EMULATION,
             **parity.compare(reference, stage_outputs(staging, card, clips, "fp16"), card["threshold"])}
@@ -107,13 +110,7 @@ def stage_outputs(staging: Path, card: dict, clips: list[np.ndarray], precision:
     from mdhr_runtime.bundle import Bundle
 
     runner = runtime_stages.StageRunner(Bundle(staging, card), precision, providers=["CPUExecutionProvider"])
-    runs = []
-    for batch in clips:
-        for clip in batch:
-            window, previous = [], None
-            for crop in clip:
-                features, previous = runner.frame(crop, previous)
-                window.append(features)
-            runs.append({k: v[None] for k, v in runner.clip_all(window).items()})
-    runner.close()
-    return parity.concat(runs)
+    try:
+        return parity.concat(runtime_stages.official_windows(runner, clips))
+    finally:
+        runner.close()

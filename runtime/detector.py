@@ -83,11 +83,14 @@ class AUDetector:
 
     @property
     def stage_runner(self):
-        """The bundle's frame and clip stages (ONNX Runtime), opened on first use."""
+        """The bundle's frame and clip stages, opened on first use: their
+        TensorRT engines where the whole model runs as one and mdhr-build
+        made them, else ONNX Runtime."""
         if self._stages is None:
-            from mdhr_runtime.stages import StageRunner
+            from mdhr_runtime.stages import StageRunner, has_stage_engines
 
-            self._stages = StageRunner(self.bundle, threads=self.threads)
+            engines = self.runner.name == "tensorrt" and has_stage_engines(self.bundle)
+            self._stages = StageRunner(self.bundle, threads=self.threads, engines=engines)
         return self._stages
 
     def stream(self, windows: str = DEFAULT_WINDOWS, hop: int | None = None) -> FrameStream:

@@ -18,6 +18,7 @@ from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
 
 STAGE_KINDS = {"fp32": ("frame_stage", "clip_stage"), "fp16": ("frame_stage_fp16", "clip_stage_fp16")}
+STAGE_ENGINE_KINDS = ("frame_stage_engine", "clip_stage_engine")
 FRAME_INPUT, PREVIOUS_TAPS = "frame", ("previous_tap1", "previous_tap2", "previous_tap3", "previous_tap4")
 STATIC, DYNAMICS, TAPS = "static", "dynamics", ("tap1", "tap2", "tap3", "tap4")
 
@@ -62,32 +63,41 @@ def has_stages(bundle: Bundle, precision: str = "fp32") -> bool:
     return all((p := bundle.artifact(kind)) is not None and p.is_file() for kind in STAGE_KINDS[precision])
 
 
+def has_stage_engines(bundle: Bundle) -> bool:
+    """Whether mdhr-build left TensorRT engines of both stages in the bundle."""
+    return all((p := bundle.artifact(kind)) is not None and p.is_file() for kind in STAGE_ENGINE_KINDS)
+
+
 class StageRunner:
-    """Frame and clip stage sessions of a bundle."""
+    """Frame and clip stage sessions of a bundle: ONNX Runtime, or with
+    ``engines=True`` the TensorRT engines mdhr-build made of them (only
+    where ``runners.tensorrt_unavailable_reason()`` is None)."""
 
     def __init__(self, bundle: Bundle, precision: str = "fp32", threads: int | None = None,
-                 providers: list[str] | None = None):
+                 providers: list[str] | None = None, engines: bool = False):
         if precision not in STAGE_KINDS:
             raise MDHRError(f"unknown precision {precision!r}: use fp32 or fp16")
         if not has_stages(bundle, precision):
             raise MDHRError(f"{bundle.root}: this bundle has no {precision} stage graphs (frame_stage, clip_stage), "
                             "needed for centred windows and streaming; export it again with this mdhr-toolkit"
                             + (" and --fp16" if precision == "fp16" else ""))
-        frame_kind, clip_kind = STAGE_KINDS[precision]
-        # The two sessions alternate (a frame, then a window): neither spins.
-        self.frame_session = onnx_session(bundle.artifact(frame_kind), threads, providers, spinning=False)
-        self.clip_session = onnx_session(bundle.artifact(clip_kind), threads, providers, spinning=False)
-        self.frames = bundle.frames
-        self.au_index = self.clip_outputs.index("au_scores")
-        used = self.frame_session.get_providers()[0].replace("ExecutionProvider", "").lower()
-        self.name = f"onnxruntime-{used}"
-        self.precision = precision
-        self.tap_shapes = [tuple(i.shape) for i in self.frame_session.get_inputs()[1:]]
-        self._still: np.ndarray | None = None
+        described = bundle.card["stages"]
+        self.tap_shapes = [tuple(described["frame_stage"]["inputs"][name]) for name in PREVIOUS_TAPS]
+        self.clip_outputs = list(described["clip_stage"]["outputs"])
+        if engines:
+            from mdhr_runtime.tensorrt_runner import EngineSession
 
-    @property
-    def clip_outputs(self) -> list[str]:
-        return [o.name for o in self.clip_session.get_outputs()]
+            self.frame_session, self.clip_session = (EngineSession(bundle, kind) for kind in STAGE_ENGINE_KINDS)
+            self.name, self.precision = "tensorrt", bundle.card["engine_build"]["precision"]
+        else:
+            frame_kind, clip_kind = STAGE_KINDS[precision]
+            # The two sessions alternate (a frame, then a window): neither spins.
+            self.frame_session = onnx_session(bundle.artifact(frame_kind), threads, providers, spinning=False)
+            self.clip_session = onnx_session(bundle.artifact(clip_kind), threads, providers, spinning=False)
+            used = self.frame_session.get_providers()[0].replace("ExecutionProvider", "").lower()
+            self.name, self.precision = f"onnxruntime-{used}", precision
+        self.frames = bundle.frames
+        self._still: np.ndarray | None = None
 
     def frame(self, crop: np.ndarray, previous: list[np.ndarray] | None
               ) -> tuple[FrameFeatures, list[np.ndarray]]:
@@ -123,7 +133,7 @@ class StageRunner:
             raise MDHRError(f"a window of {len(window)} frames given, the clip stage takes {self.frames}")
         static = np.stack([f.static for f in window])[None]
         dynamics = np.stack([f.dynamics for f in window[1:]])[None]
-        outputs = self.clip_session.run(None, {STATIC: static, DYNAMICS: dynamics})
+        outputs = self.clip_session.run(self.clip_outputs, {STATIC: static, DYNAMICS: dynamics})
         return {name: out[0] for name, out in zip(self.clip_outputs, outputs)}
 
     def clip(self, window: list[FrameFeatures]) -> np.ndarray:
@@ -131,4 +141,22 @@ class StageRunner:
         return self.clip_all(window)["au_scores"]
 
     def close(self) -> None:
+        for session in (self.frame_session, self.clip_session):
+            if hasattr(session, "close"):  # an engine's context and buffers; ORT needs no call
+                session.close()
         self.frame_session = self.clip_session = None
+
+
+def official_windows(runner: StageRunner, clips: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Every clip of ``clips`` ([B, T, 3, 224, 224] batches) through the
+    stages as one official window: per clip, outputs like ``model.onnx``'s
+    ([1, T, n] each).  How exports and engine builds prove a split exact."""
+    runs = []
+    for batch in clips:
+        for clip in batch:
+            window, previous = [], None
+            for crop in clip:
+                features, previous = runner.frame(crop, previous)
+                window.append(features)
+            runs.append({k: v[None] for k, v in runner.clip_all(window).items()})
+    return runs

@@ -34,40 +34,75 @@ def engine_mismatch(built: dict, tensorrt: str, gpu: Gpu) -> str | None:
     return None
 
 
+def check_engine_build(bundle: Bundle, path) -> None:
+    """Refuse an engine of the bundle built for another TensorRT or GPU
+    before TensorRT reads it, with the command that rebuilds it here."""
+    import tensorrt as trt
+
+    built = bundle.card.get("engine_build") or {}
+    mismatch = engine_mismatch(built, trt.__version__, visible_gpu())
+    if mismatch:
+        raise MDHRError(f"{path}: cannot run this TensorRT engine: {mismatch}; rebuild it here with: "
+                        f"{rebuild_command(bundle)}")
+
+
+def rebuild_command(bundle: Bundle) -> str:
+    built = bundle.card.get("engine_build") or {}
+    return f"mdhr-build {bundle.root}" + (" --fp16" if built.get("precision") == "fp16" else "")
+
+
+def cannot_load(bundle: Bundle, path, error: Exception) -> MDHRError:
+    import tensorrt as trt
+
+    detail = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+    return MDHRError(f"{path}: TensorRT {trt.__version__} cannot load this engine ({detail}); "
+                     f"rebuild it with: {rebuild_command(bundle)}")
+
+
 class TensorRTRunner:
-    """One engine, one execution context: give each thread its own runner."""
+    """The whole model's engine behind the Runner protocol.  One execution
+    context: give each thread its own runner."""
 
     name = "tensorrt"
 
     def __init__(self, bundle: Bundle):
-        import tensorrt as trt
-        from polygraphy.backend.trt import EngineFromPath, TrtRunner
-
-        quiet_polygraphy()
-        path = bundle.artifact("engine")
-        built = bundle.card.get("engine_build") or {}
-        mismatch = engine_mismatch(built, trt.__version__, visible_gpu())
-        if mismatch:
-            raise MDHRError(f"{path}: cannot run this TensorRT engine: {mismatch}; rebuild it here with: "
-                            f"mdhr-build {bundle.root}" + (" --fp16" if built.get("precision") == "fp16" else ""))
-        self.precision = built.get("precision", "unknown")
+        self.precision = (bundle.card.get("engine_build") or {}).get("precision", "unknown")
         self.input_shape = tuple(bundle.input_shape)
         self.input_name = bundle.card["input"]["name"]
         self.output_names = list(bundle.card["outputs"])
-        self._runner = None
-        try:
-            self._runner = TrtRunner(EngineFromPath(str(path)), name="tensorrt")
-            self._runner.activate()
-        except Exception as e:  # Polygraphy's own exception type, or TensorRT's
-            self.close()
-            raise MDHRError(f"{path}: TensorRT {trt.__version__} cannot load this engine "
-                            f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__}); "
-                            f"rebuild it with: mdhr-build {bundle.root}") from None
+        self._session = EngineSession(bundle, "engine")
 
     def infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         clips = check_clips(clips, self.input_shape)
-        outputs = self._runner.infer({self.input_name: clips})
-        return {name: np.asarray(outputs[name], dtype=np.float32).copy() for name in self.output_names}
+        return dict(zip(self.output_names, self._session.run(self.output_names, {self.input_name: clips})))
+
+    def close(self) -> None:
+        self._session.close()
+
+
+class EngineSession:
+    """One engine of the bundle (``engine``, ``frame_stage_engine`` or
+    ``clip_stage_engine`` of the card) behind ONNX Runtime's ``run(output
+    names, feeds)``, so the stage code runs either alike.  One execution
+    context: one thread."""
+
+    def __init__(self, bundle: Bundle, kind: str):
+        from polygraphy.backend.trt import EngineFromPath, TrtRunner
+
+        quiet_polygraphy()
+        path = bundle.artifact(kind)
+        check_engine_build(bundle, path)
+        self._runner = None
+        try:
+            self._runner = TrtRunner(EngineFromPath(str(path)), name=kind)
+            self._runner.activate()
+        except Exception as e:  # Polygraphy's own exception type, or TensorRT's
+            self.close()
+            raise cannot_load(bundle, path, e) from None
+
+    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        outputs = self._runner.infer({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()})
+        return [np.asarray(outputs[name], dtype=np.float32).copy() for name in names]
 
     def close(self) -> None:
         """Frees the context, its buffers and stream, and the engine; safe to

@@ -77,6 +77,30 @@ def test_engine_fp16_parity_passes_the_gate(engine_bundle):
 
 
 @needs_tensorrt
+def test_stage_engines_are_built_checked_and_streamed(engine_bundle):
+    """The frame and clip stages as engines: gated like model.engine, and the
+    detector's centred windows run them, agreeing with ONNX Runtime's."""
+    from mdhr_export import parity
+    from mdhr_runtime.bundle import load_bundle
+    from mdhr_runtime.detector import AUDetector
+    from mdhr_runtime.stages import StageRunner, official_windows
+
+    card = json.loads((engine_bundle / "mdhr.json").read_text())
+    assert card["artifacts"]["frame_stage_engine"] == "frame_stage.engine"
+    assert card["artifacts"]["clip_stage_engine"] == "clip_stage.engine"
+    assert card["parity"]["tensorrt_stages"]["passed"]
+    detector = AUDetector(engine_bundle, backend="tensorrt")
+    assert detector.stage_runner.name == "tensorrt"
+    clips = parity.parity_clips(1, 16)
+    engine = parity.concat(official_windows(detector.stage_runner, clips))
+    detector.close()
+    onnx = StageRunner(load_bundle(engine_bundle), providers=["CPUExecutionProvider"])
+    reference = parity.concat(official_windows(onnx, clips))
+    onnx.close()
+    assert np.abs(engine["au_scores"] - reference["au_scores"]).max() < 1e-2
+
+
+@needs_tensorrt
 def test_auto_runs_the_engine_with_the_card_s_precision(engine_bundle):
     from mdhr_runtime.bundle import load_bundle
     from mdhr_runtime.runners import OnnxRuntimeRunner, open_runner
