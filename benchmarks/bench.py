@@ -96,6 +96,10 @@ def run_benchmark(options: BenchOptions, say: Callable[[str], None] = lambda lin
 
         say(f"video pipeline on {options.video}, official windows ...")
         report["video"] = profile_video(options.video, bundle, threads, "official")
+        if not report["video"]["complete"]:
+            from mdhr_bench.video import truncation_warning
+
+            say(truncation_warning(options.video, report["video"]["frames"], report["video"]["frames_declared"]))
         if has_stages(bundle):
             say(f"video pipeline on {options.video}, centred windows ...")
             report["video_centred"] = profile_video(options.video, bundle, threads, "centred")

@@ -84,7 +84,7 @@ def run_parity(options: ParityOptions, say: Callable[[str], None] = lambda line:
     bundle = load_bundle(options.model)
     threads = options.threads or usable_cores()
     reference = TORCH_FP32 if options.ckpt is not None else ONNXRUNTIME_FP32
-    inputs = gather_inputs(options, bundle)
+    inputs = gather_inputs(options, bundle, say)
     machine = describe(threads)
     try:
         reference_runner = open_backend(reference, bundle, options.ckpt, threads)
@@ -149,7 +149,7 @@ def skipped(backend: Backend, reason: str) -> dict:
     return row
 
 
-def gather_inputs(options: ParityOptions, bundle: Bundle) -> Inputs:
+def gather_inputs(options: ParityOptions, bundle: Bundle, say: Callable[[str], None] = lambda line: None) -> Inputs:
     """Real face clips when a video or a labelled set is given (random inputs
     do not exercise the temporal branch the way near-identical consecutive
     frames do); the export's synthetic parity clips otherwise."""
@@ -157,7 +157,15 @@ def gather_inputs(options: ParityOptions, bundle: Bundle) -> Inputs:
     if options.video is not None:
         from mdhr_bench.video import video_clip_batches
 
-        inputs.sources.append(("video", lambda: video_clip_batches(options.video, bundle, options.max_clips)))
+        warned = set()  # every backend reads the video again: warn once
+
+        def warn_once(line: str) -> None:
+            if line not in warned:
+                warned.add(line)
+                say(line)
+
+        inputs.sources.append(("video", lambda: video_clip_batches(options.video, bundle, options.max_clips,
+                                                                   warn_once)))
         inputs.description.append(f"face clips of {options.video}")
     if options.image_list is not None:
         from mdhr_bench.labelled import LabelledSet

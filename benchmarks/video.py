@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.detector import AUDetector, clip_batches
+from mdhr_runtime.frames import FrameSource
 
 
-def video_clip_batches(path: Path, bundle: Bundle, max_clips: int | None = None) -> Iterator[tuple[np.ndarray, int]]:
+def video_clip_batches(path: Path, bundle: Bundle, max_clips: int | None = None,
+                       on_truncated: Callable[[str], None] = lambda line: None
+                       ) -> Iterator[tuple[np.ndarray, int]]:
     """(clips [B, T, 3, 224, 224], number of real clips) of a video's faces,
     for parity.  Windows in which no frame has a face are left out: their
-    pixels are filler, not a face."""
+    pixels are filler, not a face.  A video that ends before the frames it
+    declares is used as far as it decodes, and ``on_truncated`` hears of it."""
+    frames = FrameSource(path)
     taken = 0
-    for batch in clip_batches(path, bundle.input_shape):
+    for batch in clip_batches(frames, bundle.input_shape):
         with_face = batch.has_face.any(axis=1)
         if not with_face.any():
             continue
@@ -31,6 +36,13 @@ def video_clip_batches(path: Path, bundle: Bundle, max_clips: int | None = None)
         yield np.concatenate([clips, padding]), len(keep)
         if max_clips is not None and taken >= max_clips:
             return
+    if frames.truncated:
+        on_truncated(truncation_warning(path, frames.frames_read, frames.frame_count))
+
+
+def truncation_warning(path: Path, read: int, declared: int) -> str:
+    return (f"warning: read {read} of {declared} frames of {path}: the file is truncated or damaged; "
+            "the frames read were used")
 
 
 def profile_video(path: Path, bundle: Bundle, threads: int | None = None, windows: str = "official",

@@ -79,7 +79,7 @@ def build_into(folder: Path, card: dict, precision: str) -> dict:
     with atomic_path(Path(folder) / ENGINE_FILE) as staged:
         staged.write_bytes(serialized)
         report, reference = engine_parity(bundle, staged, precision)
-        refuse_unless_passed(report, precision, folder, "")
+        refuse_unless_passed(report, precision, folder, "the TensorRT engine")
     card["artifacts"]["engine"] = ENGINE_FILE
     card["engine_build"] = engine_build_facts(source, precision, seconds)
     card.setdefault("parity", {})["tensorrt"] = report
@@ -106,10 +106,11 @@ def engine_build_facts(source: Path, precision: str, seconds: float) -> dict:
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def refuse_unless_passed(report: dict, precision: str, folder: Path, what: str) -> None:
+def refuse_unless_passed(report: dict, precision: str, folder: Path, engines: str) -> None:
+    """``engines``: "the engine" or "the stage engines", for the message."""
     if not report["passed"]:
-        raise MDHRError(f"the {precision} TensorRT engine{what} disagree{'' if what else 's'} with the fp32 ONNX ("
-                        + "; ".join(report["failures"]) + f"); no engine{what and 's'} kept"
+        raise MDHRError(f"{engines} ({precision}) failed the parity gate against the fp32 ONNX ("
+                        + "; ".join(report["failures"]) + "); not kept"
                         + ("" if precision == "fp32" else f"; fp32 engines: mdhr-build {folder} --fp32"))
 
 
@@ -132,7 +133,7 @@ def build_stage_engines(folder: Path, card: dict, precision: str, reference: dic
         finally:
             runner.close()
         report = judge(reference, candidate, trial, precision)
-        refuse_unless_passed(report, precision, folder, " of the frame and clip stages")
+        refuse_unless_passed(report, precision, folder, "the TensorRT engines of the frame and clip stages")
     card["artifacts"].update(STAGE_ENGINE_FILES)
     return report
 

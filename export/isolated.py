@@ -39,6 +39,7 @@ class ModelRecipe:
     def build(self) -> mdhr.MDHR:
         model = mdhr.build_model(self.dataset, self.backbone)
         model.load_state_dict(torch.load(self.weights, map_location="cpu", weights_only=True))
+        release_freed_memory()  # the loaded copy of the weights, now in the model
         return model.eval()
 
 

@@ -191,6 +191,7 @@ class AUDetector:
         backend = self.backend if plan.mode == "official" else self.stage_runner.name
         report = {"frames": frames, "frames_with_face": sum(r.face.success for r in table.rows),
                   "seconds": round(wall, 4), "fps": round(frames / wall, 3) if wall else None,
+                  "complete": table.complete, "frames_declared": table.frames_declared,
                   "windows": plan.describe(), "backend": backend, "why": self.why,
                   "stages": clock.report(frames, wall), "other_seconds": round(max(wall - clock.total(), 0.0), 4)}
         return report, table

@@ -296,3 +296,83 @@ def test_tools_take_the_engine_s_precision_from_the_card(bp4d_bundle):
         backend = for_bundle(BACKENDS["tensorrt"], bundle)
         assert backend.precision == precision and backend.reduced_precision is reduced
     assert for_bundle(BACKENDS["onnxruntime"], bundle) is BACKENDS["onnxruntime"]
+
+
+class EngineStandIn:
+    """Stands in for a TensorRT engine, which needs a GPU: the "engine" file
+    holds the ONNX it was built from (see ``onnx_as_engine``) and runs in
+    ONNX Runtime, off by ``error`` on every output (a broken build)."""
+
+    error = 0.0
+
+    def __init__(self, bundle, kind):
+        from mdhr_runtime.stages import onnx_session
+
+        self.session = onnx_session(bundle.artifact(kind), providers=["CPUExecutionProvider"])
+
+    def run(self, names, feeds):
+        return [out + np.float32(self.error) for out in self.session.run(names, feeds)]
+
+    def close(self):
+        self.session = None
+
+
+def onnx_as_engine(source, timing_cache):
+    return source.read_bytes(), 0.0
+
+
+@pytest.fixture
+def stage_engine_folder(disfa_short_bundle, tmp_path, monkeypatch):
+    """A bundle to build stage engines in (its ONNX linked, its card copied),
+    with the two GPU-only pieces, the TensorRT build and runtime, stood in
+    for as above; and the fp32 ONNX's outputs on the parity clips."""
+    import mdhr_export.build as build
+    import mdhr_runtime.tensorrt_runner as tensorrt_runner
+
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    for path in disfa_short_bundle.iterdir():
+        (folder / path.name).symlink_to(path) if path.suffix == ".onnx" else (folder / path.name).write_bytes(
+            path.read_bytes())
+    monkeypatch.setattr(build, "build_engine", onnx_as_engine)
+    monkeypatch.setattr(tensorrt_runner, "EngineSession", EngineStandIn)
+    bundle = load_bundle(folder)
+    runner = OnnxRuntimeRunner(bundle, providers=["CPUExecutionProvider"])
+    reference = parity.runner_outputs(runner, parity.parity_clips(bundle.batch, bundle.frames))
+    runner.close()
+    card = {**bundle.card, "engine_build": {"precision": "fp32"}}
+    return folder, card, reference
+
+
+def test_stage_engines_are_kept_when_the_stages_agree(stage_engine_folder):
+    from mdhr_export.build import STAGE_ENGINE_FILES, build_stage_engines
+    from mdhr_runtime.bundle import Bundle
+    from mdhr_runtime.stages import StageRunner, has_stage_engines
+
+    folder, card, reference = stage_engine_folder
+    report = build_stage_engines(folder, card, "fp32", reference)
+    assert report["passed"] and report["au_max_abs_error"] < 1e-5
+    assert {k: card["artifacts"][k] for k in STAGE_ENGINE_FILES} == STAGE_ENGINE_FILES
+    assert sorted(p.name for p in folder.iterdir() if p.suffix == ".engine") == ["clip_stage.engine",
+                                                                                  "frame_stage.engine"]
+    bundle = Bundle(folder, card)
+    assert has_stage_engines(bundle)
+    runner = StageRunner(bundle, engines=True)
+    assert runner.name == "tensorrt" and isinstance(runner.frame_session, EngineStandIn)
+    runner.close()
+
+
+def test_stage_engines_that_disagree_are_not_kept(stage_engine_folder):
+    from mdhr_export.build import build_stage_engines
+
+    folder, card, reference = stage_engine_folder
+    before = sorted(p.name for p in folder.iterdir())
+    EngineStandIn.error = 0.3
+    try:
+        with pytest.raises(MDHRError, match=r"the TensorRT engines of the frame and clip stages \(fp32\) failed the "
+                                            r"parity gate against the fp32 ONNX \(AU score error .*\); not kept$"):
+            build_stage_engines(folder, card, "fp32", reference)
+    finally:
+        EngineStandIn.error = 0.0
+    assert sorted(p.name for p in folder.iterdir()) == before  # no engine, no staging left
+    assert "frame_stage_engine" not in card["artifacts"]

@@ -50,3 +50,24 @@ def test_whole_video_is_complete(disfa_short_bundle, face_avi, tmp_path):
     assert result.exit_code == 0, result.output
     document = json.loads(js.read_text())
     assert document["complete"] is True and document["frames_read"] == document["frames_declared"] == 24
+
+
+def test_bench_and_parity_say_when_their_video_is_truncated(disfa_short_bundle, truncated_video, tmp_path):
+    """mdhr-bench --video and mdhr-parity --video use the frames that decode
+    and say, once, that the file ended early; the bench JSON records it."""
+    from mdhr_bench.cli import bench_main, parity_main
+
+    js = tmp_path / "bench.json"
+    result = CliRunner().invoke(bench_main, ["--model", str(disfa_short_bundle), "--backends", "onnxruntime",
+                                             "--warmup", "0", "--iters", "1", "--video", str(truncated_video),
+                                             "--json", str(js)])
+    assert result.exit_code == 0, result.output
+    video = json.loads(js.read_text())["video"]
+    assert video["complete"] is False and video["frames_declared"] == 24 and 0 < video["frames"] < 24
+    warning = (f"warning: read {video['frames']} of 24 frames of {truncated_video}: the file is truncated or "
+               "damaged; the frames read were used")
+    assert result.output.count(warning) == 1
+    result = CliRunner().invoke(parity_main, ["--model", str(disfa_short_bundle), "--backends", "onnxruntime",
+                                              "--video", str(truncated_video)])
+    assert result.output.count(f"warning: read {video['frames']} of 24 frames of {truncated_video}") == 1, \
+        result.output
