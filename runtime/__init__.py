@@ -10,7 +10,8 @@ The pieces, one job each (see each module):
     bundle.load_bundle    bundle folder -> Bundle (model card + artifacts)
     runners.open_runner   Bundle -> Runner (ONNX Runtime or TensorRT), and why
     frames.FrameSource    video / image folder / image -> Frame (RGB, index, seconds)
-    faces.FaceTracker     Frame -> FaceResult (one smoothed face box per frame, or none)
+    faces.MTCNNDetector   RGB frame -> Detection (every face: box, confidence, landmarks)
+    tracking.FaceTracker  Frame -> FaceResult (one smoothed face box per frame, or none)
     crop.crop_stream      frames + tracker -> CroppedFrame (normalised [3, 224, 224] crop)
     clips.ClipWindows     CroppedFrame stream -> ClipBatch ([B, T, 3, 224, 224] + masks), official windows
     stages.StageRunner    the bundle's frame stage (once per frame) and clip stage (once per window)

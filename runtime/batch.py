@@ -146,7 +146,7 @@ class BatchJob:
 
     def plan(self) -> list[_Video]:
         """Rows for videos skipped or failing their probe; the rest to run."""
-        from mdhr_runtime.faces import REDETECT_EVERY
+        from mdhr_runtime.tracking import REDETECT_EVERY
         from mdhr_runtime.frames import FrameSource
         from mdhr_runtime.outputs import check_input, remove_stale_staging
 

@@ -13,7 +13,8 @@ from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.clips import ClipBatch, ClipWindows
 from mdhr_runtime.crop import crop_stream
-from mdhr_runtime.faces import FaceTracker, HaarDetector, MTCNNDetector
+from mdhr_runtime.faces import HaarDetector, MTCNNDetector
+from mdhr_runtime.tracking import FaceTracker
 from mdhr_runtime.frames import FrameSource
 from mdhr_runtime.runners import check_clip_values, open_runner
 from mdhr_runtime.table import FrameTable

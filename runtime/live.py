@@ -58,7 +58,7 @@ def run_live(detector, source: str, windows: str, hop: int | None,
     """Score ``source`` live with ``detector`` (an ``AUDetector``) until it
     ends, Ctrl-C, or ``max_frames``."""
     from mdhr_runtime.detector import FACE_DETECTORS
-    from mdhr_runtime.faces import FaceTracker
+    from mdhr_runtime.tracking import FaceTracker
 
     stream = detector.stream(windows, hop)
     table = FrameTable(detector.au_names, detector.threshold)

@@ -35,7 +35,7 @@ import numpy as np
 from mdhr.errors import MDHRError
 from mdhr_runtime.clips import ClipWindows
 from mdhr_runtime.crop import Cropper, crop_stream, to_model_input
-from mdhr_runtime.faces import FaceTracker
+from mdhr_runtime.tracking import FaceTracker
 from mdhr_runtime.frames import FrameSource
 from mdhr_runtime.table import FrameTable
 

@@ -26,7 +26,7 @@ from mdhr.aus import DECISION_THRESHOLD
 from mdhr_runtime.clips import ClipBatch
 from mdhr_runtime.crop import CroppedFrame
 from mdhr_runtime.atomic import atomic_path
-from mdhr_runtime.faces import FaceResult
+from mdhr_runtime.tracking import FaceResult
 
 
 @dataclass(frozen=True)
