@@ -52,6 +52,13 @@ LIKELY_SAME_FACE = 0.65
 APPEARANCE_RATE = 0.1
 # A new track starts only from a face at most this much covered by a tracked one.
 NEW_FACE_COVER = 0.05
+# A face seen whole has a margin of this share of its size free of others.
+BESIDE = 0.15
+# ... and a new face whose box lies this much inside a missing track's
+# expected box waits to look like someone.
+EXPECTED_COVER = 0.2
+# A missing track's motion is extrapolated this long at most.
+MOTION_HORIZON_S = 2.0
 # Two tracks whose re-checked boxes overlap this much hold the same face.
 SAME_BOX = 0.5
 # A detection overlapping a track's box this much is that track's face (the
@@ -74,23 +81,29 @@ class _Track:
         self.appearance = appearance
         self.velocity = (0.0, 0.0)  # box centre, pixels per second
         self.seen_at = timestamp
+        self.clear_box, self.clear_at = detection.box, timestamp  # last box seen whole
         self.smoother = smoother
 
     def predicted_box(self, timestamp: float) -> tuple[float, float, float, float]:
-        """The last box moved on by the track's velocity (for up to a second)."""
-        dt = min(max(timestamp - self.seen_at, 0.0), 1.0)
-        x, y, w, h = self.box
+        """The last box seen whole, moved on by the track's velocity (for up
+        to MOTION_HORIZON_S seconds)."""
+        dt = min(max(timestamp - self.clear_at, 0.0), MOTION_HORIZON_S)
+        x, y, w, h = self.clear_box
         return (x + self.velocity[0] * dt, y + self.velocity[1] * dt, w, h)
 
     def see(self, detection: Detection, appearance: Appearance | None, timestamp: float) -> FaceResult:
-        dt = timestamp - self.seen_at
-        if self.detection is not None and dt > 0:
-            (ox, oy), (nx, ny) = _centre(self.box), _centre(detection.box)
-            step = ((nx - ox) / dt, (ny - oy) / dt)
-            self.velocity = tuple(0.5 * v + 0.5 * s for v, s in zip(self.velocity, step))
-        self.detection, self.box, self.seen_at = detection, detection.box, timestamp
-        if appearance is not None:  # only looks of the whole face, not one partly covered
+        """This frame's detection; ``appearance`` None when the face is partly
+        covered (its box and look then are not its own: neither the look nor
+        the velocity learn from it)."""
+        dt = timestamp - self.clear_at
+        if appearance is not None:  # only a face seen whole, not one partly covered
+            if self.detection is not None and 0 < dt <= MOTION_HORIZON_S:
+                (ox, oy), (nx, ny) = _centre(self.clear_box), _centre(detection.box)
+                step = ((nx - ox) / dt, (ny - oy) / dt)
+                self.velocity = tuple(0.5 * v + 0.5 * s for v, s in zip(self.velocity, step))
             self.appearance = self.appearance.blend(appearance, APPEARANCE_RATE)
+            self.clear_box, self.clear_at = detection.box, timestamp
+        self.detection, self.box, self.seen_at = detection, detection.box, timestamp
         return self.smoother(detection, timestamp)
 
 
@@ -208,11 +221,16 @@ class MultiFaceTracker:
                 continue
             used.add(k)
             found[track] = (candidates[k], looks[k])
+        expected = [t.predicted_box(timestamp) for t in self.tracks
+                    if t not in found and timestamp - t.clear_at <= MOTION_HORIZON_S]
         for k, (detection, look) in enumerate(zip(candidates, looks)):
-            # A face partly behind another may be a missing track's face that
-            # does not look like itself yet: it starts a track once clear.
+            # A face partly behind another, or where a missing track's motion
+            # puts it, may be that track's face coming out from behind, not
+            # looking like itself yet: it starts a track once clear (or once
+            # the missing track's motion has moved on).
             others = [d.box for d, _ in found.values()]
-            if k not in used and _covered(detection.box, others) <= NEW_FACE_COVER:
+            if k not in used and _covered(detection.box, others) <= NEW_FACE_COVER and \
+                    _covered(detection.box, expected) <= EXPECTED_COVER:
                 track = _Track(self._next_id, detection, look, timestamp, self._make_smoother())
                 self._next_id += 1
                 self.tracks.append(track)
@@ -223,7 +241,8 @@ class MultiFaceTracker:
         for track in self.tracks:
             if track in found:
                 detection, look = found[track]
-                clear = _covered(detection.box, [d.box for t, (d, _) in found.items() if t is not track]) == 0
+                others = [d.box for t, (d, _) in found.items() if t is not track]
+                clear = _covered(_grown(detection.box, BESIDE), others) == 0
                 faces.append(TrackedFace(track.face_id, track.see(detection, look if clear else None, timestamp)))
                 kept.append(track)
                 continue
@@ -237,6 +256,11 @@ class MultiFaceTracker:
         self.tracks = kept
         self._since_loss += 1
         return sorted(faces, key=lambda f: f.face_id)
+
+
+def _grown(box, fraction: float) -> tuple[float, float, float, float]:
+    x, y, w, h = box
+    return (x - fraction * w, y - fraction * h, w * (1 + 2 * fraction), h * (1 + 2 * fraction))
 
 
 def _covered(box, others) -> float:
