@@ -85,8 +85,7 @@ def faces_timeline_figure(times: np.ndarray, faces: list[tuple[int, np.ndarray]]
     step = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
     extent = (float(times[0]) - step / 2, float(times[-1]) + step / 2, len(au_names) - 0.5, -0.5) if len(times) \
         else (0, 1, len(au_names) - 0.5, -0.5)
-    colours = colormaps["viridis"].copy()
-    colours.set_bad(NO_FACE_COLOUR)
+    colours = colormaps["viridis"].with_extremes(bad=NO_FACE_COLOUR)
     image = None
     for ax, (face_id, scores) in zip(axes, faces):
         grid = np.ma.masked_invalid(scores.T)
