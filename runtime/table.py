@@ -144,7 +144,8 @@ class FrameTable:
     def write_json(self, path: str | Path, metadata: dict | None = None) -> Path:
         """``{"au_names", "threshold", "complete", "frames_read",
         "frames_declared", "metadata", "frames": [...]}`` with one object per
-        frame; ``box``, ``au_scores`` and ``au_active`` are null on frames
+        frame (per frame and face, with its ``face_id``, in a table of every
+        face); ``box``, ``au_scores`` and ``au_active`` are null on frames
         without a face.  ``complete`` is false when the input ended early."""
         document = {
             "au_names": list(self.au_names),
