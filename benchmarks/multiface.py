@@ -2,6 +2,8 @@
 
     python -m mdhr_bench.multiface BUNDLE [--photo tests/data/face.jpg] [--frames 60] [--out DIR]
 
+* how alike the appearance cue finds each test "person" to itself and to
+  the others;
 * identity switches of each tracking cue (overlap, motion, appearance) on
   two faces crossing twice at four speeds, and on a face that leaves and
   comes back while a newcomer enters (``crowd.py``'s footage);
@@ -48,6 +50,28 @@ def identity_switches(tracker: MultiFaceTracker, frames) -> dict:
     return {"switches": switches, "ids": tracker._next_id, "searches": tracker.searches}
 
 
+def likeness(photo) -> dict:
+    """Appearance similarity of each person to itself and to the others,
+    each seen alone at three places, sizes and rolls."""
+    from itertools import combinations
+
+    from mdhr_bench.synthetic import Placement
+    from mdhr_runtime.appearance import similarity
+    from mdhr_runtime.multitrack import _look
+
+    detector, maker, looks = MTCNNDetector(), CrowdMaker(photo, 4), {}
+    for k, (cx, height, roll) in enumerate(((230, 150, 0), (320, 100, 8), (400, 180, -6))):
+        for person in range(4):
+            places = [None] * 4
+            places[person] = Placement(cx=cx, cy=180, face_height=height, roll=roll)
+            frame = maker.render(places, 3.0 * k)
+            looks[person, k] = _look(frame.rgb, detector.detect(frame.rgb)[0])
+    same = [similarity(looks[a], looks[b]) for a, b in combinations(looks, 2) if a[0] == b[0]]
+    other = [similarity(looks[a], looks[b]) for a, b in combinations(looks, 2) if a[0] != b[0]]
+    return {"same_person": [round(min(same), 3), round(max(same), 3)],
+            "other_people": [round(min(other), 3), round(max(other), 3)]}
+
+
 def tracking(photo) -> dict:
     detector = MTCNNDetector()
     results = {}
@@ -90,7 +114,7 @@ def main() -> None:
     parser.add_argument("--skip-tracking", action="store_true")
     args = parser.parse_args()
     photo = cv2.cvtColor(cv2.imread(str(args.photo)), cv2.COLOR_BGR2RGB)
-    report = {} if args.skip_tracking else {"tracking": tracking(photo)}
+    report = {} if args.skip_tracking else {"likeness": likeness(photo), "tracking": tracking(photo)}
     with tempfile.TemporaryDirectory() as folder:
         report["costs"] = costs(args.bundle, photo, args.frames, Path(folder))
     print(json.dumps(report, indent=1))
