@@ -15,7 +15,7 @@ row without a face id and ``success`` 0 (OpenFace's convention).
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable
 
 from mdhr_runtime.crop import CroppedFrame, Cropper, to_model_input
 from mdhr_runtime.frames import Frame
@@ -76,13 +76,3 @@ def _face_rows(face_id: int, rows: list[StreamRow]) -> list[FaceRow]:
     """A face's rows: only the frames where it was found."""
     return [(face_id, row) for row in rows if row.frame.face.success]
 
-
-def score_all_faces(frames, tracker: MultiFaceTracker, open_stream: Callable[[], FrameStream],
-                    clock: StageClock) -> Iterator[list[FaceRow]]:
-    """Per frame, the rows that became final (the last item: the rest)."""
-    streams = TrackStreams(open_stream)
-    for frame in clock.timed(frames, "decode"):
-        with clock.stage("detect"):
-            faces = tracker.update(frame.rgb, frame.timestamp)
-        yield streams.push(frame, tracker, faces, clock)
-    yield streams.finish(clock)
