@@ -93,6 +93,8 @@ def run_live(detector, source: str, windows: str, hop: int | None,
         interrupted = True
     add(scorer.finish())
     table.sort()
+    if isinstance(scorer, LargestFace):
+        table.other_faces = scorer.tracker.most_others
     return LiveResult(table, interrupted, time.perf_counter() - start)
 
 
