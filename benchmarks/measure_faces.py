@@ -20,7 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mdhr_runtime.faces import FaceTracker, HaarDetector, MTCNNDetector, box_iou
+from mdhr_runtime.faces import HaarDetector, MTCNNDetector, box_iou
+from mdhr_runtime.tracking import FaceTracker
 from mdhr_bench.synthetic import FootageMaker, write_video
 
 HIT_IOU = 0.4  # a detection this close to the true box counts as finding the face

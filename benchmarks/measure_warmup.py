@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 
 from mdhr_bench.synthetic import FootageMaker, Segment, write_video
-from mdhr_runtime.faces import FaceTracker, MTCNNDetector
+from mdhr_runtime.faces import MTCNNDetector
+from mdhr_runtime.tracking import FaceTracker
 from mdhr_runtime.frames import FrameSource
 
 FOOTAGE = (Segment("still", 120, speed=0.05), Segment("clean", 120), Segment("fast", 90, speed=4.0),

@@ -20,7 +20,7 @@ import numpy as np
 
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.crop import CroppedFrame
-from mdhr_runtime.faces import FaceResult
+from mdhr_runtime.tracking import FaceResult
 from mdhr_runtime.runners import OnnxRuntimeRunner
 from mdhr_runtime.stages import StageRunner
 from mdhr_runtime.windows import FrameStream, WindowPlan

@@ -115,8 +115,10 @@ class FootageMaker:
 
     def render(self, place: Placement | None, t: float) -> np.ndarray:
         frame = self.background_at(t)
-        if place is None:
-            return frame
+        return frame if place is None else self.paste(frame, place)
+
+    def paste(self, frame: np.ndarray, place: Placement) -> np.ndarray:
+        """``frame`` with the photo's head blended in at ``place``."""
         m = self.face_transform(place)
         size = self.size
         face = cv2.warpAffine(self.photo, m, size, flags=cv2.INTER_LINEAR)

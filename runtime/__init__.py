@@ -10,11 +10,14 @@ The pieces, one job each (see each module):
     bundle.load_bundle    bundle folder -> Bundle (model card + artifacts)
     runners.open_runner   Bundle -> Runner (ONNX Runtime or TensorRT), and why
     frames.FrameSource    video / image folder / image -> Frame (RGB, index, seconds)
-    faces.FaceTracker     Frame -> FaceResult (one smoothed face box per frame, or none)
+    faces.MTCNNDetector   RGB frame -> Detection (every face: box, confidence, landmarks)
+    tracking.FaceTracker  Frame -> FaceResult (one smoothed face box per frame, or none)
+    multitrack.MultiFaceTracker  Frame -> TrackedFace per face (face_id + FaceResult)
     crop.crop_stream      frames + tracker -> CroppedFrame (normalised [3, 224, 224] crop)
     clips.ClipWindows     CroppedFrame stream -> ClipBatch ([B, T, 3, 224, 224] + masks), official windows
     stages.StageRunner    the bundle's frame stage (once per frame) and clip stage (once per window)
     windows.FrameStream   CroppedFrame -> rows when final: official or centred windows, streaming
+    multiface.TrackStreams  one FrameStream per face track (--faces all)
     live.run_live         a camera or stream URL, scored live
     table.FrameTable      per-frame results -> CSV / JSON / timeline PNG (atomic writes)
     detector.AUDetector   all of the above in one call

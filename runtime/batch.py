@@ -29,6 +29,7 @@ from typing import Callable
 from mdhr.errors import MDHRError
 from mdhr_runtime.corpus import (SUMMARY_FILE, SummaryRow, bundle_hash, finished_before, output_names,
                                  read_summary, write_summary)
+from mdhr_runtime.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.segments import Segment, SegmentPlan, SegmentResult, stitch
 
 # A worker whose process dies (out of memory, a crashing decoder) is
@@ -47,6 +48,8 @@ class BatchOptions:
     threads_per_worker: int = 1
     segment_frames: int | None = None
     address: str | None = None
+    faces: str = "largest"  # or "all": every face, rows with a face_id (whole videos only)
+    min_face: int = DEFAULT_MIN_FACE
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,8 @@ class ProgressLog:
 class AUWorker:
     """A Ray actor: one AUDetector, loaded once, scoring many tasks."""
 
-    def __init__(self, bundle_dir: str, backend: str, threads: int, progress_log: str):
+    def __init__(self, bundle_dir: str, backend: str, threads: int, progress_log: str, faces: str = "largest",
+                 min_face: int = DEFAULT_MIN_FACE):
         import ray
 
         from mdhr_runtime.cli_common import quiet_ffmpeg
@@ -85,6 +89,7 @@ class AUWorker:
 
         quiet_ffmpeg(verbose=False)
         self.detector = AUDetector(bundle_dir, backend=backend, threads=threads)
+        self.faces, self.min_face = faces, min_face
         # Found by name (not passed as a handle) so a restarted worker needs
         # nothing from the object store.
         self.progress = ray.get_actor(progress_log)
@@ -99,7 +104,8 @@ class AUWorker:
 
         try:
             if task.segment is None:
-                table = self.detector.predict_video(task.video, progress=report, windows=WINDOWS)
+                table = self.detector.predict_video(task.video, progress=report, windows=WINDOWS,
+                                                    faces=self.faces, min_face=self.min_face)
                 result = SegmentResult(Segment(0, None, 0, 0), table, not table.complete, table.frames_declared)
             else:
                 result = predict_segment(self.detector, task.video, task.segment, progress=report)
@@ -146,7 +152,7 @@ class BatchJob:
 
     def plan(self) -> list[_Video]:
         """Rows for videos skipped or failing their probe; the rest to run."""
-        from mdhr_runtime.faces import REDETECT_EVERY
+        from mdhr_runtime.tracking import REDETECT_EVERY
         from mdhr_runtime.frames import FrameSource
         from mdhr_runtime.outputs import check_input, remove_stale_staging
 
@@ -219,7 +225,8 @@ class BatchJob:
         actor = ray.remote(AUWorker).options(num_cpus=threads, max_restarts=-1,
                                              max_task_retries=TASK_RETRIES)
         pool = ActorPool([actor.remote(str(self.options.bundle_dir.absolute()), self.options.backend,
-                                       threads, log_name) for _ in range(min(workers, self._task_count(todo)))])
+                                       threads, log_name, self.options.faces, self.options.min_face)
+                          for _ in range(min(workers, self._task_count(todo)))])
         tasks = self._tasks(todo)
         by_number = {task.number: task for task in tasks}
         videos = {v.path: v for v in todo}
@@ -240,7 +247,7 @@ class BatchJob:
                 by_number.pop(task.number, None)
                 self.work_done += 1
                 self._drain(progress, done_frames, bar)
-                frames = 0 if result is None else len(result.table)
+                frames = 0 if result is None else len({row.index for row in result.table.rows})
                 bar.update(frames - done_frames.get(task.number, 0))
                 done_frames[task.number] = frames
                 self._collect(videos[task.video], result, error)
@@ -315,20 +322,21 @@ class BatchJob:
 
     def _write_video(self, video: _Video) -> SummaryRow:
         table = stitch(video.results, self.bundle.au_names, self.bundle.threshold)
-        row = SummaryRow(str(video.path), frames=len(table), fps=video.fps, output=video.output,
+        frames = len({r.index for r in table.rows})
+        row = SummaryRow(str(video.path), frames=frames, fps=video.fps, output=video.output,
                          bundle_hash=self.digest,
-                         frames_with_face=sum(r.face.success for r in table.rows))
+                         frames_with_face=len({r.index for r in table.rows if r.face.success}))
         if len(table) == 0:
             return dataclasses.replace(row, status="failed", output="",
                                        error=f"{video.path}: no frames could be read; is it an empty video?")
         table.write_csv(self.options.out_dir / video.output)
         if not table.complete:
             return dataclasses.replace(row, status="partial",
-                                       error=f"read {len(table)} of {table.frames_declared} frames: the file is "
+                                       error=f"read {frames} of {table.frames_declared} frames: the file is "
                                              "truncated or damaged; the rows read were written")
         if row.frames_with_face == 0:
             return dataclasses.replace(row, status="failed",
-                                       error=f"no face found in any of the {len(table)} frames (AU cells empty)")
+                                       error=f"no face found in any of the {frames} frames (AU cells empty)")
         return dataclasses.replace(row, status="ok")
 
     # -- the summary -----------------------------------------------------

@@ -11,6 +11,7 @@ import click
 from mdhr.errors import MDHRError
 from mdhr_runtime.cli_common import (EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_TERMINATED, Terminated,
                                      run_reporting_errors, say, verbose_option)
+from mdhr_runtime.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.runners import BACKENDS
 
 
@@ -37,10 +38,15 @@ def _positive(ctx, param, value):
                    "parallel and stitched into one CSV (equal to a whole run within 1e-3).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: a TensorRT engine on a GPU when the bundle has one, else ONNX Runtime.")
+@click.option("--faces", type=click.Choice(["largest", "all"]), default="largest", show_default=True,
+              help="largest: one face per frame; all: every face, with a face_id column (whole videos: "
+                   "not with --segment-frames).")
+@click.option("--min-face", type=int, default=DEFAULT_MIN_FACE, show_default=True, metavar="PX",
+              help="--faces all: ignore faces whose box is smaller than PX pixels.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout at the end.")
 @verbose_option
-def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segment_frames, backend, as_json,
-         verbose):
+def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segment_frames, backend, faces,
+         min_face, as_json, verbose):
     """Recognise facial action units in every frame of many videos.
 
     INPUT is any mix of video files, folders (searched for videos), glob
@@ -67,6 +73,12 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
             import ray  # noqa: F401
         except ImportError:
             raise MDHRError("mdhr-batch needs Ray: pip install 'mdhr-toolkit[batch]'") from None
+        from mdhr_runtime.detector import check_faces
+
+        check_faces(faces, min_face)
+        if faces == "all" and segment_frames is not None:
+            raise MDHRError("--faces all scores whole videos: face ids cannot be joined across segments yet; "
+                            "drop --segment-frames (or use --faces largest)")
         check_out_dir(out_dir)
         videos = expand_inputs(list(inputs))
         if not videos:
@@ -74,7 +86,7 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
                             "glob patterns or @list.txt")
         options = BatchOptions(bundle_dir=model_dir, out_dir=out_dir, backend=backend, workers=workers,
                                threads_per_worker=threads_per_worker, segment_frames=segment_frames,
-                               address=address)
+                               address=address, faces=faces, min_face=min_face)
         job = BatchJob(videos, options, say)  # loads and hashes the bundle: refuses a bad one here
         try:
             rows = job.run()

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from mdhr_runtime.cli_common import EXIT_INCOMPLETE_INPUT, run_reporting_errors, say, verbose_option
+from mdhr_runtime.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.runners import BACKENDS
 from mdhr_runtime.windows import DEFAULT_WINDOWS, WINDOW_MODES
 
@@ -29,11 +30,16 @@ from mdhr_runtime.windows import DEFAULT_WINDOWS, WINDOW_MODES
               help="auto: a TensorRT engine on a GPU when the bundle has one, else ONNX Runtime.")
 @click.option("--aligned", is_flag=True, help="INPUT frames are already aligned face crops: skip face detection.")
 @click.option("--threshold", type=float, help="Decision threshold on the AU score (default: the bundle's, 0.5).")
+@click.option("--faces", type=click.Choice(["largest", "all"]), default="largest", show_default=True,
+              help="largest: one face per frame, as the CSV always had (a note says when others were there); "
+                   "all: every face, tracked with a face_id column (one row per frame and face).")
+@click.option("--min-face", type=int, default=DEFAULT_MIN_FACE, show_default=True, metavar="PX",
+              help="--faces all: ignore faces whose box is smaller than PX pixels.")
 @click.option("--face-detector", type=click.Choice(["mtcnn", "haar"]), default="mtcnn", show_default=True,
               help="mtcnn: more accurate, with landmarks for levelling the crop; haar: OpenCV cascade.")
 @verbose_option
 def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backend, aligned, threshold,
-         face_detector, verbose):
+         faces, min_face, face_detector, verbose):
     """Recognise facial action units in every frame of INPUT (a video file,
     a folder of frames, or an image), or live from --camera.
 
@@ -53,7 +59,7 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
 
     from mdhr.errors import MDHRError
     from mdhr_runtime.bundle import load_bundle
-    from mdhr_runtime.detector import AUDetector, check_threshold
+    from mdhr_runtime.detector import AUDetector, check_faces, check_threshold
     from mdhr_runtime.frames import FrameSource
     from mdhr_runtime.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
     from mdhr_runtime.windows import WindowPlan
@@ -67,6 +73,7 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
             raise MDHRError("--aligned applies to files of face crops, not to --camera")
         if threshold is not None:
             check_threshold(threshold)
+        check_faces(faces, min_face, aligned)
         outputs = {"--out": out, "--json": json_out, "--plot": plot}
         check_run_paths(outputs, {"INPUT": input_path})
         # the card only: says what is wrong with a bundle, or --hop, before any model loads
@@ -88,7 +95,7 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
             if camera is not None:
                 from mdhr_runtime.live import run_live
 
-                live = run_live(detector, camera, windows, hop, status=status)
+                live = run_live(detector, camera, windows, hop, status=status, faces=faces, min_face=min_face)
                 click.echo("\nstopped (Ctrl-C)" if live.interrupted else "\nsource ended", err=True)
                 table = live.table
                 if out is None:
@@ -98,11 +105,13 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
                 total = FrameSource(input_path).frame_count
                 with tqdm(total=total, unit="frame", desc=input_path.name, disable=None, leave=False) as bar:
                     table = detector.predict_video(input_path, aligned=aligned, windows=windows, hop=hop,
+                                                   faces=faces, min_face=min_face,
                                                    progress=lambda done: bar.update(done - bar.n))
             if len(table) == 0:
                 raise MDHRError(f"no frame could be read from {camera}; nothing written")
             metadata = {"input": str(input_path or camera), "bundle": str(model_dir),
-                        "windows": plan.describe(),
+                        "windows": plan.describe(), "faces": faces,
+                        **({"min_face": min_face} if faces == "all" else {}),
                         "backend": detector.backend if windows == "official" else detector.stage_runner.name,
                         "dataset": detector.bundle.dataset, "backbone": detector.bundle.backbone,
                         "untrained": detector.bundle.untrained}
@@ -118,8 +127,13 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
             say(f"error: read {len(table)} of {table.frames_declared} frames: the file is truncated or damaged "
                 f"({input_path}); the {len(table)} rows read were written to {out}")
             return EXIT_INCOMPLETE_INPUT
-        found = sum(row.face.success for row in table.rows)
-        say(f"wrote {out}: {len(table)} frames, face found in {found}"
+        if table.other_faces:
+            say(f"note: up to {table.other_faces} other face(s) were in the frame besides the one scored; "
+                "--faces all scores every face")
+        frames = len({row.index for row in table.rows})
+        found = len({row.index for row in table.rows if row.face.success})
+        people = f", {len(table.ids())} face track(s)" if table.face_ids else ""
+        say(f"wrote {out}: {frames} frames, face found in {found}{people}"
             + ("" if found else " (no face anywhere: AU cells are empty)"))
 
     def status(line: str) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from mdhr.aus import IMAGE_MEAN, IMAGE_SIZE, IMAGE_STD
 from mdhr.errors import MDHRError
 from mdhr_runtime.timing import StageClock
-from mdhr_runtime.faces import FaceResult, FaceTracker
+from mdhr_runtime.tracking import FaceResult, FaceTracker
 from mdhr_runtime.frames import Frame
 
 # ToTensor then Normalize, folded into one multiply-add per channel:

@@ -13,7 +13,9 @@ from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.clips import ClipBatch, ClipWindows
 from mdhr_runtime.crop import crop_stream
-from mdhr_runtime.faces import FaceTracker, HaarDetector, MTCNNDetector
+from mdhr_runtime.faces import HaarDetector, MTCNNDetector
+from mdhr_runtime.multitrack import DEFAULT_MIN_FACE
+from mdhr_runtime.tracking import FaceTracker
 from mdhr_runtime.frames import FrameSource
 from mdhr_runtime.runners import check_clip_values, open_runner
 from mdhr_runtime.table import FrameTable
@@ -21,6 +23,20 @@ from mdhr_runtime.timing import StageClock
 from mdhr_runtime.windows import DEFAULT_WINDOWS, FrameStream, WindowPlan
 
 FACE_DETECTORS = {"mtcnn": MTCNNDetector, "haar": HaarDetector}
+# largest: one face per frame (the largest, then the one tracked), as before
+# multi-face tracking existed; all: every face, each with its own face_id.
+FACE_MODES = ("largest", "all")
+DEFAULT_FACES = "largest"
+
+
+def check_faces(faces: str, min_face: int, aligned: bool = False) -> None:
+    if faces not in FACE_MODES:
+        raise MDHRError(f"unknown face mode {faces!r}: choose {' or '.join(FACE_MODES)}")
+    if not 1 <= min_face <= 10000:
+        raise MDHRError(f"--min-face must be a face size in pixels (1 to 10000), got {min_face}")
+    if aligned and faces == "all":
+        raise MDHRError("--faces all needs face detection, and --aligned frames are one face crop each: "
+                        "drop one of the two")
 
 
 def check_threshold(threshold: float) -> float:
@@ -33,19 +49,22 @@ def check_threshold(threshold: float) -> float:
 
 
 def crops(source: str | Path | FrameSource, aligned: bool = False, face_detector: str = "mtcnn",
-          clock: StageClock | None = None):
-    """The normalised face crops of a video, image folder or image, streamed."""
-    tracker = None if aligned else FaceTracker(FACE_DETECTORS[face_detector]())
+          clock: StageClock | None = None, tracker: FaceTracker | None = None):
+    """The normalised face crops of a video, image folder or image, streamed
+    (the largest face, or the one ``tracker`` follows)."""
+    if not aligned and tracker is None:
+        tracker = FaceTracker(FACE_DETECTORS[face_detector]())
     frames = source if isinstance(source, FrameSource) else FrameSource(source)
     return crop_stream(frames, tracker, clock=clock or StageClock())
 
 
 def clip_batches(source: str | Path | FrameSource, input_shape: tuple[int, ...], aligned: bool = False,
-                 face_detector: str = "mtcnn", clock: StageClock | None = None) -> Iterator[ClipBatch]:
+                 face_detector: str = "mtcnn", clock: StageClock | None = None,
+                 tracker: FaceTracker | None = None) -> Iterator[ClipBatch]:
     """The model batches [B, T, 3, 224, 224] of a video, image folder or
     image, streamed: decode -> track the face -> crop -> clip windows."""
     clock = clock or StageClock()
-    cropped = crops(source, aligned, face_detector, clock)
+    cropped = crops(source, aligned, face_detector, clock, tracker)
     return clock.timed(ClipWindows.for_input_shape(input_shape).batches(cropped), "preprocess")
 
 
@@ -127,44 +146,88 @@ class AUDetector:
     def predict_video(self, source: str | Path, aligned: bool = False,
                       progress: Callable[[int], None] | None = None,
                       clock: StageClock | None = None, windows: str = DEFAULT_WINDOWS,
-                      hop: int | None = None) -> FrameTable:
-        """One row per frame of a video file, an image folder or an image.
+                      hop: int | None = None, faces: str = DEFAULT_FACES,
+                      min_face: int = DEFAULT_MIN_FACE) -> FrameTable:
+        """One row per frame of a video file, an image folder or an image
+        (``faces="all"``: one row per frame and face).
 
         Frames are streamed (memory stays bounded whatever the length).
         ``aligned=True`` takes the frames as face crops already (no face
         detection).  Frames where no face is found are kept, with
-        ``success`` false and no AU scores.  ``windows``/``hop`` choose the
-        window mode (class doc).  ``progress`` is called with the number of
-        frames done as rows are final; ``clock`` collects the time of each
-        stage (decode, detect, preprocess, model).
+        ``success`` false and no AU scores; windows without any face skip
+        the model.  ``windows``/``hop`` choose the window mode (class doc).
+        ``faces``: "largest" scores one face per frame (the table's
+        ``other_faces`` says how many more the searches saw); "all" scores
+        every face of at least ``min_face`` pixels, each with its own
+        ``face_id``, frame-feature cache and windows (``multiface.py``).
+        ``progress`` is called with the number of frames done; ``clock``
+        collects the time of each stage (decode, detect, preprocess, model).
 
         A video that ends before the frames its container declares (cut
         short or damaged) is not an error: the frames read are in the table,
         whose ``complete`` is then False and ``frames_declared`` the count
         the container promised."""
+        check_faces(faces, min_face, aligned)
         plan = WindowPlan.make(windows, self.bundle.frames, hop)
         clock = clock or StageClock()
-        table = FrameTable(self.au_names, self.threshold)
         frames = FrameSource(source)
+        if faces == "all":
+            table = self._predict_all_faces(frames, plan, clock, progress, min_face)
+        else:
+            table = self._predict_largest_face(frames, plan, clock, progress, aligned)
+        if len(table) == 0:
+            raise MDHRError(f"{source}: no frames could be read; is it an empty video?")
+        table.frames_declared = frames.frame_count
+        table.complete = not frames.truncated
+        return table
+
+    def _predict_largest_face(self, frames: FrameSource, plan: WindowPlan, clock: StageClock, progress,
+                              aligned: bool) -> FrameTable:
+        table = FrameTable(self.au_names, self.threshold)
+        tracker = None if aligned else FaceTracker(FACE_DETECTORS[self.face_detector]())
         if plan.mode == "official":
-            for batch in clip_batches(frames, self.bundle.input_shape, aligned, self.face_detector, clock):
-                with clock.stage("model"):
-                    scores = self.runner.infer(batch.clips)["au_scores"]
+            for batch in clip_batches(frames, self.bundle.input_shape, aligned, self.face_detector, clock, tracker):
+                if batch.has_face.any():
+                    with clock.stage("model"):
+                        scores = self.runner.infer(batch.clips)["au_scores"]
+                    table.model_calls += 1
+                else:  # no face anywhere in these windows: their rows have no scores to keep
+                    scores = np.zeros(batch.real.shape + (len(self.au_names),), dtype=np.float32)
                 table.add_batch(batch, scores)
                 if progress is not None:
                     progress(len(table))
         else:
             stream = FrameStream(self.stage_runner, plan)
-            for frame in crops(frames, aligned, self.face_detector, clock):
+            for frame in crops(frames, aligned, self.face_detector, clock, tracker):
                 with clock.stage("model"):
                     rows = stream.push(frame)
+                table.model_calls += frame.crop is not None
                 self._add_rows(table, rows, progress)
             with clock.stage("model"):
                 self._add_rows(table, stream.finish(), progress)
-        if len(table) == 0:
-            raise MDHRError(f"{source}: no frames could be read; is it an empty video?")
-        table.frames_declared = frames.frame_count
-        table.complete = not frames.truncated
+            table.model_calls += stream.windows_run
+        table.other_faces = 0 if tracker is None else tracker.most_others
+        return table
+
+    def _predict_all_faces(self, frames: FrameSource, plan: WindowPlan, clock: StageClock, progress,
+                           min_face: int) -> FrameTable:
+        from mdhr_runtime.multiface import TrackStreams
+        from mdhr_runtime.multitrack import MultiFaceTracker
+
+        table = FrameTable(self.au_names, self.threshold, face_ids=True)
+        tracker = MultiFaceTracker(FACE_DETECTORS[self.face_detector](), min_face=min_face)
+        streams = TrackStreams(lambda: FrameStream(self.stage_runner, plan))
+        for frame in clock.timed(frames, "decode"):
+            with clock.stage("detect"):
+                found = tracker.update(frame.rgb, frame.timestamp)
+            for face_id, row in streams.push(frame, tracker, found, clock):
+                table.add(row.frame, row.scores, face_id)
+            if progress is not None:
+                progress(frame.index + 1)
+        for face_id, row in streams.finish(clock):
+            table.add(row.frame, row.scores, face_id)
+        table.sort()
+        table.model_calls = streams.frames_run + streams.windows_run
         return table
 
     @staticmethod
@@ -175,21 +238,23 @@ class AUDetector:
             progress(len(table))
 
     def profile_video(self, source: str | Path, aligned: bool = False, windows: str = DEFAULT_WINDOWS,
-                      hop: int | None = None) -> dict:
+                      hop: int | None = None, faces: str = DEFAULT_FACES) -> dict:
         """Frames per second of the whole pipeline and the time of each stage."""
-        return self.profile(source, aligned, windows, hop)[0]
+        return self.profile(source, aligned, windows, hop, faces)[0]
 
     def profile(self, source: str | Path, aligned: bool = False, windows: str = DEFAULT_WINDOWS,
-                hop: int | None = None) -> tuple[dict, FrameTable]:
+                hop: int | None = None, faces: str = DEFAULT_FACES) -> tuple[dict, FrameTable]:
         """``profile_video``'s report, and the table it scored."""
         plan = WindowPlan.make(windows, self.bundle.frames, hop)
         clock = StageClock()
         start = time.perf_counter()
-        table = self.predict_video(source, aligned, clock=clock, windows=windows, hop=hop)
+        table = self.predict_video(source, aligned, clock=clock, windows=windows, hop=hop, faces=faces)
         wall = time.perf_counter() - start
-        frames = len(table)
+        frames = len({row.index for row in table.rows})
         backend = self.backend if plan.mode == "official" else self.stage_runner.name
-        report = {"frames": frames, "frames_with_face": sum(r.face.success for r in table.rows),
+        report = {"frames": frames, "frames_with_face": len({r.index for r in table.rows if r.face.success}),
+                  "faces": faces, "face_rows": sum(r.face.success for r in table.rows),
+                  "model_calls": table.model_calls,
                   "seconds": round(wall, 4), "fps": round(frames / wall, 3) if wall else None,
                   "complete": table.complete, "frames_declared": table.frames_declared,
                   "windows": plan.describe(), "backend": backend, "why": self.why,

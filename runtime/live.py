@@ -46,6 +46,9 @@ def live_frames(capture: cv2.VideoCapture) -> Iterator[Frame]:
         capture.release()
 
 
+READ_TIMES = 256
+
+
 @dataclass
 class LiveResult:
     table: FrameTable
@@ -54,41 +57,84 @@ class LiveResult:
 
 
 def run_live(detector, source: str, windows: str, hop: int | None,
-             status: Callable[[str], None] = lambda line: None, max_frames: int | None = None) -> LiveResult:
+             status: Callable[[str], None] = lambda line: None, max_frames: int | None = None,
+             faces: str = "largest", min_face: int | None = None) -> LiveResult:
     """Score ``source`` live with ``detector`` (an ``AUDetector``) until it
-    ends, Ctrl-C, or ``max_frames``."""
-    from mdhr_runtime.detector import FACE_DETECTORS
-    from mdhr_runtime.faces import FaceTracker
-
+    ends, Ctrl-C, or ``max_frames``; ``faces="all"`` scores every face."""
     stream = detector.stream(windows, hop)
-    table = FrameTable(detector.au_names, detector.threshold)
-    tracker = FaceTracker(FACE_DETECTORS[detector.face_detector]())
-    read_at: dict[int, float] = {}  # frame index -> when it was read, until its row is final
+    table = FrameTable(detector.au_names, detector.threshold, face_ids=faces == "all")
+    read_at: dict[int, float] = {}  # frame index -> when it was read (the last READ_TIMES frames)
     latest_ms, start, interrupted = 0.0, time.perf_counter(), False
 
     def add(rows) -> None:
         nonlocal latest_ms
         now = time.perf_counter()
-        for row in rows:
-            table.add(row.frame, row.scores)
-            latest_ms = 1e3 * (now - read_at.pop(row.frame.index))
+        for face_id, row in rows:
+            table.add(row.frame, row.scores, face_id)
+            latest_ms = 1e3 * (now - read_at.get(row.frame.index, now))
 
     def frames() -> Iterator[Frame]:
         for frame in live_frames(open_source(source)):
             read_at[frame.index] = time.perf_counter()
+            read_at.pop(frame.index - READ_TIMES, None)  # rows are final well before (windows of T frames)
             yield frame
 
+    scorer = AllFaces(detector, windows, hop, min_face) if faces == "all" else LargestFace(stream, detector)
+    count = 0
     try:
-        for cropped in crop_stream(frames(), tracker):
-            add(stream.push(cropped))
+        for frame in frames():
+            add(scorer.push(frame))
+            count += 1
             elapsed = time.perf_counter() - start
-            status(status_line(stream.count, elapsed, latest_ms, stream.plan.latency_frames, table))
-            if max_frames is not None and stream.count >= max_frames:
+            status(status_line(count, elapsed, latest_ms, stream.plan.latency_frames, table))
+            if max_frames is not None and count >= max_frames:
                 break
     except KeyboardInterrupt:
         interrupted = True
-    add(stream.finish())
+    add(scorer.finish())
+    table.sort()
+    if isinstance(scorer, LargestFace):
+        table.other_faces = scorer.tracker.most_others
     return LiveResult(table, interrupted, time.perf_counter() - start)
+
+
+class LargestFace:
+    """Frame in, the rows that became final out, as (face_id None, row)."""
+
+    def __init__(self, stream, detector):
+        from mdhr_runtime.detector import FACE_DETECTORS
+        from mdhr_runtime.tracking import FaceTracker
+
+        self.stream = stream
+        self.tracker = FaceTracker(FACE_DETECTORS[detector.face_detector]())
+
+    def push(self, frame: Frame) -> list:
+        (cropped,) = crop_stream([frame], self.tracker)
+        return [(None, row) for row in self.stream.push(cropped)]
+
+    def finish(self) -> list:
+        return [(None, row) for row in self.stream.finish()]
+
+
+class AllFaces:
+    """``LargestFace`` for every face (``multiface.py``): (face_id, row)."""
+
+    def __init__(self, detector, windows: str, hop: int | None, min_face: int | None):
+        from mdhr_runtime.detector import FACE_DETECTORS
+        from mdhr_runtime.multiface import TrackStreams
+        from mdhr_runtime.multitrack import DEFAULT_MIN_FACE, MultiFaceTracker
+        from mdhr_runtime.timing import StageClock
+
+        self.tracker = MultiFaceTracker(FACE_DETECTORS[detector.face_detector](),
+                                        min_face=min_face or DEFAULT_MIN_FACE)
+        self.streams = TrackStreams(lambda: detector.stream(windows, hop))
+        self.clock = StageClock()
+
+    def push(self, frame: Frame) -> list:
+        return self.streams.push(frame, self.tracker, self.tracker.update(frame.rgb, frame.timestamp), self.clock)
+
+    def finish(self) -> list:
+        return self.streams.finish(self.clock)
 
 
 def status_line(frames: int, seconds: float, latency_ms: float, latency_frames: int, table: FrameTable) -> str:

@@ -64,3 +64,44 @@ def timeline_figure(times: np.ndarray, scores: np.ndarray, au_names: Sequence[st
     heading = title or "AU activity"
     figure.suptitle(f"{heading}  (line: score; shaded: score >= {threshold:g}; grey: no face)", fontsize=11)
     return figure
+
+
+# A figure of more faces than this gets too small to read; the rest are named.
+MAX_FACES_PLOTTED = 6
+
+
+def faces_timeline_figure(times: np.ndarray, faces: list[tuple[int, np.ndarray]], au_names: Sequence[str],
+                          threshold: float, title: str | None = None, left_out: int = 0) -> Figure:
+    """One panel per face: its AU scores over the video's time (``times``,
+    one per frame) as a heat map, one row per AU, outlined where a score
+    reaches the threshold, grey where that face was not found.  ``faces``
+    holds (face_id, scores [frames, AUs] with NaN where absent)."""
+    from matplotlib import colormaps
+
+    rows = max(1, len(faces))
+    figure = Figure(figsize=(12, rows * (0.22 * len(au_names) + 0.55) + 1.0), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    step = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
+    extent = (float(times[0]) - step / 2, float(times[-1]) + step / 2, len(au_names) - 0.5, -0.5) if len(times) \
+        else (0, 1, len(au_names) - 0.5, -0.5)
+    colours = colormaps["viridis"].with_extremes(bad=NO_FACE_COLOUR)
+    image = None
+    for ax, (face_id, scores) in zip(axes, faces):
+        grid = np.ma.masked_invalid(scores.T)
+        image = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap=colours, vmin=-1, vmax=1,
+                          extent=extent)
+        active = np.nan_to_num(scores.T, nan=-np.inf) >= threshold
+        if active.any() and len(times) > 1:
+            ax.contour(times, np.arange(len(au_names)), active.astype(float), levels=[0.5],
+                       colors=ACTIVE_COLOUR, linewidths=1.0)
+        ax.set_yticks(range(len(au_names)), au_names, fontsize=7)
+        ax.set_ylabel(f"face {face_id}", rotation=0, ha="right", va="center", fontsize=10)
+    axes[-1].set_xlabel("time (s)")
+    if image is not None:
+        figure.colorbar(image, ax=list(axes), shrink=0.8, label="AU score")
+    heading = title or "AU activity per face"
+    more = f"; {left_out} more face(s) not drawn" if left_out else ""
+    figure.suptitle(f"{heading}  (colour: score; outlined: score >= {threshold:g}; grey: face not found{more})",
+                    fontsize=11)
+    return figure

@@ -35,7 +35,7 @@ import numpy as np
 from mdhr.errors import MDHRError
 from mdhr_runtime.clips import ClipWindows
 from mdhr_runtime.crop import Cropper, crop_stream, to_model_input
-from mdhr_runtime.faces import FaceTracker
+from mdhr_runtime.tracking import FaceTracker
 from mdhr_runtime.frames import FrameSource
 from mdhr_runtime.table import FrameTable
 
@@ -170,15 +170,15 @@ def _track(tracker: FaceTracker, frames) -> np.ndarray | None:
 def stitch(results: Sequence[SegmentResult], au_names: Sequence[str], threshold: float) -> FrameTable:
     """One table from the segments of a video, in order.  It is complete
     when no segment ran short; its rows stop where the video did."""
-    table = FrameTable(au_names, threshold)
+    table = FrameTable(au_names, threshold, face_ids=any(r.table.face_ids for r in results))
     ordered = sorted(results, key=lambda r: r.segment.start)
     for result in ordered:
         table.rows.extend(result.table.rows)
         if result.short:
             table.complete = False
             break
-    expected = list(range(len(table.rows)))
-    if [row.index for row in table.rows] != expected:
+    indices = [row.index for row in table.rows]  # one or more rows a frame (one per face)
+    if sorted(set(indices)) != list(range(len(set(indices)))) or indices != sorted(indices):
         raise MDHRError("segments did not join up frame by frame; please report this")
     table.frames_declared = ordered[0].frames_declared if ordered else None
     return table

@@ -10,6 +10,11 @@ CSV columns follow OpenFace's habits: ``frame`` (1-based), ``timestamp``
 ``face_w``, ``face_h``, then ``<AU>_score`` for every AU and ``<AU>_c``
 (1 when the score reaches the threshold, as the official evaluation's
 ``score >= 0.5``).  Box and AU cells are empty on frames without a face.
+
+A table of every face (``face_ids=True``, ``mdhr-run --faces all``) has one
+row per (frame, face) and a ``face_id`` column after ``frame``, as OpenFace's
+multi-face output; a frame without any face keeps one ``success`` 0 row,
+whose ``face_id`` is empty.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from mdhr.aus import DECISION_THRESHOLD
 from mdhr_runtime.clips import ClipBatch
 from mdhr_runtime.crop import CroppedFrame
 from mdhr_runtime.atomic import atomic_path
-from mdhr_runtime.faces import FaceResult
+from mdhr_runtime.tracking import FaceResult
 
 
 @dataclass(frozen=True)
@@ -35,15 +40,23 @@ class FrameRow:
     timestamp: float
     face: FaceResult
     scores: np.ndarray | None  # [num_aus] float32, None without a face
+    face_id: int | None = None  # the face's track (tables of every face), None: no face
 
 
 class FrameTable:
-    """Rows of per-frame results, in the order added (frame order)."""
+    """Rows of per-frame results, in the order added (frame order; with
+    ``face_ids``, call ``sort`` for (frame, face) order)."""
 
-    def __init__(self, au_names: Sequence[str], threshold: float = DECISION_THRESHOLD):
+    def __init__(self, au_names: Sequence[str], threshold: float = DECISION_THRESHOLD, face_ids: bool = False):
         self.au_names = tuple(au_names)
         self.threshold = float(threshold)
+        self.face_ids = face_ids
         self.rows: list[FrameRow] = []
+        # Faces seen besides the one scored (``--faces largest``): the most at
+        # any full search.  Model calls: whole-model batches, or frame plus
+        # clip stage runs.
+        self.other_faces = 0
+        self.model_calls = 0
         # Set by AUDetector.predict_video: False when the video ended before
         # the frame count its container declares (truncated or damaged).
         self.complete = True
@@ -52,28 +65,48 @@ class FrameTable:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def add(self, frame: CroppedFrame, scores: np.ndarray | None) -> None:
+    def add(self, frame: CroppedFrame, scores: np.ndarray | None, face_id: int | None = None) -> None:
         """One frame's result; ``scores`` are its AU scores, or None when no
-        face was found (then the row's AU cells stay empty)."""
+        face was found (then the row's AU cells stay empty).  ``face_id``: the
+        face's track, in a table of every face."""
         if scores is not None:
             scores = np.asarray(scores, dtype=np.float32).reshape(-1)
             if scores.shape[0] != len(self.au_names):
                 raise ValueError(f"{scores.shape[0]} scores for {len(self.au_names)} AUs")
             if not frame.face.success:
                 scores = None
-        self.rows.append(FrameRow(frame.index, frame.timestamp, frame.face, scores))
+        self.rows.append(FrameRow(frame.index, frame.timestamp, frame.face, scores, face_id))
 
     def add_batch(self, batch: ClipBatch, scores: np.ndarray) -> None:
         """All real frames of a batch with the model's [B, T, num_aus] scores."""
         for frame, frame_scores in batch.rows(scores):
             self.add(frame, frame_scores)
 
+    def sort(self) -> None:
+        """Rows in (frame, face_id) order (the no-face row of a frame first)."""
+        self.rows.sort(key=lambda row: (row.index, -1 if row.face_id is None else row.face_id))
+
     # -- views -------------------------------------------------------------
 
     @property
     def columns(self) -> list[str]:
-        return (["frame", "timestamp", "success", "confidence", "face_x", "face_y", "face_w", "face_h"]
+        return (["frame"] + (["face_id"] if self.face_ids else [])
+                + ["timestamp", "success", "confidence", "face_x", "face_y", "face_w", "face_h"]
                 + [f"{au}_score" for au in self.au_names] + [f"{au}_c" for au in self.au_names])
+
+    def ids(self) -> list[int]:
+        """The face ids in the table, by their number of rows (most first)."""
+        counts: dict[int, int] = {}
+        for row in self.rows:
+            if row.face_id is not None:
+                counts[row.face_id] = counts.get(row.face_id, 0) + 1
+        return sorted(counts, key=lambda i: (-counts[i], i))
+
+    def face(self, face_id: int) -> "FrameTable":
+        """The rows of one face, as a table of their own."""
+        table = FrameTable(self.au_names, self.threshold)
+        table.rows = [row for row in self.rows if row.face_id == face_id]
+        return table
 
     def score_matrix(self) -> np.ndarray:
         """[frames, num_aus] float32 scores, NaN where no face."""
@@ -88,7 +121,8 @@ class FrameTable:
 
     def _cells(self, row: FrameRow) -> list[str]:
         face = row.face
-        cells = [str(row.index + 1), f"{row.timestamp:.3f}", str(int(face.success)), f"{face.confidence:.3f}"]
+        cells = [str(row.index + 1)] + (["" if row.face_id is None else str(row.face_id)] if self.face_ids else [])
+        cells += [f"{row.timestamp:.3f}", str(int(face.success)), f"{face.confidence:.3f}"]
         cells += [f"{v:.1f}" for v in face.box] if face.success and face.box else [""] * 4
         if row.scores is None:
             return cells + [""] * (2 * len(self.au_names))
@@ -110,7 +144,8 @@ class FrameTable:
     def write_json(self, path: str | Path, metadata: dict | None = None) -> Path:
         """``{"au_names", "threshold", "complete", "frames_read",
         "frames_declared", "metadata", "frames": [...]}`` with one object per
-        frame; ``box``, ``au_scores`` and ``au_active`` are null on frames
+        frame (per frame and face, with its ``face_id``, in a table of every
+        face); ``box``, ``au_scores`` and ``au_active`` are null on frames
         without a face.  ``complete`` is false when the input ended early."""
         document = {
             "au_names": list(self.au_names),
@@ -132,6 +167,7 @@ class FrameTable:
         scores = None if row.scores is None else [_number(s, 4) for s in row.scores]
         return {
             "frame": row.index + 1,
+            **({"face_id": row.face_id} if self.face_ids else {}),
             "timestamp": round(row.timestamp, 3),
             "success": face.success,
             "confidence": round(face.confidence, 3),
@@ -143,14 +179,36 @@ class FrameTable:
 
     def plot_timeline(self, path: str | Path, title: str | None = None, dpi: int = 100) -> Path:
         """PNG timeline: one row per AU, its score over time, the threshold
-        line, active stretches filled, frames without a face shaded grey."""
-        from mdhr_runtime.plot import timeline_figure
+        line, active stretches filled, frames without a face shaded grey.  A
+        table of every face draws one heat-map panel per face instead, for
+        the ``MAX_FACES_PLOTTED`` faces with the most rows."""
+        if self.face_ids:
+            figure = self._faces_figure(title)
+        else:
+            from mdhr_runtime.plot import timeline_figure
 
-        figure = timeline_figure(self.timestamps(), self.score_matrix(), self.au_names,
-                                 self.threshold, title=title)
+            figure = timeline_figure(self.timestamps(), self.score_matrix(), self.au_names,
+                                     self.threshold, title=title)
         with atomic_path(path) as temporary:
             figure.savefig(temporary, format="png", dpi=dpi)
         return Path(path)
+
+    def _faces_figure(self, title: str | None):
+        from mdhr_runtime.plot import MAX_FACES_PLOTTED, faces_timeline_figure
+
+        frames = sorted({row.index: row.timestamp for row in self.rows}.items())
+        position = {index: k for k, (index, _) in enumerate(frames)}
+        ids = self.ids()
+        faces = []
+        for face_id in sorted(ids[:MAX_FACES_PLOTTED]):
+            scores = np.full((len(frames), len(self.au_names)), np.nan, dtype=np.float32)
+            for row in self.rows:
+                if row.face_id == face_id and row.scores is not None:
+                    scores[position[row.index]] = row.scores
+            faces.append((face_id, scores))
+        times = np.asarray([t for _, t in frames], dtype=np.float64)
+        return faces_timeline_figure(times, faces, self.au_names, self.threshold, title=title,
+                                     left_out=max(len(ids) - MAX_FACES_PLOTTED, 0))
 
 
 def _number(value: float, digits: int) -> float | None:

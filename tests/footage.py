@@ -12,3 +12,14 @@ def face_video(path: Path, photo, segments) -> tuple[Path, list[bool]]:
     made = list(FootageMaker(photo).frames(segments))
     write_video(path, [f.rgb for f in made])
     return path, [f.truth is not None for f in made]
+
+
+def crowd_video(path: Path, photo, count: int, script, frames: int, size=(640, 360)) -> tuple[Path, list]:
+    """Write ``frames`` frames of ``count`` people placed by ``script``
+    (``mdhr_bench.crowd``); the video and, per frame, each person's face
+    box (None where absent)."""
+    from mdhr_bench.crowd import CrowdMaker
+
+    made = list(CrowdMaker(photo, count, size).frames(script, frames))
+    write_video(path, [f.rgb for f in made])
+    return path, [f.truths for f in made]

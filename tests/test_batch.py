@@ -255,3 +255,23 @@ def test_sigterm_stops_the_job_cleanly(corpus, disfa_short_bundle, tmp_path):
     assert len(list(out.glob("*.csv"))) == len(done) + 1  # the finished videos' CSVs and the summary
     leftovers = [p.name for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".part"]
     assert leftovers == []
+
+
+def test_every_face_in_a_corpus(local_ray, disfa_short_bundle, detector, photo, tmp_path):
+    """--faces all: the CSV of each video is mdhr-run --faces all's (official windows)."""
+    from footage import crowd_video
+    from mdhr_bench.crowd import side_by_side
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    video, _ = crowd_video(corpus / "pair.mp4", photo, 2, side_by_side(2, size=(320, 180)), 6, size=(320, 180))
+    out = tmp_path / "out"
+    batch([corpus, "--model", disfa_short_bundle, "--out", out, "--faces", "all"], 0)
+    expected = detector.predict_video(video, windows="official", faces="all")
+    rows = read_rows(out / "pair.csv")
+    assert rows == written_by_mdhr_run(expected, tmp_path)
+    assert [(r["frame"], r["face_id"]) for r in rows][:2] == [("1", "0"), ("1", "1")]
+    assert read_rows(out / "summary.csv")[0]["frames"] == "6"
+    refused = CliRunner().invoke(batch_main, [str(corpus), "--model", str(disfa_short_bundle), "--out",
+                                              str(tmp_path / "o2"), "--faces", "all", "--segment-frames", "100"])
+    assert refused.exit_code == EXIT_USER_ERROR and "--faces all scores whole videos" in refused.output

@@ -9,7 +9,8 @@ import pytest
 
 from mdhr.aus import IMAGE_MEAN, IMAGE_STD
 from mdhr_runtime.crop import MEAN_RGB, Cropper, crop_stream, resize_aligned, to_model_input
-from mdhr_runtime.faces import FaceResult, FaceTracker, MTCNNDetector, eye_roll_degrees
+from mdhr_runtime.faces import MTCNNDetector
+from mdhr_runtime.tracking import FaceResult, FaceTracker, eye_roll_degrees
 from mdhr_runtime.frames import FrameSource
 from mdhr_bench.synthetic import FootageMaker, Placement, Segment, write_video
 

@@ -11,7 +11,7 @@ import pytest
 from mdhr.aus import BP4D, DISFA
 from mdhr.errors import MDHRError
 from mdhr_runtime.crop import CroppedFrame
-from mdhr_runtime.faces import FaceResult
+from mdhr_runtime.tracking import FaceResult
 from mdhr_runtime.atomic import atomic_path
 from mdhr_runtime.table import FrameTable
 

@@ -13,7 +13,7 @@ from mdhr_bench.synthetic import FootageMaker, Segment, write_video
 from mdhr_runtime import AUDetector
 from mdhr_runtime.crop import CroppedFrame
 from mdhr_runtime.detector import crops
-from mdhr_runtime.faces import FaceResult
+from mdhr_runtime.tracking import FaceResult
 from mdhr_runtime.stages import StageRunner
 from mdhr_runtime.windows import FrameStream, WindowPlan
 
