@@ -64,10 +64,12 @@ def run_isolated(step, *args):
     pool = multiprocessing.get_context("spawn").Pool(1)
     try:
         result = pool.apply(step, args)
-        pool.close()  # the child ends normally, releasing what it registered
-    finally:
+    except BaseException:
         pool.terminate()
         pool.join()
+        raise
+    pool.close()  # the child ends on its own, releasing what it registered (killed, it would leak)
+    pool.join()
     return result
 
 
