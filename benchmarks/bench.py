@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from mdhr.errors import MDHRError
-from mdhr_bench.backends import (TORCH_FP32, Backend, BackendUnavailable, BACKENDS, device_of, for_bundle,
+from mdhr_bench.backends import (ONNXRUNTIME_FP32, TORCH_FP32, Backend, BackendUnavailable, BACKENDS, device_of, for_bundle,
                                  open_backend, unavailable_reason)
 from mdhr_bench.machine import describe, device_memory_used_mb, peak_rss_mb, rss_mb, usable_cores
 from mdhr_runtime.bundle import Bundle, load_bundle
@@ -27,7 +27,7 @@ from mdhr_runtime.stages import has_stages
 
 RESULT_KEYS = ("mode", "backend", "precision", "device", "batch", "frames", "status", "reason", "load_s",
                "first_inference_ms", "latency_ms", "clips_per_s", "frames_per_s", "speedup_vs_torch",
-               "memory", "warmup", "iters")
+               "speedup_vs_onnxruntime", "memory", "warmup", "iters")
 
 
 @dataclass
@@ -213,6 +213,11 @@ def _import_library(backend: Backend) -> None:
         import mdhr_bench.torch_runner  # noqa: F401
     elif backend.family == "onnxruntime":
         import onnxruntime  # noqa: F401
+    elif backend.family == "openvino":
+        try:
+            import openvino  # noqa: F401
+        except ImportError:  # reported as the skip reason
+            pass
 
 
 def _expects_gpu(backend: Backend) -> bool:
@@ -220,6 +225,8 @@ def _expects_gpu(backend: Backend) -> bool:
         import torch
 
         return torch.cuda.is_available()
+    if backend.family == "openvino":
+        return False
     return backend.family == "tensorrt" or backend.provider != "CPUExecutionProvider"
 
 
@@ -231,8 +238,11 @@ def latency_summary(seconds: list[float]) -> dict:
 
 
 def add_speedups(results: list[dict]) -> None:
-    """Throughput relative to PyTorch eager float32 (None when it did not run)."""
-    torch_row = next((r for r in results if r["backend"] == TORCH_FP32.name and r["status"] == "ok"), None)
-    for row in results:
-        if torch_row is not None and row["status"] == "ok":
-            row["speedup_vs_torch"] = round(row["clips_per_s"] / torch_row["clips_per_s"], 3)
+    """Throughput relative to PyTorch eager float32 and to ONNX Runtime
+    float32 on the CPU (None when the baseline did not run)."""
+    for key, baseline in (("speedup_vs_torch", TORCH_FP32.name), ("speedup_vs_onnxruntime", ONNXRUNTIME_FP32.name)):
+        base = next((r for r in results if r["backend"] == baseline and r["status"] == "ok"
+                     and r.get("mode") != "stream"), None)
+        for row in results:
+            if base is not None and row["status"] == "ok" and row.get("mode") != "stream":
+                row[key] = round(row["clips_per_s"] / base["clips_per_s"], 3)

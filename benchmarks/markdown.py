@@ -19,7 +19,8 @@ def percent(value, digits: int = 2) -> str:
 
 def machine_line(machine: dict) -> str:
     versions = machine["versions"]
-    libraries = ", ".join(f"{k} {versions[k]}" for k in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt")
+    libraries = ", ".join(f"{k} {versions[k]}" for k in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt",
+                                                                     "openvino", "nncf")
                           if k in versions)
     gpu = ", ".join(machine["gpu"]) or "no GPU"
     load = machine.get("load_average_1m")
@@ -37,7 +38,7 @@ def bench_markdown(report: dict) -> str:
              f"{settings['iters']} timed runs per backend, each in its own process; latency is one call "
              "on a batch (numpy in, numpy out).", ""]
     header = ["backend", "precision", "device", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "clips/s",
-              "frames/s", "speed-up vs torch", "load s", "peak RSS MB", "GPU MB"]
+              "frames/s", "speed-up vs torch", "speed-up vs onnxruntime", "load s", "peak RSS MB", "GPU MB"]
     rows = []
     for r in report["results"]:
         if r.get("mode") == "stream":
@@ -47,9 +48,10 @@ def bench_markdown(report: dict) -> str:
             continue
         lat, mem = r["latency_ms"], r["memory"]
         speedup = "–" if r["speedup_vs_torch"] is None else f"{r['speedup_vs_torch']:.2f}×"
+        vs_ort = "–" if r.get("speedup_vs_onnxruntime") is None else f"{r['speedup_vs_onnxruntime']:.2f}×"
         rows.append([r["backend"], r["precision"], r["device"], number(lat["p50"]), number(lat["p90"]),
                      number(lat["p99"]), f"{lat['mean']:,.1f} ± {lat['std']:,.1f}", number(r["clips_per_s"], 2),
-                     number(r["frames_per_s"], 1), speedup, number(r["load_s"], 2),
+                     number(r["frames_per_s"], 1), speedup, vs_ort, number(r["load_s"], 2),
                      number(mem["peak_rss_mb"], 0), number(mem["gpu_mb"], 0)])
     parts.append(table(header, rows))
     for r in report["results"]:
