@@ -149,7 +149,7 @@ def precision_sensitive_nodes(proto: onnx.ModelProto) -> list[str]:
 # reduced precision hurts agreement most (shared/reference, "Where reduced
 # precision hurts").  Its first nodes are named; the runtime keeps
 # everything downstream of them in float32 too.
-_REGION_SCOPE = re.compile(r"MDHR/(LRM|CRM|TCN|node_classifier): ")
+_REGION_SCOPE = re.compile(r"MDHR/([\w.]+\.)?(LRM|CRM|TCN|node_classifier): ")
 
 
 def reduced_precision_islands(proto: onnx.ModelProto) -> dict[str, list[str]]:
