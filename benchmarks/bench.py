@@ -27,7 +27,7 @@ from mdhr_runtime.stages import has_stages
 
 RESULT_KEYS = ("mode", "backend", "precision", "device", "batch", "frames", "status", "reason", "load_s",
                "first_inference_ms", "latency_ms", "clips_per_s", "frames_per_s", "speedup_vs_torch",
-               "speedup_vs_onnxruntime", "memory", "warmup", "iters")
+               "speedup_vs_onnxruntime", "export_gate", "memory", "warmup", "iters")
 
 
 @dataclass
@@ -84,6 +84,7 @@ def run_benchmark(options: BenchOptions, say: Callable[[str], None] = lambda lin
                                    else f"skipped ({row['reason']})"))
         results.append(row)
     add_speedups(results)
+    add_export_gates(results, bundle)
     report = {"tool": "mdhr-bench", "bundle": bundle_summary(bundle),
               "checkpoint": checkpoint_summary(options.ckpt, bundle), "machine": machine,
               "settings": {"batch": batch, "frames": bundle.frames, "warmup": options.warmup,
@@ -235,6 +236,18 @@ def latency_summary(seconds: list[float]) -> dict:
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     return {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "p99": round(float(p99), 3),
             "mean": round(float(ms.mean()), 3), "std": round(float(ms.std(ddof=1)) if len(ms) > 1 else 0.0, 3)}
+
+
+def add_export_gates(results: list[dict], bundle: Bundle) -> None:
+    """The agreement with fp32 that the export measured for each runner on
+    real face clips (mdhr-export --calibrate), beside its speed."""
+    from mdhr_runtime.gates import recorded
+
+    for row in results:
+        gate = recorded(bundle, row["backend"])
+        if gate is not None and gate.get("status") == "measured":
+            row["export_gate"] = {k: gate[k] for k in ("passed", "median_decision_agreement", "rank_correlation_min",
+                                                       "region_argmax_agreement", "au_max_abs_error", "frames")}
 
 
 def add_speedups(results: list[dict]) -> None:

@@ -29,6 +29,15 @@ def machine_line(machine: dict) -> str:
             f"{gpu}; Python {versions['python']}, {libraries}")
 
 
+def gate_cell(gate: dict | None) -> str:
+    """Agreement at the AU medians / lowest rank correlation, and the verdict."""
+    if gate is None:
+        return "–"
+    rank = "–" if gate["rank_correlation_min"] is None else f"{gate['rank_correlation_min']:.3f}"
+    return (f"{percent(gate['median_decision_agreement'])} / {rank} "
+            f"({'passed' if gate['passed'] else 'failed'})")
+
+
 def bench_markdown(report: dict) -> str:
     bundle, settings = report["bundle"], report["settings"]
     untrained = " (untrained)" if bundle["untrained"] else ""
@@ -38,7 +47,8 @@ def bench_markdown(report: dict) -> str:
              f"{settings['iters']} timed runs per backend, each in its own process; latency is one call "
              "on a batch (numpy in, numpy out).", ""]
     header = ["backend", "precision", "device", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "clips/s",
-              "frames/s", "speed-up vs torch", "speed-up vs onnxruntime", "load s", "peak RSS MB", "GPU MB"]
+              "frames/s", "speed-up vs torch", "speed-up vs onnxruntime", "agreement vs fp32 (export gate)", "load s",
+              "peak RSS MB", "GPU MB"]
     rows = []
     for r in report["results"]:
         if r.get("mode") == "stream":
@@ -51,7 +61,8 @@ def bench_markdown(report: dict) -> str:
         vs_ort = "–" if r.get("speedup_vs_onnxruntime") is None else f"{r['speedup_vs_onnxruntime']:.2f}×"
         rows.append([r["backend"], r["precision"], r["device"], number(lat["p50"]), number(lat["p90"]),
                      number(lat["p99"]), f"{lat['mean']:,.1f} ± {lat['std']:,.1f}", number(r["clips_per_s"], 2),
-                     number(r["frames_per_s"], 1), speedup, vs_ort, number(r["load_s"], 2),
+                     number(r["frames_per_s"], 1), speedup, vs_ort, gate_cell(r.get("export_gate")),
+                     number(r["load_s"], 2),
                      number(mem["peak_rss_mb"], 0), number(mem["gpu_mb"], 0)])
     parts.append(table(header, rows))
     for r in report["results"]:

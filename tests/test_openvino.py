@@ -203,7 +203,10 @@ def test_parity_and_bench_know_the_cpu_backends(int8_bundle, face_avi, tmp_path)
     assert result.exit_code == 0, result.output
     rows = {r["backend"]: r for r in json.loads(bench_path.read_text())["results"]}
     assert rows["onnxruntime"]["speedup_vs_onnxruntime"] == 1.0 and rows["int8"]["speedup_vs_onnxruntime"] > 0
-    assert "speed-up vs onnxruntime" in result.output
+    gate = load_bundle(int8_bundle).card["parity"]["reduced_precision"]["runners"]["int8"]
+    assert rows["int8"]["export_gate"]["median_decision_agreement"] == gate["median_decision_agreement"]
+    assert rows["onnxruntime"]["export_gate"] is None
+    assert "speed-up vs onnxruntime" in result.output and "agreement vs fp32 (export gate)" in result.output
 
 
 @pytest.mark.parametrize("args, message", [
