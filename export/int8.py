@@ -10,6 +10,7 @@ clips judge, so the gate never scores INT8 on the clips it was fitted to
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Callable
@@ -96,6 +97,7 @@ def quantize(staging: Path, card: dict, calibration: list[tuple[np.ndarray, int]
 
     from mdhr_runtime.openvino_runner import mark_fp32_islands
 
+    nncf.set_log_level(logging.WARNING)  # not a line per node left in float32
     bundle = Bundle(staging, card)
     model = ov.Core().read_model(str(bundle.artifact("onnx")))
     # the islands' names, with every node downstream of them: NNCF's ignored scope takes exact names
