@@ -69,13 +69,14 @@ def mark_fp32_islands(model, islands: dict[str, list[str]]) -> set[str]:
     marked, downstream = set(), set()
     for op in ops:
         name = op.get_friendly_name()
+        onnx_name = name.split("/")[0]  # "node_Conv_7/WithoutBiases": the convolution of ONNX node node_Conv_7
         reads_island = any(value.get_node().get_friendly_name() in downstream for value in op.input_values())
-        if name in seeds or (reads_island and op.get_type_name() != "Result"):
+        if onnx_name in seeds or (reads_island and op.get_type_name() != "Result"):
             downstream.add(name)
-        if name in downstream or name in exact:
+        if name in downstream or onnx_name in exact:
             op.get_rt_info()[KEEP_ORIGINAL_PRECISION] = ""
             marked.add(name)
-    found = {op.get_friendly_name() for op in ops} & (seeds | exact)
+    found = {op.get_friendly_name().split("/")[0] for op in ops} & (seeds | exact)
     if "region_modelling" in islands and not found & seeds:
         raise MDHRError("none of the float32 islands named in the bundle's card is in its model; export it again")
     return marked

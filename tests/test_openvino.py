@@ -62,7 +62,10 @@ def test_bf16_islands_cover_the_region_modelling_and_nothing_upstream(bp4d_bundl
     assert len(marked_of("MatMul")) == 30
     assert not set(islands["frame_differences"]) & marked
     both = mark_fp32_islands(ov.Core().read_model(str(bundle.artifact("onnx"))), islands)
-    assert both == marked | (set(islands["frame_differences"]) & set(ops))
+    differences = {n for n in ops if n.split("/")[0] in islands["frame_differences"]}
+    # helper nodes' names are numbered per read of the model: compare counts
+    assert differences <= both and len(both) == len(marked) + len(differences)
+    assert sorted(ops[n].get_type_name() for n in differences) == ["Add"] * 4 + ["Convolution"] * 4 + ["Subtract"] * 4
     with pytest.raises(MDHRError, match="none of the float32 islands"):
         mark_fp32_islands(model, {"region_modelling": ["no_such_node"]})
 
