@@ -197,7 +197,7 @@ def test_parity_and_bench_know_the_cpu_backends(int8_bundle, face_avi, tmp_path)
 
     report_path = tmp_path / "parity.json"
     result = CliRunner().invoke(parity_main, ["--model", str(int8_bundle), "--video", str(face_avi), "--backends",
-                                              "openvino,openvino-bf16,int8", "--json", str(report_path)])
+                                              "openvino,openvino-bf16,int8", "--max-clips", "2", "--json", str(report_path)])
     assert result.exit_code in (0, 3), result.output
     rows = {r["backend"]: r for r in json.loads(report_path.read_text())["results"]}
     assert rows["openvino"]["status"] == "ok" and rows["openvino"]["passed"] and rows["openvino"]["device"] == "cpu"
@@ -207,7 +207,7 @@ def test_parity_and_bench_know_the_cpu_backends(int8_bundle, face_avi, tmp_path)
         assert rows["openvino-bf16"]["status"] == "skipped" and "no native bfloat16" in rows["openvino-bf16"]["reason"]
     bench_path = tmp_path / "bench.json"
     result = CliRunner().invoke(bench_main, ["--model", str(int8_bundle), "--backends", "onnxruntime,int8",
-                                             "--warmup", "1", "--iters", "2", "--json", str(bench_path)])
+                                             "--warmup", "0", "--iters", "1", "--json", str(bench_path)])
     assert result.exit_code == 0, result.output
     rows = {r["backend"]: r for r in json.loads(bench_path.read_text())["results"]}
     assert rows["onnxruntime"]["speedup_vs_onnxruntime"] == 1.0 and rows["int8"]["speedup_vs_onnxruntime"] > 0
