@@ -155,21 +155,26 @@ def tensorrt_unavailable_reason() -> str | None:
     return None
 
 
+def onnxruntime_has_gpu() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def default_onnx_precision(bundle: Bundle) -> str:
     """FP16 where a CUDA GPU runs it and the bundle has it; float32 on CPU
     (ONNX Runtime's CPU kernels gain nothing from FP16)."""
-    import onnxruntime as ort
-
     has_fp16 = bundle.artifact("onnx_fp16") is not None
-    return "fp16" if has_fp16 and "CUDAExecutionProvider" in ort.get_available_providers() else "fp32"
+    return "fp16" if has_fp16 and onnxruntime_has_gpu() else "fp32"
 
 
 def open_runner(bundle: Bundle, backend: str = "auto", precision: str | None = None,
                 threads: int | None = None) -> tuple[Runner, str]:
     """The runner for ``backend`` and why it was chosen.  ``auto`` prefers a
-    TensorRT engine (fastest on NVIDIA GPUs), then a reduced-precision CPU
-    runner (INT8, then OpenVINO bf16) whose agreement with fp32 passed its
-    gate at export and that can run here, then ONNX Runtime."""
+    TensorRT engine (fastest on NVIDIA GPUs), then (without a GPU for ONNX
+    Runtime) a reduced-precision CPU runner (INT8, then OpenVINO bf16) whose
+    agreement with fp32 passed its gate at export and that can run here, then
+    ONNX Runtime."""
     if backend not in BACKENDS:
         raise MDHRError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend in ("openvino", "openvino-bf16", "int8"):
@@ -192,8 +197,10 @@ def open_runner(bundle: Bundle, backend: str = "auto", precision: str | None = N
         if backend == "tensorrt":
             raise MDHRError(f"backend tensorrt is unavailable: {reason}")
         why_not = [f"TensorRT unavailable: {reason}"]
-        chosen, cpu_why = gated_cpu_backend(bundle)
-        why_not += cpu_why
+        chosen = None
+        if not onnxruntime_has_gpu():  # a GPU outruns any CPU runner
+            chosen, cpu_why = gated_cpu_backend(bundle)
+            why_not += cpu_why
         if chosen is not None:
             from mdhr_runtime.openvino_runner import OpenVINORunner
 
