@@ -230,3 +230,22 @@ def test_export_refuses_int8_without_footage_before_any_work(tmp_path, args, mes
     assert result.exit_code == 2 and not out.exists()
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.output
+
+
+def test_bf16_emulation_rounds_like_bfloat16():
+    """The emulation behind the islands measurement (mdhr_bench.bf16_islands):
+    numpy's rounding and the OpenVINO graph's both equal torch's bfloat16."""
+    import openvino.opset13 as ops
+    import torch
+
+    from mdhr_bench.bf16_islands import _rounded, round_to_bf16
+
+    values = np.random.default_rng(0).standard_normal(4096).astype(np.float32) * np.float32(10.0) ** \
+        np.random.default_rng(1).integers(-6, 6, 4096)
+    expected = torch.from_numpy(values).bfloat16().float().numpy()
+    np.testing.assert_array_equal(round_to_bf16(values), expected)
+    parameter = ops.parameter([values.size], ov.Type.f32)
+    compiled = ov.Core().compile_model(ov.Model([_rounded(parameter.output(0))], [parameter]), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": "f32"})
+    np.testing.assert_array_equal(compiled(values)[0], expected)
+    assert not np.array_equal(expected, values)
