@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
+from mdhr_runtime.openvino_runner import OpenVINORunner, openvino_unavailable_reason
 from mdhr_runtime.runners import OnnxRuntimeRunner, Runner, open_runner, tensorrt_unavailable_reason
 
 NO_CHECKPOINT = "no checkpoint given (--ckpt)"
@@ -27,8 +28,8 @@ class BackendUnavailable(MDHRError):
 @dataclass(frozen=True)
 class Backend:
     name: str
-    family: str  # torch | onnxruntime | tensorrt
-    precision: str  # fp32 | bf16 | fp16
+    family: str  # torch | onnxruntime | tensorrt | openvino
+    precision: str  # fp32 | bf16 | fp16 | int8
     provider: str | None = None  # ONNX Runtime execution provider
 
     @property
@@ -45,6 +46,9 @@ BACKENDS = {b.name: b for b in (
     Backend("onnxruntime-fp16", "onnxruntime", "fp16", "CUDAExecutionProvider"),  # the bundle's FP16 ONNX
     Backend("onnxruntime-tensorrt", "onnxruntime", "fp16", "TensorrtExecutionProvider"),
     Backend("tensorrt", "tensorrt", "fp16"),  # the bundle's engine; for_bundle() reads its precision
+    Backend("openvino", "openvino", "fp32"),  # OpenVINO CPU, the bundle's model.onnx
+    Backend("openvino-bf16", "openvino", "bf16"),  # bf16 inference precision, region modelling kept fp32
+    Backend("int8", "openvino", "int8"),  # the bundle's INT8 model (mdhr-export --int8)
 )}
 TORCH_FP32 = BACKENDS["torch"]
 ONNXRUNTIME_FP32 = BACKENDS["onnxruntime"]
@@ -93,6 +97,8 @@ def unavailable_reason(backend: Backend, bundle: Bundle, ckpt: Path | None,
         if reason is None and (engine is None or not engine.is_file()):
             reason = f"the bundle has no TensorRT engine (build one with: mdhr-build {bundle.root} --fp16)"
         return reason
+    if backend.family == "openvino":
+        return openvino_unavailable_reason(backend.name, bundle)
     return _onnxruntime_reason(backend, bundle, cpu_fp16_estimate)
 
 
@@ -129,6 +135,11 @@ def open_backend(backend: Backend, bundle: Bundle, ckpt: Path | None, threads: i
         except MDHRError as e:  # e.g. an engine built for another GPU
             raise BackendUnavailable(str(e)) from None
         return runner
+    if backend.family == "openvino":
+        try:
+            return OpenVINORunner(bundle, backend.name, threads)
+        except MDHRError as e:  # e.g. bf16 not honoured when compiled
+            raise BackendUnavailable(str(e)) from None
     return _open_onnxruntime(backend, bundle, threads)
 
 
@@ -196,6 +207,8 @@ def device_of(runner: Runner) -> str:
     device = getattr(runner, "device", None)
     if device is not None and hasattr(device, "type"):  # torch
         return device.type
+    if isinstance(device, str):  # OpenVINO
+        return device
     session = getattr(runner, "session", None)
     if session is not None:
         used = session.get_providers()[0].removesuffix("ExecutionProvider").lower()

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from mdhr.errors import MDHRError
-from mdhr_bench.backends import (TORCH_FP32, Backend, BackendUnavailable, BACKENDS, device_of, for_bundle,
+from mdhr_bench.backends import (ONNXRUNTIME_FP32, TORCH_FP32, Backend, BackendUnavailable, BACKENDS, device_of, for_bundle,
                                  open_backend, unavailable_reason)
 from mdhr_bench.machine import describe, device_memory_used_mb, peak_rss_mb, rss_mb, usable_cores
 from mdhr_runtime.bundle import Bundle, load_bundle
@@ -27,7 +27,7 @@ from mdhr_runtime.stages import has_stages
 
 RESULT_KEYS = ("mode", "backend", "precision", "device", "batch", "frames", "status", "reason", "load_s",
                "first_inference_ms", "latency_ms", "clips_per_s", "frames_per_s", "speedup_vs_torch",
-               "memory", "warmup", "iters")
+               "speedup_vs_onnxruntime", "export_gate", "memory", "warmup", "iters")
 
 
 @dataclass
@@ -84,6 +84,7 @@ def run_benchmark(options: BenchOptions, say: Callable[[str], None] = lambda lin
                                    else f"skipped ({row['reason']})"))
         results.append(row)
     add_speedups(results)
+    add_export_gates(results, bundle)
     report = {"tool": "mdhr-bench", "bundle": bundle_summary(bundle),
               "checkpoint": checkpoint_summary(options.ckpt, bundle), "machine": machine,
               "settings": {"batch": batch, "frames": bundle.frames, "warmup": options.warmup,
@@ -217,6 +218,11 @@ def _import_library(backend: Backend) -> None:
         import mdhr_bench.torch_runner  # noqa: F401
     elif backend.family == "onnxruntime":
         import onnxruntime  # noqa: F401
+    elif backend.family == "openvino":
+        try:
+            import openvino  # noqa: F401
+        except ImportError:  # reported as the skip reason
+            pass
 
 
 def _expects_gpu(backend: Backend) -> bool:
@@ -224,6 +230,8 @@ def _expects_gpu(backend: Backend) -> bool:
         import torch
 
         return torch.cuda.is_available()
+    if backend.family == "openvino":
+        return False
     return backend.family == "tensorrt" or backend.provider != "CPUExecutionProvider"
 
 
@@ -234,9 +242,24 @@ def latency_summary(seconds: list[float]) -> dict:
             "mean": round(float(ms.mean()), 3), "std": round(float(ms.std(ddof=1)) if len(ms) > 1 else 0.0, 3)}
 
 
-def add_speedups(results: list[dict]) -> None:
-    """Throughput relative to PyTorch eager float32 (None when it did not run)."""
-    torch_row = next((r for r in results if r["backend"] == TORCH_FP32.name and r["status"] == "ok"), None)
+def add_export_gates(results: list[dict], bundle: Bundle) -> None:
+    """The agreement with fp32 that the export measured for each runner on
+    real face clips (mdhr-export --calibrate), beside its speed."""
+    from mdhr_runtime.gates import recorded
+
     for row in results:
-        if torch_row is not None and row["status"] == "ok":
-            row["speedup_vs_torch"] = round(row["clips_per_s"] / torch_row["clips_per_s"], 3)
+        gate = recorded(bundle, row["backend"])
+        if gate is not None and gate.get("status") == "measured":
+            row["export_gate"] = {k: gate[k] for k in ("passed", "median_decision_agreement", "rank_correlation_min",
+                                                       "region_argmax_agreement", "au_max_abs_error", "frames")}
+
+
+def add_speedups(results: list[dict]) -> None:
+    """Throughput relative to PyTorch eager float32 and to ONNX Runtime
+    float32 on the CPU (None when the baseline did not run)."""
+    for key, baseline in (("speedup_vs_torch", TORCH_FP32.name), ("speedup_vs_onnxruntime", ONNXRUNTIME_FP32.name)):
+        base = next((r for r in results if r["backend"] == baseline and r["status"] == "ok"
+                     and r.get("mode") != "stream"), None)
+        for row in results:
+            if base is not None and row["status"] == "ok" and row.get("mode") != "stream":
+                row[key] = round(row["clips_per_s"] / base["clips_per_s"], 3)

@@ -14,8 +14,8 @@ from mdhr_runtime.outputs import check_distinct, check_run_paths, remove_stale_s
 EXIT_PARITY_FAILED = 3
 
 BACKEND_HELP = ("Comma-separated backends: torch, torch-bf16, torch-fp16, onnxruntime, onnxruntime-cuda, "
-                "onnxruntime-fp16, onnxruntime-tensorrt, tensorrt. Those that cannot run here are reported "
-                "as skipped, with the reason.")
+                "onnxruntime-fp16, onnxruntime-tensorrt, tensorrt, openvino, openvino-bf16, int8. Those that "
+                "cannot run here are reported as skipped, with the reason.")
 model_option = click.option("--model", required=True, type=click.Path(path_type=Path),
                             help="Bundle folder written by mdhr-export.")
 ckpt_option = click.option("--ckpt", type=click.Path(path_type=Path),

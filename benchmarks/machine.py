@@ -10,7 +10,8 @@ import sys
 from functools import lru_cache
 
 # Packages whose versions change the numbers.
-_VERSIONED = ("mdhr-toolkit", "numpy", "onnxruntime", "onnxruntime-gpu", "torch", "tensorrt", "opencv-python-headless")
+_VERSIONED = ("mdhr-toolkit", "numpy", "onnxruntime", "onnxruntime-gpu", "torch", "tensorrt", "openvino", "nncf",
+              "opencv-python-headless")
 
 
 def usable_cores() -> int:

@@ -19,13 +19,23 @@ def percent(value, digits: int = 2) -> str:
 
 def machine_line(machine: dict) -> str:
     versions = machine["versions"]
-    libraries = ", ".join(f"{k} {versions[k]}" for k in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt")
+    libraries = ", ".join(f"{k} {versions[k]}" for k in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt",
+                                                                     "openvino", "nncf")
                           if k in versions)
     gpu = ", ".join(machine["gpu"]) or "no GPU"
     load = machine.get("load_average_1m")
     busy = f", load average {load}" if load is not None else ""
     return (f"{machine['cpu']} ({machine['cores']} cores, {machine['threads']} threads used{busy}); "
             f"{gpu}; Python {versions['python']}, {libraries}")
+
+
+def gate_cell(gate: dict | None) -> str:
+    """Agreement at the AU medians / lowest rank correlation, and the verdict."""
+    if gate is None:
+        return "–"
+    rank = "–" if gate["rank_correlation_min"] is None else f"{gate['rank_correlation_min']:.3f}"
+    return (f"{percent(gate['median_decision_agreement'])} / {rank} "
+            f"({'passed' if gate['passed'] else 'failed'})")
 
 
 def bench_markdown(report: dict) -> str:
@@ -37,7 +47,8 @@ def bench_markdown(report: dict) -> str:
              f"{settings['iters']} timed runs per backend, each in its own process; latency is one call "
              "on a batch (numpy in, numpy out).", ""]
     header = ["backend", "precision", "device", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "clips/s",
-              "frames/s", "speed-up vs torch", "load s", "peak RSS MB", "GPU MB"]
+              "frames/s", "speed-up vs torch", "speed-up vs onnxruntime", "agreement vs fp32 (export gate)", "load s",
+              "peak RSS MB", "GPU MB"]
     rows = []
     for r in report["results"]:
         if r.get("mode") == "stream":
@@ -47,9 +58,11 @@ def bench_markdown(report: dict) -> str:
             continue
         lat, mem = r["latency_ms"], r["memory"]
         speedup = "–" if r["speedup_vs_torch"] is None else f"{r['speedup_vs_torch']:.2f}×"
+        vs_ort = "–" if r.get("speedup_vs_onnxruntime") is None else f"{r['speedup_vs_onnxruntime']:.2f}×"
         rows.append([r["backend"], r["precision"], r["device"], number(lat["p50"]), number(lat["p90"]),
                      number(lat["p99"]), f"{lat['mean']:,.1f} ± {lat['std']:,.1f}", number(r["clips_per_s"], 2),
-                     number(r["frames_per_s"], 1), speedup, number(r["load_s"], 2),
+                     number(r["frames_per_s"], 1), speedup, vs_ort, gate_cell(r.get("export_gate")),
+                     number(r["load_s"], 2),
                      number(mem["peak_rss_mb"], 0), number(mem["gpu_mb"], 0)])
     parts.append(table(header, rows))
     for r in report["results"]:

@@ -25,10 +25,16 @@ from mdhr_runtime.cli_common import run_reporting_errors, verbose_option
 @click.option("--frames", default=16, show_default=True, help="Static clip length T. The official model "
               "needs T >= 11; 2..10 use our zero-padded temporal average (an extension).")
 @click.option("--opset", default=18, show_default=True, help="ONNX opset (18..23).")
+@click.option("--int8", is_flag=True, help="Also write an INT8 model for the CPU (OpenVINO IR, calibrated with NNCF "
+              "on --calibrate; the region and AU modelling kept float32); backend int8.")
+@click.option("--calibrate", type=click.Path(path_type=Path), metavar="VIDEO_OR_FOLDER", help="Real face footage "
+              "(a video, a folder of frames or of videos): calibrates --int8, and measures every reduced-precision "
+              "CPU runner's agreement with fp32 on its face clips (written to the card; auto uses only runners that "
+              "pass).")
 @click.option("--random-init", is_flag=True, help="Export an untrained, randomly initialised model to try "
               "the pipeline without a checkpoint; the bundle is marked untrained.")
 @verbose_option
-def main(ckpt, out, fp16, dataset, backbone, batch, frames, opset, random_init, verbose):
+def main(ckpt, out, fp16, dataset, backbone, batch, frames, opset, int8, calibrate, random_init, verbose):
     """Export an MDHR checkpoint to a deployable bundle: a static-shape ONNX
     model (input `clips` [B, T, 3, 224, 224], outputs `au_scores` [B, T, N]
     and `region_*` logits), its model card `mdhr.json`, and a parity report
@@ -43,9 +49,11 @@ def main(ckpt, out, fp16, dataset, backbone, batch, frames, opset, random_init, 
 
     def work():
         from mdhr_export.pipeline import ExportOptions, Progress, export_bundle  # torch: see run_reporting_errors
+        from mdhr_runtime.gates import summary
 
         options = ExportOptions(out=out, ckpt=ckpt, dataset=dataset, backbone=backbone, fp16=fp16, batch=batch,
-                                frames=frames, opset=opset, random_init=random_init, verbose=verbose)
+                                frames=frames, opset=opset, random_init=random_init, int8=int8,
+                                calibrate=calibrate, verbose=verbose)
         card = export_bundle(options, Progress(say=lambda line: click.echo(line, err=True)))
         report = card["parity"]["onnxruntime_fp32_cpu"]
         status = "UNTRAINED model (random weights)" if card["untrained"] else f"checkpoint {ckpt}"
@@ -57,6 +65,11 @@ def main(ckpt, out, fp16, dataset, backbone, batch, frames, opset, random_init, 
             click.echo(f"fp16 (CPU emulation): AU max error {est['au_max_abs_error']:.1e}, decision agreement "
                        f"{100 * est['au_decision_agreement']:.2f}%, region argmax agreement "
                        f"{100 * est['region_argmax_agreement']:.1f}%")
+        gates = (card["parity"].get("reduced_precision") or {}).get("runners", {})
+        for backend, gate in gates.items():
+            click.echo(f"{backend}: " + (f"skipped ({gate['reason']})" if gate["status"] != "measured" else
+                                         ("passed" if gate["passed"] else "FAILED") + " its agreement gate: "
+                                         f"{summary(gate)}"))
         if verbose:
             click.echo(json.dumps(card["timings_s"]), err=True)
 

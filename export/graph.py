@@ -143,6 +143,26 @@ def precision_sensitive_nodes(proto: onnx.ModelProto) -> list[str]:
     return [node.name for node in proto.graph.node if _FP32_SCOPE.search(scope(node))]
 
 
+# The region and AU modelling (MDHR.relationships: LocalRelationshipModeling
+# with the region heads, the gated cross-region graph, the temporal
+# convolution and the classifier): about 5 of 230 GFLOP per clip, and where
+# reduced precision hurts agreement most (shared/reference, "Where reduced
+# precision hurts").  Its first nodes are named; the runtime keeps
+# everything downstream of them in float32 too.
+_REGION_SCOPE = re.compile(r"MDHR/([\w.]+\.)?(LRM|CRM|TCN|node_classifier): ")
+
+
+def reduced_precision_islands(proto: onnx.ModelProto) -> dict[str, list[str]]:
+    """The parts a reduced-precision CPU build keeps in float32, by node
+    name: ``region_modelling`` (a part: its nodes and all downstream) and
+    ``frame_differences`` (single nodes, as the FP16 ONNX keeps them)."""
+    def scope(node):
+        return next((p.value for p in node.metadata_props if p.key == "namespace"), "")
+
+    return {"region_modelling": [node.name for node in proto.graph.node if _REGION_SCOPE.search(scope(node))],
+            "frame_differences": precision_sensitive_nodes(proto)}
+
+
 def tensorrt_support() -> dict:
     return json.loads(TENSORRT_OPS.read_text())
 

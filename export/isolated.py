@@ -75,11 +75,14 @@ def run_isolated(step, *args):
 
 # -- the steps (module level, so a spawned process can find them) -------------
 
-def export_model(recipe: ModelRecipe, batch: int, frames: int, opset: int, chatty: bool, raw: Path) -> list[str]:
+def export_model(recipe: ModelRecipe, batch: int, frames: int, opset: int, chatty: bool, raw: Path
+                 ) -> tuple[list[str], dict[str, list[str]]]:
     """The whole model's checked ONNX to ``raw``; returns the names of its
-    precision-sensitive nodes."""
+    precision-sensitive nodes and its reduced-precision islands (both read
+    from the exporter's scopes, which simplification drops)."""
     proto = graph.check(graph.export_onnx(recipe.build(), batch, frames, opset, chatty=chatty))
-    return save(proto, raw)
+    islands = graph.reduced_precision_islands(proto)
+    return save(proto, raw), islands
 
 
 def simplify(raw: Path, slim: Path, metadata: dict | None) -> None:

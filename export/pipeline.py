@@ -20,6 +20,7 @@ from mdhr_export import graph, isolated, parity
 from mdhr_export import stages as stage_graphs
 from mdhr_export.staging import check_bundle_target, staged_folder
 from mdhr_runtime.bundle import FORMAT, load_bundle, write_card
+from mdhr_runtime.openvino_runner import ISLANDS
 from mdhr_runtime.outputs import check_input, remove_stale_staging
 from mdhr_runtime.runners import OnnxRuntimeRunner, tensorrt_unavailable_reason
 
@@ -41,6 +42,8 @@ class ExportOptions:
     frames: int = 16
     opset: int = graph.DEFAULT_OPSET
     random_init: bool = False
+    int8: bool = False
+    calibrate: Path | None = None  # face footage: calibrates --int8 and judges the reduced-precision gates
     seed: int = 0
     verbose: bool = False
 
@@ -78,6 +81,14 @@ def validate(options: ExportOptions) -> None:
                         f"clip is 16), got {options.frames}")
     if options.ckpt is not None:
         check_input(options.ckpt, "checkpoint", folder_ok=False)
+    if options.int8 and options.calibrate is None:
+        raise MDHRError("--int8 needs --calibrate VIDEO_OR_FOLDER: real face footage (a video, a folder of frames "
+                        "or a folder of videos) to calibrate the INT8 model on and to measure its agreement")
+    if options.calibrate is not None:
+        check_input(options.calibrate, "calibration footage", folder_ok=True)
+        from mdhr_export.int8 import check_tools
+
+        check_tools(options.int8)
     target = check_bundle_target(options.out)
     if options.ckpt is not None and Path(options.ckpt).absolute().is_relative_to(target):
         raise MDHRError(f"the checkpoint {options.ckpt} lies inside --out {options.out}, which the export replaces; "
@@ -138,10 +149,11 @@ def export_bundle(options: ExportOptions, progress: Progress | None = None) -> d
     with staged_folder(options.out) as staging:
         recipe = isolated.ModelRecipe.save(model, staging / ".weights.pt")
         raw = staging / f".unsimplified-{ONNX_FILE}"
-        fp32_nodes = progress.step("export", lambda: isolated.run_isolated(
+        fp32_nodes, islands = progress.step("export", lambda: isolated.run_isolated(
             isolated.export_model, recipe, options.batch, options.frames, options.opset, options.verbose, raw))
         progress.step("simplify", lambda: isolated.run_isolated(isolated.simplify, raw, staging / ONNX_FILE, card))
         card["fp32_nodes"] = fp32_nodes
+        card[ISLANDS] = islands
         card["artifacts"] = {"onnx": ONNX_FILE, "onnx_fp16": None, "engine": None}
         card["artifacts"].update(dict.fromkeys(stage_graphs.FILES))
         write_card(staging, card)
@@ -159,6 +171,11 @@ def export_bundle(options: ExportOptions, progress: Progress | None = None) -> d
             card["parity"]["stages_fp16"] = progress.step("stages_fp16", lambda: stage_graphs.write_fp16_stages(
                 staging, card, clips, onnx_fp32))
             progress.step("engine", lambda: maybe_build_engine(staging, card, options.out, progress.say))
+        if options.calibrate is not None:
+            from mdhr_export.int8 import reduced_precision_step
+
+            progress.step("int8" if options.int8 else "gates", lambda: reduced_precision_step(
+                staging, card, Path(options.calibrate), options.int8, progress.say))
         card["timings_s"] = progress.timings
         write_card(staging, card)
     return card

@@ -8,7 +8,7 @@
 The pieces, one job each (see each module):
 
     bundle.load_bundle    bundle folder -> Bundle (model card + artifacts)
-    runners.open_runner   Bundle -> Runner (ONNX Runtime or TensorRT), and why
+    runners.open_runner   Bundle -> Runner (ONNX Runtime, TensorRT or OpenVINO), and why
     frames.FrameSource    video / image folder / image -> Frame (RGB, index, seconds)
     faces.MTCNNDetector   RGB frame -> Detection (every face: box, confidence, landmarks)
     tracking.FaceTracker  Frame -> FaceResult (one smoothed face box per frame, or none)

@@ -66,7 +66,9 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
     argument (nothing done).
     """
     from mdhr_runtime.batch import BatchJob, BatchOptions, check_out_dir
+    from mdhr_runtime.bundle import load_bundle
     from mdhr_runtime.corpus import expand_inputs
+    from mdhr_runtime.gates import forced_warning
 
     def work():
         try:
@@ -88,6 +90,9 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
                                threads_per_worker=threads_per_worker, segment_frames=segment_frames,
                                address=address, faces=faces, min_face=min_face)
         job = BatchJob(videos, options, say)  # loads and hashes the bundle: refuses a bad one here
+        warning = forced_warning(load_bundle(model_dir), backend)
+        if warning:
+            say(warning)
         try:
             rows = job.run()
         except (KeyboardInterrupt, Terminated) as stop:

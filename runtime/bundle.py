@@ -12,7 +12,7 @@ from mdhr_runtime.atomic import write_atomically
 CARD_FILE = "mdhr.json"
 FORMAT = 1  # bump when the card or the graph's inputs/outputs change meaning
 ARTIFACT_KINDS = ("onnx", "onnx_fp16", "engine", "frame_stage", "clip_stage", "frame_stage_fp16", "clip_stage_fp16",
-                  "frame_stage_engine", "clip_stage_engine")
+                  "frame_stage_engine", "clip_stage_engine", "openvino_int8", "openvino_int8_weights")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ from mdhr_runtime.windows import DEFAULT_WINDOWS, WINDOW_MODES
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the results as JSON.")
 @click.option("--plot", type=click.Path(path_type=Path), help="Also draw the AU activations over time (PNG).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-              help="auto: a TensorRT engine on a GPU when the bundle has one, else ONNX Runtime.")
+              help="auto: a TensorRT engine on a GPU when the bundle has one, else a reduced-precision CPU "
+                   "runner (int8, openvino-bf16) that passed its agreement gate at export, else ONNX Runtime. "
+                   "openvino, openvino-bf16 and int8 run the whole model, in --windows official.")
 @click.option("--aligned", is_flag=True, help="INPUT frames are already aligned face crops: skip face detection.")
 @click.option("--threshold", type=float, help="Decision threshold on the AU score (default: the bundle's, 0.5).")
 @click.option("--faces", type=click.Choice(["largest", "all"]), default="largest", show_default=True,
@@ -61,6 +63,8 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
     from mdhr_runtime.bundle import load_bundle
     from mdhr_runtime.detector import AUDetector, check_faces, check_threshold
     from mdhr_runtime.frames import FrameSource
+    from mdhr_runtime.gates import forced_warning
+    from mdhr_runtime.openvino_runner import OPENVINO_BACKENDS
     from mdhr_runtime.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
     from mdhr_runtime.windows import WindowPlan
 
@@ -91,6 +95,12 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
                            "its AU outputs are meaningless", err=True)
             if verbose:
                 click.echo(f"backend: {detector.why}", err=True)
+            warning = forced_warning(detector.bundle, backend)
+            if warning:
+                click.echo(warning, err=True)
+            if windows == "centred" and detector.backend in OPENVINO_BACKENDS:
+                click.echo(f"note: {detector.backend} runs the whole model per window (--windows official); "
+                           "centred windows run the bundle's frame and clip stages on ONNX Runtime", err=True)
             plan = WindowPlan.make(windows, detector.bundle.frames, hop)
             if camera is not None:
                 from mdhr_runtime.live import run_live

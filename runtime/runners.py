@@ -4,8 +4,8 @@ Polygraphy's runners.  Each is created from a bundle and offers
 reports, and ``close()``.
 
 Thread safety: ONNX Runtime sessions may be run from several threads at
-once; the TensorRT runner owns one execution context and device buffers, so
-give each thread its own TensorRT runner.
+once; the TensorRT runner owns one execution context and device buffers, and
+an OpenVINO runner one infer request, so give each thread its own.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from mdhr.aus import IMAGE_MEAN, IMAGE_STD
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "openvino", "openvino-bf16", "int8")
 
 
 class Runner(Protocol):
@@ -155,21 +155,35 @@ def tensorrt_unavailable_reason() -> str | None:
     return None
 
 
+def onnxruntime_has_gpu() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def default_onnx_precision(bundle: Bundle) -> str:
     """FP16 where a CUDA GPU runs it and the bundle has it; float32 on CPU
     (ONNX Runtime's CPU kernels gain nothing from FP16)."""
-    import onnxruntime as ort
-
     has_fp16 = bundle.artifact("onnx_fp16") is not None
-    return "fp16" if has_fp16 and "CUDAExecutionProvider" in ort.get_available_providers() else "fp32"
+    return "fp16" if has_fp16 and onnxruntime_has_gpu() else "fp32"
 
 
 def open_runner(bundle: Bundle, backend: str = "auto", precision: str | None = None,
                 threads: int | None = None) -> tuple[Runner, str]:
     """The runner for ``backend`` and why it was chosen.  ``auto`` prefers a
-    TensorRT engine (fastest on NVIDIA GPUs), then ONNX Runtime."""
+    TensorRT engine (fastest on NVIDIA GPUs), then (without a GPU for ONNX
+    Runtime) a reduced-precision CPU runner (INT8, then OpenVINO bf16) whose
+    agreement with fp32 passed its gate at export and that can run here, then
+    ONNX Runtime."""
     if backend not in BACKENDS:
         raise MDHRError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend in ("openvino", "openvino-bf16", "int8"):
+        from mdhr_runtime.gates import forced_warning
+        from mdhr_runtime.openvino_runner import OpenVINORunner
+
+        runner = OpenVINORunner(bundle, backend, threads=threads)
+        warning = forced_warning(bundle, backend)
+        return runner, f"OpenVINO ({backend}); forced" + (f"; {warning}" if warning else "")
     engine = bundle.artifact("engine")
     if backend in ("auto", "tensorrt"):
         reason = tensorrt_unavailable_reason()
@@ -182,7 +196,31 @@ def open_runner(bundle: Bundle, backend: str = "auto", precision: str | None = N
             return runner, f"TensorRT {runner.precision} engine found and a CUDA GPU is visible"
         if backend == "tensorrt":
             raise MDHRError(f"backend tensorrt is unavailable: {reason}")
-        why_not_trt = reason
+        why_not = [f"TensorRT unavailable: {reason}"]
+        chosen = None
+        if not onnxruntime_has_gpu():  # a GPU outruns any CPU runner
+            chosen, cpu_why = gated_cpu_backend(bundle)
+            why_not += cpu_why
+        if chosen is not None:
+            from mdhr_runtime.openvino_runner import OpenVINORunner
+
+            return OpenVINORunner(bundle, chosen, threads=threads), f"OpenVINO ({chosen}); " + "; ".join(why_not)
     runner = OnnxRuntimeRunner(bundle, precision or default_onnx_precision(bundle), threads=threads)
-    why = "forced" if backend == "onnxruntime" else f"TensorRT unavailable: {why_not_trt}"
+    why = "forced" if backend == "onnxruntime" else "; ".join(why_not)
     return runner, f"ONNX Runtime ({runner.name}); {why}"
+
+
+def gated_cpu_backend(bundle: Bundle) -> tuple[str | None, list[str]]:
+    """The first reduced-precision CPU backend that passed its gate and can
+    run here, and why each one before it was passed over."""
+    from mdhr_runtime.gates import GATED_CPU_BACKENDS, passed
+    from mdhr_runtime.openvino_runner import openvino_unavailable_reason
+
+    why_not = []
+    for backend in GATED_CPU_BACKENDS:
+        ok, measured = passed(bundle, backend)
+        reason = openvino_unavailable_reason(backend, bundle) or (None if ok else f"failed its gate: {measured}")
+        if reason is None:
+            return backend, why_not + [f"{backend} passed its agreement gate: {measured}"]
+        why_not.append(f"{backend} not used: {reason}")
+    return None, why_not

@@ -18,7 +18,7 @@ from mdhr_bench.synthetic import PHOTO_FACE_BOX, FootageMaker, Segment, write_vi
 FACE = "tests/data/face.jpg"
 BENCH_ROW_KEYS = {"mode", "backend", "precision", "device", "batch", "frames", "status", "reason", "load_s",
                   "first_inference_ms", "latency_ms", "clips_per_s", "frames_per_s", "speedup_vs_torch",
-                  "memory", "warmup", "iters"}
+                  "speedup_vs_onnxruntime", "export_gate", "memory", "warmup", "iters"}
 LATENCY_KEYS = {"p50", "p90", "p99", "mean", "std"}
 
 

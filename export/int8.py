@@ -1,0 +1,155 @@
+"""Reduced precision for the CPU, at export: the INT8 model (OpenVINO IR,
+static per-channel weights and per-tensor activations, calibrated by NNCF on
+real face clips) and the agreement gates of every reduced-precision CPU
+runner, measured against the fp32 ONNX on real face clips and written to
+the card (read by ``mdhr_runtime.gates``).
+
+The calibration footage is split clip by clip: even clips calibrate, odd
+clips judge, so the gate never scores INT8 on the clips it was fitted to
+(one clip does both).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from mdhr.errors import MDHRError
+from mdhr_export import parity
+from mdhr_runtime.bundle import Bundle, load_bundle, write_card
+from mdhr_runtime.corpus import VIDEO_SUFFIXES
+from mdhr_runtime.gates import GATE
+from mdhr_runtime.openvino_runner import ISLANDS, OpenVINORunner, openvino_unavailable_reason
+from mdhr_runtime.runners import OnnxRuntimeRunner
+
+INT8_FILE, INT8_WEIGHTS = "model_int8.xml", "model_int8.bin"
+INSTALL = "pip install -e '.[export,int8]'"
+# Parts of the model NNCF leaves in float32 (the card's island names).  The
+# region and AU modelling: quantising it flips region heads, whose argmax
+# switches the cross-region graph (measured on the BP4D ResNet model, 17
+# real face clips: all INT8 agreed on 70.9% of decisions at the AU medians,
+# rank correlation down to 0.41; with these in fp32, 89.7% and 0.95).
+INT8_FP32_PARTS = ("region_modelling",)
+
+
+def check_tools(int8: bool) -> None:
+    """Before any work: OpenVINO (and NNCF for --int8) are importable."""
+    missing = [name for name in (("openvino", "nncf") if int8 else ("openvino",)) if not _importable(name)]
+    if missing:
+        raise MDHRError(f"{' and '.join(missing)} not installed: --int8 and --calibrate need them ({INSTALL})")
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def footage_files(path: Path) -> list[Path]:
+    """The sources of face clips: a video, a folder of frames (one video's),
+    or a folder holding videos (each used)."""
+    if path.is_dir():
+        videos = sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+        return videos or [path]
+    return [path]
+
+
+def face_clips(path: Path, bundle: Bundle) -> list[np.ndarray]:
+    """Every window of the footage in which a face was found, each as one
+    clip [T, 3, 224, 224] (windows without a face hold filler, not a face)."""
+    from mdhr_runtime.detector import clip_batches
+
+    clips = []
+    for source in footage_files(path):
+        for batch in clip_batches(source, bundle.input_shape):
+            clips += [clip for clip, face in zip(batch.clips, batch.has_face.any(axis=1)) if face]
+    if not clips:
+        raise MDHRError(f"--calibrate {path}: no face found in its frames; give footage of faces (a video, a "
+                        "folder of frames or a folder of videos)")
+    return clips
+
+
+def batched(clips: list[np.ndarray], batch: int) -> list[tuple[np.ndarray, int]]:
+    """Clips in model batches (the last padded by repeating its last clip),
+    each with its number of real clips."""
+    out = []
+    for start in range(0, len(clips), batch):
+        chunk = clips[start:start + batch]
+        out.append((np.stack(chunk + chunk[-1:] * (batch - len(chunk))), len(chunk)))
+    return out
+
+
+def outputs_on(runner, batches: list[tuple[np.ndarray, int]]) -> dict[str, np.ndarray]:
+    try:
+        return parity.concat([{k: v[:real] for k, v in runner.infer(b).items()} for b, real in batches])
+    finally:
+        runner.close()
+
+
+def quantize(staging: Path, card: dict, calibration: list[tuple[np.ndarray, int]],
+             say: Callable[[str], None]) -> dict:
+    """Write the INT8 IR beside the fp32 ONNX; returns how it was made."""
+    import nncf
+    import openvino as ov
+
+    from mdhr_runtime.openvino_runner import mark_fp32_islands
+
+    nncf.set_log_level(logging.WARNING)  # not a line per node left in float32
+    bundle = Bundle(staging, card)
+    model = ov.Core().read_model(str(bundle.artifact("onnx")))
+    # the islands' names, with every node downstream of them: NNCF's ignored scope takes exact names
+    kept = sorted(mark_fp32_islands(model, {part: card[ISLANDS][part] for part in INT8_FP32_PARTS}))
+    start = time.perf_counter()
+    quantized = nncf.quantize(model, nncf.Dataset([clips for clips, _real in calibration]),
+                              preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calibration),
+                              ignored_scope=nncf.IgnoredScope(names=kept, validate=False))
+    seconds = time.perf_counter() - start
+    del model
+    ov.save_model(quantized, str(staging / INT8_FILE), compress_to_fp16=False)
+    del quantized
+    card["artifacts"].update(openvino_int8=INT8_FILE, openvino_int8_weights=INT8_WEIGHTS)
+    say(f"int8: calibrated on {sum(r for _, r in calibration)} face clips in {seconds:.0f} s")
+    return {"tool": f"nncf {nncf.__version__}, openvino {ov.__version__}", "format": "OpenVINO IR",
+            "weights": "int8, symmetric, per output channel", "activations": "int8, per tensor",
+            "calibration_clips": int(sum(r for _, r in calibration)), "kept_fp32": list(INT8_FP32_PARTS),
+            "kept_fp32_nodes": len(kept), "calibration_seconds": round(seconds, 1)}
+
+
+def measure_gates(staging: Path, card: dict, judged: list[tuple[np.ndarray, int]], source: str,
+                  say: Callable[[str], None]) -> dict:
+    """Each reduced-precision CPU runner (and OpenVINO fp32) against the fp32
+    ONNX on ONNX Runtime, on the judged face clips."""
+    bundle = load_bundle(staging)
+    reference = outputs_on(OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"]), judged)
+    runners = {}
+    for backend in ("openvino", "openvino-bf16", "int8"):
+        reason = openvino_unavailable_reason(backend, bundle)
+        if reason is not None:
+            runners[backend] = {"status": "skipped", "reason": reason, "passed": False}
+            say(f"gate {backend}: not measured ({reason})")
+            continue
+        report = parity.agreement(reference, outputs_on(OpenVINORunner(bundle, backend), judged),
+                                  bundle.threshold, bundle.au_names)
+        failures = parity.fp32_failures(report) if backend == "openvino" else parity.reduced_precision_failures(report)
+        runners[backend] = {"status": "measured", "passed": not failures, "failures": failures,
+                            "clips": int(sum(r for _, r in judged)), **report}
+        say(f"gate {backend}: " + ("passed" if not failures else "failed: " + "; ".join(failures)))
+    return {"reference": "onnxruntime-fp32-cpu", "gate": GATE, "source": source, "runners": runners}
+
+
+def reduced_precision_step(staging: Path, card: dict, footage: Path, int8: bool, say: Callable[[str], None]) -> None:
+    """Face clips of ``footage`` -> the INT8 model (with ``int8``) and every
+    gate, recorded in ``card`` (saved)."""
+    clips = face_clips(footage, Bundle(staging, card))
+    calibrate, judge = (clips[0::2], clips[1::2]) if len(clips) > 1 else (clips, clips)
+    batch = card["input"]["shape"][0]
+    if int8:
+        card["int8"] = quantize(staging, card, batched(calibrate, batch), say)
+        write_card(staging, card)
+    split = "odd clips (even clips calibrated the INT8 model)" if len(clips) > 1 and int8 else "all clips"
+    card.setdefault("parity", {})["reduced_precision"] = measure_gates(
+        staging, card, batched(judge if int8 else clips, batch), f"{split} of the face clips of {footage}", say)
+    write_card(staging, card)

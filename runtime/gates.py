@@ -1,0 +1,54 @@
+"""The agreement gates of reduced-precision CPU runners, as the export
+measured them and wrote them in the card (``parity.reduced_precision``).
+
+A runner passes when, on real face clips against the fp32 ONNX, decisions
+at each AU's median score agree on at least 99% of frames, and the rank
+correlation of every AU's scores is at least 0.99 (with decisions at the
+threshold and region argmax at 99% too; ``mdhr_export.parity``).  ``auto``
+never picks a runner that failed or was not measured; a user who forces one
+gets a one-line warning naming what was measured.
+"""
+from __future__ import annotations
+
+from mdhr_runtime.bundle import Bundle
+
+GATE = "decisions at each AU's median agree on >= 99% of frames and every AU's rank correlation >= 0.99"
+# Fastest first: the order in which auto considers them on a CPU.
+GATED_CPU_BACKENDS = ("int8", "openvino-bf16")
+
+
+def recorded(bundle: Bundle, backend: str) -> dict | None:
+    """The card's gate entry for ``backend``, or None when never measured."""
+    runners = ((bundle.card.get("parity") or {}).get("reduced_precision") or {}).get("runners") or {}
+    return runners.get(backend)
+
+
+def summary(entry: dict) -> str:
+    """The measured agreement in a few words."""
+    if entry.get("status") != "measured":
+        return f"not measured at export ({entry.get('reason', 'no reason recorded')})"
+    rank = entry.get("rank_correlation_min")
+    return (f"decisions agree on {100 * entry['median_decision_agreement']:.2f}% at the AU medians, "
+            f"lowest AU rank correlation {'n/a' if rank is None else f'{rank:.3f}'}, region argmax "
+            f"{100 * entry['region_argmax_agreement']:.2f}%, on {entry['frames']} frames of "
+            f"{entry.get('clips', '?')} face clips")
+
+
+def passed(bundle: Bundle, backend: str) -> tuple[bool, str]:
+    """Whether ``backend`` passed its gate at export, and what was measured."""
+    entry = recorded(bundle, backend)
+    if entry is None:
+        return False, "agreement never measured (export with --calibrate VIDEO to measure it)"
+    return bool(entry.get("passed")), summary(entry)
+
+
+def forced_warning(bundle: Bundle, backend: str) -> str | None:
+    """One line for a user who chose a reduced-precision runner that did not
+    pass its gate; None when it passed (or is not gated)."""
+    if backend not in GATED_CPU_BACKENDS:
+        return None
+    ok, measured = passed(bundle, backend)
+    if ok:
+        return None
+    return (f"warning: {backend} did not pass the agreement gate against fp32 ({GATE}): {measured}; "
+            "its outputs may differ from the fp32 model's")

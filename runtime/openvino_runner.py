@@ -1,0 +1,147 @@
+"""OpenVINO on the CPU, behind the runtime's Runner protocol: the bundle's
+``model.onnx`` in float32 (``openvino``) or with bfloat16 inference
+precision (``openvino-bf16``), and the bundle's INT8 model (``int8``).
+
+Under bfloat16 the region and AU modelling stays float32.  Measured with
+PyTorch autocast, one part of the model at a time (shared/reference
+"Where reduced precision hurts"): the region heads are where bfloat16
+damages agreement, since their argmax switches the cross-region graph,
+while the backbone and the frame differences tolerate it.  The region and
+AU modelling is about 5 of 230 GFLOP per clip, so keeping it float32 costs
+little.  OpenVINO's CPU plugin keeps a node in its original precision when
+its runtime info carries ``disable_fp16_compression`` (honoured for bf16 as
+for f16 inference precision since OpenVINO 2024.0).
+
+Needs ``pip install 'mdhr-toolkit[openvino]'``.  A compiled model owns one
+infer request: give each thread its own runner.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from mdhr.errors import MDHRError
+from mdhr_runtime.bundle import Bundle
+from mdhr_runtime.runners import check_clips
+
+INSTALL = "pip install 'mdhr-toolkit[openvino]'"
+# backend name -> (precision, the bundle artifact it reads)
+OPENVINO_BACKENDS = {"openvino": ("fp32", "onnx"), "openvino-bf16": ("bf16", "onnx"),
+                     "int8": ("int8", "openvino_int8")}
+KEEP_ORIGINAL_PRECISION = "disable_fp16_compression_0"  # ov::DisableFP16Compression's key
+ISLANDS = "reduced_precision_islands"  # the card's entry: names of the float32 islands' first nodes
+# What bf16 keeps float32.  Emulated bf16 on the BP4D ResNet model, 12 real
+# face clips (python -m mdhr_bench.bf16_islands): decisions at the AU
+# medians agreed on 91.1% with bf16 everywhere, 94.3% with the region
+# modelling in fp32 (lowest rank correlation 0.978 -> 0.995), and 94.3% with
+# the frame differences in fp32 too: those buy nothing, so they run bf16.
+BF16_FP32_PARTS = ("region_modelling",)
+
+
+def openvino_unavailable_reason(backend: str, bundle: Bundle | None = None) -> str | None:
+    """Why ``backend`` (openvino, openvino-bf16, int8) cannot run here, or
+    None when it can.  Nothing is compiled."""
+    precision, kind = OPENVINO_BACKENDS[backend]
+    try:
+        import openvino
+    except ImportError:
+        return f"OpenVINO is not installed ({INSTALL})"
+    if precision == "bf16":
+        capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if "BF16" not in capabilities:
+            return ("this CPU has no native bfloat16 (AVX-512 BF16 or AMX); OpenVINO's CPU plugin reports "
+                    f"{', '.join(capabilities)} only, so bf16 inference would not run")
+    if bundle is not None:
+        path = bundle.artifact(kind)
+        if path is None or not path.is_file():
+            return (f"the bundle has no INT8 model (export one with: mdhr-export ... --int8 --calibrate VIDEO)"
+                    if precision == "int8" else f"the bundle has no {kind} model")
+        if precision == "bf16" and not bundle.card.get(ISLANDS):
+            return "the bundle's card names no float32 islands for bf16 (export it again with this version)"
+    return None
+
+
+def mark_fp32_islands(model, islands: dict[str, list[str]]) -> set[str]:
+    """Keep the islands' nodes in their original (float32) precision; returns
+    the friendly names of the nodes marked.  ``islands["region_modelling"]``
+    names the first nodes of a part whose every downstream node is marked
+    too (the part ends at the outputs; helper nodes OpenVINO adds when it
+    decomposes an ONNX operator have no ONNX name but lie downstream);
+    ``islands["frame_differences"]``, if given, names single nodes."""
+    ops = model.get_ordered_ops()  # topological order: producers first
+    seeds = set(islands.get("region_modelling", []))
+    exact = set(islands.get("frame_differences", []))
+    marked, downstream = set(), set()
+    for op in ops:
+        name = op.get_friendly_name()
+        onnx_name = name.split("/")[0]  # "node_Conv_7/WithoutBiases": the convolution of ONNX node node_Conv_7
+        reads_island = any(value.get_node().get_friendly_name() in downstream for value in op.input_values())
+        if onnx_name in seeds or (reads_island and op.get_type_name() != "Result"):
+            downstream.add(name)
+        if name in downstream or onnx_name in exact:
+            op.get_rt_info()[KEEP_ORIGINAL_PRECISION] = ""
+            marked.add(name)
+    found = {op.get_friendly_name().split("/")[0] for op in ops} & (seeds | exact)
+    if "region_modelling" in islands and not found & seeds:
+        raise MDHRError("none of the float32 islands named in the bundle's card is in its model; export it again")
+    return marked
+
+
+class OpenVINORunner:
+    """One compiled model and one infer request on the CPU."""
+
+    device = "cpu"
+
+    def __init__(self, bundle: Bundle, backend: str = "openvino", threads: int | None = None):
+        import openvino as ov
+
+        reason = openvino_unavailable_reason(backend, bundle)
+        if reason:
+            raise MDHRError(f"backend {backend} is unavailable: {reason}")
+        self.name, (self.precision, kind) = backend, OPENVINO_BACKENDS[backend]
+        self.path = bundle.artifact(kind)
+        self.input_shape = tuple(bundle.input_shape)
+        self.output_names = list(bundle.card["outputs"])
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.path))
+        except RuntimeError as e:
+            raise MDHRError(f"{self.path}: OpenVINO cannot read it ({str(e).splitlines()[0][:200]}); "
+                            "export the bundle again") from None
+        self._check_graph(model)
+        self.fp32_nodes = 0
+        if self.precision == "bf16":
+            kept = {part: bundle.card[ISLANDS][part] for part in BF16_FP32_PARTS}
+            self.fp32_nodes = len(mark_fp32_islands(model, kept))
+        config = {"INFERENCE_NUM_THREADS": threads or min(os.cpu_count() or 1, 8), "NUM_STREAMS": 1,
+                  "PERFORMANCE_HINT": "LATENCY",
+                  # float32 unless bf16 is asked for: the plugin would otherwise pick bf16 itself on AMX CPUs
+                  "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32"}
+        self._compiled = core.compile_model(model, "CPU", config)
+        del model
+        used = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+        if self.precision == "bf16" and used != ov.Type.bf16:
+            self.close()
+            raise MDHRError(f"backend {backend} is unavailable: OpenVINO compiled the model in {used}, not bf16")
+        self._request = self._compiled.create_infer_request()
+
+    def _check_graph(self, model) -> None:
+        inputs = [tuple(i.get_partial_shape().to_shape()) if i.get_partial_shape().is_static else None
+                  for i in model.inputs]
+        outputs = {name for o in model.outputs for name in o.get_names()}
+        if inputs != [self.input_shape] or not set(self.output_names) <= outputs:
+            raise MDHRError(f"{self.path}: the graph (inputs {inputs}; outputs {sorted(outputs)}) is not the model "
+                            f"its card describes (one input {list(self.input_shape)}, outputs "
+                            f"{', '.join(self.output_names)}); export the bundle again")
+
+    def infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
+        clips = check_clips(clips, self.input_shape)
+        results = self._request.infer({0: clips})
+        return {name: np.array(results[self._compiled.output(name)], dtype=np.float32) for name in self.output_names}
+
+    def close(self) -> None:
+        """Frees the request and the compiled model (its weights); safe to
+        call twice."""
+        self._request = None
+        self._compiled = None
