@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mdhr.errors import MDHRError
 from mdhr_export import parity
+from mdhr_export.engine import build_engine
 from mdhr_runtime.atomic import atomic_path
 from mdhr_runtime.bundle import Bundle, load_bundle, write_card
 from mdhr_runtime.outputs import check_output_file
@@ -45,11 +46,8 @@ def engine_parity(bundle: Bundle, engine: Path, precision: str) -> tuple[dict, d
 
 def judge(reference: dict, candidate: dict, bundle: Bundle, precision: str) -> dict:
     """The agreement report, passed or not by the gate of ``precision``."""
-    report = parity.agreement(reference, candidate, bundle.threshold, bundle.au_names)
-    failures = (parity.reduced_precision_failures(report) if precision != "fp32"
-                else parity.fp32_failures(report))
-    return {"reference": "onnxruntime-fp32-cpu", "precision": precision, "passed": not failures,
-            "failures": failures, **report}
+    return {"reference": "onnxruntime-fp32-cpu", "precision": precision,
+            **parity.judged(reference, candidate, bundle.threshold, bundle.au_names, fp32=precision == "fp32")}
 
 
 def comparator_outputs(runners: list, bundle: Bundle) -> list[dict]:
@@ -88,12 +86,6 @@ def build_into(folder: Path, card: dict, precision: str) -> dict:
     return card
 
 
-def build_engine(source: Path, timing_cache: Path) -> tuple[bytes, float]:
-    from mdhr_export.engine import build_engine as build
-
-    return build(source, timing_cache)
-
-
 def engine_build_facts(source: Path, precision: str, seconds: float) -> dict:
     import tensorrt as trt
 
@@ -119,10 +111,11 @@ def build_stage_engines(folder: Path, card: dict, precision: str, reference: dic
     on the GPU), from the stage ONNX of ``precision``; kept, both or
     neither, when the stages run as the official windows agree with the
     fp32 ONNX ``reference`` as ``model.engine`` must."""
+    bundle = Bundle(folder, card)
     with contextlib.ExitStack() as stack:
         staged = {}
         for kind, onnx_kind in zip(STAGE_ENGINE_KINDS, STAGE_KINDS[precision]):
-            serialized, _ = build_engine(Bundle(folder, card).artifact(onnx_kind), folder / TIMING_CACHE_FILE)
+            serialized, _ = build_engine(bundle.artifact(onnx_kind), folder / TIMING_CACHE_FILE)
             staged[kind] = stack.enter_context(atomic_path(folder / STAGE_ENGINE_FILES[kind]))
             staged[kind].write_bytes(serialized)
         trial = Bundle(folder, {**card, "artifacts": {**card["artifacts"],

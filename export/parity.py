@@ -107,6 +107,16 @@ def agreement(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
     return report
 
 
+def judged(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], threshold: float,
+           au_names: list[str], fp32: bool) -> dict:
+    """``agreement`` with the gate's verdict (``passed``, ``failures``): a
+    float32 candidate must match within tolerance, a reduced-precision one
+    must pass the agreement gate."""
+    report = agreement(reference, candidate, threshold, au_names)
+    failures = fp32_failures(report) if fp32 else reduced_precision_failures(report)
+    return {"passed": not failures, "failures": failures, **report}
+
+
 def reduced_precision_failures(report: dict, min_agreement: float = REDUCED_PRECISION_MIN_AGREEMENT,
                                min_rank: float | None = REDUCED_PRECISION_MIN_RANK_CORRELATION) -> list[str]:
     """Why a reduced-precision backend is not faithful enough (empty when it

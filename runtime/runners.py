@@ -10,6 +10,7 @@ an OpenVINO runner one infer request, so give each thread its own.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -75,30 +76,40 @@ def _ort_errors() -> tuple[type[Exception], ...]:
     return tuple(v for v in vars(state).values() if isinstance(v, type) and issubclass(v, Exception))
 
 
+def onnx_session(path: Path, threads: int | None = None, providers: list[str] | None = None,
+                 spinning: bool = True):
+    """An ONNX Runtime session on any model file of a bundle (CUDA where
+    onnxruntime-gpu has a GPU, else CPU).  ``spinning=False`` for sessions
+    that take turns with another: by default ORT's idle worker threads
+    busy-wait for more work, taking the cores from the other session."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 8)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as e:  # ORT raises its own exception types for bad files
+        raise MDHRError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]}); "
+                        "export the bundle again") from None
+
+
 class OnnxRuntimeRunner:
     """ONNX Runtime on the given execution providers; by default CUDA where
     onnxruntime-gpu and a GPU exist, else CPU."""
 
     def __init__(self, bundle: Bundle, precision: str = "fp32", providers: list[str] | None = None,
                  threads: int | None = None):
-        import onnxruntime as ort
-
         kind = {"fp32": "onnx", "fp16": "onnx_fp16"}.get(precision)
         path = bundle.artifact(kind) if kind else None
         if path is None or not path.is_file():
             raise MDHRError(f"{bundle.root}: no {precision} ONNX model in this bundle; "
                             "export it with mdhr-export" + (" --fp16" if precision == "fp16" else ""))
-        available = ort.get_available_providers()
-        self.providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                                       if p in available]
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 8)
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=self.providers)
-        except Exception as e:  # ORT raises its own exception types for bad files
-            raise MDHRError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]}); "
-                            "export the bundle again") from None
+        self.session = onnx_session(path, threads, providers)
         self.path = path
         self.input_shape = tuple(bundle.input_shape)
         self._check_graph(bundle)

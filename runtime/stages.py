@@ -8,14 +8,13 @@ static tokens [T, 49, 512] and its T-1 in-window pair motions.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
+from mdhr_runtime.runners import onnx_session
 
 STAGE_KINDS = {"fp32": ("frame_stage", "clip_stage"), "fp16": ("frame_stage_fp16", "clip_stage_fp16")}
 STAGE_ENGINE_KINDS = ("frame_stage_engine", "clip_stage_engine")
@@ -35,28 +34,6 @@ class FrameFeatures:
     @property
     def nbytes(self) -> int:
         return self.static.nbytes + self.dynamics.nbytes
-
-
-def onnx_session(path: Path, threads: int | None = None, providers: list[str] | None = None,
-                 spinning: bool = True):
-    """An ONNX Runtime session on any model file of a bundle (CUDA where
-    onnxruntime-gpu has a GPU, else CPU).  ``spinning=False`` for sessions
-    that take turns with another: by default ORT's idle worker threads
-    busy-wait for more work, taking the cores from the other session."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 8)
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(str(path), options, providers=providers)
-    except Exception as e:  # ORT raises its own exception types for bad files
-        raise MDHRError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]}); "
-                        "export the bundle again") from None
 
 
 def has_stages(bundle: Bundle, precision: str = "fp32") -> bool:

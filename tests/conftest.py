@@ -49,6 +49,15 @@ def disfa_short_bundle(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def detector(disfa_short_bundle):
+    """An ONNX Runtime AUDetector on the DISFA 4-frame bundle, one per module."""
+    from mdhr_runtime.detector import AUDetector
+
+    with AUDetector(disfa_short_bundle, backend="onnxruntime") as d:
+        yield d
+
+
 @pytest.fixture(scope="session")
 def face_avi(tmp_path_factory, photo):
     """24 frames of a face, MJPG in AVI (a container that declares its frame

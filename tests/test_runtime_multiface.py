@@ -14,7 +14,6 @@ from click.testing import CliRunner
 from footage import crowd_video, face_video
 from mdhr_bench.crowd import side_by_side
 from mdhr_bench.synthetic import Placement, Segment, write_video
-from mdhr_runtime import AUDetector
 from mdhr_runtime.cli import main
 from mdhr_runtime.frames import FrameSource
 
@@ -24,12 +23,6 @@ from mdhr_runtime.frames import FrameSource
 # 2026-11-25: at most 1.1e-3 (untrained DISFA bundle, 12 frames).
 REGION_TOLERANCE = 3e-3
 FRAMES = 8
-
-
-@pytest.fixture(scope="module")
-def detector(disfa_short_bundle):
-    with AUDetector(disfa_short_bundle, backend="onnxruntime") as d:
-        yield d
 
 
 @pytest.fixture(scope="module")

@@ -32,12 +32,6 @@ def footage(tmp_path_factory, photo):
                       (Segment("moving", 20), Segment("empty", 10), Segment("clean", 7)))
 
 
-@pytest.fixture(scope="module")
-def detector(disfa_short_bundle):
-    with AUDetector(disfa_short_bundle, backend="onnxruntime") as d:
-        yield d
-
-
 def test_predict_video_gives_every_frame(detector, footage):
     video, has_face = footage
     table = detector.predict_video(video)

@@ -10,7 +10,6 @@ import pytest
 
 from mdhr.errors import MDHRError
 from mdhr_bench.synthetic import FootageMaker, Segment, write_video
-from mdhr_runtime import AUDetector
 from mdhr_runtime.crop import CroppedFrame
 from mdhr_runtime.detector import crops
 from mdhr_runtime.tracking import FaceResult
@@ -60,12 +59,6 @@ def test_bad_window_options_are_refused():
 
 
 # ------------------------------------------------------------ on a real bundle
-@pytest.fixture(scope="module")
-def detector(disfa_short_bundle):
-    with AUDetector(disfa_short_bundle, backend="onnxruntime") as d:
-        yield d
-
-
 @pytest.fixture(scope="module")
 def cropped(tmp_path_factory, photo):
     """21 frames: a moving face, 6 face-less frames, the face again; cropped

@@ -306,7 +306,7 @@ class EngineStandIn:
     error = 0.0
 
     def __init__(self, bundle, kind):
-        from mdhr_runtime.stages import onnx_session
+        from mdhr_runtime.runners import onnx_session
 
         self.session = onnx_session(bundle.artifact(kind), providers=["CPUExecutionProvider"])
 
@@ -332,8 +332,10 @@ def stage_engine_folder(disfa_short_bundle, tmp_path, monkeypatch):
     folder = tmp_path / "bundle"
     folder.mkdir()
     for path in disfa_short_bundle.iterdir():
-        (folder / path.name).symlink_to(path) if path.suffix == ".onnx" else (folder / path.name).write_bytes(
-            path.read_bytes())
+        if path.suffix == ".onnx":
+            (folder / path.name).symlink_to(path)
+        else:
+            (folder / path.name).write_bytes(path.read_bytes())
     monkeypatch.setattr(build, "build_engine", onnx_as_engine)
     monkeypatch.setattr(tensorrt_runner, "EngineSession", EngineStandIn)
     bundle = load_bundle(folder)
