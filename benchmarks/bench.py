@@ -23,7 +23,7 @@ from mdhr_bench.backends import (ONNXRUNTIME_FP32, TORCH_FP32, Backend, BackendU
                                  open_backend, unavailable_reason)
 from mdhr_bench.machine import describe, device_memory_used_mb, peak_rss_mb, rss_mb, usable_cores
 from mdhr_runtime.bundle import Bundle, load_bundle
-from mdhr_runtime.stages import has_stages
+from mdhr_runtime.backends.stages import has_stages
 
 RESULT_KEYS = ("mode", "backend", "precision", "device", "batch", "frames", "status", "reason", "load_s",
                "first_inference_ms", "latency_ms", "clips_per_s", "frames_per_s", "speedup_vs_torch",
@@ -245,7 +245,7 @@ def latency_summary(seconds: list[float]) -> dict:
 def add_export_gates(results: list[dict], bundle: Bundle) -> None:
     """The agreement with fp32 that the export measured for each runner on
     real face clips (mdhr-export --calibrate), beside its speed."""
-    from mdhr_runtime.gates import recorded
+    from mdhr_runtime.backends.gates import recorded
 
     for row in results:
         gate = recorded(bundle, row["backend"])

@@ -21,8 +21,8 @@ import numpy as np
 
 from mdhr_export.parity import agreement, concat, reduced_precision_failures
 from mdhr_runtime.bundle import load_bundle
-from mdhr_runtime.openvino_runner import ISLANDS, KEEP_ORIGINAL_PRECISION, mark_fp32_islands
-from mdhr_runtime.runners import OnnxRuntimeRunner
+from mdhr_runtime.backends.openvino_runner import ISLANDS, KEEP_ORIGINAL_PRECISION, mark_fp32_islands
+from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 
 ROUNDED_OPS = {"Convolution", "GroupConvolution", "MatMul"}
 # Veltkamp's split: (2^16 + 1) * x, minus its difference with x, keeps the

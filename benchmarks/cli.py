@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from mdhr_runtime.cli_common import run_reporting_errors, say, verbose_option
-from mdhr_runtime.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
+from mdhr_runtime.cli.common import run_reporting_errors, say, verbose_option
+from mdhr_runtime.files.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
 
 # mdhr-parity's exit status when a backend breaks tolerance (2 is a user
-# error, 1 a bug: see mdhr_runtime.cli_common).
+# error, 1 a bug: see mdhr_runtime.cli.common).
 EXIT_PARITY_FAILED = 3
 
 BACKEND_HELP = ("Comma-separated backends: torch, torch-bf16, torch-fp16, onnxruntime, onnxruntime-cuda, "

@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.crop import resize_aligned, to_model_input
-from mdhr_runtime.frames import to_rgb
+from mdhr_runtime.crops.crop import resize_aligned, to_model_input
+from mdhr_runtime.sources.frames import to_rgb
 
 # Where the official loaders look for images, beside the lists.
 OFFICIAL_IMAGE_FOLDERS = {"BP4D": "img", "DISFA": "img_o"}

@@ -61,7 +61,7 @@ def gpu_names() -> list[str]:
             return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         return []
     try:
-        from mdhr_runtime.gpu import visible_gpu
+        from mdhr_runtime.backends.gpu import visible_gpu
 
         return [visible_gpu().name]
     except Exception:  # no GPU, no Polygraphy or libcudart: only the GPU's name is lost
@@ -115,6 +115,6 @@ def device_memory_used_mb() -> float | None:
             return None
         free, total = torch.cuda.mem_get_info()
         return (total - free) / 2**20
-    from mdhr_runtime.gpu import memory_used_mb
+    from mdhr_runtime.backends.gpu import memory_used_mb
 
     return memory_used_mb()

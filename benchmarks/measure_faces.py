@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mdhr_runtime.faces import HaarDetector, MTCNNDetector, box_iou
-from mdhr_runtime.tracking import FaceTracker
+from mdhr_runtime.faces.detection import HaarDetector, MTCNNDetector, box_iou
+from mdhr_runtime.faces.tracking import FaceTracker
 from mdhr_bench.synthetic import FootageMaker, write_video
 
 HIT_IOU = 0.4  # a detection this close to the true box counts as finding the face
@@ -167,9 +167,9 @@ def by_condition(tracker: FaceTracker, frames, truths, conditions) -> str:
 def stage_timings(photo: np.ndarray, repeats: int = 2) -> None:
     """ms per frame of each front-half stage at 640x360, as the runtime runs
     them (decode from mp4v, track, crop + normalise, pack into clips)."""
-    from mdhr_runtime.clips import ClipWindows
-    from mdhr_runtime.crop import CroppedFrame, Cropper, to_model_input
-    from mdhr_runtime.frames import FrameSource
+    from mdhr_runtime.windows.clips import ClipWindows
+    from mdhr_runtime.crops.crop import CroppedFrame, Cropper, to_model_input
+    from mdhr_runtime.sources.frames import FrameSource
 
     with tempfile.TemporaryDirectory() as tmp:
         made = list(FootageMaker(photo).frames())

@@ -1,6 +1,6 @@
 """How many frames a face tracker started cold needs before its smoothed box
 matches a tracker that has run from frame 0: the warm-up a video segment
-needs (``mdhr_runtime.segments.TRACKER_WARMUP_FRAMES``).
+needs (``mdhr_runtime.batch.segments.TRACKER_WARMUP_FRAMES``).
 
     python -m mdhr_bench.measure_warmup tests/data/face.jpg
 
@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 
 from mdhr_bench.synthetic import FootageMaker, Segment, write_video
-from mdhr_runtime.faces import MTCNNDetector
-from mdhr_runtime.tracking import FaceTracker
-from mdhr_runtime.frames import FrameSource
+from mdhr_runtime.faces.detection import MTCNNDetector
+from mdhr_runtime.faces.tracking import FaceTracker
+from mdhr_runtime.sources.frames import FrameSource
 
 FOOTAGE = (Segment("still", 120, speed=0.05), Segment("clean", 120), Segment("fast", 90, speed=4.0),
            Segment("empty", 20), Segment("clean", 110))

@@ -26,8 +26,8 @@ import cv2
 
 from mdhr_bench.crowd import CrowdMaker, crossing, leave_and_return, side_by_side
 from mdhr_bench.synthetic import FootageMaker, Segment, write_video
-from mdhr_runtime.faces import MTCNNDetector, box_iou
-from mdhr_runtime.multitrack import CUES, MultiFaceTracker
+from mdhr_runtime.faces.detection import MTCNNDetector, box_iou
+from mdhr_runtime.faces.multitrack import CUES, MultiFaceTracker
 
 
 def identity_switches(tracker: MultiFaceTracker, frames) -> dict:
@@ -56,8 +56,8 @@ def likeness(photo) -> dict:
     from itertools import combinations
 
     from mdhr_bench.synthetic import Placement
-    from mdhr_runtime.appearance import similarity
-    from mdhr_runtime.multitrack import _look
+    from mdhr_runtime.faces.appearance import similarity
+    from mdhr_runtime.faces.multitrack import _look
 
     detector, maker, looks = MTCNNDetector(), CrowdMaker(photo, 4), {}
     for k, (cx, height, roll) in enumerate(((230, 150, 0), (320, 100, 8), (400, 180, -6))):

@@ -31,7 +31,7 @@ from mdhr_bench.machine import describe, usable_cores
 from mdhr_export.parity import (FP32_AU_TOLERANCE, REDUCED_PRECISION_MIN_AGREEMENT, agreement, concat,
                                 fp32_failures, parity_clips, reduced_precision_failures)
 from mdhr_runtime.bundle import Bundle, load_bundle
-from mdhr_runtime.runners import Runner
+from mdhr_runtime.backends.runners import Runner
 
 if TYPE_CHECKING:
     from mdhr_bench.labelled import LabelledSet

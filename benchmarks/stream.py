@@ -19,11 +19,11 @@ import time
 import numpy as np
 
 from mdhr_runtime.bundle import Bundle
-from mdhr_runtime.crop import CroppedFrame
-from mdhr_runtime.tracking import FaceResult
-from mdhr_runtime.runners import OnnxRuntimeRunner
-from mdhr_runtime.stages import StageRunner
-from mdhr_runtime.windows import FrameStream, WindowPlan
+from mdhr_runtime.crops.crop import CroppedFrame
+from mdhr_runtime.faces.tracking import FaceResult
+from mdhr_runtime.backends.runners import OnnxRuntimeRunner
+from mdhr_runtime.backends.stages import StageRunner
+from mdhr_runtime.windows.streams import FrameStream, WindowPlan
 
 
 def p50_ms(seconds: list[float]) -> float:

@@ -11,7 +11,7 @@ import numpy as np
 
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.detector import AUDetector, clip_batches
-from mdhr_runtime.frames import FrameSource
+from mdhr_runtime.sources.frames import FrameSource
 
 
 def video_clip_batches(path: Path, bundle: Bundle, max_clips: int | None = None,

@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mdhr_bench.stream import edge_change
-from mdhr_runtime.atomic import atomic_path
+from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.detector import AUDetector
 
 SHOWN_AUS = 3

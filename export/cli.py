@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from mdhr.aus import AU_SETS, BACKBONES
-from mdhr_runtime.cli_common import run_reporting_errors, verbose_option
+from mdhr_runtime.cli.common import run_reporting_errors, verbose_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,7 +49,7 @@ def main(ckpt, out, fp16, dataset, backbone, batch, frames, opset, int8, calibra
 
     def work():
         from mdhr_export.pipeline import ExportOptions, Progress, export_bundle  # torch: see run_reporting_errors
-        from mdhr_runtime.gates import summary
+        from mdhr_runtime.backends.gates import summary
 
         options = ExportOptions(out=out, ckpt=ckpt, dataset=dataset, backbone=backbone, fp16=fp16, batch=batch,
                                 frames=frames, opset=opset, random_init=random_init, int8=int8,

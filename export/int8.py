@@ -2,7 +2,7 @@
 static per-channel weights and per-tensor activations, calibrated by NNCF on
 real face clips) and the agreement gates of every reduced-precision CPU
 runner, measured against the fp32 ONNX on real face clips and written to
-the card (read by ``mdhr_runtime.gates``).
+the card (read by ``mdhr_runtime.backends.gates``).
 
 The calibration footage is split clip by clip: even clips calibrate, odd
 clips judge, so the gate never scores INT8 on the clips it was fitted to
@@ -20,10 +20,10 @@ import numpy as np
 from mdhr.errors import MDHRError
 from mdhr_export import parity
 from mdhr_runtime.bundle import Bundle, load_bundle, write_card
-from mdhr_runtime.corpus import VIDEO_SUFFIXES
-from mdhr_runtime.gates import GATE
-from mdhr_runtime.openvino_runner import ISLANDS, OpenVINORunner, openvino_unavailable_reason
-from mdhr_runtime.runners import OnnxRuntimeRunner
+from mdhr_runtime.batch.corpus import VIDEO_SUFFIXES
+from mdhr_runtime.backends.gates import GATE
+from mdhr_runtime.backends.openvino_runner import ISLANDS, OpenVINORunner, openvino_unavailable_reason
+from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 
 INT8_FILE, INT8_WEIGHTS = "model_int8.xml", "model_int8.bin"
 INSTALL = "pip install -e '.[export,int8]'"
@@ -95,7 +95,7 @@ def quantize(staging: Path, card: dict, calibration: list[tuple[np.ndarray, int]
     import nncf
     import openvino as ov
 
-    from mdhr_runtime.openvino_runner import mark_fp32_islands
+    from mdhr_runtime.backends.openvino_runner import mark_fp32_islands
 
     nncf.set_log_level(logging.WARNING)  # not a line per node left in float32
     bundle = Bundle(staging, card)

@@ -14,7 +14,7 @@ from mdhr.model import MDHR
 from mdhr.stages import MOTION_CHANNELS, ClipStage, FrameStage, cached_floats_per_frame, tap_shapes
 from mdhr_export import fp16 as fp16_tools
 from mdhr_export import graph, isolated, parity
-from mdhr_runtime import stages as runtime_stages
+from mdhr_runtime.backends import stages as runtime_stages
 
 STAGES = ("frame_stage", "clip_stage")
 FILES = {"frame_stage": "frame_stage.onnx", "clip_stage": "clip_stage.onnx",

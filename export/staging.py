@@ -8,9 +8,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.atomic import STAGING_SUFFIX, staging_prefix, usual_mode
+from mdhr_runtime.files.atomic import STAGING_SUFFIX, staging_prefix, usual_mode
 from mdhr_runtime.bundle import CARD_FILE
-from mdhr_runtime.outputs import check_output_folder
+from mdhr_runtime.files.outputs import check_output_folder
 
 
 def check_bundle_target(target: Path) -> Path:

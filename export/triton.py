@@ -24,7 +24,7 @@ from pathlib import Path
 from mdhr.errors import MDHRError
 from mdhr_export.staging import staged_folder
 from mdhr_runtime.bundle import Bundle, load_bundle
-from mdhr_runtime.outputs import check_output_folder
+from mdhr_runtime.files.outputs import check_output_folder
 
 # The ONNX Runtime backend can hand the graph to TensorRT itself; left as a
 # comment because it needs a GPU build of Triton and builds engines at load.

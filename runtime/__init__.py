@@ -34,7 +34,7 @@ def __getattr__(name: str):
 
         return AUDetector
     if name == "FrameTable":
-        from mdhr_runtime.table import FrameTable
+        from mdhr_runtime.results.table import FrameTable
 
         return FrameTable
     if name == "load_bundle":

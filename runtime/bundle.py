@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.atomic import write_atomically
+from mdhr_runtime.files.atomic import write_atomically
 
 CARD_FILE = "mdhr.json"
 FORMAT = 1  # bump when the card or the graph's inputs/outputs change meaning

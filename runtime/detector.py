@@ -11,16 +11,16 @@ import numpy as np
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import load_bundle
-from mdhr_runtime.clips import ClipBatch, ClipWindows
-from mdhr_runtime.crop import crop_stream
-from mdhr_runtime.faces import HaarDetector, MTCNNDetector
-from mdhr_runtime.multitrack import DEFAULT_MIN_FACE
-from mdhr_runtime.tracking import FaceTracker
-from mdhr_runtime.frames import FrameSource
-from mdhr_runtime.runners import check_clip_values, open_runner
-from mdhr_runtime.table import FrameTable
+from mdhr_runtime.windows.clips import ClipBatch, ClipWindows
+from mdhr_runtime.crops.crop import crop_stream
+from mdhr_runtime.faces.detection import HaarDetector, MTCNNDetector
+from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
+from mdhr_runtime.faces.tracking import FaceTracker
+from mdhr_runtime.sources.frames import FrameSource
+from mdhr_runtime.backends.runners import check_clip_values, open_runner
+from mdhr_runtime.results.table import FrameTable
 from mdhr_runtime.timing import StageClock
-from mdhr_runtime.windows import DEFAULT_WINDOWS, FrameStream, WindowPlan
+from mdhr_runtime.windows.streams import DEFAULT_WINDOWS, FrameStream, WindowPlan
 
 FACE_DETECTORS = {"mtcnn": MTCNNDetector, "haar": HaarDetector}
 # largest: one face per frame (the largest, then the one tracked), as before
@@ -106,7 +106,7 @@ class AUDetector:
         TensorRT engines where the whole model runs as one and mdhr-build
         made them, else ONNX Runtime."""
         if self._stages is None:
-            from mdhr_runtime.stages import StageRunner, has_stage_engines
+            from mdhr_runtime.backends.stages import StageRunner, has_stage_engines
 
             engines = self.runner.name == "tensorrt" and has_stage_engines(self.bundle)
             self._stages = StageRunner(self.bundle, threads=self.threads, engines=engines)
@@ -211,8 +211,8 @@ class AUDetector:
 
     def _predict_all_faces(self, frames: FrameSource, plan: WindowPlan, clock: StageClock, progress,
                            min_face: int) -> FrameTable:
-        from mdhr_runtime.multiface import TrackStreams
-        from mdhr_runtime.multitrack import MultiFaceTracker
+        from mdhr_runtime.windows.multiface import TrackStreams
+        from mdhr_runtime.faces.multitrack import MultiFaceTracker
 
         table = FrameTable(self.au_names, self.threshold, face_ids=True)
         tracker = MultiFaceTracker(FACE_DETECTORS[self.face_detector](), min_face=min_face)

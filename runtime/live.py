@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.crop import crop_stream
-from mdhr_runtime.frames import Frame, to_rgb
-from mdhr_runtime.table import FrameTable
+from mdhr_runtime.crops.crop import crop_stream
+from mdhr_runtime.sources.frames import Frame, to_rgb
+from mdhr_runtime.results.table import FrameTable
 
 
 def open_source(source: str) -> cv2.VideoCapture:
@@ -103,7 +103,7 @@ class LargestFace:
 
     def __init__(self, stream, detector):
         from mdhr_runtime.detector import FACE_DETECTORS
-        from mdhr_runtime.tracking import FaceTracker
+        from mdhr_runtime.faces.tracking import FaceTracker
 
         self.stream = stream
         self.tracker = FaceTracker(FACE_DETECTORS[detector.face_detector]())
@@ -121,8 +121,8 @@ class AllFaces:
 
     def __init__(self, detector, windows: str, hop: int | None, min_face: int | None):
         from mdhr_runtime.detector import FACE_DETECTORS
-        from mdhr_runtime.multiface import TrackStreams
-        from mdhr_runtime.multitrack import DEFAULT_MIN_FACE, MultiFaceTracker
+        from mdhr_runtime.windows.multiface import TrackStreams
+        from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE, MultiFaceTracker
         from mdhr_runtime.timing import StageClock
 
         self.tracker = MultiFaceTracker(FACE_DETECTORS[detector.face_detector](),

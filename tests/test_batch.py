@@ -13,11 +13,11 @@ from click.testing import CliRunner
 
 from mdhr_bench.synthetic import FootageMaker, Segment, write_video
 from mdhr_runtime import AUDetector
-from mdhr_runtime.batch_cli import main as batch_main
-from mdhr_runtime.cli_common import EXIT_SOME_FAILED, EXIT_USER_ERROR
-from mdhr_runtime.corpus import expand_inputs, output_names
-from mdhr_runtime.segments import Segment as VideoSegment
-from mdhr_runtime.segments import SegmentPlan, predict_segment, stitch
+from mdhr_runtime.cli.batch import main as batch_main
+from mdhr_runtime.cli.common import EXIT_SOME_FAILED, EXIT_USER_ERROR
+from mdhr_runtime.batch.corpus import expand_inputs, output_names
+from mdhr_runtime.batch.segments import Segment as VideoSegment
+from mdhr_runtime.batch.segments import SegmentPlan, predict_segment, stitch
 
 ray = pytest.importorskip("ray")
 
@@ -234,7 +234,7 @@ def test_sigterm_stops_the_job_cleanly(corpus, disfa_short_bundle, tmp_path):
     for name in ("one", "two", "three", "four"):
         (videos / f"{name}.mp4").write_bytes((corpus / "a" / "clip.mp4").read_bytes())
     out = tmp_path / "out"
-    job = subprocess.Popen([sys.executable, "-c", "from mdhr_runtime.batch_cli import main; main()", str(videos),
+    job = subprocess.Popen([sys.executable, "-c", "from mdhr_runtime.cli.batch import main; main()", str(videos),
                             "--model", str(disfa_short_bundle), "--out", str(out), "--workers", "1"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                            env={**os.environ, "RAY_ADDRESS": ""})

@@ -16,7 +16,7 @@ from golden import golden, reference_input
 from mdhr_export.cli import main
 from mdhr_export.graph import tensorrt_problems, tensorrt_support
 from mdhr_export.staging import staged_folder
-from mdhr_runtime.atomic import umask
+from mdhr_runtime.files.atomic import umask
 from mdhr_runtime.bundle import load_bundle
 
 
@@ -53,7 +53,7 @@ def test_bundle_card(bp4d_bundle):
 
 
 def stage_outputs(bundle_dir, precision, clip):
-    from mdhr_runtime.stages import StageRunner
+    from mdhr_runtime.backends.stages import StageRunner
 
     runner = StageRunner(load_bundle(bundle_dir), precision, providers=["CPUExecutionProvider"])
     window, previous = [], None

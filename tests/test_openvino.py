@@ -18,9 +18,9 @@ from golden import golden, reference_input
 from mdhr.errors import MDHRError
 from mdhr_export.parity import agreement, reduced_precision_failures
 from mdhr_runtime.bundle import load_bundle
-from mdhr_runtime.openvino_runner import (ISLANDS, KEEP_ORIGINAL_PRECISION, OpenVINORunner, mark_fp32_islands,
+from mdhr_runtime.backends.openvino_runner import (ISLANDS, KEEP_ORIGINAL_PRECISION, OpenVINORunner, mark_fp32_islands,
                                           openvino_unavailable_reason)
-from mdhr_runtime.runners import OnnxRuntimeRunner, open_runner
+from mdhr_runtime.backends.runners import OnnxRuntimeRunner, open_runner
 
 ov = pytest.importorskip("openvino")
 BF16_MISSING = openvino_unavailable_reason("openvino-bf16")
@@ -177,7 +177,7 @@ def test_auto_uses_a_reduced_precision_runner_only_when_it_passed_its_gate(int8_
 
 
 def test_forcing_a_runner_that_failed_its_gate_warns_in_one_line(int8_bundle, face_avi, tmp_path):
-    from mdhr_runtime.cli import main
+    from mdhr_runtime.cli.run import main
 
     bundle = load_bundle(int8_bundle)
     if bundle.card["parity"]["reduced_precision"]["runners"]["int8"]["passed"]:

@@ -19,9 +19,9 @@ from click.testing import CliRunner
 from mdhr.errors import MDHRError
 from mdhr_bench.cli import bench_main, parity_main
 from mdhr_export.cli import build_main
-from mdhr_runtime.atomic import umask
-from mdhr_runtime.cli import main as run_main
-from mdhr_runtime.outputs import remove_stale_staging, staged_files
+from mdhr_runtime.files.atomic import umask
+from mdhr_runtime.cli.run import main as run_main
+from mdhr_runtime.files.outputs import remove_stale_staging, staged_files
 from refusals import as_user, dead_pid, one_line_refusal, run_args, staging_in
 
 
@@ -127,7 +127,7 @@ def test_read_only_folder_is_named_before_any_work(face_avi):
 
 def test_failing_plot_leaves_no_output_and_keeps_the_old_csv(disfa_short_bundle, face_avi, tmp_path,
                                                              monkeypatch):
-    from mdhr_runtime.table import FrameTable
+    from mdhr_runtime.results.table import FrameTable
 
     out, js, png = tmp_path / "au.csv", tmp_path / "au.json", tmp_path / "au.png"
     out.write_text("the previous run's results\n")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.clips import ClipWindows
-from mdhr_runtime.crop import CroppedFrame
-from mdhr_runtime.tracking import FaceResult
+from mdhr_runtime.windows.clips import ClipWindows
+from mdhr_runtime.crops.crop import CroppedFrame
+from mdhr_runtime.faces.tracking import FaceResult
 
 FOUND = FaceResult(success=True, confidence=0.99, box=(0.0, 0.0, 10.0, 10.0))
 

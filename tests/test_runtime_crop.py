@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from mdhr.aus import IMAGE_MEAN, IMAGE_STD
-from mdhr_runtime.crop import MEAN_RGB, Cropper, crop_stream, resize_aligned, to_model_input
-from mdhr_runtime.faces import MTCNNDetector
-from mdhr_runtime.tracking import FaceResult, FaceTracker, eye_roll_degrees
-from mdhr_runtime.frames import FrameSource
+from mdhr_runtime.crops.crop import MEAN_RGB, Cropper, crop_stream, resize_aligned, to_model_input
+from mdhr_runtime.faces.detection import MTCNNDetector
+from mdhr_runtime.faces.tracking import FaceResult, FaceTracker, eye_roll_degrees
+from mdhr_runtime.sources.frames import FrameSource
 from mdhr_bench.synthetic import FootageMaker, Placement, Segment, write_video
 
 

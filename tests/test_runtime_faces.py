@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.faces import HaarDetector, MTCNNDetector, box_iou
-from mdhr_runtime.tracking import FaceTracker, eye_roll_degrees
-from mdhr_runtime.frames import FrameSource
+from mdhr_runtime.faces.detection import HaarDetector, MTCNNDetector, box_iou
+from mdhr_runtime.faces.tracking import FaceTracker, eye_roll_degrees
+from mdhr_runtime.sources.frames import FrameSource
 from mdhr_bench.synthetic import PHOTO_FACE_BOX, FootageMaker, Placement, Segment, write_video
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.frames import FrameSource, natural_key, to_rgb
+from mdhr_runtime.sources.frames import FrameSource, natural_key, to_rgb
 from mdhr_bench.synthetic import write_video
 
 DATA = Path(__file__).parent / "data"

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from mdhr_bench.synthetic import FootageMaker, Segment, write_video
 from footage import face_video
-from mdhr_runtime.cli import main
+from mdhr_runtime.cli.run import main
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from footage import crowd_video, face_video
 from mdhr_bench.crowd import side_by_side
 from mdhr_bench.synthetic import Placement, Segment, write_video
-from mdhr_runtime.cli import main
-from mdhr_runtime.frames import FrameSource
+from mdhr_runtime.cli.run import main
+from mdhr_runtime.sources.frames import FrameSource
 
 # Each face's scores in a run of every face against a single-face run on the
 # video cut to that face's half.  The two runs' face searches see frames of

@@ -19,7 +19,7 @@ from mdhr.errors import MDHRError
 from mdhr_bench.synthetic import Segment, write_video
 from footage import face_video
 from mdhr_runtime import AUDetector
-from mdhr_runtime.cli import main
+from mdhr_runtime.cli.run import main
 from mdhr_runtime.timing import STAGES
 
 DATA = Path(__file__).parent / "data"
@@ -204,8 +204,8 @@ def test_incomplete_or_foreign_bundles_are_named(disfa_short_bundle, footage, tm
 
 
 def test_runtime_does_not_import_torch():
-    code = ("import sys, mdhr_runtime, mdhr_runtime.detector, mdhr_runtime.cli, mdhr_runtime.runners, "
-            "mdhr_runtime.frames, mdhr_runtime.faces, mdhr_runtime.crop, mdhr_runtime.clips, "
-            "mdhr_runtime.table, mdhr_runtime.plot; "
+    code = ("import sys, mdhr_runtime, mdhr_runtime.detector, mdhr_runtime.cli.run, mdhr_runtime.backends.runners, "
+            "mdhr_runtime.sources.frames, mdhr_runtime.faces.detection, mdhr_runtime.crops.crop, mdhr_runtime.windows.clips, "
+            "mdhr_runtime.results.table, mdhr_runtime.results.plot; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -10,10 +10,10 @@ import pytest
 
 from mdhr.aus import BP4D, DISFA
 from mdhr.errors import MDHRError
-from mdhr_runtime.crop import CroppedFrame
-from mdhr_runtime.tracking import FaceResult
-from mdhr_runtime.atomic import atomic_path
-from mdhr_runtime.table import FrameTable
+from mdhr_runtime.crops.crop import CroppedFrame
+from mdhr_runtime.faces.tracking import FaceResult
+from mdhr_runtime.files.atomic import atomic_path
+from mdhr_runtime.results.table import FrameTable
 
 
 def face(found: bool) -> FaceResult:

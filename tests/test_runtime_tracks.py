@@ -10,10 +10,10 @@ import pytest
 from footage import crowd_video, face_video
 from mdhr_bench.crowd import crossing, leave_and_return, side_by_side
 from mdhr_bench.synthetic import Placement, Segment
-from mdhr_runtime.faces import MTCNNDetector, box_iou
-from mdhr_runtime.frames import FrameSource
-from mdhr_runtime.multitrack import MultiFaceTracker
-from mdhr_runtime.tracking import SPARSE_AFTER, SPARSE_SEARCH_EVERY, FaceTracker
+from mdhr_runtime.faces.detection import MTCNNDetector, box_iou
+from mdhr_runtime.sources.frames import FrameSource
+from mdhr_runtime.faces.multitrack import MultiFaceTracker
+from mdhr_runtime.faces.tracking import SPARSE_AFTER, SPARSE_SEARCH_EVERY, FaceTracker
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import pytest
 
 from mdhr.errors import MDHRError
 from mdhr_bench.synthetic import FootageMaker, Segment, write_video
-from mdhr_runtime.crop import CroppedFrame
+from mdhr_runtime.crops.crop import CroppedFrame
 from mdhr_runtime.detector import crops
-from mdhr_runtime.tracking import FaceResult
-from mdhr_runtime.stages import StageRunner
-from mdhr_runtime.windows import FrameStream, WindowPlan
+from mdhr_runtime.faces.tracking import FaceResult
+from mdhr_runtime.backends.stages import StageRunner
+from mdhr_runtime.windows.streams import FrameStream, WindowPlan
 
 
 # ------------------------------------------------------------ pure bookkeeping

@@ -20,9 +20,9 @@ from mdhr_export.build import ENGINE_FILE, comparator_outputs, engine_source
 from mdhr_export.cli import build_main
 from mdhr_export.engine import WORKSPACE_BYTES, describe_parse_failure, engine_loader
 from mdhr_runtime.bundle import load_bundle
-from mdhr_runtime.gpu import Gpu
-from mdhr_runtime.runners import OnnxRuntimeRunner, open_runner, tensorrt_unavailable_reason
-from mdhr_runtime.tensorrt_runner import engine_mismatch
+from mdhr_runtime.backends.gpu import Gpu
+from mdhr_runtime.backends.runners import OnnxRuntimeRunner, open_runner, tensorrt_unavailable_reason
+from mdhr_runtime.backends.tensorrt_runner import engine_mismatch
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("mdhr", "export", "runtime", "benchmarks")
@@ -182,7 +182,7 @@ def test_parse_failure_names_the_onnx_node():
 
 
 def cuda_runtime_or_skip():
-    from mdhr_runtime.gpu import cuda_runtime_library
+    from mdhr_runtime.backends.gpu import cuda_runtime_library
 
     try:
         return cuda_runtime_library()
@@ -191,7 +191,7 @@ def cuda_runtime_or_skip():
 
 
 def test_cuda_errors_are_named_by_the_cuda_runtime():
-    from mdhr_runtime.gpu import error_name
+    from mdhr_runtime.backends.gpu import error_name
 
     library = cuda_runtime_or_skip()
     assert error_name(library, 35).startswith("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
@@ -199,7 +199,7 @@ def test_cuda_errors_are_named_by_the_cuda_runtime():
 
 
 def test_cuda_13_runtime_wheel_is_found_where_polygraphy_does_not_look():
-    from mdhr_runtime.gpu import cuda_runtime_library, cuda_wheel_library_dirs
+    from mdhr_runtime.backends.gpu import cuda_runtime_library, cuda_wheel_library_dirs
 
     dirs = cuda_wheel_library_dirs()
     if not dirs:
@@ -209,7 +209,7 @@ def test_cuda_13_runtime_wheel_is_found_where_polygraphy_does_not_look():
 
 
 def test_gpu_probe_on_this_machine_says_why_there_is_none():
-    from mdhr_runtime.gpu import driver_present, visible_gpu
+    from mdhr_runtime.backends.gpu import driver_present, visible_gpu
 
     cuda_runtime_or_skip()
     if driver_present():
@@ -221,7 +221,7 @@ def test_gpu_probe_on_this_machine_says_why_there_is_none():
 
 def probe_in_subprocess(setup: str) -> str:
     """tensorrt_unavailable_reason() in a fresh interpreter after ``setup``."""
-    code = f"{setup}\nfrom mdhr_runtime.runners import tensorrt_unavailable_reason\nprint(tensorrt_unavailable_reason())"
+    code = f"{setup}\nfrom mdhr_runtime.backends.runners import tensorrt_unavailable_reason\nprint(tensorrt_unavailable_reason())"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
@@ -236,7 +236,7 @@ def test_unavailable_reasons_in_order():
     assert probe_in_subprocess(fake.format("11.4.0.106") + "; sys.modules['polygraphy'] = None").startswith(
         "Polygraphy is not installed (pip install 'mdhr-toolkit[gpu]')")
     # with TensorRT and Polygraphy, what remains is the GPU probe's answer
-    from mdhr_runtime.gpu import visible_gpu
+    from mdhr_runtime.backends.gpu import visible_gpu
 
     try:
         visible_gpu()
@@ -306,7 +306,7 @@ class EngineStandIn:
     error = 0.0
 
     def __init__(self, bundle, kind):
-        from mdhr_runtime.runners import onnx_session
+        from mdhr_runtime.backends.runners import onnx_session
 
         self.session = onnx_session(bundle.artifact(kind), providers=["CPUExecutionProvider"])
 
@@ -327,7 +327,7 @@ def stage_engine_folder(disfa_short_bundle, tmp_path, monkeypatch):
     with the two GPU-only pieces, the TensorRT build and runtime, stood in
     for as above; and the fp32 ONNX's outputs on the parity clips."""
     import mdhr_export.build as build
-    import mdhr_runtime.tensorrt_runner as tensorrt_runner
+    import mdhr_runtime.backends.tensorrt_runner as tensorrt_runner
 
     folder = tmp_path / "bundle"
     folder.mkdir()
@@ -349,7 +349,7 @@ def stage_engine_folder(disfa_short_bundle, tmp_path, monkeypatch):
 def test_stage_engines_are_kept_when_the_stages_agree(stage_engine_folder):
     from mdhr_export.build import STAGE_ENGINE_FILES, build_stage_engines
     from mdhr_runtime.bundle import Bundle
-    from mdhr_runtime.stages import StageRunner, has_stage_engines
+    from mdhr_runtime.backends.stages import StageRunner, has_stage_engines
 
     folder, card, reference = stage_engine_folder
     report = build_stage_engines(folder, card, "fp32", reference)

@@ -11,7 +11,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from mdhr_runtime.cli import main as run_main
+from mdhr_runtime.cli.run import main as run_main
 from refusals import run_args
 
 
@@ -28,7 +28,7 @@ def test_truncated_video_writes_its_rows_and_exits_4(disfa_short_bundle, face_av
     """A real process, so FFmpeg's own complaints (written by C code to the
     process's stderr) are seen: only our line may be there."""
     out, js = tmp_path / "cut.csv", tmp_path / "cut.json"
-    code = "from mdhr_runtime.cli import main; main()"
+    code = "from mdhr_runtime.cli.run import main; main()"
     result = subprocess.run([sys.executable, "-c", code, str(truncated_video), "--model", str(disfa_short_bundle),
                              "--out", str(out), "--json", str(js)], capture_output=True, text=True, timeout=300)
     rows = list(csv.DictReader(open(out, newline="")))

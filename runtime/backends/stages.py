@@ -14,7 +14,7 @@ import numpy as np
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
-from mdhr_runtime.runners import onnx_session
+from mdhr_runtime.backends.runners import onnx_session
 
 STAGE_KINDS = {"fp32": ("frame_stage", "clip_stage"), "fp16": ("frame_stage_fp16", "clip_stage_fp16")}
 STAGE_ENGINE_KINDS = ("frame_stage_engine", "clip_stage_engine")
@@ -62,7 +62,7 @@ class StageRunner:
         self.tap_shapes = [tuple(described["frame_stage"]["inputs"][name]) for name in PREVIOUS_TAPS]
         self.clip_outputs = list(described["clip_stage"]["outputs"])
         if engines:
-            from mdhr_runtime.tensorrt_runner import EngineSession
+            from mdhr_runtime.backends.tensorrt_runner import EngineSession
 
             self.frame_session, self.clip_session = (EngineSession(bundle, kind) for kind in STAGE_ENGINE_KINDS)
             self.name, self.precision = "tensorrt", bundle.card["engine_build"]["precision"]

@@ -11,8 +11,8 @@ import numpy as np
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
-from mdhr_runtime.gpu import Gpu, visible_gpu
-from mdhr_runtime.runners import check_clips
+from mdhr_runtime.backends.gpu import Gpu, visible_gpu
+from mdhr_runtime.backends.runners import check_clips
 
 
 def quiet_polygraphy(verbose: bool = False) -> None:

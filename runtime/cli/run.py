@@ -5,10 +5,10 @@ from pathlib import Path
 
 import click
 
-from mdhr_runtime.cli_common import EXIT_INCOMPLETE_INPUT, run_reporting_errors, say, verbose_option
-from mdhr_runtime.multitrack import DEFAULT_MIN_FACE
-from mdhr_runtime.runners import BACKENDS
-from mdhr_runtime.windows import DEFAULT_WINDOWS, WINDOW_MODES
+from mdhr_runtime.cli.common import EXIT_INCOMPLETE_INPUT, run_reporting_errors, say, verbose_option
+from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
+from mdhr_runtime.backends.runners import BACKENDS
+from mdhr_runtime.windows.streams import DEFAULT_WINDOWS, WINDOW_MODES
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,11 +62,11 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
     from mdhr.errors import MDHRError
     from mdhr_runtime.bundle import load_bundle
     from mdhr_runtime.detector import AUDetector, check_faces, check_threshold
-    from mdhr_runtime.frames import FrameSource
-    from mdhr_runtime.gates import forced_warning
-    from mdhr_runtime.openvino_runner import OPENVINO_BACKENDS
-    from mdhr_runtime.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
-    from mdhr_runtime.windows import WindowPlan
+    from mdhr_runtime.sources.frames import FrameSource
+    from mdhr_runtime.backends.gates import forced_warning
+    from mdhr_runtime.backends.openvino_runner import OPENVINO_BACKENDS
+    from mdhr_runtime.files.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
+    from mdhr_runtime.windows.streams import WindowPlan
 
     def check():
         if (input_path is None) == (camera is None):

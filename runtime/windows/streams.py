@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.crop import CroppedFrame
-from mdhr_runtime.stages import FrameFeatures, StageRunner
+from mdhr_runtime.crops.crop import CroppedFrame
+from mdhr_runtime.backends.stages import FrameFeatures, StageRunner
 
 WINDOW_MODES = ("official", "centred")
 DEFAULT_WINDOWS = "centred"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.atomic import STAGING_SUFFIX, atomic_path, staging_prefix
+from mdhr_runtime.files.atomic import STAGING_SUFFIX, atomic_path, staging_prefix
 
 _STAGING_PID = re.compile(r"\.mdhr-(\d+)-[^/]*" + re.escape(STAGING_SUFFIX) + r"$")
 

@@ -28,10 +28,10 @@ from typing import Sequence
 import numpy as np
 
 from mdhr.aus import DECISION_THRESHOLD
-from mdhr_runtime.clips import ClipBatch
-from mdhr_runtime.crop import CroppedFrame
-from mdhr_runtime.atomic import atomic_path
-from mdhr_runtime.tracking import FaceResult
+from mdhr_runtime.windows.clips import ClipBatch
+from mdhr_runtime.crops.crop import CroppedFrame
+from mdhr_runtime.files.atomic import atomic_path
+from mdhr_runtime.faces.tracking import FaceResult
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ class FrameTable:
         if self.face_ids:
             figure = self._faces_figure(title)
         else:
-            from mdhr_runtime.plot import timeline_figure
+            from mdhr_runtime.results.plot import timeline_figure
 
             figure = timeline_figure(self.timestamps(), self.score_matrix(), self.au_names,
                                      self.threshold, title=title)
@@ -194,7 +194,7 @@ class FrameTable:
         return Path(path)
 
     def _faces_figure(self, title: str | None):
-        from mdhr_runtime.plot import MAX_FACES_PLOTTED, faces_timeline_figure
+        from mdhr_runtime.results.plot import MAX_FACES_PLOTTED, faces_timeline_figure
 
         frames = sorted({row.index: row.timestamp for row in self.rows}.items())
         position = {index: k for k, (index, _) in enumerate(frames)}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.faces import Detection, FaceDetector, MTCNNDetector, box_iou
+from mdhr_runtime.faces.detection import Detection, FaceDetector, MTCNNDetector, box_iou
 
 @dataclass(frozen=True)
 class FaceResult:

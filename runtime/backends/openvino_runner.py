@@ -23,7 +23,7 @@ import numpy as np
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
-from mdhr_runtime.runners import check_clips
+from mdhr_runtime.backends.runners import check_clips
 
 INSTALL = "pip install 'mdhr-toolkit[openvino]'"
 # backend name -> (precision, the bundle artifact it reads)

@@ -24,7 +24,7 @@ import numpy as np
 
 from mdhr.aus import IMAGE_SIZE
 from mdhr.errors import MDHRError
-from mdhr_runtime.crop import CroppedFrame
+from mdhr_runtime.crops.crop import CroppedFrame
 
 CROP_SHAPE = (3, IMAGE_SIZE, IMAGE_SIZE)
 

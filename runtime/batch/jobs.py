@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Callable
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.corpus import (SUMMARY_FILE, SummaryRow, bundle_hash, finished_before, output_names,
+from mdhr_runtime.batch.corpus import (SUMMARY_FILE, SummaryRow, bundle_hash, finished_before, output_names,
                                  read_summary, write_summary)
-from mdhr_runtime.multitrack import DEFAULT_MIN_FACE
-from mdhr_runtime.segments import Segment, SegmentPlan, SegmentResult, stitch
+from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
+from mdhr_runtime.batch.segments import Segment, SegmentPlan, SegmentResult, stitch
 
 # A worker whose process dies (out of memory, a crashing decoder) is
 # restarted by Ray and its task run once more; a video that kills it twice
@@ -84,7 +84,7 @@ class AUWorker:
                  min_face: int = DEFAULT_MIN_FACE):
         import ray
 
-        from mdhr_runtime.cli_common import quiet_ffmpeg
+        from mdhr_runtime.cli.common import quiet_ffmpeg
         from mdhr_runtime.detector import AUDetector
 
         quiet_ffmpeg(verbose=False)
@@ -97,7 +97,7 @@ class AUWorker:
     def run(self, task: Task) -> tuple[Task, SegmentResult | None, str]:
         """The task's rows, or None and a one-line error.  Errors stay
         here: one bad video never stops the job."""
-        from mdhr_runtime.segments import WINDOWS, predict_segment
+        from mdhr_runtime.batch.segments import WINDOWS, predict_segment
 
         def report(done: int) -> None:
             self.progress.report.remote(task.number, done)  # no wait: progress is best effort
@@ -152,9 +152,9 @@ class BatchJob:
 
     def plan(self) -> list[_Video]:
         """Rows for videos skipped or failing their probe; the rest to run."""
-        from mdhr_runtime.tracking import REDETECT_EVERY
-        from mdhr_runtime.frames import FrameSource
-        from mdhr_runtime.outputs import check_input, remove_stale_staging
+        from mdhr_runtime.faces.tracking import REDETECT_EVERY
+        from mdhr_runtime.sources.frames import FrameSource
+        from mdhr_runtime.files.outputs import check_input, remove_stale_staging
 
         previous = read_summary(self.summary_path)
         kept = {v: previous[str(v)].output for v in self.videos if str(v) in previous and previous[str(v)].output}
@@ -181,7 +181,7 @@ class BatchJob:
     # -- running ---------------------------------------------------------
 
     def run(self) -> list[SummaryRow]:
-        from mdhr_runtime.outputs import remove_stale_staging
+        from mdhr_runtime.files.outputs import remove_stale_staging
 
         remove_stale_staging(self.summary_path, self.say)
         todo = self.plan()
@@ -354,7 +354,7 @@ class BatchJob:
 
 def check_out_dir(out_dir: Path) -> None:
     """--out is a folder (or can be made) that this user can write in."""
-    from mdhr_runtime.outputs import check_output_folder
+    from mdhr_runtime.files.outputs import check_output_folder
 
     check_output_folder(out_dir, "--out")
     if out_dir.is_dir() and not os.access(out_dir, os.W_OK | os.X_OK):

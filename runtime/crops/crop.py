@@ -19,8 +19,8 @@ import numpy as np
 from mdhr.aus import IMAGE_MEAN, IMAGE_SIZE, IMAGE_STD
 from mdhr.errors import MDHRError
 from mdhr_runtime.timing import StageClock
-from mdhr_runtime.tracking import FaceResult, FaceTracker
-from mdhr_runtime.frames import Frame
+from mdhr_runtime.faces.tracking import FaceResult, FaceTracker
+from mdhr_runtime.sources.frames import Frame
 
 # ToTensor then Normalize, folded into one multiply-add per channel:
 # (x / 255 - mean) / std  ==  x * SCALE + OFFSET.

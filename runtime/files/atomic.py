@@ -11,7 +11,7 @@ from mdhr.errors import MDHRError
 
 # Staging beside a target is named .NAME.mdhr-PID-XXXX.part: hidden, tied to
 # its target by name and to its writer by process id, so a later run can
-# remove what a killed one left (mdhr_runtime.outputs.remove_stale_staging).
+# remove what a killed one left (mdhr_runtime.files.outputs.remove_stale_staging).
 STAGING_SUFFIX = ".part"
 
 

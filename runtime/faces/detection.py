@@ -26,7 +26,7 @@ import numpy as np
 
 from mdhr.errors import MDHRError
 
-DATA_DIR = Path(__file__).parent / "data"
+DATA_DIR = Path(__file__).parent.parent / "data"  # runtime/data: the vendored MTCNN weights
 
 # Landmark order of ``Detection.landmarks`` (MTCNN's five points; "left" is the
 # subject's right side as it appears on the left of the image).

@@ -33,11 +33,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.clips import ClipWindows
-from mdhr_runtime.crop import Cropper, crop_stream, to_model_input
-from mdhr_runtime.tracking import FaceTracker
-from mdhr_runtime.frames import FrameSource
-from mdhr_runtime.table import FrameTable
+from mdhr_runtime.windows.clips import ClipWindows
+from mdhr_runtime.crops.crop import Cropper, crop_stream, to_model_input
+from mdhr_runtime.faces.tracking import FaceTracker
+from mdhr_runtime.sources.frames import FrameSource
+from mdhr_runtime.results.table import FrameTable
 
 # Frames of tracking before a segment's first scored frame.  Measured
 # (benchmarks/measure_warmup.py, 2026-11-25): on 460 frames of synthetic

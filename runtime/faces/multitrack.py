@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mdhr_runtime.appearance import Appearance, describe, similarity
-from mdhr_runtime.faces import Detection, FaceDetector, MTCNNDetector, box_iou
-from mdhr_runtime.tracking import BoxSmoother, FaceResult, SearchSchedule, eye_roll_degrees
+from mdhr_runtime.faces.appearance import Appearance, describe, similarity
+from mdhr_runtime.faces.detection import Detection, FaceDetector, MTCNNDetector, box_iou
+from mdhr_runtime.faces.tracking import BoxSmoother, FaceResult, SearchSchedule, eye_roll_degrees
 
 CUES = ("overlap", "motion", "appearance")
 # Faces smaller than this (the longer side of the detector's box, in frame

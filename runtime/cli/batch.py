@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.cli_common import (EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_TERMINATED, Terminated,
+from mdhr_runtime.cli.common import (EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_TERMINATED, Terminated,
                                      run_reporting_errors, say, verbose_option)
-from mdhr_runtime.multitrack import DEFAULT_MIN_FACE
-from mdhr_runtime.runners import BACKENDS
+from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
+from mdhr_runtime.backends.runners import BACKENDS
 
 
 def _positive(ctx, param, value):
@@ -65,10 +65,10 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
     ok, 5 when any failed or was partial (see summary.csv), 2 for a bad
     argument (nothing done).
     """
-    from mdhr_runtime.batch import BatchJob, BatchOptions, check_out_dir
+    from mdhr_runtime.batch.jobs import BatchJob, BatchOptions, check_out_dir
     from mdhr_runtime.bundle import load_bundle
-    from mdhr_runtime.corpus import expand_inputs
-    from mdhr_runtime.gates import forced_warning
+    from mdhr_runtime.batch.corpus import expand_inputs
+    from mdhr_runtime.backends.gates import forced_warning
 
     def work():
         try:

@@ -157,7 +157,7 @@ def tensorrt_unavailable_reason() -> str | None:
     if version < MIN_TENSORRT:
         return (f"TensorRT {tensorrt.__version__} is too old: strongly typed engines need "
                 f"{'.'.join(map(str, MIN_TENSORRT))} or newer (pip install -U 'mdhr-toolkit[gpu]')")
-    from mdhr_runtime.gpu import visible_gpu
+    from mdhr_runtime.backends.gpu import visible_gpu
 
     try:
         visible_gpu()  # also says when Polygraphy or libcudart is missing
@@ -189,8 +189,8 @@ def open_runner(bundle: Bundle, backend: str = "auto", precision: str | None = N
     if backend not in BACKENDS:
         raise MDHRError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend in ("openvino", "openvino-bf16", "int8"):
-        from mdhr_runtime.gates import forced_warning
-        from mdhr_runtime.openvino_runner import OpenVINORunner
+        from mdhr_runtime.backends.gates import forced_warning
+        from mdhr_runtime.backends.openvino_runner import OpenVINORunner
 
         runner = OpenVINORunner(bundle, backend, threads=threads)
         warning = forced_warning(bundle, backend)
@@ -201,7 +201,7 @@ def open_runner(bundle: Bundle, backend: str = "auto", precision: str | None = N
         if reason is None and (engine is None or not engine.is_file()):
             reason = f"the bundle has no TensorRT engine (build one with: mdhr-build {bundle.root} --fp16)"
         if reason is None:
-            from mdhr_runtime.tensorrt_runner import TensorRTRunner
+            from mdhr_runtime.backends.tensorrt_runner import TensorRTRunner
 
             runner = TensorRTRunner(bundle)
             return runner, f"TensorRT {runner.precision} engine found and a CUDA GPU is visible"
@@ -213,7 +213,7 @@ def open_runner(bundle: Bundle, backend: str = "auto", precision: str | None = N
             chosen, cpu_why = gated_cpu_backend(bundle)
             why_not += cpu_why
         if chosen is not None:
-            from mdhr_runtime.openvino_runner import OpenVINORunner
+            from mdhr_runtime.backends.openvino_runner import OpenVINORunner
 
             return OpenVINORunner(bundle, chosen, threads=threads), f"OpenVINO ({chosen}); " + "; ".join(why_not)
     runner = OnnxRuntimeRunner(bundle, precision or default_onnx_precision(bundle), threads=threads)
@@ -224,8 +224,8 @@ def open_runner(bundle: Bundle, backend: str = "auto", precision: str | None = N
 def gated_cpu_backend(bundle: Bundle) -> tuple[str | None, list[str]]:
     """The first reduced-precision CPU backend that passed its gate and can
     run here, and why each one before it was passed over."""
-    from mdhr_runtime.gates import GATED_CPU_BACKENDS, passed
-    from mdhr_runtime.openvino_runner import openvino_unavailable_reason
+    from mdhr_runtime.backends.gates import GATED_CPU_BACKENDS, passed
+    from mdhr_runtime.backends.openvino_runner import openvino_unavailable_reason
 
     why_not = []
     for backend in GATED_CPU_BACKENDS:

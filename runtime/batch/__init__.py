@@ -1,0 +1,1 @@
+"""Corpora: input lists, segments of long videos, jobs on a Ray cluster and the summary."""

@@ -1,0 +1,1 @@
+"""What a run produces: the per-frame table (CSV/JSON) and its pictures."""

@@ -1,0 +1,1 @@
+"""Temporal context: official clip windows, centred windows and per-face frame streams."""
