@@ -39,7 +39,7 @@ from mdhr_runtime.sources.frames import Frame, FrameSource
 from mdhr_runtime.timing import StageClock
 from mdhr_runtime.windows.clips import ClipBatch, ClipWindows
 from mdhr_runtime.windows.multiface import FaceRow, TrackStreams
-from mdhr_runtime.windows.streams import FrameStream, WindowPlan
+from mdhr_runtime.windows.streams import WindowPlan
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import ast
 import json
-import resource
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -226,9 +224,9 @@ def bundle_with_card(source: Path, folder: Path, change) -> Path:
 ])
 def test_card_values_the_runtime_cannot_honour_are_refused(disfa_short_bundle, tmp_path, change, what):
     folder = bundle_with_card(disfa_short_bundle, tmp_path / "edited", change)
-    with pytest.raises(MDHRError, match=f"does not support the card's {what}") as refused:
+    with pytest.raises(MDHRError, match="this runtime does not support the card's") as refused:
         load_bundle(folder)
-    assert "\n" not in str(refused.value)
+    assert what in str(refused.value) and "\n" not in str(refused.value)
 
 
 def test_normalisation_comes_from_the_card(disfa_short_bundle, tmp_path):

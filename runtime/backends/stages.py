@@ -15,7 +15,7 @@ import numpy as np
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.backends.sessions import onnx_session, provider_name
-from mdhr_runtime.backends.tensorrt_runner import EngineSession
+from mdhr_runtime.backends import tensorrt_runner
 
 STAGE_KINDS = {"fp32": ("frame_stage", "clip_stage"), "fp16": ("frame_stage_fp16", "clip_stage_fp16")}
 STAGE_ENGINE_KINDS = ("frame_stage_engine", "clip_stage_engine")
@@ -63,7 +63,8 @@ class StageRunner:
         self.tap_shapes = [tuple(described["frame_stage"]["inputs"][name]) for name in PREVIOUS_TAPS]
         self.clip_outputs = list(described["clip_stage"]["outputs"])
         if engines:
-            self.frame_session, self.clip_session = (EngineSession(bundle, kind) for kind in STAGE_ENGINE_KINDS)
+            self.frame_session, self.clip_session = (tensorrt_runner.EngineSession(bundle, kind)
+                                                  for kind in STAGE_ENGINE_KINDS)
             self.name, self.precision = "tensorrt", bundle.card["engine_build"]["precision"]
         else:
             frame_kind, clip_kind = STAGE_KINDS[precision]

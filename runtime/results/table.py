@@ -28,7 +28,6 @@ from typing import Sequence
 import numpy as np
 
 from mdhr.aus import DECISION_THRESHOLD
-from mdhr_runtime.windows.clips import ClipBatch
 from mdhr_runtime.crops.crop import CroppedFrame
 from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.faces.tracking import FaceResult
@@ -121,11 +120,6 @@ class FrameTable:
             if not frame.face.success:
                 scores = None
         self._rows.append(FrameRow(frame.index, frame.timestamp, frame.face, scores, face_id))
-
-    def add_batch(self, batch: ClipBatch, scores: np.ndarray) -> None:
-        """All real frames of a batch with the model's [B, T, num_aus] scores."""
-        for frame, frame_scores in batch.rows(scores):
-            self.add(frame, frame_scores)
 
     def sort(self) -> None:
         """Rows in (frame, face_id) order (the no-face row of a frame first)."""

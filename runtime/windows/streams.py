@@ -38,7 +38,7 @@ from mdhr.errors import MDHRError
 from mdhr_runtime.crops.crop import CroppedFrame
 from mdhr_runtime.backends.stages import FrameFeatures, StageRunner
 
-from mdhr_runtime.choices import DEFAULT_WINDOWS, WINDOW_MODES  # noqa: F401  (re-exported for the commands)
+from mdhr_runtime.choices import WINDOW_MODES
 
 
 def default_hop(frames: int) -> int:
