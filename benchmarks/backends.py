@@ -15,7 +15,8 @@ from pathlib import Path
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.backends.openvino_runner import OpenVINORunner, openvino_unavailable_reason
-from mdhr_runtime.backends.runners import OnnxRuntimeRunner, Runner, open_runner, tensorrt_unavailable_reason
+from mdhr_runtime.backends.runners import OnnxRuntimeRunner, Runner
+from mdhr_runtime.backends.selection import open_runner, tensorrt_unavailable_reason
 
 NO_CHECKPOINT = "no checkpoint given (--ckpt)"
 

@@ -10,7 +10,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from mdhr_runtime.bundle import Bundle
-from mdhr_runtime.detector import AUDetector, clip_batches
+from mdhr_runtime.detector import AUDetector
+from mdhr_runtime.pipeline import clip_batches
 from mdhr_runtime.sources.frames import FrameSource
 
 

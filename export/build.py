@@ -12,7 +12,7 @@ from mdhr_export.engine import build_engine
 from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.bundle import Bundle, load_bundle, write_card
 from mdhr_runtime.files.outputs import check_output_file
-from mdhr_runtime.backends.runners import tensorrt_unavailable_reason
+from mdhr_runtime.backends.selection import tensorrt_unavailable_reason
 from mdhr_runtime.backends.stages import STAGE_ENGINE_KINDS, STAGE_KINDS, StageRunner, has_stages, official_windows
 
 ENGINE_FILE = "model.engine"

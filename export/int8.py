@@ -60,7 +60,7 @@ def footage_files(path: Path) -> list[Path]:
 def face_clips(path: Path, bundle: Bundle) -> list[np.ndarray]:
     """Every window of the footage in which a face was found, each as one
     clip [T, 3, 224, 224] (windows without a face hold filler, not a face)."""
-    from mdhr_runtime.detector import clip_batches
+    from mdhr_runtime.pipeline import clip_batches
 
     clips = []
     for source in footage_files(path):

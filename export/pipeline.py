@@ -22,7 +22,8 @@ from mdhr_export.staging import check_bundle_target, staged_folder
 from mdhr_runtime.bundle import FORMAT, load_bundle, write_card
 from mdhr_runtime.backends.openvino_runner import ISLANDS
 from mdhr_runtime.files.outputs import check_input, remove_stale_staging
-from mdhr_runtime.backends.runners import OnnxRuntimeRunner, tensorrt_unavailable_reason
+from mdhr_runtime.backends.runners import OnnxRuntimeRunner
+from mdhr_runtime.backends.selection import tensorrt_unavailable_reason
 
 ONNX_FILE, ONNX_FP16_FILE = "model.onnx", "model_fp16.onnx"
 # Static shapes beyond these need more memory than an export on a

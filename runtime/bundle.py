@@ -3,9 +3,11 @@ artifacts it names.  Written by ``mdhr_export``, read here without torch."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from mdhr.aus import IMAGE_SIZE
 from mdhr.errors import MDHRError
 from mdhr_runtime.files.atomic import write_atomically
 
@@ -92,6 +94,7 @@ def load_bundle(path: str | Path) -> Bundle:
         raise MDHRError(f"{card_path}: incomplete model card (missing {', '.join(missing)}); "
                         "export the bundle again")
     _check_types(card, card_path)
+    _check_supported(card, card_path)
     bundle = Bundle(root, card)
     onnx_path = bundle.artifact("onnx")
     if onnx_path is None or not onnx_path.is_file():
@@ -123,6 +126,25 @@ def _check_types(card: dict, card_path: Path) -> None:
     if wrong:
         raise MDHRError(f"{card_path}: damaged model card ({', '.join(wrong)} not as mdhr-export writes them); "
                         "export the bundle again")
+
+
+def _check_supported(card: dict, card_path: Path) -> None:
+    """Values of the right types that this runtime still cannot honour are
+    refused, not ignored: faces are cropped to 3 x 224 x 224 RGB, and the
+    crops normalised with the card's own mean and std."""
+    shape, mean, std = card["input"]["shape"], card["input"]["mean"], card["input"]["std"]
+    names = card["au_names"]
+    problem = None
+    if tuple(shape[2:]) != (3, IMAGE_SIZE, IMAGE_SIZE):
+        problem = (f"input shape {shape} (this runtime feeds RGB face crops of {IMAGE_SIZE}x{IMAGE_SIZE}: "
+                   f"[B, T, 3, {IMAGE_SIZE}, {IMAGE_SIZE}])")
+    elif not all(math.isfinite(v) for v in mean) or not all(math.isfinite(v) and v > 0 for v in std):
+        problem = f"input mean {mean} / std {std} (finite numbers, every std above 0)"
+    elif len(set(names)) != len(names):
+        problem = f"au_names {names} (each AU once)"
+    if problem:
+        raise MDHRError(f"{card_path}: this runtime does not support the card's {problem}; "
+                        "export the bundle again with this mdhr-toolkit")
 
 
 def write_card(folder: str | Path, card: dict) -> Path:

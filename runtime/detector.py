@@ -1,71 +1,34 @@
 """``AUDetector``: per-frame AU occurrence from a video, an image folder, an
-image, or ready-made clips, with an exported bundle and no torch."""
+image, or ready-made clips, with an exported bundle and no torch.
+
+The facade only composes: the bundle (``bundle.py``), the backend chosen
+(``backends/selection.py``), the graphs (opened when a run first needs
+them) and the one scoring loop (``pipeline.py``)."""
 from __future__ import annotations
 
-import math
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import load_bundle
-from mdhr_runtime.windows.clips import ClipBatch, ClipWindows
-from mdhr_runtime.crops.crop import crop_stream
-from mdhr_runtime.faces.detection import HaarDetector, MTCNNDetector
+from mdhr_runtime.choices import DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS
+from mdhr_runtime.cli.checks import check_faces, check_threshold
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
-from mdhr_runtime.faces.tracking import FaceTracker
+from mdhr_runtime.faces.registry import check_face_detector
+from mdhr_runtime.pipeline import WHOLE, Scoring, ScoreOptions, Span
 from mdhr_runtime.sources.frames import FrameSource
-from mdhr_runtime.backends.runners import check_clip_values, open_runner
+from mdhr_runtime.backends.runners import check_clip_values
+from mdhr_runtime.backends.selection import choose_backend, open_choice
+from mdhr_runtime.backends.stages import StageRunner, has_stage_engines
 from mdhr_runtime.results.table import FrameTable
 from mdhr_runtime.timing import StageClock
-from mdhr_runtime.windows.streams import DEFAULT_WINDOWS, FrameStream, WindowPlan
-
-FACE_DETECTORS = {"mtcnn": MTCNNDetector, "haar": HaarDetector}
-# largest: one face per frame (the largest, then the one tracked), as before
-# multi-face tracking existed; all: every face, each with its own face_id.
-FACE_MODES = ("largest", "all")
-DEFAULT_FACES = "largest"
-
-
-def check_faces(faces: str, min_face: int, aligned: bool = False) -> None:
-    if faces not in FACE_MODES:
-        raise MDHRError(f"unknown face mode {faces!r}: choose {' or '.join(FACE_MODES)}")
-    if not 1 <= min_face <= 10000:
-        raise MDHRError(f"--min-face must be a face size in pixels (1 to 10000), got {min_face}")
-    if aligned and faces == "all":
-        raise MDHRError("--faces all needs face detection, and --aligned frames are one face crop each: "
-                        "drop one of the two")
-
-
-def check_threshold(threshold: float) -> float:
-    """A decision threshold on the AU score, a cosine: finite, in [-1, 1]."""
-    value = float(threshold)
-    if not (math.isfinite(value) and -1.0 <= value <= 1.0):
-        raise MDHRError(f"threshold {threshold} is outside [-1, 1]: AU scores are cosine similarities, "
-                        "so give a number from -1 to 1 (the default is 0.5)")
-    return value
-
-
-def crops(source: str | Path | FrameSource, aligned: bool = False, face_detector: str = "mtcnn",
-          clock: StageClock | None = None, tracker: FaceTracker | None = None):
-    """The normalised face crops of a video, image folder or image, streamed
-    (the largest face, or the one ``tracker`` follows)."""
-    if not aligned and tracker is None:
-        tracker = FaceTracker(FACE_DETECTORS[face_detector]())
-    frames = source if isinstance(source, FrameSource) else FrameSource(source)
-    return crop_stream(frames, tracker, clock=clock or StageClock())
-
-
-def clip_batches(source: str | Path | FrameSource, input_shape: tuple[int, ...], aligned: bool = False,
-                 face_detector: str = "mtcnn", clock: StageClock | None = None,
-                 tracker: FaceTracker | None = None) -> Iterator[ClipBatch]:
-    """The model batches [B, T, 3, 224, 224] of a video, image folder or
-    image, streamed: decode -> track the face -> crop -> clip windows."""
-    clock = clock or StageClock()
-    cropped = crops(source, aligned, face_detector, clock, tracker)
-    return clock.timed(ClipWindows.for_input_shape(input_shape).batches(cropped), "preprocess")
+from mdhr_runtime.windows.clips import ClipWindows
+from mdhr_runtime.windows.streams import FrameStream, WindowPlan
+from mdhr_runtime.windows.whole import WholeModelStream
 
 
 class AUDetector:
@@ -88,34 +51,60 @@ class AUDetector:
     """
 
     def __init__(self, bundle_dir: str | Path, backend: str = "auto", threshold: float | None = None,
-                 threads: int | None = None, face_detector: str = "mtcnn"):
-        if face_detector not in FACE_DETECTORS:
-            raise MDHRError(f"unknown face detector {face_detector!r}: choose {', '.join(FACE_DETECTORS)}")
+                 threads: int | None = None, face_detector: str = DEFAULT_FACE_DETECTOR):
+        check_face_detector(face_detector)
         if threshold is not None:
             check_threshold(threshold)
         self.bundle = load_bundle(bundle_dir)
-        self.runner, self.why = open_runner(self.bundle, backend, threads=threads)
+        self.choice = choose_backend(self.bundle, backend)
+        self.why = self.choice.why
         self.threshold = self.bundle.threshold if threshold is None else float(threshold)
         self.face_detector = face_detector
         self.threads = threads
+        self._runner = None
         self._stages = None
+        self._opening = threading.Lock()  # threads sharing a detector open each graph once
 
     @property
-    def stage_runner(self):
+    def runner(self):
+        """The whole-model runner of the chosen backend, opened on first use
+        (official windows, ``predict_clips``): a centred run never opens it."""
+        with self._opening:
+            if self._runner is None:
+                self._runner = open_choice(self.bundle, self.choice, self.threads)
+        return self._runner
+
+    @property
+    def stage_runner(self) -> StageRunner:
         """The bundle's frame and clip stages, opened on first use: their
         TensorRT engines where the whole model runs as one and mdhr-build
         made them, else ONNX Runtime."""
-        if self._stages is None:
-            from mdhr_runtime.backends.stages import StageRunner, has_stage_engines
-
-            engines = self.runner.name == "tensorrt" and has_stage_engines(self.bundle)
-            self._stages = StageRunner(self.bundle, threads=self.threads, engines=engines)
+        with self._opening:
+            if self._stages is None:
+                engines = self.choice.backend == "tensorrt" and has_stage_engines(self.bundle)
+                self._stages = StageRunner(self.bundle, threads=self.threads, engines=engines)
         return self._stages
 
+    def window_scorer(self, plan: WindowPlan) -> FrameStream | WholeModelStream:
+        """The stream that scores ``plan``'s windows: official windows on the
+        whole-model graph, centred ones on the frame and clip stages."""
+        if plan.mode == "official":
+            return WholeModelStream(self.runner, ClipWindows.for_input_shape(self.bundle.input_shape))
+        return FrameStream(self.stage_runner, plan)
+
     def stream(self, windows: str = DEFAULT_WINDOWS, hop: int | None = None) -> FrameStream:
-        """A streaming scorer: ``push`` each ``CroppedFrame``, get rows when
-        final (``plan.latency_frames`` frames later); ``finish`` at the end."""
+        """A streaming scorer on the stages: ``push`` each ``CroppedFrame``, get
+        rows when final (``plan.latency_frames`` frames later); ``finish`` at the end."""
         return FrameStream(self.stage_runner, WindowPlan.make(windows, self.bundle.frames, hop))
+
+    def scoring(self, windows: str = DEFAULT_WINDOWS, hop: int | None = None, faces: str = DEFAULT_FACES,
+                aligned: bool = False, min_face: int = DEFAULT_MIN_FACE, span: Span = WHOLE,
+                clock: StageClock | None = None) -> Scoring:
+        """One run of the scoring pipeline with this detector's graphs."""
+        check_faces(faces, min_face, aligned)
+        options = ScoreOptions(WindowPlan.make(windows, self.bundle.frames, hop), faces, aligned, min_face,
+                               self.face_detector)
+        return Scoring(self, options, span, clock)
 
     @property
     def au_names(self) -> list[str]:
@@ -123,7 +112,8 @@ class AUDetector:
 
     @property
     def backend(self) -> str:
-        return self.runner.name
+        """The whole-model runner's name (without opening it)."""
+        return self.choice.name if self._runner is None else self._runner.name
 
     def predict_clips(self, clips: np.ndarray) -> np.ndarray:
         """AU scores [N, T, num_aus] for normalised clips [N, T, 3, 224, 224]
@@ -167,75 +157,12 @@ class AUDetector:
         short or damaged) is not an error: the frames read are in the table,
         whose ``complete`` is then False and ``frames_declared`` the count
         the container promised."""
-        check_faces(faces, min_face, aligned)
-        plan = WindowPlan.make(windows, self.bundle.frames, hop)
-        clock = clock or StageClock()
+        scoring = self.scoring(windows, hop, faces, aligned, min_face, clock=clock)
         frames = FrameSource(source)
-        if faces == "all":
-            table = self._predict_all_faces(frames, plan, clock, progress, min_face)
-        else:
-            table = self._predict_largest_face(frames, plan, clock, progress, aligned)
+        table = scoring.run(frames, after_frame=None if progress is None else lambda f: progress(f.index + 1))
         if len(table) == 0:
             raise MDHRError(f"{source}: no frames could be read; is it an empty video?")
-        table.frames_declared = frames.frame_count
-        table.complete = not frames.truncated
-        return table
-
-    def _predict_largest_face(self, frames: FrameSource, plan: WindowPlan, clock: StageClock, progress,
-                              aligned: bool) -> FrameTable:
-        table = FrameTable(self.au_names, self.threshold)
-        tracker = None if aligned else FaceTracker(FACE_DETECTORS[self.face_detector]())
-        if plan.mode == "official":
-            for batch in clip_batches(frames, self.bundle.input_shape, aligned, self.face_detector, clock, tracker):
-                if batch.has_face.any():
-                    with clock.stage("model"):
-                        scores = self.runner.infer(batch.clips)["au_scores"]
-                    table.model_calls += 1
-                else:  # no face anywhere in these windows: their rows have no scores to keep
-                    scores = np.zeros(batch.real.shape + (len(self.au_names),), dtype=np.float32)
-                table.add_batch(batch, scores)
-                if progress is not None:
-                    progress(len(table))
-        else:
-            stream = FrameStream(self.stage_runner, plan)
-            for frame in crops(frames, aligned, self.face_detector, clock, tracker):
-                with clock.stage("model"):
-                    rows = stream.push(frame)
-                table.model_calls += frame.crop is not None
-                self._add_rows(table, rows, progress)
-            with clock.stage("model"):
-                self._add_rows(table, stream.finish(), progress)
-            table.model_calls += stream.windows_run
-        table.other_faces = 0 if tracker is None else tracker.most_others
-        return table
-
-    def _predict_all_faces(self, frames: FrameSource, plan: WindowPlan, clock: StageClock, progress,
-                           min_face: int) -> FrameTable:
-        from mdhr_runtime.windows.multiface import TrackStreams
-        from mdhr_runtime.faces.multitrack import MultiFaceTracker
-
-        table = FrameTable(self.au_names, self.threshold, face_ids=True)
-        tracker = MultiFaceTracker(FACE_DETECTORS[self.face_detector](), min_face=min_face)
-        streams = TrackStreams(lambda: FrameStream(self.stage_runner, plan))
-        for frame in clock.timed(frames, "decode"):
-            with clock.stage("detect"):
-                found = tracker.update(frame.rgb, frame.timestamp)
-            for face_id, row in streams.push(frame, tracker, found, clock):
-                table.add(row.frame, row.scores, face_id)
-            if progress is not None:
-                progress(frame.index + 1)
-        for face_id, row in streams.finish(clock):
-            table.add(row.frame, row.scores, face_id)
-        table.sort()
-        table.model_calls = streams.frames_run + streams.windows_run
-        return table
-
-    @staticmethod
-    def _add_rows(table: FrameTable, rows, progress) -> None:
-        for row in rows:
-            table.add(row.frame, row.scores)
-        if rows and progress is not None:
-            progress(len(table))
+        return scoring.settle(complete=not frames.truncated, frames_declared=frames.frame_count)
 
     def profile_video(self, source: str | Path, aligned: bool = False, windows: str = DEFAULT_WINDOWS,
                       hop: int | None = None, faces: str = DEFAULT_FACES) -> dict:
@@ -262,9 +189,9 @@ class AUDetector:
         return report, table
 
     def close(self) -> None:
-        self.runner.close()
-        if self._stages is not None:
-            self._stages.close()
+        for graphs in (self._runner, self._stages):
+            if graphs is not None:
+                graphs.close()
 
     def __enter__(self) -> "AUDetector":
         return self

@@ -18,6 +18,7 @@ from mdhr_runtime.cli.common import EXIT_SOME_FAILED, EXIT_USER_ERROR
 from mdhr_runtime.batch.corpus import expand_inputs, output_names
 from mdhr_runtime.batch.segments import Segment as VideoSegment
 from mdhr_runtime.batch.segments import SegmentPlan, predict_segment, stitch
+from mdhr_runtime.windows.streams import WindowPlan
 
 ray = pytest.importorskip("ray")
 
@@ -61,9 +62,9 @@ def detector(disfa_short_bundle):
 
 @pytest.fixture(scope="module")
 def reference(detector, corpus):
-    """``mdhr-run --windows official``'s tables (AUDetector.predict_video) of
-    the videos with frames: mdhr-batch scores official windows."""
-    return {name: detector.predict_video(corpus / name, windows="official")
+    """``mdhr-run``'s tables (AUDetector.predict_video, its defaults: centred
+    windows) of the videos with frames: mdhr-batch has the same defaults."""
+    return {name: detector.predict_video(corpus / name)
             for name in ("a/clip.mp4", "b/clip.mp4", "b/faceless.mp4")}
 
 
@@ -152,16 +153,20 @@ def worst_difference(rows: list[dict], expected: list[dict]) -> float:
     return max(gaps)
 
 
-def test_a_segment_warmed_from_a_search_frame_matches(detector, corpus, reference):
+@pytest.mark.parametrize("windows", ["official", "centred"])
+def test_a_segment_warmed_from_a_search_frame_matches(detector, corpus, reference, windows):
     """No warm-up beyond the tracker's search grid: the second segment
-    starts tracking at frame 30 (a search frame) and scores from 32, after
-    the faceless stretch: still within tolerance of the whole run."""
-    plan = SegmentPlan(32, align=detector.bundle.frames, warmup_frames=0)
+    starts tracking at frame 30 (a search frame) and scores from its first
+    frame's window, after the faceless stretch: within tolerance of the
+    whole run in both window modes."""
+    plan = SegmentPlan(32, WindowPlan.make(windows, detector.bundle.frames), warmup_frames=0)
     segments = plan.segments(40)
-    assert segments[1] == VideoSegment(start=32, stop=None, read_from=30, scored_from=32)
-    table = stitch([predict_segment(detector, corpus / "a" / "clip.mp4", s) for s in segments],
+    scored_from = {"official": 32, "centred": 30}[windows]
+    assert segments[1] == VideoSegment(start=32, stop=None, read_from=30, scored_from=scored_from)
+    table = stitch([predict_segment(detector, corpus / "a" / "clip.mp4", s, windows) for s in segments],
                    detector.au_names, detector.threshold)
-    whole = reference["a/clip.mp4"]
+    whole = reference["a/clip.mp4"] if windows == "centred" else \
+        detector.predict_video(corpus / "a" / "clip.mp4", windows="official")
     assert table.complete and [r.face.success for r in table.rows] == [r.face.success for r in whole.rows]
     gap = np.nanmax(np.abs(table.score_matrix() - whole.score_matrix()))
     assert np.array_equal(np.isnan(table.score_matrix()), np.isnan(whole.score_matrix()))
@@ -169,15 +174,16 @@ def test_a_segment_warmed_from_a_search_frame_matches(detector, corpus, referenc
 
 
 def test_segment_plan_aligns_to_windows_and_the_search_grid():
-    plan = SegmentPlan(1000, align=16)
+    plan = SegmentPlan(1000, WindowPlan.make("official", 16))
     segments = plan.segments(3050)
     assert [(s.start, s.stop) for s in segments] == [(0, 1008), (1008, 2016), (2016, None)]
     for s in segments:
         assert s.start % 16 == 0 and s.read_from % 30 == 0 and s.start - s.read_from >= plan.warmup_frames \
             or s.read_from == 0
-    # A window scheme that needs context before a segment scores from earlier.
-    centred = SegmentPlan(1000, align=8, context_frames=8)
-    assert centred.segments(3050)[1].scored_from == centred.segments(3050)[1].start - 8
+    # Centred windows read half a window of context on each side.
+    centred = SegmentPlan(1000, WindowPlan.make("centred", 16)).segments(3050)[1]
+    assert (centred.start, centred.stop) == (1000, 2000)
+    assert centred.scored_from == centred.start - 8 and centred.read_to == centred.stop + 8
     assert plan.segments(None) == plan.segments(500) == [VideoSegment(0, None, 0, 0)]
 
 
@@ -258,7 +264,8 @@ def test_sigterm_stops_the_job_cleanly(corpus, disfa_short_bundle, tmp_path):
 
 
 def test_every_face_in_a_corpus(local_ray, disfa_short_bundle, detector, photo, tmp_path):
-    """--faces all: the CSV of each video is mdhr-run --faces all's (official windows)."""
+    """--faces all: the CSV of each video is mdhr-run --faces all's (both in
+    their default, centred windows)."""
     from footage import crowd_video
     from mdhr_bench.crowd import side_by_side
 
@@ -267,7 +274,7 @@ def test_every_face_in_a_corpus(local_ray, disfa_short_bundle, detector, photo, 
     video, _ = crowd_video(corpus / "pair.mp4", photo, 2, side_by_side(2, size=(320, 180)), 6, size=(320, 180))
     out = tmp_path / "out"
     batch([corpus, "--model", disfa_short_bundle, "--out", out, "--faces", "all"], 0)
-    expected = detector.predict_video(video, windows="official", faces="all")
+    expected = detector.predict_video(video, faces="all")
     rows = read_rows(out / "pair.csv")
     assert rows == written_by_mdhr_run(expected, tmp_path)
     assert [(r["frame"], r["face_id"]) for r in rows][:2] == [("1", "0"), ("1", "1")]

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.backends.runners import tensorrt_unavailable_reason
+from mdhr_runtime.backends.selection import tensorrt_unavailable_reason
 
 
 def gpu_reason() -> str | None:
@@ -103,7 +103,8 @@ def test_stage_engines_are_built_checked_and_streamed(engine_bundle):
 @needs_tensorrt
 def test_auto_runs_the_engine_with_the_card_s_precision(engine_bundle):
     from mdhr_runtime.bundle import load_bundle
-    from mdhr_runtime.backends.runners import OnnxRuntimeRunner, open_runner
+    from mdhr_runtime.backends.runners import OnnxRuntimeRunner
+from mdhr_runtime.backends.selection import open_runner
 
     bundle = load_bundle(engine_bundle)
     runner, why = open_runner(bundle, "auto")
@@ -129,7 +130,7 @@ def test_fp32_engine_meets_the_fp32_tolerance(engine_bundle, tmp_path):
 @needs_tensorrt
 def test_engine_from_another_tensorrt_is_refused(engine_bundle, tmp_path):
     from mdhr_runtime.bundle import load_bundle
-    from mdhr_runtime.backends.runners import open_runner
+    from mdhr_runtime.backends.selection import open_runner
 
     folder = tmp_path / "other"
     shutil.copytree(engine_bundle, folder)
@@ -143,7 +144,7 @@ def test_engine_from_another_tensorrt_is_refused(engine_bundle, tmp_path):
 @needs_tensorrt
 def test_damaged_engine_is_refused_and_freed(engine_bundle, tmp_path):
     from mdhr_runtime.bundle import load_bundle
-    from mdhr_runtime.backends.runners import open_runner
+    from mdhr_runtime.backends.selection import open_runner
 
     folder = tmp_path / "damaged"
     shutil.copytree(engine_bundle, folder)

@@ -20,7 +20,8 @@ from mdhr_export.parity import agreement, reduced_precision_failures
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.backends.openvino_runner import (ISLANDS, KEEP_ORIGINAL_PRECISION, OpenVINORunner, mark_fp32_islands,
                                           openvino_unavailable_reason)
-from mdhr_runtime.backends.runners import OnnxRuntimeRunner, open_runner
+from mdhr_runtime.backends.runners import OnnxRuntimeRunner
+from mdhr_runtime.backends.selection import open_runner
 
 ov = pytest.importorskip("openvino")
 BF16_MISSING = openvino_unavailable_reason("openvino-bf16")

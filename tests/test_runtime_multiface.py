@@ -136,7 +136,7 @@ def test_camera_scores_every_face(disfa_short_bundle, pair, tmp_path):
 
 def test_official_windows_without_a_face_skip_the_model(detector, photo, tmp_path):
     """Same rows as the model gives on every window, fewer model calls."""
-    from mdhr_runtime.detector import clip_batches
+    from mdhr_runtime.pipeline import clip_batches
 
     video, has_face = face_video(tmp_path / "gap.mp4", photo,
                                  (Segment("clean", 8), Segment("empty", 16), Segment("clean", 4)))

@@ -47,7 +47,7 @@ def test_predict_video_gives_every_frame(detector, footage):
 def test_predict_video_equals_the_model_on_its_own_clips(detector, footage):
     """The table holds exactly what the model says about the clips the
     pipeline built (windows of T frames, padding dropped)."""
-    from mdhr_runtime.detector import clip_batches
+    from mdhr_runtime.pipeline import clip_batches
 
     video, has_face = footage
     expected = []

@@ -11,7 +11,7 @@ import pytest
 from mdhr.errors import MDHRError
 from mdhr_bench.synthetic import FootageMaker, Segment, write_video
 from mdhr_runtime.crops.crop import CroppedFrame
-from mdhr_runtime.detector import crops
+from mdhr_runtime.pipeline import crops
 from mdhr_runtime.faces.tracking import FaceResult
 from mdhr_runtime.backends.stages import StageRunner
 from mdhr_runtime.windows.streams import FrameStream, WindowPlan

@@ -21,7 +21,8 @@ from mdhr_export.cli import build_main
 from mdhr_export.engine import WORKSPACE_BYTES, describe_parse_failure, engine_loader
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.backends.gpu import Gpu
-from mdhr_runtime.backends.runners import OnnxRuntimeRunner, open_runner, tensorrt_unavailable_reason
+from mdhr_runtime.backends.runners import OnnxRuntimeRunner
+from mdhr_runtime.backends.selection import open_runner, tensorrt_unavailable_reason
 from mdhr_runtime.backends.tensorrt_runner import engine_mismatch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,7 +222,7 @@ def test_gpu_probe_on_this_machine_says_why_there_is_none():
 
 def probe_in_subprocess(setup: str) -> str:
     """tensorrt_unavailable_reason() in a fresh interpreter after ``setup``."""
-    code = f"{setup}\nfrom mdhr_runtime.backends.runners import tensorrt_unavailable_reason\nprint(tensorrt_unavailable_reason())"
+    code = f"{setup}\nfrom mdhr_runtime.backends.selection import tensorrt_unavailable_reason\nprint(tensorrt_unavailable_reason())"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
@@ -306,7 +307,7 @@ class EngineStandIn:
     error = 0.0
 
     def __init__(self, bundle, kind):
-        from mdhr_runtime.backends.runners import onnx_session
+        from mdhr_runtime.backends.sessions import onnx_session
 
         self.session = onnx_session(bundle.artifact(kind), providers=["CPUExecutionProvider"])
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
-from mdhr_runtime.backends.runners import check_clips
+from mdhr_runtime.backends.runners import Runner
 
 INSTALL = "pip install 'mdhr-toolkit[openvino]'"
 # backend name -> (precision, the bundle artifact it reads)
@@ -88,7 +88,7 @@ def mark_fp32_islands(model, islands: dict[str, list[str]]) -> set[str]:
     return marked
 
 
-class OpenVINORunner:
+class OpenVINORunner(Runner):
     """One compiled model and one infer request on the CPU."""
 
     device = "cpu"
@@ -135,8 +135,7 @@ class OpenVINORunner:
                             f"its card describes (one input {list(self.input_shape)}, outputs "
                             f"{', '.join(self.output_names)}); export the bundle again")
 
-    def infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
-        clips = check_clips(clips, self.input_shape)
+    def _infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         results = self._request.infer({0: clips})
         return {name: np.array(results[self._compiled.output(name)], dtype=np.float32) for name in self.output_names}
 

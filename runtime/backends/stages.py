@@ -14,7 +14,8 @@ import numpy as np
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
-from mdhr_runtime.backends.runners import onnx_session
+from mdhr_runtime.backends.sessions import onnx_session, provider_name
+from mdhr_runtime.backends import tensorrt_runner
 
 STAGE_KINDS = {"fp32": ("frame_stage", "clip_stage"), "fp16": ("frame_stage_fp16", "clip_stage_fp16")}
 STAGE_ENGINE_KINDS = ("frame_stage_engine", "clip_stage_engine")
@@ -48,7 +49,7 @@ def has_stage_engines(bundle: Bundle) -> bool:
 class StageRunner:
     """Frame and clip stage sessions of a bundle: ONNX Runtime, or with
     ``engines=True`` the TensorRT engines mdhr-build made of them (only
-    where ``runners.tensorrt_unavailable_reason()`` is None)."""
+    where ``selection.tensorrt_unavailable_reason()`` is None)."""
 
     def __init__(self, bundle: Bundle, precision: str = "fp32", threads: int | None = None,
                  providers: list[str] | None = None, engines: bool = False):
@@ -62,17 +63,15 @@ class StageRunner:
         self.tap_shapes = [tuple(described["frame_stage"]["inputs"][name]) for name in PREVIOUS_TAPS]
         self.clip_outputs = list(described["clip_stage"]["outputs"])
         if engines:
-            from mdhr_runtime.backends.tensorrt_runner import EngineSession
-
-            self.frame_session, self.clip_session = (EngineSession(bundle, kind) for kind in STAGE_ENGINE_KINDS)
+            self.frame_session, self.clip_session = (tensorrt_runner.EngineSession(bundle, kind)
+                                                  for kind in STAGE_ENGINE_KINDS)
             self.name, self.precision = "tensorrt", bundle.card["engine_build"]["precision"]
         else:
             frame_kind, clip_kind = STAGE_KINDS[precision]
             # The two sessions alternate (a frame, then a window): neither spins.
             self.frame_session = onnx_session(bundle.artifact(frame_kind), threads, providers, spinning=False)
             self.clip_session = onnx_session(bundle.artifact(clip_kind), threads, providers, spinning=False)
-            used = self.frame_session.get_providers()[0].replace("ExecutionProvider", "").lower()
-            self.name, self.precision = f"onnxruntime-{used}", precision
+            self.name, self.precision = f"onnxruntime-{provider_name(self.frame_session)}", precision
         self.frames = bundle.frames
         self._still: np.ndarray | None = None
 

@@ -12,7 +12,7 @@ import numpy as np
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.backends.gpu import Gpu, visible_gpu
-from mdhr_runtime.backends.runners import check_clips
+from mdhr_runtime.backends.runners import Runner
 
 
 def quiet_polygraphy(verbose: bool = False) -> None:
@@ -59,7 +59,7 @@ def cannot_load(bundle: Bundle, path, error: Exception) -> MDHRError:
                      f"rebuild it with: {rebuild_command(bundle)}")
 
 
-class TensorRTRunner:
+class TensorRTRunner(Runner):
     """The whole model's engine behind the Runner protocol.  One execution
     context: give each thread its own runner."""
 
@@ -72,8 +72,7 @@ class TensorRTRunner:
         self.output_names = list(bundle.card["outputs"])
         self._session = EngineSession(bundle, "engine")
 
-    def infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
-        clips = check_clips(clips, self.input_shape)
+    def _infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         return dict(zip(self.output_names, self._session.run(self.output_names, {self.input_name: clips})))
 
     def close(self) -> None:

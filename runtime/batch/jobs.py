@@ -29,8 +29,15 @@ from typing import Callable
 from mdhr.errors import MDHRError
 from mdhr_runtime.batch.corpus import (SUMMARY_FILE, SummaryRow, bundle_hash, finished_before, output_names,
                                  read_summary, write_summary)
+from mdhr_runtime.bundle import load_bundle
+from mdhr_runtime.choices import DEFAULT_FACES, DEFAULT_WINDOWS
+from mdhr_runtime.cli.common import quiet_ffmpeg
+from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
-from mdhr_runtime.batch.segments import Segment, SegmentPlan, SegmentResult, stitch
+from mdhr_runtime.files.outputs import check_input, check_output_folder, remove_stale_staging
+from mdhr_runtime.batch.segments import WHOLE_VIDEO, Segment, SegmentPlan, SegmentResult, predict_segment, stitch
+from mdhr_runtime.sources.frames import FrameSource
+from mdhr_runtime.windows.streams import WindowPlan
 
 # A worker whose process dies (out of memory, a crashing decoder) is
 # restarted by Ray and its task run once more; a video that kills it twice
@@ -48,8 +55,10 @@ class BatchOptions:
     threads_per_worker: int = 1
     segment_frames: int | None = None
     address: str | None = None
-    faces: str = "largest"  # or "all": every face, rows with a face_id (whole videos only)
+    faces: str = DEFAULT_FACES  # or "all": every face, rows with a face_id (whole videos only)
     min_face: int = DEFAULT_MIN_FACE
+    windows: str = DEFAULT_WINDOWS  # as mdhr-run's default, so the two tools agree
+    hop: int | None = None
 
 
 @dataclass(frozen=True)
@@ -80,16 +89,13 @@ class ProgressLog:
 class AUWorker:
     """A Ray actor: one AUDetector, loaded once, scoring many tasks."""
 
-    def __init__(self, bundle_dir: str, backend: str, threads: int, progress_log: str, faces: str = "largest",
-                 min_face: int = DEFAULT_MIN_FACE):
+    def __init__(self, bundle_dir: str, backend: str, threads: int, progress_log: str, faces: str = DEFAULT_FACES,
+                 min_face: int = DEFAULT_MIN_FACE, windows: str = DEFAULT_WINDOWS, hop: int | None = None):
         import ray
-
-        from mdhr_runtime.cli.common import quiet_ffmpeg
-        from mdhr_runtime.detector import AUDetector
 
         quiet_ffmpeg(verbose=False)
         self.detector = AUDetector(bundle_dir, backend=backend, threads=threads)
-        self.faces, self.min_face = faces, min_face
+        self.faces, self.min_face, self.windows, self.hop = faces, min_face, windows, hop
         # Found by name (not passed as a handle) so a restarted worker needs
         # nothing from the object store.
         self.progress = ray.get_actor(progress_log)
@@ -97,18 +103,17 @@ class AUWorker:
     def run(self, task: Task) -> tuple[Task, SegmentResult | None, str]:
         """The task's rows, or None and a one-line error.  Errors stay
         here: one bad video never stops the job."""
-        from mdhr_runtime.batch.segments import WINDOWS, predict_segment
-
         def report(done: int) -> None:
             self.progress.report.remote(task.number, done)  # no wait: progress is best effort
 
         try:
             if task.segment is None:
-                table = self.detector.predict_video(task.video, progress=report, windows=WINDOWS,
+                table = self.detector.predict_video(task.video, progress=report, windows=self.windows, hop=self.hop,
                                                     faces=self.faces, min_face=self.min_face)
-                result = SegmentResult(Segment(0, None, 0, 0), table, not table.complete, table.frames_declared)
+                result = SegmentResult(WHOLE_VIDEO, table, not table.complete, table.frames_declared)
             else:
-                result = predict_segment(self.detector, task.video, task.segment, progress=report)
+                result = predict_segment(self.detector, task.video, task.segment, self.windows, self.hop,
+                                         progress=report)
             return task, result, ""
         except MDHRError as e:
             return task, None, str(e)
@@ -135,8 +140,6 @@ class BatchJob:
 
     def __init__(self, videos: list[Path], options: BatchOptions, say: Callable[[str], None],
                  progress_bar: bool = True):
-        from mdhr_runtime.bundle import load_bundle
-
         self.videos = videos
         self.options = options
         self.say = say
@@ -152,15 +155,11 @@ class BatchJob:
 
     def plan(self) -> list[_Video]:
         """Rows for videos skipped or failing their probe; the rest to run."""
-        from mdhr_runtime.faces.tracking import REDETECT_EVERY
-        from mdhr_runtime.sources.frames import FrameSource
-        from mdhr_runtime.files.outputs import check_input, remove_stale_staging
-
         previous = read_summary(self.summary_path)
         kept = {v: previous[str(v)].output for v in self.videos if str(v) in previous and previous[str(v)].output}
         names = output_names(self.videos, kept)
-        plan = None if self.options.segment_frames is None else SegmentPlan(
-            self.options.segment_frames, align=self.bundle.frames, search_grid=REDETECT_EVERY)
+        windows = WindowPlan.make(self.options.windows, self.bundle.frames, self.options.hop)
+        plan = None if self.options.segment_frames is None else SegmentPlan(self.options.segment_frames, windows)
         todo = []
         for video in self.videos:
             before = previous.get(str(video))
@@ -174,15 +173,13 @@ class BatchJob:
             except MDHRError as e:
                 self.rows[video] = SummaryRow(str(video), status="failed", error=str(e), bundle_hash=self.digest)
                 continue
-            segments = [Segment(0, None, 0, 0)] if plan is None else plan.segments(source.frame_count)
+            segments = [WHOLE_VIDEO] if plan is None else plan.segments(source.frame_count)
             todo.append(_Video(video, names[video], source.frame_count, source.fps, segments))
         return todo
 
     # -- running ---------------------------------------------------------
 
     def run(self) -> list[SummaryRow]:
-        from mdhr_runtime.files.outputs import remove_stale_staging
-
         remove_stale_staging(self.summary_path, self.say)
         todo = self.plan()
         self._write_summary()
@@ -225,7 +222,8 @@ class BatchJob:
         actor = ray.remote(AUWorker).options(num_cpus=threads, max_restarts=-1,
                                              max_task_retries=TASK_RETRIES)
         pool = ActorPool([actor.remote(str(self.options.bundle_dir.absolute()), self.options.backend,
-                                       threads, log_name, self.options.faces, self.options.min_face)
+                                       threads, log_name, self.options.faces, self.options.min_face,
+                                       self.options.windows, self.options.hop)
                           for _ in range(min(workers, self._task_count(todo)))])
         tasks = self._tasks(todo)
         by_number = {task.number: task for task in tasks}
@@ -354,8 +352,6 @@ class BatchJob:
 
 def check_out_dir(out_dir: Path) -> None:
     """--out is a folder (or can be made) that this user can write in."""
-    from mdhr_runtime.files.outputs import check_output_folder
-
     check_output_folder(out_dir, "--out")
     if out_dir.is_dir() and not os.access(out_dir, os.W_OK | os.X_OK):
         raise MDHRError(f"--out: cannot write in {out_dir} (permission denied or read-only); "

@@ -11,8 +11,14 @@ import click
 from mdhr.errors import MDHRError
 from mdhr_runtime.cli.common import (EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_TERMINATED, Terminated,
                                      run_reporting_errors, say, verbose_option)
+from mdhr_runtime.backends.gates import forced_warning
+from mdhr_runtime.batch.corpus import expand_inputs
+from mdhr_runtime.batch.jobs import BatchJob, BatchOptions, check_out_dir
+from mdhr_runtime.bundle import load_bundle
+from mdhr_runtime.choices import BACKENDS, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_MODES, WINDOW_MODES
+from mdhr_runtime.cli.checks import check_faces
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
-from mdhr_runtime.backends.runners import BACKENDS
+from mdhr_runtime.windows.streams import WindowPlan
 
 
 def _positive(ctx, param, value):
@@ -36,17 +42,21 @@ def _positive(ctx, param, value):
 @click.option("--segment-frames", type=int, callback=_positive,
               help="Cut videos longer than this into segments of about this many frames, scored in "
                    "parallel and stitched into one CSV (equal to a whole run within 1e-3).")
+@click.option("--windows", type=click.Choice(WINDOW_MODES), default=DEFAULT_WINDOWS, show_default=True,
+              help="As mdhr-run: centred (each frame near the middle of its own window) or official (the "
+                   "paper's non-overlapping windows).")
+@click.option("--hop", type=int, help="Centred windows: frames between window starts (default T/2).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: a TensorRT engine on a GPU when the bundle has one, else ONNX Runtime.")
-@click.option("--faces", type=click.Choice(["largest", "all"]), default="largest", show_default=True,
+@click.option("--faces", type=click.Choice(FACE_MODES), default=DEFAULT_FACES, show_default=True,
               help="largest: one face per frame; all: every face, with a face_id column (whole videos: "
                    "not with --segment-frames).")
 @click.option("--min-face", type=int, default=DEFAULT_MIN_FACE, show_default=True, metavar="PX",
               help="--faces all: ignore faces whose box is smaller than PX pixels.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout at the end.")
 @verbose_option
-def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segment_frames, backend, faces,
-         min_face, as_json, verbose):
+def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segment_frames, windows, hop, backend,
+         faces, min_face, as_json, verbose):
     """Recognise facial action units in every frame of many videos.
 
     INPUT is any mix of video files, folders (searched for videos), glob
@@ -65,22 +75,16 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
     ok, 5 when any failed or was partial (see summary.csv), 2 for a bad
     argument (nothing done).
     """
-    from mdhr_runtime.batch.jobs import BatchJob, BatchOptions, check_out_dir
-    from mdhr_runtime.bundle import load_bundle
-    from mdhr_runtime.batch.corpus import expand_inputs
-    from mdhr_runtime.backends.gates import forced_warning
-
     def work():
         try:
             import ray  # noqa: F401
         except ImportError:
             raise MDHRError("mdhr-batch needs Ray: pip install 'mdhr-toolkit[batch]'") from None
-        from mdhr_runtime.detector import check_faces
-
         check_faces(faces, min_face)
         if faces == "all" and segment_frames is not None:
             raise MDHRError("--faces all scores whole videos: face ids cannot be joined across segments yet; "
                             "drop --segment-frames (or use --faces largest)")
+        WindowPlan.make(windows, load_bundle(model_dir).frames, hop)  # --hop, before any work
         check_out_dir(out_dir)
         videos = expand_inputs(list(inputs))
         if not videos:
@@ -88,7 +92,7 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
                             "glob patterns or @list.txt")
         options = BatchOptions(bundle_dir=model_dir, out_dir=out_dir, backend=backend, workers=workers,
                                threads_per_worker=threads_per_worker, segment_frames=segment_frames,
-                               address=address, faces=faces, min_face=min_face)
+                               address=address, faces=faces, min_face=min_face, windows=windows, hop=hop)
         job = BatchJob(videos, options, say)  # loads and hashes the bundle: refuses a bad one here
         warning = forced_warning(load_bundle(model_dir), backend)
         if warning:

@@ -5,10 +5,20 @@ from pathlib import Path
 
 import click
 
+from mdhr.errors import MDHRError
+from mdhr_runtime.backends.gates import forced_warning
+from mdhr_runtime.backends.openvino_runner import OPENVINO_BACKENDS
+from mdhr_runtime.bundle import load_bundle
+from mdhr_runtime.choices import (BACKENDS, DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_DETECTORS,
+                                  FACE_MODES, WINDOW_MODES)
 from mdhr_runtime.cli.common import EXIT_INCOMPLETE_INPUT, run_reporting_errors, say, verbose_option
+from mdhr_runtime.cli.checks import check_faces, check_threshold
+from mdhr_runtime.cli.live import run_live
+from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
-from mdhr_runtime.backends.runners import BACKENDS
-from mdhr_runtime.windows.streams import DEFAULT_WINDOWS, WINDOW_MODES
+from mdhr_runtime.files.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
+from mdhr_runtime.sources.frames import FrameSource
+from mdhr_runtime.windows.streams import WindowPlan
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,12 +42,12 @@ from mdhr_runtime.windows.streams import DEFAULT_WINDOWS, WINDOW_MODES
                    "openvino, openvino-bf16 and int8 run the whole model, in --windows official.")
 @click.option("--aligned", is_flag=True, help="INPUT frames are already aligned face crops: skip face detection.")
 @click.option("--threshold", type=float, help="Decision threshold on the AU score (default: the bundle's, 0.5).")
-@click.option("--faces", type=click.Choice(["largest", "all"]), default="largest", show_default=True,
+@click.option("--faces", type=click.Choice(FACE_MODES), default=DEFAULT_FACES, show_default=True,
               help="largest: one face per frame, as the CSV always had (a note says when others were there); "
                    "all: every face, tracked with a face_id column (one row per frame and face).")
 @click.option("--min-face", type=int, default=DEFAULT_MIN_FACE, show_default=True, metavar="PX",
               help="--faces all: ignore faces whose box is smaller than PX pixels.")
-@click.option("--face-detector", type=click.Choice(["mtcnn", "haar"]), default="mtcnn", show_default=True,
+@click.option("--face-detector", type=click.Choice(FACE_DETECTORS), default=DEFAULT_FACE_DETECTOR, show_default=True,
               help="mtcnn: more accurate, with landmarks for levelling the crop; haar: OpenCV cascade.")
 @verbose_option
 def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backend, aligned, threshold,
@@ -58,15 +68,6 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
     (whole) when it ends or on Ctrl-C.
     """
     from tqdm import tqdm
-
-    from mdhr.errors import MDHRError
-    from mdhr_runtime.bundle import load_bundle
-    from mdhr_runtime.detector import AUDetector, check_faces, check_threshold
-    from mdhr_runtime.sources.frames import FrameSource
-    from mdhr_runtime.backends.gates import forced_warning
-    from mdhr_runtime.backends.openvino_runner import OPENVINO_BACKENDS
-    from mdhr_runtime.files.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
-    from mdhr_runtime.windows.streams import WindowPlan
 
     def check():
         if (input_path is None) == (camera is None):
@@ -103,8 +104,6 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
                            "centred windows run the bundle's frame and clip stages on ONNX Runtime", err=True)
             plan = WindowPlan.make(windows, detector.bundle.frames, hop)
             if camera is not None:
-                from mdhr_runtime.live import run_live
-
                 live = run_live(detector, camera, windows, hop, status=status, faces=faces, min_face=min_face)
                 click.echo("\nstopped (Ctrl-C)" if live.interrupted else "\nsource ended", err=True)
                 table = live.table

@@ -22,28 +22,42 @@ from mdhr_runtime.timing import StageClock
 from mdhr_runtime.faces.tracking import FaceResult, FaceTracker
 from mdhr_runtime.sources.frames import Frame
 
-# ToTensor then Normalize, folded into one multiply-add per channel:
-# (x / 255 - mean) / std  ==  x * SCALE + OFFSET.
-_STD = np.asarray(IMAGE_STD, dtype=np.float32)
-_SCALE = (1.0 / (255.0 * _STD)).astype(np.float32)
-_OFFSET = (-np.asarray(IMAGE_MEAN, dtype=np.float32) / _STD).astype(np.float32)
-# The ImageNet mean colour normalises to 0: the neutral fill for parts of a
-# crop outside the frame (black would read as a strong, moving edge).
+# The ImageNet mean colour normalises to 0 under the official statistics:
+# the neutral fill for parts of a crop outside the frame (black would read
+# as a strong, moving edge).
 MEAN_RGB = tuple(int(round(255 * m)) for m in IMAGE_MEAN)
 
 
+class Normaliser:
+    """``ToTensor`` then ``Normalize(mean, std)``, folded into one multiply-add
+    per channel: (x / 255 - mean) / std == x * scale + offset.  The runtime
+    builds it from the bundle card's ``mean`` and ``std``."""
+
+    def __init__(self, mean=IMAGE_MEAN, std=IMAGE_STD):
+        std = np.asarray(std, dtype=np.float32)
+        self.scale = (1.0 / (255.0 * std)).astype(np.float32)
+        self.offset = (-np.asarray(mean, dtype=np.float32) / std).astype(np.float32)
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        """RGB uint8 crops [..., H, W, 3] -> float32 [..., 3, H, W].  Anything
+        but uint8 pixels is refused: float crops may already be scaled, and
+        scaling twice would be silent nonsense."""
+        if not isinstance(crops, np.ndarray) or crops.dtype != np.uint8 or crops.shape[-1:] != (3,):
+            what = f"{crops.dtype} [{', '.join(map(str, crops.shape))}]" if isinstance(crops, np.ndarray) else \
+                type(crops).__name__
+            raise MDHRError(f"crops of {what} given; to_model_input takes RGB uint8 pixels [..., H, W, 3] "
+                            "(0..255) and normalises them itself")
+        normalised = crops.astype(np.float32) * self.scale + self.offset
+        return np.ascontiguousarray(np.moveaxis(normalised, -1, -3))
+
+
+IMAGENET = Normaliser()
+
+
 def to_model_input(crops: np.ndarray) -> np.ndarray:
-    """RGB uint8 crops [..., H, W, 3] -> float32 [..., 3, H, W], ImageNet-normalised
-    (pixel / 255 first, as ToTensor does).  Anything but uint8 pixels is
-    refused: float crops may already be scaled, and scaling twice would be
-    silent nonsense."""
-    if not isinstance(crops, np.ndarray) or crops.dtype != np.uint8 or crops.shape[-1:] != (3,):
-        what = f"{crops.dtype} [{', '.join(map(str, crops.shape))}]" if isinstance(crops, np.ndarray) else \
-            type(crops).__name__
-        raise MDHRError(f"crops of {what} given; to_model_input takes RGB uint8 pixels [..., H, W, 3] "
-                        "(0..255) and normalises them itself")
-    normalised = crops.astype(np.float32) * _SCALE + _OFFSET
-    return np.ascontiguousarray(np.moveaxis(normalised, -1, -3))
+    """RGB uint8 crops as the official model takes them (ImageNet statistics,
+    pixel / 255 first, as ToTensor does)."""
+    return IMAGENET(crops)
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -121,7 +135,8 @@ class CroppedFrame:
 
 
 def crop_stream(frames: Iterable[Frame], tracker: FaceTracker | None = None,
-                cropper: Cropper | None = None, clock: StageClock | None = None) -> Iterator[CroppedFrame]:
+                cropper: Cropper | None = None, clock: StageClock | None = None,
+                normalise: Normaliser = IMAGENET) -> Iterator[CroppedFrame]:
     """Track, crop and normalise each frame in turn (constant memory).
 
     ``tracker=None`` means the frames already are aligned face crops (the
@@ -133,13 +148,25 @@ def crop_stream(frames: Iterable[Frame], tracker: FaceTracker | None = None,
     clock = clock or StageClock()
     for frame in clock.timed(frames, "decode"):
         if tracker is None:
-            height, width = frame.rgb.shape[:2]
-            face = FaceResult(success=True, confidence=1.0, box=(0.0, 0.0, float(width), float(height)))
-            with clock.stage("preprocess"):
-                crop = to_model_input(resize_aligned(frame.rgb, cropper.size))
-        else:
-            with clock.stage("detect"):
-                face = tracker.update(frame.rgb, frame.timestamp)
-            with clock.stage("preprocess"):
-                crop = to_model_input(cropper.crop(frame.rgb, face)) if face.success else None
-        yield CroppedFrame(index=frame.index, timestamp=frame.timestamp, face=face, crop=crop)
+            yield aligned_crop(frame, cropper, normalise, clock)
+            continue
+        with clock.stage("detect"):
+            face = tracker.update(frame.rgb, frame.timestamp)
+        yield face_crop(frame, face, cropper, normalise, clock)
+
+
+def aligned_crop(frame: Frame, cropper: Cropper, normalise: Normaliser, clock: StageClock) -> CroppedFrame:
+    """A frame that already is an aligned face crop: the whole image is the face."""
+    height, width = frame.rgb.shape[:2]
+    face = FaceResult(success=True, confidence=1.0, box=(0.0, 0.0, float(width), float(height)))
+    with clock.stage("preprocess"):
+        crop = normalise(resize_aligned(frame.rgb, cropper.size))
+    return CroppedFrame(index=frame.index, timestamp=frame.timestamp, face=face, crop=crop)
+
+
+def face_crop(frame: Frame, face: FaceResult, cropper: Cropper, normalise: Normaliser,
+              clock: StageClock) -> CroppedFrame:
+    """The model input of one tracked face (no crop when it was not found)."""
+    with clock.stage("preprocess"):
+        crop = normalise(cropper.crop(frame.rgb, face)) if face.success else None
+    return CroppedFrame(index=frame.index, timestamp=frame.timestamp, face=face, crop=crop)

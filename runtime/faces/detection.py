@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from mdhr.errors import MDHRError
+from mdhr_runtime.backends.sessions import onnx_session
 
 DATA_DIR = Path(__file__).parent.parent / "data"  # runtime/data: the vendored MTCNN weights
 
@@ -134,15 +135,9 @@ def _network_input(images: np.ndarray) -> np.ndarray:
 
 
 def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
     if not path.is_file():
         raise MDHRError(f"face detector weights missing at {path}: reinstall mdhr-toolkit")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnx_session(path, threads, ["CPUExecutionProvider"], remedy="reinstall mdhr-toolkit")
 
 
 # (scale, dx, dy) of the boxes O-Net checks around last frame's face, in

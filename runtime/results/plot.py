@@ -9,12 +9,22 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 ACTIVE_COLOUR = "#d95f02"
 SCORE_COLOUR = "#1b4f72"
 NO_FACE_COLOUR = "#bbbbbb"
+
+
+def _figure(size: tuple[float, float]):
+    """A figure on the Agg canvas.  matplotlib is imported here, on the first
+    plot: it costs a third of a second and tens of MB that a run without
+    --plot never needs."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -34,12 +44,11 @@ def _spans(times: np.ndarray, mask: np.ndarray) -> list[tuple[float, float]]:
 
 
 def timeline_figure(times: np.ndarray, scores: np.ndarray, au_names: Sequence[str],
-                    threshold: float, title: str | None = None) -> Figure:
+                    threshold: float, title: str | None = None):
     """One row per AU: score line (cosine, -1..1), threshold line, active
     stretches filled, frames without a face shaded (their scores are NaN)."""
     rows = max(1, len(au_names))
-    figure = Figure(figsize=(12, 0.75 * rows + 1.1), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = _figure((12, 0.75 * rows + 1.1))
     axes = figure.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
     no_face = np.isnan(scores).all(axis=1) if scores.size else np.zeros(len(times), dtype=bool)
     no_face_spans = _spans(times, no_face)
@@ -71,7 +80,7 @@ MAX_FACES_PLOTTED = 6
 
 
 def faces_timeline_figure(times: np.ndarray, faces: list[tuple[int, np.ndarray]], au_names: Sequence[str],
-                          threshold: float, title: str | None = None, left_out: int = 0) -> Figure:
+                          threshold: float, title: str | None = None, left_out: int = 0):
     """One panel per face: its AU scores over the video's time (``times``,
     one per frame) as a heat map, one row per AU, outlined where a score
     reaches the threshold, grey where that face was not found.  ``faces``
@@ -79,8 +88,7 @@ def faces_timeline_figure(times: np.ndarray, faces: list[tuple[int, np.ndarray]]
     from matplotlib import colormaps
 
     rows = max(1, len(faces))
-    figure = Figure(figsize=(12, rows * (0.22 * len(au_names) + 0.55) + 1.0), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = _figure((12, rows * (0.22 * len(au_names) + 0.55) + 1.0))
     axes = figure.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
     step = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
     extent = (float(times[0]) - step / 2, float(times[-1]) + step / 2, len(au_names) - 0.5, -0.5) if len(times) \

@@ -28,10 +28,10 @@ from typing import Sequence
 import numpy as np
 
 from mdhr.aus import DECISION_THRESHOLD
-from mdhr_runtime.windows.clips import ClipBatch
 from mdhr_runtime.crops.crop import CroppedFrame
 from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.faces.tracking import FaceResult
+from mdhr_runtime.results.plot import MAX_FACES_PLOTTED, faces_timeline_figure, timeline_figure
 
 
 @dataclass(frozen=True)
@@ -43,27 +43,71 @@ class FrameRow:
     face_id: int | None = None  # the face's track (tables of every face), None: no face
 
 
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run says about its table besides the rows: ``complete`` is
+    False when the input ended before the frame count its container declares
+    (``frames_declared``); ``other_faces``: the most faces any full search saw
+    besides the one scored (``--faces largest``); ``model_calls``: whole-model
+    batches, or frame plus clip stage runs."""
+
+    complete: bool = True
+    frames_declared: int | None = None
+    other_faces: int = 0
+    model_calls: int = 0
+
+
 class FrameTable:
     """Rows of per-frame results, in the order added (frame order; with
-    ``face_ids``, call ``sort`` for (frame, face) order)."""
+    ``face_ids``, call ``sort`` for (frame, face) order).  Rows are added with
+    ``add`` only; the run's facts are set once, with ``settle``."""
 
-    def __init__(self, au_names: Sequence[str], threshold: float = DECISION_THRESHOLD, face_ids: bool = False):
+    def __init__(self, au_names: Sequence[str], threshold: float = DECISION_THRESHOLD, face_ids: bool = False,
+                 rows: Sequence[FrameRow] = (), facts: RunFacts = RunFacts()):
         self.au_names = tuple(au_names)
         self.threshold = float(threshold)
         self.face_ids = face_ids
-        self.rows: list[FrameRow] = []
-        # Faces seen besides the one scored (``--faces largest``): the most at
-        # any full search.  Model calls: whole-model batches, or frame plus
-        # clip stage runs.
-        self.other_faces = 0
-        self.model_calls = 0
-        # Set by AUDetector.predict_video: False when the video ended before
-        # the frame count its container declares (truncated or damaged).
-        self.complete = True
-        self.frames_declared: int | None = None
+        self._rows: list[FrameRow] = list(rows)
+        self._facts = facts
+
+    @classmethod
+    def joined(cls, tables: Sequence["FrameTable"], facts: RunFacts) -> "FrameTable":
+        """One table of the rows of ``tables`` in turn (segments of a video)."""
+        first = tables[0]
+        return cls(first.au_names, first.threshold, any(t.face_ids for t in tables),
+                   [row for table in tables for row in table.rows], facts)
+
+    @property
+    def rows(self) -> Sequence[FrameRow]:
+        return self._rows
+
+    @property
+    def facts(self) -> RunFacts:
+        return self._facts
+
+    def settle(self, facts: RunFacts) -> "FrameTable":
+        """Record the run's facts (the scoring pipeline does, once, at the end)."""
+        self._facts = facts
+        return self
+
+    @property
+    def complete(self) -> bool:
+        return self._facts.complete
+
+    @property
+    def frames_declared(self) -> int | None:
+        return self._facts.frames_declared
+
+    @property
+    def other_faces(self) -> int:
+        return self._facts.other_faces
+
+    @property
+    def model_calls(self) -> int:
+        return self._facts.model_calls
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self._rows)
 
     def add(self, frame: CroppedFrame, scores: np.ndarray | None, face_id: int | None = None) -> None:
         """One frame's result; ``scores`` are its AU scores, or None when no
@@ -75,16 +119,11 @@ class FrameTable:
                 raise ValueError(f"{scores.shape[0]} scores for {len(self.au_names)} AUs")
             if not frame.face.success:
                 scores = None
-        self.rows.append(FrameRow(frame.index, frame.timestamp, frame.face, scores, face_id))
-
-    def add_batch(self, batch: ClipBatch, scores: np.ndarray) -> None:
-        """All real frames of a batch with the model's [B, T, num_aus] scores."""
-        for frame, frame_scores in batch.rows(scores):
-            self.add(frame, frame_scores)
+        self._rows.append(FrameRow(frame.index, frame.timestamp, frame.face, scores, face_id))
 
     def sort(self) -> None:
         """Rows in (frame, face_id) order (the no-face row of a frame first)."""
-        self.rows.sort(key=lambda row: (row.index, -1 if row.face_id is None else row.face_id))
+        self._rows.sort(key=lambda row: (row.index, -1 if row.face_id is None else row.face_id))
 
     # -- views -------------------------------------------------------------
 
@@ -104,9 +143,7 @@ class FrameTable:
 
     def face(self, face_id: int) -> "FrameTable":
         """The rows of one face, as a table of their own."""
-        table = FrameTable(self.au_names, self.threshold)
-        table.rows = [row for row in self.rows if row.face_id == face_id]
-        return table
+        return FrameTable(self.au_names, self.threshold, rows=[row for row in self.rows if row.face_id == face_id])
 
     def score_matrix(self) -> np.ndarray:
         """[frames, num_aus] float32 scores, NaN where no face."""
@@ -185,8 +222,6 @@ class FrameTable:
         if self.face_ids:
             figure = self._faces_figure(title)
         else:
-            from mdhr_runtime.results.plot import timeline_figure
-
             figure = timeline_figure(self.timestamps(), self.score_matrix(), self.au_names,
                                      self.threshold, title=title)
         with atomic_path(path) as temporary:
@@ -194,8 +229,6 @@ class FrameTable:
         return Path(path)
 
     def _faces_figure(self, title: str | None):
-        from mdhr_runtime.results.plot import MAX_FACES_PLOTTED, faces_timeline_figure
-
         frames = sorted({row.index: row.timestamp for row in self.rows}.items())
         position = {index: k for k, (index, _) in enumerate(frames)}
         ids = self.ids()

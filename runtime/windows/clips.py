@@ -83,10 +83,10 @@ class ClipWindows:
         for window in self._windows(frames, carry):
             pending.append(window)
             if len(pending) == self.batch_size:
-                yield self._pack(pending)
+                yield self.pack(pending)
                 pending = []
         if pending:
-            yield self._pack(pending)
+            yield self.pack(pending)
 
     def _windows(self, frames: Iterable[CroppedFrame],
                  last_face: np.ndarray | None) -> Iterator[list[CroppedFrame]]:
@@ -95,14 +95,14 @@ class ClipWindows:
         for frame in frames:
             window.append(frame)
             if len(window) == self.clip_frames:
-                filled, last_face = _fill_missing(window, last_face)
+                filled, last_face = fill_missing(window, last_face)
                 yield filled
                 window = []
         if window:
-            filled, _ = _fill_missing(window, last_face)
+            filled, _ = fill_missing(window, last_face)
             yield filled
 
-    def _pack(self, windows: list[list[CroppedFrame]]) -> ClipBatch:
+    def pack(self, windows: list[list[CroppedFrame]]) -> ClipBatch:
         shape = (self.batch_size, self.clip_frames)
         clips = np.empty(shape + CROP_SHAPE, dtype=np.float32)
         frame_index = np.full(shape, -1, dtype=np.int64)
@@ -125,7 +125,7 @@ class ClipWindows:
                          frames=tuple(kept))
 
 
-def _fill_missing(window: list[CroppedFrame],
+def fill_missing(window: list[CroppedFrame],
                   last_face: np.ndarray | None) -> tuple[list[CroppedFrame], np.ndarray | None]:
     """The window with a crop at every frame, and the last face crop in it
     (carried into the next window)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from mdhr_runtime.crops.crop import CroppedFrame, Cropper, to_model_input
+from mdhr_runtime.crops.crop import IMAGENET, CroppedFrame, Cropper, Normaliser
 from mdhr_runtime.sources.frames import Frame
 from mdhr_runtime.faces.multitrack import MultiFaceTracker
 from mdhr_runtime.timing import StageClock
@@ -30,12 +30,13 @@ FaceRow = tuple[int | None, StreamRow]  # (face_id or None for "no face in this 
 class TrackStreams:
     """Frames and their tracked faces in; final rows per face out."""
 
-    def __init__(self, open_stream: Callable[[], FrameStream], cropper: Cropper | None = None):
+    def __init__(self, open_stream: Callable[[], FrameStream], cropper: Cropper | None = None,
+                 normalise: Normaliser = IMAGENET):
         self.open_stream = open_stream
         self.cropper = cropper or Cropper()
+        self.normalise = normalise
         self.streams: dict[int, FrameStream] = {}
-        self.windows_run = 0  # clip stage runs of finished streams
-        self.frames_run = 0  # frame stage runs
+        self.closed_calls = 0  # model calls of the streams already closed
 
     def push(self, frame: Frame, tracker: MultiFaceTracker, faces, clock: StageClock) -> list[FaceRow]:
         """The rows made final by this frame, whose faces ``tracker`` just found."""
@@ -46,14 +47,13 @@ class TrackStreams:
         for face_id in tracker.ids:
             face = found.get(face_id)
             with clock.stage("preprocess"):
-                crop = None if face is None else to_model_input(self.cropper.crop(frame.rgb, face))
+                crop = None if face is None else self.normalise(self.cropper.crop(frame.rgb, face))
             cropped = CroppedFrame(frame.index, frame.timestamp, face or FaceResult.missing(), crop)
             stream = self.streams.get(face_id)
             if stream is None:
                 stream = self.streams[face_id] = self.open_stream()
             with clock.stage("model"):
                 rows += _face_rows(face_id, stream.push(cropped))
-            self.frames_run += crop is not None
         if not faces:
             rows.append((None, StreamRow(CroppedFrame(frame.index, frame.timestamp, FaceResult.missing(), None), None)))
         return rows
@@ -68,8 +68,12 @@ class TrackStreams:
     def _close(self, face_id: int) -> list[FaceRow]:
         stream = self.streams.pop(face_id)
         rows = _face_rows(face_id, stream.finish())
-        self.windows_run += stream.windows_run
+        self.closed_calls += stream.model_calls
         return rows
+
+    @property
+    def model_calls(self) -> int:
+        return self.closed_calls + sum(s.model_calls for s in self.streams.values())
 
 
 def _face_rows(face_id: int, rows: list[StreamRow]) -> list[FaceRow]:

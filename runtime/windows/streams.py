@@ -38,8 +38,7 @@ from mdhr.errors import MDHRError
 from mdhr_runtime.crops.crop import CroppedFrame
 from mdhr_runtime.backends.stages import FrameFeatures, StageRunner
 
-WINDOW_MODES = ("official", "centred")
-DEFAULT_WINDOWS = "centred"
+from mdhr_runtime.choices import WINDOW_MODES
 
 
 def default_hop(frames: int) -> int:
@@ -66,6 +65,15 @@ class WindowPlan:
         if not 1 <= hop <= frames:
             raise MDHRError(f"--hop must be between 1 and the clip length {frames}, got {hop}")
         return cls(mode, frames, hop)
+
+    def reach(self, first: int, stop: int | None) -> tuple[int, int | None]:
+        """Where a run must start scoring and stop reading so that frames
+        [first, stop) get exactly the windows a run from frame 0 gives them:
+        the start of ``first``'s window (a multiple of the hop, so the window
+        grid lines up) and the end of the window of ``stop - 1``."""
+        if stop is None:
+            return self.window_of(first), None
+        return self.window_of(first), self.window_of(stop - 1) + self.frames
 
     def window_of(self, position: int) -> int:
         """Start of the regular window that scores frame ``position``: the one
@@ -110,10 +118,24 @@ class FrameStream:
         self.pending: deque[tuple[int, CroppedFrame]] = deque()  # frames waiting for their window
         self.count = 0  # frames pushed
         self.windows_run = 0
+        self.frames_run = 0
         self._taps: list[np.ndarray] | None = None  # backbone taps of the last face crop
         self._last_static: np.ndarray | None = None
         self._faceless_lead = 0  # face-less frames before the first face
         self._scored: tuple[int, np.ndarray] | None = None  # the last window run: start, scores
+
+    def prime(self, crop: np.ndarray | None) -> None:
+        """The last face crop before the first frame pushed (a segment that
+        continues a video): the stream then holds what a run from frame 0
+        holds there (that crop's static tokens and backbone taps), so the
+        next frames get the same features."""
+        if crop is not None:
+            features, self._taps = self.runner.frame(crop, None)
+            self._last_static = features.static
+
+    @property
+    def model_calls(self) -> int:
+        return self.frames_run + self.windows_run
 
     def push(self, frame: CroppedFrame) -> list[StreamRow]:
         self._add_features(frame)
@@ -139,6 +161,7 @@ class FrameStream:
             self.cache.append(FrameFeatures(self._last_static, self.runner.still_dynamics()))
             return
         features, self._taps = self.runner.frame(frame.crop, self._taps)
+        self.frames_run += 1
         if self._last_static is None:
             lead = min(self._faceless_lead, self.plan.frames - 1)
             self.cache.extend([FrameFeatures(features.static, self.runner.still_dynamics())] * lead)

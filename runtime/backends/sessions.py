@@ -1,0 +1,45 @@
+"""The one ONNX Runtime session factory: the whole model, the frame and
+clip stages and the face detector's networks all open through it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mdhr.errors import MDHRError
+
+
+def ort_errors() -> tuple[type[Exception], ...]:
+    """ONNX Runtime's own exception types (a malformed or mismatched graph
+    raises these, not a Python error)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return tuple(v for v in vars(state).values() if isinstance(v, type) and issubclass(v, Exception))
+
+
+def onnx_session(path: Path, threads: int | None = None, providers: list[str] | None = None,
+                 spinning: bool = True, remedy: str = "export the bundle again"):
+    """An ONNX Runtime session on a model file (CUDA where onnxruntime-gpu
+    has a GPU, else CPU, unless ``providers`` says).  ``spinning=False`` for
+    sessions that take turns with another: by default ORT's idle worker
+    threads busy-wait for more work, taking the cores from the other
+    session.  ``remedy``: what the user should do when the file cannot load."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 8)
+    options.inter_op_num_threads = 1  # graphs run sequentially: no second pool
+    options.log_severity_level = 3  # errors only: ORT's warnings are about its own internals
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as e:  # ORT raises its own exception types for bad files
+        raise MDHRError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]}); {remedy}") from None
+
+
+def provider_name(session) -> str:
+    """The execution provider a session runs on, as reports name it: cpu, cuda."""
+    return session.get_providers()[0].replace("ExecutionProvider", "").lower()

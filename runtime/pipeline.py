@@ -1,0 +1,221 @@
+"""The one scoring loop: frames -> faces -> crops -> windows -> rows.
+
+Every entry point scores through ``Scoring``: ``AUDetector.predict_video``
+(files, folders, images), the live loop (``sources/live.py``: a camera or
+stream, one frame at a time), ``mdhr-batch`` (whole videos, and segments of
+long ones) and the benchmarks.  What varies is said by the arguments, not by
+another copy of the loop:
+
+* ``ScoreOptions.faces``: "largest" (one ``FaceTracker``, one window stream)
+  or "all" (one ``MultiFaceTracker``, one stream per track: ``multiface.py``).
+* ``ScoreOptions.windows``: official windows (the whole-model graph, or the
+  stage graphs where the whole model is not used) or centred windows (the
+  frame and clip stages, ``streams.py``).
+* ``Span``: which frames are decoded, tracked, scored and kept: all of them
+  (a whole video, a live source) or a segment (``batch/segments.py``).
+
+The tracker is made here (``make_tracker``) and nowhere else.  Windows in
+which no frame has a face never run the clip stage or the whole model, and
+a faceless frame never runs the frame stage.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Protocol
+
+import numpy as np
+
+from mdhr.errors import MDHRError
+from mdhr_runtime.bundle import Bundle
+from mdhr_runtime.choices import DEFAULT_FACE_DETECTOR, DEFAULT_FACES
+from mdhr_runtime.crops.crop import CroppedFrame, Cropper, Normaliser, aligned_crop, crop_stream, face_crop
+from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE, MultiFaceTracker
+from mdhr_runtime.faces.registry import make_face_detector
+from mdhr_runtime.faces.tracking import FaceTracker
+from mdhr_runtime.results.table import FrameTable, RunFacts
+from mdhr_runtime.sources.frames import Frame, FrameSource
+from mdhr_runtime.timing import StageClock
+from mdhr_runtime.windows.clips import ClipBatch, ClipWindows
+from mdhr_runtime.windows.multiface import FaceRow, TrackStreams
+from mdhr_runtime.windows.streams import WindowPlan
+
+
+@dataclass(frozen=True)
+class Span:
+    """Frames of a source a run touches.  It decodes from frame 0 (decoding
+    is cheap next to detection and gives a run from frame 0's exact frames)
+    but tracks faces only from ``read_from``, runs the model from
+    ``score_from`` (a window start), keeps rows of frames [keep_from,
+    keep_to) and stops decoding at ``read_to`` (None: the end)."""
+
+    read_from: int = 0
+    score_from: int = 0
+    keep_from: int = 0
+    keep_to: int | None = None
+    read_to: int | None = None
+
+    def __post_init__(self):
+        if not 0 <= self.read_from <= self.score_from <= self.keep_from:
+            raise ValueError(f"span reads from {self.read_from}, scores from {self.score_from} and keeps from "
+                             f"{self.keep_from}: each must be at most the next")
+
+    @property
+    def whole(self) -> bool:
+        return self == WHOLE
+
+
+WHOLE = Span()
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    windows: WindowPlan
+    faces: str = DEFAULT_FACES
+    aligned: bool = False  # the frames already are face crops: no detection
+    min_face: int = DEFAULT_MIN_FACE
+    face_detector: str = DEFAULT_FACE_DETECTOR
+
+
+class Model(Protocol):
+    """What the loop needs of a detector (``AUDetector`` is one): the bundle,
+    the decision threshold, and the graphs, opened when first asked for."""
+
+    bundle: Bundle
+    threshold: float
+
+    def window_scorer(self, plan: WindowPlan): ...
+
+
+def make_tracker(options: ScoreOptions) -> FaceTracker | MultiFaceTracker | None:
+    """The tracker of a run (None for aligned crops): the one place one is made."""
+    if options.aligned:
+        return None
+    detector = make_face_detector(options.face_detector)
+    if options.faces == "all":
+        return MultiFaceTracker(detector, min_face=options.min_face)
+    return FaceTracker(detector)
+
+
+class Scoring:
+    """One run: ``push`` frames in order, get the rows made final (as
+    ``(face_id, StreamRow)``); ``finish`` at the end; ``table`` then holds
+    every kept row.  ``run`` does all three over an iterable of frames."""
+
+    def __init__(self, model: Model, options: ScoreOptions, span: Span = WHOLE, clock: StageClock | None = None):
+        if options.faces == "all" and not span.whole:
+            raise MDHRError("--faces all scores whole videos: a segment's tracks would need their ids joined "
+                            "to the previous segment's; drop --segment-frames (or use --faces largest)")
+        self.options, self.span = options, span
+        self.clock = clock or StageClock()
+        self.tracker = make_tracker(options)
+        self.cropper = Cropper()
+        self.normalise = Normaliser(model.bundle.mean, model.bundle.std)
+        open_scorer = lambda: model.window_scorer(options.windows)  # noqa: E731
+        self.streams = TrackStreams(open_scorer, self.cropper, self.normalise) if options.faces == "all" else None
+        self.stream = None if self.streams is not None else open_scorer()
+        self.table = FrameTable(model.bundle.au_names, model.threshold, face_ids=options.faces == "all")
+        self._carry: tuple[np.ndarray, object] | None = None  # the last face seen while warming up
+        self._primed = span.score_from == 0
+
+    # -- the loop ----------------------------------------------------------
+
+    def run(self, frames: Iterable[Frame], after_frame: Callable[[Frame], None] | None = None) -> FrameTable:
+        frames = iter(frames)
+        try:
+            for frame in self.clock.timed(itertools.islice(frames, self.span.read_to), "decode"):
+                self.push(frame)
+                if after_frame is not None:
+                    after_frame(frame)
+        finally:
+            if hasattr(frames, "close"):
+                frames.close()
+        self.finish()
+        return self.table
+
+    def push(self, frame: Frame) -> list[FaceRow]:
+        if frame.index < self.span.read_from:
+            return []
+        if frame.index < self.span.score_from:
+            self._warm_up(frame)
+            return []
+        if not self._primed:
+            self._prime()
+        if self.streams is not None:
+            with self.clock.stage("detect"):
+                faces = self.tracker.update(frame.rgb, frame.timestamp)
+            return self._keep(self.streams.push(frame, self.tracker, faces, self.clock))
+        if self.tracker is None:
+            cropped = aligned_crop(frame, self.cropper, self.normalise, self.clock)
+        else:
+            with self.clock.stage("detect"):
+                face = self.tracker.update(frame.rgb, frame.timestamp)
+            cropped = face_crop(frame, face, self.cropper, self.normalise, self.clock)
+        with self.clock.stage("model"):
+            return self._keep([(None, row) for row in self.stream.push(cropped)])
+
+    def finish(self) -> list[FaceRow]:
+        with self.clock.stage("model"):
+            rows = self.streams.finish(self.clock) if self.streams is not None else \
+                [(None, row) for row in self.stream.finish()]
+        kept = self._keep(rows)
+        self.table.sort()
+        return kept
+
+    @property
+    def facts(self) -> RunFacts:
+        """The run's model calls and other faces (the caller adds what it knows
+        of the source: ``settle``)."""
+        calls = self.streams.model_calls if self.streams is not None else self.stream.model_calls
+        others = self.tracker.most_others if isinstance(self.tracker, FaceTracker) else 0
+        return RunFacts(other_faces=others, model_calls=calls)
+
+    def settle(self, complete: bool = True, frames_declared: int | None = None) -> FrameTable:
+        facts = self.facts
+        return self.table.settle(RunFacts(complete, frames_declared, facts.other_faces, facts.model_calls))
+
+    # -- segments ----------------------------------------------------------
+
+    def _warm_up(self, frame: Frame) -> None:
+        """Track only, before the first scored frame; remember the last face."""
+        with self.clock.stage("detect"):
+            face = self.tracker.update(frame.rgb, frame.timestamp)
+        if face.success:
+            self._carry = (frame, face)
+
+    def _prime(self) -> None:
+        """Give the stream the last face crop before the first scored frame,
+        which a run from frame 0 would hold there."""
+        self._primed = True
+        if self._carry is not None:
+            frame, face = self._carry
+            self.stream.prime(face_crop(frame, face, self.cropper, self.normalise, self.clock).crop)
+
+    def _keep(self, rows: list[FaceRow]) -> list[FaceRow]:
+        span, kept = self.span, []
+        for face_id, row in rows:
+            index = row.frame.index
+            if index >= span.keep_from and (span.keep_to is None or index < span.keep_to):
+                self.table.add(row.frame, row.scores, face_id)
+                kept.append((face_id, row))
+        return kept
+
+
+def crops(source: str | Path | FrameSource, aligned: bool = False, face_detector: str = DEFAULT_FACE_DETECTOR,
+          clock: StageClock | None = None) -> Iterator[CroppedFrame]:
+    """The ImageNet-normalised face crops of a video, image folder or image,
+    streamed (the largest face, then the one tracked): what exports and
+    parity checks feed the official model."""
+    tracker = make_tracker(ScoreOptions(WindowPlan.make("official", 1), aligned=aligned, face_detector=face_detector))
+    frames = source if isinstance(source, FrameSource) else FrameSource(source)
+    return crop_stream(frames, tracker, clock=clock or StageClock())
+
+
+def clip_batches(source: str | Path | FrameSource, input_shape: tuple[int, ...], aligned: bool = False,
+                 face_detector: str = DEFAULT_FACE_DETECTOR, clock: StageClock | None = None) -> Iterator[ClipBatch]:
+    """The model batches [B, T, 3, 224, 224] of a video, image folder or
+    image in official windows, streamed: decode -> track -> crop -> windows."""
+    clock = clock or StageClock()
+    cropped = crops(source, aligned, face_detector, clock)
+    return clock.timed(ClipWindows.for_input_shape(input_shape).batches(cropped), "preprocess")
