@@ -163,10 +163,10 @@ class AUDetector:
         ``progress`` is called with the number of frames done; ``clock``
         collects the time of each stage (decode, detect, preprocess, model).
 
-        A video that ends before the frames its container declares (cut
-        short or damaged) is not an error: the frames read are in the table,
-        whose ``complete`` is then False and ``frames_declared`` the count
-        the container promised."""
+        A video not read to its end (cut short or damaged: the decoder
+        failed, or its last frame ends short of the declared duration) is
+        not an error: the frames read are in the table, whose ``complete``
+        is then False and ``shortfall`` says why."""
         check_faces(faces, min_face, aligned)
         plan = WindowPlan.make(windows, self.bundle.frames, hop)
         clock = clock or StageClock()
@@ -179,6 +179,7 @@ class AUDetector:
             raise MDHRError(f"{source}: no frames could be read; is it an empty video?")
         table.frames_declared = frames.frame_count
         table.complete = not frames.truncated
+        table.shortfall = frames.shortfall
         return table
 
     def _predict_largest_face(self, frames: FrameSource, plan: WindowPlan, clock: StageClock, progress,

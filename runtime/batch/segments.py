@@ -149,10 +149,12 @@ def predict_segment(detector, source: str | Path, segment: Segment,
                 progress(len(table))
     finally:
         stream.close()
-    if segment.stop is None:
-        short = frames.truncated
-    else:
-        short = len(table) < segment.frames
+    # A segment that got all its frames stopped on purpose; one that did not
+    # saw the stream end, and the source's timeline says whether too soon
+    # (a frame count is only the container's estimate).
+    ended = segment.stop is None or len(table) < segment.frames
+    short = ended and frames.truncated
+    table.complete, table.shortfall = not short, frames.shortfall if short else ""
     return SegmentResult(segment, table, short, frames.frame_count)
 
 
@@ -175,7 +177,7 @@ def stitch(results: Sequence[SegmentResult], au_names: Sequence[str], threshold:
     for result in ordered:
         table.rows.extend(result.table.rows)
         if result.short:
-            table.complete = False
+            table.complete, table.shortfall = False, result.table.shortfall
             break
     indices = [row.index for row in table.rows]  # one or more rows a frame (one per face)
     if sorted(set(indices)) != list(range(len(set(indices)))) or indices != sorted(indices):

@@ -77,6 +77,14 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
             raise MDHRError("mdhr-batch needs Ray: pip install 'mdhr-toolkit[batch]'") from None
         from mdhr_runtime.detector import check_faces
 
+        from mdhr_runtime.files.outputs import is_stdout
+
+        if is_stdout(out_dir):
+            raise MDHRError("--out - : mdhr-batch writes a folder (a CSV per video and summary.csv), not standard "
+                            "output; give a folder (--json prints the summary on standard output)")
+        if any(is_stdout(argument) or argument == "@-" for argument in inputs):
+            raise MDHRError("INPUT - (standard input) is not supported: give video files, folders, glob patterns "
+                            "or @list.txt (for a file named -, write ./-)")
         check_faces(faces, min_face)
         if faces == "all" and segment_frames is not None:
             raise MDHRError("--faces all scores whole videos: face ids cannot be joined across segments yet; "

@@ -57,9 +57,11 @@ class FrameTable:
         # clip stage runs.
         self.other_faces = 0
         self.model_calls = 0
-        # Set by AUDetector.predict_video: False when the video ended before
-        # the frame count its container declares (truncated or damaged).
+        # Set by AUDetector.predict_video: False when the video was not read
+        # to its end (truncated or damaged), ``shortfall`` saying why; the
+        # frame count its container declares (an estimate for some formats).
         self.complete = True
+        self.shortfall = ""
         self.frames_declared: int | None = None
 
     def __len__(self) -> int:
@@ -142,15 +144,17 @@ class FrameTable:
         return Path(path)
 
     def write_json(self, path: str | Path, metadata: dict | None = None) -> Path:
-        """``{"au_names", "threshold", "complete", "frames_read",
-        "frames_declared", "metadata", "frames": [...]}`` with one object per
+        """``{"au_names", "threshold", "complete", "incomplete_reason",
+        "frames_read", "frames_declared", "metadata", "frames": [...]}`` with one object per
         frame (per frame and face, with its ``face_id``, in a table of every
         face); ``box``, ``au_scores`` and ``au_active`` are null on frames
-        without a face.  ``complete`` is false when the input ended early."""
+        without a face.  ``complete`` is false when the input was not read to
+        its end, and ``incomplete_reason`` then says why (null otherwise)."""
         document = {
             "au_names": list(self.au_names),
             "threshold": self.threshold,
             "complete": self.complete,
+            "incomplete_reason": self.shortfall or None,
             "frames_read": len(self.rows),
             "frames_declared": self.frames_declared,
             "metadata": metadata or {},
