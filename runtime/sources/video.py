@@ -68,8 +68,6 @@ def _declared_end(container, stream) -> float | None:
 def probe(path: Path) -> VideoInfo:
     """The header's rate, count and duration; one frame decoded, so a file
     that opens but holds no picture fails here, before any output starts."""
-    import av
-
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -78,15 +76,16 @@ def probe(path: Path) -> VideoInfo:
         end = _declared_end(container, stream)
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         count = stream.frames or (round((end - start) * fps) if end is not None and fps else None)
-        try:
-            decodable = next(container.decode(stream), None) is not None
-        except av.error.FFmpegError:
-            decodable = False
     finally:
         container.close()
-    if not decodable:
-        raise MDHRError(f"no frame could be decoded from {path}: the video is empty or damaged")
-    return VideoInfo(fps, count or None, end)
+    info = VideoInfo(fps, count or None, end)
+    frames = iter(VideoPass(path, info, fallback_fps=30.0))
+    try:
+        if next(frames, None) is None:
+            raise MDHRError(f"no frame could be decoded from {path}: the video is empty or damaged")
+    finally:
+        frames.close()
+    return info
 
 
 def _displayed(frame) -> np.ndarray:
