@@ -4,36 +4,19 @@ samples, variable frame rates, Matroska (no frame count), a display
 rotation, an index at the front (faststart) or the end, and cuts."""
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
 import av
 import numpy as np
 
-MS = Fraction(1, 1000)
+from mdhr_bench.synthetic import write_h264
 
 
 def h264(path: Path, frames: Sequence[np.ndarray], times_ms: Sequence[int] | None = None, rotation: int = 0,
-         faststart: bool = False, bframes: int = 2) -> Path:
-    """Encode RGB ``frames`` as H.264 (B-frames on) at the presentation times
-    ``times_ms`` (default 30 fps) into ``path`` (mp4, mkv ... by suffix).
-    ``rotation``: the display matrix's clockwise turn, as phones store it."""
-    times_ms = list(times_ms) if times_ms is not None else [round(i * 1000 / 30) for i in range(len(frames))]
-    options = {"movflags": "+faststart"} if faststart else {}
-    with av.open(str(path), "w", options=options) as out:
-        stream = out.add_stream("libx264", rate=30)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.time_base = MS
-        stream.options = {"bf": str(bframes), "g": "30", "preset": "veryfast"}
-        if rotation:
-            stream.set_display_rotation(-rotation)  # FFmpeg's angle is counter-clockwise
-        for rgb, time in zip(frames, times_ms):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            frame.pts, frame.time_base = time, MS
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+         faststart: bool = False) -> Path:
+    """``mdhr_bench.synthetic.write_h264``, returning the path."""
+    write_h264(path, frames, times_ms, rotation=rotation, faststart=faststart)
     return path
 
 

@@ -95,9 +95,11 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
         for target in (out, json_out, plot):
             if target is not None and not is_stdout(target):
                 remove_stale_staging(target, say)
+        # the input's header (and, for a folder, every image's): a bad one is named before the model loads
+        return None if input_path is None else FrameSource(input_path)
 
     def work():
-        check()
+        source = check()
         with AUDetector(model_dir, backend=backend, threshold=threshold, face_detector=face_detector) as detector:
             if detector.bundle.untrained:
                 click.echo("warning: this bundle holds an UNTRAINED model (exported with --random-init); "
@@ -121,8 +123,7 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
                     click.echo(f"{len(table)} frames scored; nothing written (no --out)", err=True)
                     return
             else:
-                total = FrameSource(input_path).frame_count
-                with tqdm(total=total, unit="frame", desc=input_path.name, disable=None, leave=False) as bar:
+                with tqdm(total=source.frame_count, unit="frame", desc=input_path.name, disable=None, leave=False) as bar:
                     table = detector.predict_video(input_path, aligned=aligned, windows=windows, hop=hop,
                                                    faces=faces, min_face=min_face,
                                                    progress=lambda done: bar.update(done - bar.n))

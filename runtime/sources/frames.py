@@ -87,6 +87,9 @@ class FrameSource:
             self.fps = fps or DEFAULT_SEQUENCE_FPS
             self.frame_count: int | None = len(self._images)
         elif self.path.suffix.lower() in IMAGE_SUFFIXES:
+            if not cv2.haveImageReader(str(self.path)):
+                raise MDHRError(f"{self.path} is not an image OpenCV reads (empty, damaged or another format "
+                                "under an image name)")
             self.kind = "image"
             self._images = [self.path]
             self.fps = fps or DEFAULT_SEQUENCE_FPS
@@ -113,10 +116,22 @@ class FrameSource:
     # -- images ------------------------------------------------------------
 
     def _list_images(self) -> list[Path]:
-        images = [p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        """The folder's images in natural order.  Hidden files are not frames
+        (macOS leaves ._frame1.jpg beside frame1.jpg on other disks); every
+        image's signature is checked now, so an empty or foreign file is
+        named before any work rather than in the middle of a run."""
+        images = [p for p in self.path.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
         if not images:
             raise MDHRError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES)[:5])}, ...) in folder {self.path}")
-        return sorted(images, key=lambda p: natural_key(p.name))
+        images.sort(key=lambda p: natural_key(p.name))
+        unreadable = [p for p in images if not cv2.haveImageReader(str(p))]
+        if unreadable:
+            empty = unreadable[0].stat().st_size == 0
+            more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+            raise MDHRError(f"{unreadable[0]}{more} in the frame folder is {'empty (0 bytes)' if empty else 'not an image'}"
+                            f"; remove it or replace it with the frame")
+        return images
 
     def _image_frames(self) -> Iterator[Frame]:
         self.frames_read = 0
