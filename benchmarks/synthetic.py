@@ -4,13 +4,15 @@ The runtime's tests and ``measure_faces`` need video whose true face box is
 known in every frame.  This module moves a photo of a face over a textured
 background (translation, scale, a little roll), degrades some stretches
 (blur, darkness, sensor noise) and leaves some frames without a face, and
-reports where the face is.  It uses only OpenCV and numpy.
+reports where the face is.  It uses OpenCV and numpy (and PyAV for
+H.264, ``write_h264``).
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -185,3 +187,33 @@ def write_video(path, frames: list[np.ndarray], fps: float = 30.0, codec: str = 
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR) if colour else frame)
     finally:
         writer.release()
+
+
+def write_h264(path, frames: Iterable[np.ndarray], times_ms: Iterable[int] | None = None, rotation: int = 0,
+               faststart: bool = False, bframes: int = 2) -> None:
+    """Encode RGB frames (streamed: any length) as H.264 with B-frames, as
+    cameras and phones do, with PyAV, into ``path`` (mp4, mkv ... by
+    suffix), at the presentation times ``times_ms`` (default 30 fps).
+    ``rotation``: the display matrix's clockwise turn, as phones store it;
+    ``faststart``: the MP4 index at the front."""
+    from fractions import Fraction
+
+    import av
+
+    ms = Fraction(1, 1000)
+    frames = iter(frames)
+    first = next(frames)
+    times = iter(times_ms) if times_ms is not None else (round(i * 1000 / 30) for i in itertools.count())
+    with av.open(str(path), "w", options={"movflags": "+faststart"} if faststart else {}) as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.height, stream.width = first.shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = ms
+        stream.options = {"bf": str(bframes), "g": "30", "preset": "veryfast"}
+        if rotation:
+            stream.set_display_rotation(-rotation)  # FFmpeg's angle is counter-clockwise
+        for rgb, time in zip(itertools.chain([first], frames), times):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts, frame.time_base = time, ms
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))

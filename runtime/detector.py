@@ -153,16 +153,17 @@ class AUDetector:
         ``progress`` is called with the number of frames done; ``clock``
         collects the time of each stage (decode, detect, preprocess, model).
 
-        A video that ends before the frames its container declares (cut
-        short or damaged) is not an error: the frames read are in the table,
-        whose ``complete`` is then False and ``frames_declared`` the count
-        the container promised."""
+        A video not read to its end (cut short or damaged: the decoder
+        failed, or its last frame ends short of the declared duration) is
+        not an error: the frames read are in the table, whose ``complete``
+        is then False and ``shortfall`` says why."""
         scoring = self.scoring(windows, hop, faces, aligned, min_face, clock=clock)
         frames = FrameSource(source)
         table = scoring.run(frames, after_frame=None if progress is None else lambda f: progress(f.index + 1))
         if len(table) == 0:
             raise MDHRError(f"{source}: no frames could be read; is it an empty video?")
-        return scoring.settle(complete=not frames.truncated, frames_declared=frames.frame_count)
+        return scoring.settle(complete=not frames.truncated, frames_declared=frames.frame_count,
+                              shortfall=frames.shortfall)
 
     def profile_video(self, source: str | Path, aligned: bool = False, windows: str = DEFAULT_WINDOWS,
                       hop: int | None = None, faces: str = DEFAULT_FACES) -> dict:

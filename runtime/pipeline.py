@@ -171,9 +171,10 @@ class Scoring:
         others = self.tracker.most_others if isinstance(self.tracker, FaceTracker) else 0
         return RunFacts(other_faces=others, model_calls=calls)
 
-    def settle(self, complete: bool = True, frames_declared: int | None = None) -> FrameTable:
+    def settle(self, complete: bool = True, frames_declared: int | None = None, shortfall: str = "") -> FrameTable:
         facts = self.facts
-        return self.table.settle(RunFacts(complete, frames_declared, facts.other_faces, facts.model_calls))
+        return self.table.settle(RunFacts(complete, frames_declared, facts.other_faces, facts.model_calls,
+                                          "" if complete else shortfall))
 
     # -- segments ----------------------------------------------------------
 

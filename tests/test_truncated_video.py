@@ -1,6 +1,6 @@
-"""A video that ends before the frames its container declares: mdhr-run
-writes the rows it read, says so in one line (FFmpeg's own messages
-silenced), exits 4 and records complete: false."""
+"""A video not read to its end: mdhr-run writes the rows it read, says so
+in one line (FFmpeg's own messages silenced), exits 4 and records
+complete: false and why."""
 from __future__ import annotations
 
 import csv
@@ -36,10 +36,13 @@ def test_truncated_video_writes_its_rows_and_exits_4(disfa_short_bundle, face_av
     assert 0 < read < 24
     assert result.returncode == 4, result.stderr
     lines = [line for line in result.stderr.splitlines() if "UNTRAINED" not in line]  # the bundle is random-init
-    assert lines == [f"error: read {read} of 24 frames: the file is truncated or damaged ({truncated_video}); "
-                     f"the {read} rows read were written to {out}"], result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {truncated_video} was not read to its end: "), lines
+    assert "decoding stopped at " in lines[0] and lines[0].endswith(f"of the 0.80 s the container declares; the file is truncated or damaged, and the {read} "
+                             f"frames read were written to {out}"), lines
     document = json.loads(js.read_text())
     assert document["complete"] is False and document["frames_read"] == read
+    assert document["incomplete_reason"].startswith("decoding stopped at ")
     assert document["frames_declared"] == 24 and len(document["frames"]) == read
 
 
@@ -50,6 +53,7 @@ def test_whole_video_is_complete(disfa_short_bundle, face_avi, tmp_path):
     assert result.exit_code == 0, result.output
     document = json.loads(js.read_text())
     assert document["complete"] is True and document["frames_read"] == document["frames_declared"] == 24
+    assert document["incomplete_reason"] is None
 
 
 def test_bench_and_parity_say_when_their_video_is_truncated(disfa_short_bundle, truncated_video, tmp_path):

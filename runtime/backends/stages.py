@@ -55,6 +55,10 @@ class StageRunner:
                  providers: list[str] | None = None, engines: bool = False):
         if precision not in STAGE_KINDS:
             raise MDHRError(f"unknown precision {precision!r}: use fp32 or fp16")
+        named = [bundle.artifact(kind) for kind in STAGE_KINDS[precision]]
+        missing = [path for path in named if path is not None and not path.is_file()]
+        if missing:
+            raise MDHRError(f"{missing[0]} is missing from the bundle (its card names it); export the bundle again")
         if not has_stages(bundle, precision):
             raise MDHRError(f"{bundle.root}: this bundle has no {precision} stage graphs (frame_stage, clip_stage), "
                             "needed for centred windows and streaming; export it again with this mdhr-toolkit"
@@ -71,6 +75,9 @@ class StageRunner:
             # The two sessions alternate (a frame, then a window): neither spins.
             self.frame_session = onnx_session(bundle.artifact(frame_kind), threads, providers, spinning=False)
             self.clip_session = onnx_session(bundle.artifact(clip_kind), threads, providers, spinning=False)
+            _check_graph(self.frame_session, bundle.artifact(frame_kind), (FRAME_INPUT, *PREVIOUS_TAPS),
+                         (STATIC, DYNAMICS, *TAPS))
+            _check_graph(self.clip_session, bundle.artifact(clip_kind), (STATIC, DYNAMICS), self.clip_outputs)
             self.name, self.precision = f"onnxruntime-{provider_name(self.frame_session)}", precision
         self.frames = bundle.frames
         self._still: np.ndarray | None = None
@@ -121,6 +128,17 @@ class StageRunner:
             if hasattr(session, "close"):  # an engine's context and buffers; ORT needs no call
                 session.close()
         self.frame_session = self.clip_session = None
+
+
+def _check_graph(session, path, inputs, outputs) -> None:
+    """A stage file holds the graph the card describes (not the other stage,
+    or another bundle's file put in its place)."""
+    found_in = [i.name for i in session.get_inputs()]
+    found_out = [o.name for o in session.get_outputs()]
+    if set(found_in) != set(inputs) or not set(outputs) <= set(found_out):
+        raise MDHRError(f"{path}: the graph (inputs {', '.join(found_in)}; outputs {', '.join(found_out)}) is not the "
+                        f"graph its card describes (inputs {', '.join(inputs)}; outputs {', '.join(outputs)}); "
+                        "export the bundle again")
 
 
 def official_windows(runner: StageRunner, clips: list[np.ndarray]) -> list[dict[str, np.ndarray]]:

@@ -330,8 +330,8 @@ class BatchJob:
         table.write_csv(self.options.out_dir / video.output)
         if not table.complete:
             return dataclasses.replace(row, status="partial",
-                                       error=f"read {frames} of {table.frames_declared} frames: the file is "
-                                             "truncated or damaged; the rows read were written")
+                                       error=f"{table.shortfall}: the file is truncated or damaged; the "
+                                             f"{frames} frames read were written")
         if row.frames_with_face == 0:
             return dataclasses.replace(row, status="failed",
                                        error=f"no face found in any of the {frames} frames (AU cells empty)")

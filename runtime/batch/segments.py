@@ -135,8 +135,12 @@ def predict_segment(detector, source: str | Path, segment: Segment, windows: str
     scoring = detector.scoring(windows, hop, span=segment.span)
     report = None if progress is None else lambda f: progress(max(0, f.index + 1 - segment.start))
     table = scoring.run(frames, after_frame=report)
-    short = frames.truncated if segment.stop is None else len(table) < segment.frames
-    table = scoring.settle(complete=not short, frames_declared=frames.frame_count)
+    # A segment that got all its frames stopped on purpose; one that did not
+    # saw the stream end, and the source's timeline says whether too soon
+    # (a frame count is only the container's estimate).
+    ended = segment.stop is None or len(table) < segment.frames
+    short = ended and frames.truncated
+    table = scoring.settle(complete=not short, frames_declared=frames.frame_count, shortfall=frames.shortfall)
     return SegmentResult(segment, table, short, frames.frame_count)
 
 
@@ -152,7 +156,8 @@ def stitch(results: Sequence[SegmentResult], au_names: Sequence[str], threshold:
     facts = RunFacts(complete=not any(r.short for r in used),
                      frames_declared=ordered[0].frames_declared if ordered else None,
                      other_faces=max((r.table.other_faces for r in used), default=0),
-                     model_calls=sum(r.table.model_calls for r in used))
+                     model_calls=sum(r.table.model_calls for r in used),
+                     shortfall=next((r.table.shortfall for r in used if r.short), ""))
     tables = [r.table for r in used] or [FrameTable(au_names, threshold)]
     table = FrameTable.joined(tables, facts)
     indices = [row.index for row in table.rows]  # one or more rows a frame (one per face)

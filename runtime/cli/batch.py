@@ -18,6 +18,7 @@ from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.choices import BACKENDS, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_MODES, WINDOW_MODES
 from mdhr_runtime.cli.checks import check_faces
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
+from mdhr_runtime.files.outputs import is_stdout
 from mdhr_runtime.windows.streams import WindowPlan
 
 
@@ -80,6 +81,12 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
             import ray  # noqa: F401
         except ImportError:
             raise MDHRError("mdhr-batch needs Ray: pip install 'mdhr-toolkit[batch]'") from None
+        if is_stdout(out_dir):
+            raise MDHRError("--out - : mdhr-batch writes a folder (a CSV per video and summary.csv), not standard "
+                            "output; give a folder (--json prints the summary on standard output)")
+        if any(is_stdout(argument) or argument == "@-" for argument in inputs):
+            raise MDHRError("INPUT - (standard input) is not supported: give video files, folders, glob patterns "
+                            "or @list.txt (for a file named -, write ./-)")
         check_faces(faces, min_face)
         if faces == "all" and segment_frames is not None:
             raise MDHRError("--faces all scores whole videos: face ids cannot be joined across segments yet; "

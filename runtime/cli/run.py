@@ -16,7 +16,7 @@ from mdhr_runtime.cli.checks import check_faces, check_threshold
 from mdhr_runtime.cli.live import run_live
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
-from mdhr_runtime.files.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
+from mdhr_runtime.files.outputs import check_distinct, check_run_paths, is_stdout, remove_stale_staging, staged_files
 from mdhr_runtime.sources.frames import FrameSource
 from mdhr_runtime.windows.streams import WindowPlan
 
@@ -27,14 +27,16 @@ from mdhr_runtime.windows.streams import WindowPlan
               help="Bundle folder written by mdhr-export.")
 @click.option("--out", type=click.Path(path_type=Path),
               help="CSV to write: one row per frame (frame, timestamp, success, confidence, face box, "
-                   "AUxx_score, AUxx_c). Required for files; optional with --camera.")
+                   "AUxx_score, AUxx_c); - for standard output (every message goes to standard error). "
+                   "Required for files; optional with --camera.")
 @click.option("--camera", metavar="N|URL", help="Score a live source instead of INPUT: a camera index or "
               "any stream OpenCV opens. One status line updates live; Ctrl-C stops and writes --out.")
 @click.option("--windows", type=click.Choice(WINDOW_MODES), default=DEFAULT_WINDOWS, show_default=True,
               help="centred: each frame scored near the middle of its own window (no jumps at window "
                    "edges); official: the paper's non-overlapping windows.")
 @click.option("--hop", type=int, help="Centred windows: frames between window starts (default T/2).")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the results as JSON.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path),
+              help="Also write the results as JSON (- for standard output, with --out a file).")
 @click.option("--plot", type=click.Path(path_type=Path), help="Also draw the AU activations over time (PNG).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: a TensorRT engine on a GPU when the bundle has one, else a reduced-precision CPU "
@@ -63,9 +65,10 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
     Frames without a face get success 0 and empty AU cells. Paths are
     checked before any work; the outputs are written together, only once
     every one of them succeeded. A video that ends early (truncated or
-    damaged) still gets its rows written, and the command exits with
-    status 4 (the JSON says complete: false). A live source is written
-    (whole) when it ends or on Ctrl-C.
+    damaged: the decoder failed, or its last frame ends short of the
+    duration the container declares) still gets its rows written, and the
+    command exits with status 4 (the JSON says complete: false and why). A
+    live source is written (whole) when it ends or on Ctrl-C.
     """
     from tqdm import tqdm
 
@@ -73,7 +76,12 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
         if (input_path is None) == (camera is None):
             raise MDHRError("give either INPUT (a video, folder or image) or --camera N|URL")
         if camera is None and out is None:
-            raise MDHRError("--out is required: the CSV to write")
+            raise MDHRError("--out is required: the CSV to write (- for standard output)")
+        if input_path is not None and is_stdout(input_path):
+            raise MDHRError("INPUT - (a video on standard input) is not supported: save it to a file and give "
+                            "its path (for a file named -, write ./-)")
+        if is_stdout(plot):
+            raise MDHRError("--plot - : a PNG is not written to standard output; give a file name")
         if camera is not None and aligned:
             raise MDHRError("--aligned applies to files of face crops, not to --camera")
         if threshold is not None:
@@ -85,11 +93,13 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
         WindowPlan.make(windows, load_bundle(model_dir).frames, hop)
         check_distinct(outputs, {"--model": model_dir})
         for target in (out, json_out, plot):
-            if target is not None:
+            if target is not None and not is_stdout(target):
                 remove_stale_staging(target, say)
+        # the input's header (and, for a folder, every image's): a bad one is named before the model loads
+        return None if input_path is None else FrameSource(input_path)
 
     def work():
-        check()
+        source = check()
         with AUDetector(model_dir, backend=backend, threshold=threshold, face_detector=face_detector) as detector:
             if detector.bundle.untrained:
                 click.echo("warning: this bundle holds an UNTRAINED model (exported with --random-init); "
@@ -111,8 +121,7 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
                     click.echo(f"{len(table)} frames scored; nothing written (no --out)", err=True)
                     return
             else:
-                total = FrameSource(input_path).frame_count
-                with tqdm(total=total, unit="frame", desc=input_path.name, disable=None, leave=False) as bar:
+                with tqdm(total=source.frame_count, unit="frame", desc=input_path.name, disable=None, leave=False) as bar:
                     table = detector.predict_video(input_path, aligned=aligned, windows=windows, hop=hop,
                                                    faces=faces, min_face=min_face,
                                                    progress=lambda done: bar.update(done - bar.n))
@@ -132,9 +141,10 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
                     title = f"{input_path.name if input_path else camera}: MDHR {detector.bundle.dataset}" + (
                         " (UNTRAINED)" if detector.bundle.untrained else "")
                     table.plot_timeline(plot_file, title=title)
+        where = "standard output" if is_stdout(out) else out
         if not table.complete:
-            say(f"error: read {len(table)} of {table.frames_declared} frames: the file is truncated or damaged "
-                f"({input_path}); the {len(table)} rows read were written to {out}")
+            say(f"error: {input_path} was not read to its end: {table.shortfall}; the file is truncated or "
+                f"damaged, and the {len(table)} frames read were written to {where}")
             return EXIT_INCOMPLETE_INPUT
         if table.other_faces:
             say(f"note: up to {table.other_faces} other face(s) were in the frame besides the one scored; "
@@ -142,7 +152,7 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
         frames = len({row.index for row in table.rows})
         found = len({row.index for row in table.rows if row.face.success})
         people = f", {len(table.ids())} face track(s)" if table.face_ids else ""
-        say(f"wrote {out}: {frames} frames, face found in {found}{people}"
+        say(f"wrote {where}: {frames} frames, face found in {found}{people}"
             + ("" if found else " (no face anywhere: AU cells are empty)"))
 
     def status(line: str) -> None:

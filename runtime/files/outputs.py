@@ -13,6 +13,10 @@ them into place only when all of them were written.  Staging names carry the
 writer's process id (``.NAME.mdhr-PID-XXXX.part``), so a later run can tell
 staging left by a killed process (SIGKILL, power loss) from a live one and
 remove it: ``remove_stale_staging``.
+
+An output named ``-`` is standard output (``STDOUT``): it is skipped by the
+path checks and staged in a private temporary folder, then copied to
+standard output once every output of the group was written.
 """
 from __future__ import annotations
 
@@ -20,12 +24,21 @@ import os
 import re
 import shutil
 import stat
+import sys
+import tempfile
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.files.atomic import STAGING_SUFFIX, atomic_path, staging_prefix
+
+STDOUT = "-"
+
+
+def is_stdout(path: str | Path | None) -> bool:
+    return path is not None and str(path) == STDOUT
+
 
 _STAGING_PID = re.compile(r"\.mdhr-(\d+)-[^/]*" + re.escape(STAGING_SUFFIX) + r"$")
 
@@ -117,6 +130,12 @@ def check_distinct(outputs: Mapping[str, Path | None], inputs: Mapping[str, Path
     for option, path in outputs.items():
         if path is None:
             continue
+        if is_stdout(path):
+            if STDOUT in seen:
+                raise MDHRError(f"{seen[STDOUT]} and {option} cannot both be standard output (-): give one of "
+                                "them a file name")
+            seen[STDOUT] = option
+            continue
         for source, given in inputs.items():
             if given is not None and _same_or_inside(Path(path), Path(given)):
                 raise MDHRError(f"{option} {path} would replace {source} {given}; an output never replaces an "
@@ -145,7 +164,7 @@ def check_run_paths(outputs: Mapping[str, Path | None], inputs: Mapping[str, Pat
         if path is not None:
             check_input(path, what)
     for option, path in outputs.items():
-        if path is not None:
+        if path is not None and not is_stdout(path):
             check_output_file(path, option)
     check_distinct(outputs, inputs)
 
@@ -159,10 +178,31 @@ def staged_files(targets: Sequence[Path | None]) -> Iterator[list[Path | None]]:
     ends normally every target is replaced by its staged file; when it raises
     (or is interrupted), every staged file is removed and no target changes."""
     with ExitStack() as stack:
-        staged = [None if t is None else stack.enter_context(atomic_path(t)) for t in targets]
+        staged = [None if t is None else stack.enter_context(_to_stdout() if is_stdout(t) else atomic_path(t))
+                  for t in targets]
         yield staged
     # ExitStack renames in reverse order on success, or removes every staged
     # file as the exception passes through.
+
+
+@contextmanager
+def _to_stdout() -> Iterator[Path]:
+    """A private temporary file, copied to standard output when the block
+    ends normally; removed either way."""
+    folder = Path(tempfile.mkdtemp(prefix="mdhr-stdout-"))
+    try:
+        yield folder / "output"
+        try:
+            with open(folder / "output", "rb") as staged:
+                shutil.copyfileobj(staged, sys.stdout.buffer)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # the reader (head, a closed pipe) stopped; Python's exit flush must not complain again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise MDHRError("standard output was closed before the whole output was written (the program "
+                            "reading it stopped early)") from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

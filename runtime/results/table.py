@@ -55,6 +55,7 @@ class RunFacts:
     frames_declared: int | None = None
     other_faces: int = 0
     model_calls: int = 0
+    shortfall: str = ""  # when not complete: why (the decoder failed, or the timeline ends early)
 
 
 class FrameTable:
@@ -97,6 +98,10 @@ class FrameTable:
     @property
     def frames_declared(self) -> int | None:
         return self._facts.frames_declared
+
+    @property
+    def shortfall(self) -> str:
+        return self._facts.shortfall
 
     @property
     def other_faces(self) -> int:
@@ -179,15 +184,17 @@ class FrameTable:
         return Path(path)
 
     def write_json(self, path: str | Path, metadata: dict | None = None) -> Path:
-        """``{"au_names", "threshold", "complete", "frames_read",
-        "frames_declared", "metadata", "frames": [...]}`` with one object per
+        """``{"au_names", "threshold", "complete", "incomplete_reason",
+        "frames_read", "frames_declared", "metadata", "frames": [...]}`` with one object per
         frame (per frame and face, with its ``face_id``, in a table of every
         face); ``box``, ``au_scores`` and ``au_active`` are null on frames
-        without a face.  ``complete`` is false when the input ended early."""
+        without a face.  ``complete`` is false when the input was not read to
+        its end, and ``incomplete_reason`` then says why (null otherwise)."""
         document = {
             "au_names": list(self.au_names),
             "threshold": self.threshold,
             "complete": self.complete,
+            "incomplete_reason": self.shortfall or None,
             "frames_read": len(self.rows),
             "frames_declared": self.frames_declared,
             "metadata": metadata or {},

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from mdhr.errors import MDHRError
+from mdhr_runtime.sources.video import VideoPass, probe
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
 
 
 class FrameSource:
-    """Stream the frames of ``path``: a video (anything OpenCV decodes), a
+    """Stream the frames of ``path``: a video (anything FFmpeg decodes), a
     folder of images (natural order), or one image.
 
     ``fps`` overrides the frame rate: for image sequences (default 30) and
@@ -68,13 +69,14 @@ class FrameSource:
     some containers, an estimate).
 
     After a pass, ``frames_read`` is how many frames decoded and
-    ``truncated`` says whether a video ended before the frames its container
-    declares (the file is cut short or damaged; decoding stops at the first
-    frame it cannot read)."""
+    ``truncated`` whether a video was not read to its end (the decoder
+    failed, or the last frame shown ends short of the stream's declared
+    duration: ``timeline.py``); ``shortfall`` says which, in one clause."""
 
     def __init__(self, path: str | Path, fps: float | None = None):
         self.path = Path(path)
         self.frames_read = 0
+        self.shortfall = ""  # why the last pass over a video stopped early; '' when it did not
         if not self.path.exists():
             raise MDHRError(f"input not found: {self.path}; check the path")
         if fps is not None and not (fps > 0 and math.isfinite(fps)):
@@ -85,6 +87,9 @@ class FrameSource:
             self.fps = fps or DEFAULT_SEQUENCE_FPS
             self.frame_count: int | None = len(self._images)
         elif self.path.suffix.lower() in IMAGE_SUFFIXES:
+            if not cv2.haveImageReader(str(self.path)):
+                raise MDHRError(f"{self.path} is not an image OpenCV reads (empty, damaged or another format "
+                                "under an image name)")
             self.kind = "image"
             self._images = [self.path]
             self.fps = fps or DEFAULT_SEQUENCE_FPS
@@ -96,13 +101,9 @@ class FrameSource:
 
     @property
     def truncated(self) -> bool:
-        """The last pass over a video read fewer frames than it declares.
-        Containers without a frame index give an estimate from duration x
-        fps, so a shortfall within rounding (1 frame, plus 1 per 500) is not
-        counted."""
-        if self.kind != "video" or not self.frame_count:
-            return False
-        return self.frames_read < self.frame_count - 1 - self.frame_count // 500
+        """The last pass over a video stopped before its end (``shortfall``
+        says why).  Images and folders are always whole."""
+        return bool(self.shortfall)
 
     def __repr__(self) -> str:
         return f"FrameSource({str(self.path)!r}, kind={self.kind}, fps={self.fps}, frames={self.frame_count})"
@@ -115,10 +116,22 @@ class FrameSource:
     # -- images ------------------------------------------------------------
 
     def _list_images(self) -> list[Path]:
-        images = [p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        """The folder's images in natural order.  Hidden files are not frames
+        (macOS leaves ._frame1.jpg beside frame1.jpg on other disks); every
+        image's signature is checked now, so an empty or foreign file is
+        named before any work rather than in the middle of a run."""
+        images = [p for p in self.path.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
         if not images:
             raise MDHRError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES)[:5])}, ...) in folder {self.path}")
-        return sorted(images, key=lambda p: natural_key(p.name))
+        images.sort(key=lambda p: natural_key(p.name))
+        unreadable = [p for p in images if not cv2.haveImageReader(str(p))]
+        if unreadable:
+            empty = unreadable[0].stat().st_size == 0
+            more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+            raise MDHRError(f"{unreadable[0]}{more} in the frame folder is {'empty (0 bytes)' if empty else 'not an image'}"
+                            f"; remove it or replace it with the frame")
+        return images
 
     def _image_frames(self) -> Iterator[Frame]:
         self.frames_read = 0
@@ -133,62 +146,30 @@ class FrameSource:
 
     # -- video -------------------------------------------------------------
 
-    def _open(self) -> cv2.VideoCapture:
-        capture = cv2.VideoCapture(str(self.path))
-        if not capture.isOpened():
-            capture.release()
-            raise MDHRError(f"cannot open {self.path} as a video: the file is damaged or its format "
-                            f"is not one OpenCV can decode; try converting it to mp4 (H.264)")
-        return capture
-
     def _probe_video(self, fps: float | None) -> tuple[float, int | None]:
         if self.path.stat().st_size == 0:
             raise MDHRError(f"video file {self.path} is empty (0 bytes)")
-        capture = self._open()
-        try:
-            header_fps = capture.get(cv2.CAP_PROP_FPS)
-            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-            # Decode one frame now, so a file that opens but holds no
-            # picture fails here, before any output is started.
-            decodable, _ = capture.read()
-        finally:
-            capture.release()
-        if not decodable:
-            raise MDHRError(f"no frame could be decoded from {self.path}: the video is empty or damaged")
-        if fps is None:
-            if not (header_fps > 0 and math.isfinite(header_fps) and header_fps < 1000):
-                log.warning("%s has no usable frame rate; assuming %s fps (set fps= to override)",
-                            self.path, DEFAULT_SEQUENCE_FPS)
-                header_fps = DEFAULT_SEQUENCE_FPS
-            fps = header_fps
-        return float(fps), (count if count > 0 else None)
+        self._info = probe(self.path)
+        if fps is None and self._info.fps is None:
+            log.warning("%s has no usable frame rate; assuming %s fps (set fps= to override)",
+                        self.path, DEFAULT_SEQUENCE_FPS)
+        return float(fps or self._info.fps or DEFAULT_SEQUENCE_FPS), self._info.frame_count
 
     def _video_frames(self) -> Iterator[Frame]:
-        capture = self._open()
-        self.frames_read = 0
-        try:
-            index = 0
-            previous_time = -math.inf
-            while True:
-                ok, image = capture.read()
-                if not ok or image is None:
-                    break
-                timestamp = self._timestamp(capture, index, previous_time)
-                previous_time = timestamp
-                index += 1
-                self.frames_read = index
-                yield Frame(index=index - 1, timestamp=timestamp, rgb=to_rgb(image))
-        finally:
-            capture.release()
-        if index == 0:
+        """Timestamps are presentation times from the first frame shown
+        (variable frame rates keep theirs), kept increasing for the
+        tracker's smoothing; a frame without one gets index / fps."""
+        video = VideoPass(self.path, self._info, self.fps)
+        self.frames_read, self.shortfall = 0, ""
+        origin, previous = None, -math.inf
+        for time, rgb in video:
+            if origin is None and math.isfinite(time):
+                origin = time
+            stamp = time - origin if math.isfinite(time) else self.frames_read / self.fps
+            stamp = 0.0 if self.frames_read == 0 else max(stamp, previous + 1e-6)
+            previous = stamp
+            self.frames_read += 1
+            yield Frame(index=self.frames_read - 1, timestamp=stamp, rgb=rgb)
+        if self.frames_read == 0:
             raise MDHRError(f"no frame could be decoded from {self.path}: the video is empty or damaged")
-
-    def _timestamp(self, capture: cv2.VideoCapture, index: int, previous: float) -> float:
-        """The container's presentation time when it is usable (variable
-        frame-rate video), else index / fps.  Some backends report 0 or go
-        backwards; timestamps must increase for the tracker's smoothing."""
-        msec = capture.get(cv2.CAP_PROP_POS_MSEC)
-        nominal = index / self.fps
-        if index > 0 and msec > 0 and math.isfinite(msec) and msec / 1000.0 > previous:
-            return msec / 1000.0
-        return max(nominal, previous + 1e-6) if index > 0 else 0.0
+        self.shortfall = video.timeline.shortfall(origin if origin is not None else 0.0)
