@@ -1,6 +1,7 @@
 """mdhr-run: AU occurrence per frame of a video, as an OpenFace-style CSV."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -26,6 +27,10 @@ from mdhr_runtime.windows.streams import DEFAULT_WINDOWS, WINDOW_MODES
 @click.option("--hop", type=int, help="Centred windows: frames between window starts (default T/2).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the results as JSON.")
 @click.option("--plot", type=click.Path(path_type=Path), help="Also draw the AU activations over time (PNG).")
+@click.option("--overlay", type=click.Path(path_type=Path), help="Also write the video annotated with boxes, "
+              "face ids and AU bars (H.264 MP4, plays in browsers).")
+@click.option("--report", type=click.Path(path_type=Path), help="Also write a self-contained HTML report: "
+              "annotated video, AU timeline per face, statistics and provenance.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: a TensorRT engine on a GPU when the bundle has one, else a reduced-precision CPU "
                    "runner (int8, openvino-bf16) that passed its agreement gate at export, else ONNX Runtime. "
@@ -40,8 +45,8 @@ from mdhr_runtime.windows.streams import DEFAULT_WINDOWS, WINDOW_MODES
 @click.option("--face-detector", type=click.Choice(["mtcnn", "haar"]), default="mtcnn", show_default=True,
               help="mtcnn: more accurate, with landmarks for levelling the crop; haar: OpenCV cascade.")
 @verbose_option
-def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backend, aligned, threshold,
-         faces, min_face, face_detector, verbose):
+def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overlay, report, backend, aligned,
+         threshold, faces, min_face, face_detector, verbose):
     """Recognise facial action units in every frame of INPUT (a video file,
     a folder of frames, or an image), or live from --camera.
 
@@ -67,6 +72,8 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
     from mdhr_runtime.backends.openvino_runner import OPENVINO_BACKENDS
     from mdhr_runtime.files.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
     from mdhr_runtime.windows.streams import WindowPlan
+    from mdhr_runtime.results.overlay import render_overlay
+    from mdhr_runtime.results.report import report_html, video_beside
 
     def check():
         if (input_path is None) == (camera is None):
@@ -78,12 +85,15 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
         if threshold is not None:
             check_threshold(threshold)
         check_faces(faces, min_face, aligned)
-        outputs = {"--out": out, "--json": json_out, "--plot": plot}
+        if camera is not None and (overlay or report):
+            raise MDHRError("--overlay and --report annotate a video file: give INPUT instead of --camera")
+        outputs = {"--out": out, "--json": json_out, "--plot": plot, "--overlay": overlay, "--report": report,
+                   "--report's video": video_beside(report) if report else None}
         check_run_paths(outputs, {"INPUT": input_path})
         # the card only: says what is wrong with a bundle, or --hop, before any model loads
         WindowPlan.make(windows, load_bundle(model_dir).frames, hop)
         check_distinct(outputs, {"--model": model_dir})
-        for target in (out, json_out, plot):
+        for target in (out, json_out, plot, overlay, report):
             if target is not None:
                 remove_stale_staging(target, say)
 
@@ -113,10 +123,12 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
                     return
             else:
                 total = FrameSource(input_path).frame_count
+                started = time.perf_counter()
                 with tqdm(total=total, unit="frame", desc=input_path.name, disable=None, leave=False) as bar:
                     table = detector.predict_video(input_path, aligned=aligned, windows=windows, hop=hop,
                                                    faces=faces, min_face=min_face,
                                                    progress=lambda done: bar.update(done - bar.n))
+                scoring_seconds = time.perf_counter() - started
             if len(table) == 0:
                 raise MDHRError(f"no frame could be read from {camera}; nothing written")
             metadata = {"input": str(input_path or camera), "bundle": str(model_dir),
@@ -125,7 +137,8 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
                         "backend": detector.backend if windows == "official" else detector.stage_runner.name,
                         "dataset": detector.bundle.dataset, "backbone": detector.bundle.backbone,
                         "untrained": detector.bundle.untrained}
-            with staged_files([out, json_out, plot]) as (csv_file, json_file, plot_file):
+            targets = [out, json_out, plot, overlay, report]
+            with staged_files(targets) as (csv_file, json_file, plot_file, overlay_file, report_file):
                 table.write_csv(csv_file)
                 if json_file:
                     table.write_json(json_file, metadata)
@@ -133,6 +146,14 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
                     title = f"{input_path.name if input_path else camera}: MDHR {detector.bundle.dataset}" + (
                         " (UNTRAINED)" if detector.bundle.untrained else "")
                     table.plot_timeline(plot_file, title=title)
+                if overlay_file:
+                    render_overlay(table, input_path, overlay_file)
+                if report_file:
+                    runner = detector.runner if windows == "official" else detector.stage_runner
+                    facts = {**metadata, "precision": runner.precision, "video_fps": FrameSource(input_path).fps,
+                             "scoring_fps": round(len({r.index for r in table.rows}) / scoring_seconds, 2)}
+                    page, _, _ = report_html(table, report, facts, input_path, overlay_file, overlay_link=overlay)
+                    report_file.write_text(page, encoding="utf-8")
         if not table.complete:
             say(f"error: read {len(table)} of {table.frames_declared} frames: the file is truncated or damaged "
                 f"({input_path}); the {len(table)} rows read were written to {out}")
