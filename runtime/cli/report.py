@@ -35,6 +35,7 @@ def main(csvs, html_path, video, model_dir, threshold, verbose):
     from mdhr_runtime.bundle import load_bundle
     from mdhr_runtime.detector import check_threshold
     from mdhr_runtime.files.outputs import check_run_paths, remove_stale_staging
+    from mdhr_runtime.results.overlay import check_overlay_input
     from mdhr_runtime.results.readback import read_csv
     from mdhr_runtime.results.report import video_beside, write_report
 
@@ -43,6 +44,8 @@ def main(csvs, html_path, video, model_dir, threshold, verbose):
         inputs.update({"--video": video, "--model": model_dir})
         outputs = {"--html": html_path, "--html's video": video_beside(html_path) if video else None}
         check_run_paths(outputs, inputs)
+        if video is not None:
+            check_overlay_input(video)
         for path in csvs:
             if path.is_dir():
                 raise MDHRError(f"CSV {path} is a folder; give the CSV files written by mdhr-run or mdhr-batch")

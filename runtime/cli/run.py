@@ -72,7 +72,7 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
     from mdhr_runtime.backends.openvino_runner import OPENVINO_BACKENDS
     from mdhr_runtime.files.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
     from mdhr_runtime.windows.streams import WindowPlan
-    from mdhr_runtime.results.overlay import render_overlay
+    from mdhr_runtime.results.overlay import check_overlay_input, render_overlay
     from mdhr_runtime.results.report import report_html, video_beside
 
     def check():
@@ -90,6 +90,8 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
         outputs = {"--out": out, "--json": json_out, "--plot": plot, "--overlay": overlay, "--report": report,
                    "--report's video": video_beside(report) if report else None}
         check_run_paths(outputs, {"INPUT": input_path})
+        if overlay or report:
+            check_overlay_input(input_path)
         # the card only: says what is wrong with a bundle, or --hop, before any model loads
         WindowPlan.make(windows, load_bundle(model_dir).frames, hop)
         check_distinct(outputs, {"--model": model_dir})

@@ -186,14 +186,14 @@ def check_overlay_size(width: int, height: int, path: Path) -> None:
                         "and height: crop or scale the input by a pixel first")
 
 
-def video_size(path: str | Path) -> tuple[int, int] | None:
-    """(width, height) of a video's frames from its header, None if unknown."""
-    capture = cv2.VideoCapture(str(path))
-    try:
-        size = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    finally:
-        capture.release()
-    return size if min(size) > 0 else None
+def check_overlay_input(path: str | Path) -> None:
+    """Refuse, before any work, an input that cannot be annotated (odd
+    size), from its first frame."""
+    from mdhr_runtime.sources.frames import FrameSource
+
+    for frame in FrameSource(path):
+        check_overlay_size(frame.rgb.shape[1], frame.rgb.shape[0], Path(path))
+        break
 
 
 @dataclass

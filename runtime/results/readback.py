@@ -24,7 +24,7 @@ def read_csv(path: str | Path, threshold: float = DECISION_THRESHOLD) -> FrameTa
             reader = csv.reader(handle)
             header = next(reader, None)
             lines = list(reader)
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, csv.Error):
         raise MDHRError(f"{path} is not a text CSV; give a CSV written by mdhr-run or mdhr-batch") from None
     if header is None or any(name not in header for name in _FIXED):
         raise MDHRError(f"{path} is not an mdhr-run CSV (its header lacks "

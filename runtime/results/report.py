@@ -126,7 +126,11 @@ def _annotated_video(table, video: str | Path, html_path: Path) -> tuple[bytes |
     embedded = None
     try:
         with atomic_path(beside) as staged:
-            render_overlay(table, video, staged)
+            drawn = render_overlay(table, video, staged).frames
+            frames = len({row.index for row in table.rows})
+            if drawn != frames:
+                raise MDHRError(f"{video} has {drawn} frames and the results {frames}: give the video they "
+                                "were scored from")
             if staged.stat().st_size <= EMBED_LIMIT:
                 embedded = staged.read_bytes()
                 raise _Embedded()
