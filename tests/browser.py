@@ -44,8 +44,10 @@ def chromium():
             browser.close()
 
 
-def open_report(browser, path: Path, width: int = 1280, height: int = 900) -> OpenedPage:
-    """Load ``path`` in a new page; remote requests are recorded and refused."""
+def open_report(browser, path: Path, width: int = 1280, height: int = 900,
+                ready: str | None = "window.mdhrReport !== undefined") -> OpenedPage:
+    """Load ``path`` in a new page and wait until ``ready`` holds (the
+    report's script has run); remote requests are recorded and refused."""
     page = browser.new_page(viewport={"width": width, "height": height})
     opened = OpenedPage(page)
     page.on("console", lambda message: message.type == "error" and opened.console_errors.append(message.text))
@@ -54,6 +56,7 @@ def open_report(browser, path: Path, width: int = 1280, height: int = 900) -> Op
     page.route(lambda url: not url.startswith(LOCAL_SCHEMES), lambda route: route.abort())
     start = time.perf_counter()
     page.goto(Path(path).absolute().as_uri(), wait_until="load")
-    page.wait_for_function("window.mdhrReport !== undefined")
+    if ready:
+        page.wait_for_function(ready)
     opened.load_seconds = time.perf_counter() - start
     return opened
