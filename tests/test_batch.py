@@ -282,7 +282,7 @@ def test_batch_reports_and_their_index(first_run, corpus, disfa_short_bundle, tm
     ones too), the index one row per video with a link; opened in Chromium."""
     import shutil
 
-    from browser import chromium, have_chromium, open_report
+    from mdhr_bench.browser import chromium, have_chromium, open_report
 
     out = tmp_path / "out"
     shutil.copytree(first_run[0], out)

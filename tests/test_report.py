@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from browser import chromium, have_chromium, open_report
+from mdhr_bench.browser import chromium, have_chromium, open_report
 from mdhr_bench.synthetic import FootageMaker, Segment, write_video
 from mdhr_runtime.cli.common import EXIT_USER_ERROR
 from mdhr_runtime.cli.report import main as report_main
@@ -87,7 +87,7 @@ def test_overlay_has_the_inputs_frames_and_boxes_where_the_csv_says(run, video):
             continue
         assert np.abs(border - red).mean() > 80
         x, y, w, h = (float(row[k]) for k in ("face_x", "face_y", "face_w", "face_h"))
-        left, right, bottom = int(round(x)), int(round(x + w)), int(round(y + h))
+        left, bottom = int(round(x)), int(round(y + h))
         # the box's left and bottom edges (top and right carry the label and the AU bars)
         edge = np.concatenate([frame[int(y + h * 0.3):int(y + h * 0.7), left],
                                frame[bottom, int(x + w * 0.3):int(x + w * 0.7)]]).astype(np.float32)
@@ -263,3 +263,22 @@ def test_bad_paths_and_inputs_are_refused_in_one_line(video, disfa_short_bundle,
         assert len(lines) == 1 and words in lines[0], result.output
         assert "Traceback" not in result.output
     assert not list(tmp_path.glob("*.html")) and not (tmp_path / "x.csv").exists()
+
+
+def test_statistics_count_only_the_frames_where_the_face_was_scored():
+    from mdhr_runtime.faces.tracking import FaceResult
+    from mdhr_runtime.results.summary import summarise
+    from mdhr_runtime.results.table import FrameRow, FrameTable
+
+    first = [-0.2, 0.6, 0.7, 0.8, None, 0.1, 0.9, -0.5, 0.55]  # None: no face on that frame
+    table = FrameTable(["AU01", "AU02"], threshold=0.5)
+    for i, s in enumerate(first):
+        face = FaceResult(True, 1.0, (0, 0, 5, 5)) if s is not None else FaceResult.missing()
+        table.rows.append(FrameRow(i, i / 10, face, None if s is None else np.asarray([s, -1.0], np.float32)))
+    summary = summarise(table)
+    au01, au02 = summary.stats(summary.faces[0])
+    assert summary.frames == 9 and summary.frames_with_face == 8
+    assert au01.active_share == 5 / 8 and au01.longest_frames == 3 and abs(au01.longest_seconds - 0.3) < 1e-9
+    assert abs(au01.mean_score - np.mean([s for s in first if s is not None])) < 1e-6
+    assert au02.active_share == 0 and au02.longest_frames == 0 and au02.mean_score == -1
+    assert summary.most_active() == ["AU01 62%"]

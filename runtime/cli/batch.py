@@ -107,10 +107,10 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
             from mdhr_runtime.results.index import write_corpus_reports
 
             bundle = load_bundle(model_dir)
+            chosen = backend + (" (chosen per worker)" if backend == "auto" else "")
             write_corpus_reports(rows, out_dir, {
                 "bundle": str(model_dir), "dataset": bundle.dataset, "backbone": bundle.backbone,
-                "untrained": bundle.untrained, "backend": backend + (" (chosen per worker)" if backend == "auto" else ""),
-                "windows": "official", "faces": faces,
+                "untrained": bundle.untrained, "backend": chosen, "windows": "official", "faces": faces,
                 "threshold": bundle.threshold}, say)
         ok = sum(r.fine for r in rows)
         say(f"{len(rows)} videos: {ok} ok, {len(rows) - ok} not ({sum(r.status == 'skipped' for r in rows)} "

@@ -181,11 +181,11 @@ def _page(runs: list[Run], video_bytes: bytes | None, video_link: str | None) ->
     times = first.times[::per_column]
     data = {"threshold": first.threshold, "frames": first.frames, "frames_per_column": per_column,
             "times": [round(float(t), 4) for t in times]}
-    title = runs[0].provenance.get("input") or runs[0].label
+    title = _e(Path(str(runs[0].provenance.get("input") or runs[0].label)).name)
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
              f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-             f"<title>MDHR report: {_e(Path(str(title)).name)}</title><style>{_asset('report.css')}</style></head><body>",
-             f"<h1>MDHR action units: {_e(Path(str(title)).name)}</h1>"]
+             f"<title>MDHR report: {title}</title><style>{_asset('report.css')}</style></head><body>",
+             f"<h1>MDHR action units: {title}</h1>"]
     if any(run.provenance.get("untrained") for run in runs):
         parts.append("<p class=\"untrained\" id=\"untrained\">UNTRAINED MODEL: this bundle was exported with "
                      "--random-init; its AU outputs are meaningless (a demonstration of the tools only).</p>")

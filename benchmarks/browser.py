@@ -1,5 +1,6 @@
-"""A real headless Chromium (Debian's package, driven by Playwright) that
-opens reports from disk and records console errors and every request."""
+"""A real headless Chromium (Debian's package, driven by Playwright, from the
+test extra) that opens reports from disk and records console errors and
+every request: for the report tests and the report figures."""
 from __future__ import annotations
 
 import shutil
