@@ -282,3 +282,31 @@ def test_every_face_in_a_corpus(local_ray, disfa_short_bundle, detector, photo, 
     refused = CliRunner().invoke(batch_main, [str(corpus), "--model", str(disfa_short_bundle), "--out",
                                               str(tmp_path / "o2"), "--faces", "all", "--segment-frames", "100"])
     assert refused.exit_code == EXIT_USER_ERROR and "--faces all scores whole videos" in refused.output
+
+
+def test_batch_reports_and_their_index(first_run, corpus, disfa_short_bundle, tmp_path):
+    """--report on a rerun: every video with a CSV gets its report (skipped
+    ones too), the index one row per video with a link; opened in Chromium."""
+    import shutil
+
+    from mdhr_bench.browser import chromium, have_chromium, open_report
+
+    out = tmp_path / "out"
+    shutil.copytree(first_run[0], out)
+    batch([corpus, "--model", disfa_short_bundle, "--out", out, "--report"], EXIT_SOME_FAILED)
+    summary = read_rows(out / "summary.csv")
+    reports = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.html"))
+    assert reports == ["a/clip.html", "b/clip.html", "b/cut.html", "b/faceless.html", "index.html"]
+    if not have_chromium():
+        pytest.skip("needs Debian's chromium (.ci/run installs it)")
+    with chromium() as browser:
+        index = open_report(browser, out / "index.html", ready=None)
+        rows = index.page.locator("tr.video").all_inner_texts()
+        assert len(rows) == len(summary)
+        clip = next(r for r in rows if r.startswith(str(corpus / "a" / "clip.mp4")))
+        assert clip.split("\t")[1:4] == ["skipped", "40", "90%"]  # done before; 36 of 40 frames with a face
+        index.page.locator("tr.video", has_text=str(corpus / "a" / "clip.mp4")).locator("a").click()
+        index.page.wait_for_function("window.mdhrReport !== undefined")
+        assert index.page.url.endswith("/a/clip.html")
+        assert index.page.evaluate("document.querySelector('canvas.timeline').width") == 40
+        assert index.console_errors == [] and index.remote_requests == []

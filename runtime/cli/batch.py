@@ -55,9 +55,11 @@ def _positive(ctx, param, value):
 @click.option("--min-face", type=int, default=DEFAULT_MIN_FACE, show_default=True, metavar="PX",
               help="--faces all: ignore faces whose box is smaller than PX pixels.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout at the end.")
+@click.option("--report", is_flag=True, help="Also write an HTML report beside each CSV (OUT/<name>.html) and "
+              "OUT/index.html, one row per video with a link to its report.")
 @verbose_option
 def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segment_frames, windows, hop, backend,
-         faces, min_face, as_json, verbose):
+         faces, min_face, as_json, report, verbose):
     """Recognise facial action units in every frame of many videos.
 
     INPUT is any mix of video files, folders (searched for videos), glob
@@ -112,6 +114,15 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
                 f"{out_dir / 'summary.csv'}, the ones in progress were not written; run the same command again "
                 "to do the rest")
             sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+        if report:
+            from mdhr_runtime.results.index import write_corpus_reports
+
+            bundle = load_bundle(model_dir)
+            chosen = backend + (" (chosen per worker)" if backend == "auto" else "")
+            write_corpus_reports(rows, out_dir, {
+                "bundle": str(model_dir), "dataset": bundle.dataset, "backbone": bundle.backbone,
+                "untrained": bundle.untrained, "backend": chosen, "windows": "official", "faces": faces,
+                "threshold": bundle.threshold}, say)
         ok = sum(r.fine for r in rows)
         say(f"{len(rows)} videos: {ok} ok, {len(rows) - ok} not ({sum(r.status == 'skipped' for r in rows)} "
             f"skipped as done before); summary in {out_dir / 'summary.csv'}")

@@ -1,6 +1,7 @@
 """mdhr-run: AU occurrence per frame of a video, as an OpenFace-style CSV."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -17,6 +18,8 @@ from mdhr_runtime.cli.live import run_live
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.files.outputs import check_distinct, check_run_paths, is_stdout, remove_stale_staging, staged_files
+from mdhr_runtime.results.overlay import check_overlay_input, render_overlay
+from mdhr_runtime.results.report import report_html, video_beside
 from mdhr_runtime.sources.frames import FrameSource
 from mdhr_runtime.windows.streams import WindowPlan
 
@@ -38,6 +41,10 @@ from mdhr_runtime.windows.streams import WindowPlan
 @click.option("--json", "json_out", type=click.Path(path_type=Path),
               help="Also write the results as JSON (- for standard output, with --out a file).")
 @click.option("--plot", type=click.Path(path_type=Path), help="Also draw the AU activations over time (PNG).")
+@click.option("--overlay", type=click.Path(path_type=Path), help="Also write the video annotated with boxes, "
+              "face ids and AU bars (H.264 MP4, plays in browsers).")
+@click.option("--report", type=click.Path(path_type=Path), help="Also write a self-contained HTML report: "
+              "annotated video, AU timeline per face, statistics and provenance.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: a TensorRT engine on a GPU when the bundle has one, else a reduced-precision CPU "
                    "runner (int8, openvino-bf16) that passed its agreement gate at export, else ONNX Runtime. "
@@ -52,8 +59,8 @@ from mdhr_runtime.windows.streams import WindowPlan
 @click.option("--face-detector", type=click.Choice(FACE_DETECTORS), default=DEFAULT_FACE_DETECTOR, show_default=True,
               help="mtcnn: more accurate, with landmarks for levelling the crop; haar: OpenCV cascade.")
 @verbose_option
-def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backend, aligned, threshold,
-         faces, min_face, face_detector, verbose):
+def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overlay, report, backend, aligned,
+         threshold, faces, min_face, face_detector, verbose):
     """Recognise facial action units in every frame of INPUT (a video file,
     a folder of frames, or an image), or live from --camera.
 
@@ -87,12 +94,17 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
         if threshold is not None:
             check_threshold(threshold)
         check_faces(faces, min_face, aligned)
-        outputs = {"--out": out, "--json": json_out, "--plot": plot}
+        if camera is not None and (overlay or report):
+            raise MDHRError("--overlay and --report annotate a video file: give INPUT instead of --camera")
+        outputs = {"--out": out, "--json": json_out, "--plot": plot, "--overlay": overlay, "--report": report,
+                   "--report's video": video_beside(report) if report else None}
         check_run_paths(outputs, {"INPUT": input_path})
+        if overlay or report:
+            check_overlay_input(input_path)
         # the card only: says what is wrong with a bundle, or --hop, before any model loads
         WindowPlan.make(windows, load_bundle(model_dir).frames, hop)
         check_distinct(outputs, {"--model": model_dir})
-        for target in (out, json_out, plot):
+        for target in (out, json_out, plot, overlay, report):
             if target is not None and not is_stdout(target):
                 remove_stale_staging(target, say)
         # the input's header (and, for a folder, every image's): a bad one is named before the model loads
@@ -121,10 +133,12 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
                     click.echo(f"{len(table)} frames scored; nothing written (no --out)", err=True)
                     return
             else:
+                started = time.perf_counter()
                 with tqdm(total=source.frame_count, unit="frame", desc=input_path.name, disable=None, leave=False) as bar:
                     table = detector.predict_video(input_path, aligned=aligned, windows=windows, hop=hop,
                                                    faces=faces, min_face=min_face,
                                                    progress=lambda done: bar.update(done - bar.n))
+                scoring_seconds = time.perf_counter() - started
             if len(table) == 0:
                 raise MDHRError(f"no frame could be read from {camera}; nothing written")
             metadata = {"input": str(input_path or camera), "bundle": str(model_dir),
@@ -133,7 +147,8 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
                         "backend": detector.backend if windows == "official" else detector.stage_runner.name,
                         "dataset": detector.bundle.dataset, "backbone": detector.bundle.backbone,
                         "untrained": detector.bundle.untrained}
-            with staged_files([out, json_out, plot]) as (csv_file, json_file, plot_file):
+            targets = [out, json_out, plot, overlay, report]
+            with staged_files(targets) as (csv_file, json_file, plot_file, overlay_file, report_file):
                 table.write_csv(csv_file)
                 if json_file:
                     table.write_json(json_file, metadata)
@@ -141,6 +156,14 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, backe
                     title = f"{input_path.name if input_path else camera}: MDHR {detector.bundle.dataset}" + (
                         " (UNTRAINED)" if detector.bundle.untrained else "")
                     table.plot_timeline(plot_file, title=title)
+                if overlay_file:
+                    render_overlay(table, input_path, overlay_file)
+                if report_file:
+                    runner = detector.runner if windows == "official" else detector.stage_runner
+                    facts = {**metadata, "precision": runner.precision, "video_fps": FrameSource(input_path).fps,
+                             "scoring_fps": round(len({r.index for r in table.rows}) / scoring_seconds, 2)}
+                    page, _, _ = report_html(table, report, facts, input_path, overlay_file, overlay_link=overlay)
+                    report_file.write_text(page, encoding="utf-8")
         where = "standard output" if is_stdout(out) else out
         if not table.complete:
             say(f"error: {input_path} was not read to its end: {table.shortfall}; the file is truncated or "

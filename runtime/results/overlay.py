@@ -1,0 +1,272 @@
+"""The annotated video: the input with each scored face's box, id and AU bars.
+
+Every frame of the input is re-read (``FrameSource``, so frame numbers match
+the CSV's), drawn on and encoded as H.264 in MP4 with PyAV.  H.264 because
+it is the one codec every browser plays (Chromium, Firefox, Safari, Edge),
+and PyAV's wheels ship an encoder for it; VP9 would miss older Safari and
+encodes several times slower.  The output has the input's frame count,
+size and frame rate (one output frame per input frame, pts = frame number).
+
+What a frame shows, scaled with the frame height (designed at 360 lines):
+  - each face's box and ``face N`` in that face's colour (stable per id);
+  - beside the box, one bar per AU: score from -1 to 1, a tick at the
+    threshold, filled orange and its name on orange when active;
+  - a red frame border and "face not found" where no face was scored;
+  - the frame number and timestamp, bottom left.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from mdhr.errors import MDHRError
+from mdhr_runtime.files.atomic import atomic_path
+
+# H.264 in MP4, yuv420p: what browsers decode.  ``+faststart`` moves the
+# index to the front so a browser can start and seek before the whole file
+# has loaded.
+CODEC = "libx264"
+PIXEL_FORMAT = "yuv420p"
+ENCODER_OPTIONS = {"preset": "veryfast", "crf": "23", "movflags": "+faststart"}
+
+# Colours per face id (RGB), distinct on video and for common colour
+# blindness (Okabe-Ito, less black and yellow, which vanish on faces).
+FACE_COLOURS = ((0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (86, 180, 233), (213, 94, 0))
+ACTIVE = (217, 95, 2)  # the timeline plot's active colour
+INACTIVE = (190, 190, 190)
+MISSING = (220, 30, 30)
+TEXT = (255, 255, 255)
+PANEL = (20, 20, 20)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def face_colour(face_id: int | None) -> tuple[int, int, int]:
+    """The colour of a face id: the same on every frame (None: the one face)."""
+    return FACE_COLOURS[(face_id or 0) % len(FACE_COLOURS)]
+
+
+@dataclass(frozen=True)
+class FaceMark:
+    """What the overlay draws for one face on one frame."""
+
+    box: tuple[float, float, float, float]
+    face_id: int | None
+    scores: np.ndarray | None  # [num_aus]; None: box without scores
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Sizes in pixels for a frame height (readable at 360 lines)."""
+
+    scale: float
+
+    @classmethod
+    def for_height(cls, height: int) -> "Layout":
+        return cls(max(height / 360.0, 0.5))
+
+    def px(self, value: float) -> int:
+        return max(1, int(round(value * self.scale)))
+
+    @property
+    def font(self) -> float:
+        return 0.38 * self.scale
+
+    @property
+    def row(self) -> int:
+        return self.px(11)
+
+    @property
+    def bar(self) -> int:
+        return self.px(44)
+
+    @property
+    def name(self) -> int:
+        return self.px(34)
+
+
+class FrameArtist:
+    """Draws the marks of one frame onto its RGB image (in place)."""
+
+    def __init__(self, au_names: Sequence[str], threshold: float, size: tuple[int, int]):
+        self.au_names = tuple(au_names)
+        self.threshold = threshold
+        self.width, self.height = size
+        self.layout = Layout.for_height(self.height)
+
+    def draw(self, image: np.ndarray, marks: Sequence[FaceMark], number: int, timestamp: float) -> np.ndarray:
+        for mark in marks:
+            self._face(image, mark)
+        if not marks:
+            self._missing(image)
+        self._clock(image, number, timestamp)
+        return image
+
+    def _text(self, image, text, origin, colour=TEXT, scale=1.0):
+        cv2.putText(image, text, origin, FONT, self.layout.font * scale, colour, 1, cv2.LINE_AA)
+
+    def _face(self, image: np.ndarray, mark: FaceMark) -> None:
+        lay = self.layout
+        colour = face_colour(mark.face_id)
+        x, y, w, h = (int(round(v)) for v in mark.box)
+        cv2.rectangle(image, (x, y), (x + w, y + h), colour, lay.px(2))
+        label = "face" if mark.face_id is None else f"face {mark.face_id}"
+        (tw, th), _ = cv2.getTextSize(label, FONT, lay.font * 1.1, 1)
+        top = max(y - th - lay.px(6), 0)
+        cv2.rectangle(image, (x, top), (x + tw + lay.px(6), top + th + lay.px(6)), colour, -1)
+        self._text(image, label, (x + lay.px(3), top + th + lay.px(3)), scale=1.1)
+        if mark.scores is not None:
+            self._bars(image, mark.scores, (x, y, w, h), colour)
+
+    def _bars(self, image: np.ndarray, scores: np.ndarray, box, colour) -> None:
+        """One bar per AU beside the box (right of it, or left when the
+        right has no room), kept inside the frame."""
+        lay = self.layout
+        x, y, w, h = box
+        panel_w = lay.name + lay.bar + lay.px(8)
+        panel_h = lay.row * len(self.au_names) + lay.px(6)
+        left = x + w + lay.px(4) if x + w + lay.px(4) + panel_w <= self.width else x - panel_w - lay.px(4)
+        left = int(np.clip(left, 0, max(self.width - panel_w, 0)))
+        top = int(np.clip(y, 0, max(self.height - panel_h, 0)))
+        region = image[top:top + panel_h, left:left + panel_w]
+        region[:] = (region * 0.35 + np.asarray(PANEL) * 0.65).astype(np.uint8)
+        cv2.rectangle(image, (left, top), (left + panel_w - 1, top + panel_h - 1), colour, 1)
+        bar_left = left + lay.name + lay.px(4)
+        tick = bar_left + int(round((self.threshold + 1) / 2 * lay.bar))
+        for k, (name, score) in enumerate(zip(self.au_names, scores)):
+            row_top = top + lay.px(3) + k * lay.row
+            active = bool(np.isfinite(score) and score >= self.threshold)
+            if active:
+                cv2.rectangle(image, (left + 1, row_top), (bar_left - lay.px(2), row_top + lay.row - 2), ACTIVE, -1)
+            self._text(image, name, (left + lay.px(3), row_top + lay.row - lay.px(3)))
+            cv2.rectangle(image, (bar_left, row_top + 1), (bar_left + lay.bar, row_top + lay.row - 2), (70, 70, 70), -1)
+            if np.isfinite(score):
+                length = int(round((float(np.clip(score, -1, 1)) + 1) / 2 * lay.bar))
+                cv2.rectangle(image, (bar_left, row_top + 2), (bar_left + length, row_top + lay.row - 3),
+                              ACTIVE if active else INACTIVE, -1)
+            cv2.line(image, (tick, row_top), (tick, row_top + lay.row - 1), TEXT, 1)
+
+    def _missing(self, image: np.ndarray) -> None:
+        lay = self.layout
+        cv2.rectangle(image, (0, 0), (self.width - 1, self.height - 1), MISSING, lay.px(4))
+        label = "face not found"
+        (tw, th), _ = cv2.getTextSize(label, FONT, lay.font * 1.4, 1)
+        cv2.rectangle(image, (lay.px(6), lay.px(6)), (lay.px(14) + tw, lay.px(14) + th), MISSING, -1)
+        self._text(image, label, (lay.px(10), lay.px(10) + th), scale=1.4)
+
+    def _clock(self, image: np.ndarray, number: int, timestamp: float) -> None:
+        lay = self.layout
+        minutes, seconds = divmod(timestamp, 60.0)
+        label = f"frame {number}  {int(minutes)}:{seconds:06.3f}"
+        (tw, th), _ = cv2.getTextSize(label, FONT, lay.font * 1.1, 1)
+        bottom = self.height - lay.px(6)
+        cv2.rectangle(image, (lay.px(4), bottom - th - lay.px(6)), (lay.px(10) + tw, bottom + lay.px(2)), PANEL, -1)
+        self._text(image, label, (lay.px(7), bottom - lay.px(2)), scale=1.1)
+
+
+def marks_by_frame(table) -> dict[int, list[FaceMark]]:
+    """Frame index -> the faces a ``FrameTable`` scored on it."""
+    marks: dict[int, list[FaceMark]] = {}
+    for row in table.rows:
+        faces = marks.setdefault(row.index, [])
+        if row.face.success and row.face.box:
+            faces.append(FaceMark(tuple(row.face.box), row.face_id, row.scores))
+    return marks
+
+
+def check_overlay_size(width: int, height: int, path: Path) -> None:
+    """H.264 in 4:2:0 needs even sides; other sizes are refused before work."""
+    if width % 2 or height % 2:
+        raise MDHRError(f"--overlay: {path} is {width}x{height}; H.264 video for browsers needs an even width "
+                        "and height: crop or scale the input by a pixel first")
+
+
+def check_overlay_input(path: str | Path) -> None:
+    """Refuse, before any work, an input that cannot be annotated (odd
+    size), from its first frame."""
+    from mdhr_runtime.sources.frames import FrameSource
+
+    for frame in FrameSource(path):
+        check_overlay_size(frame.rgb.shape[1], frame.rgb.shape[0], Path(path))
+        break
+
+
+@dataclass
+class OverlayStats:
+    frames: int
+    seconds_drawing: float
+    seconds_encoding: float
+
+    @property
+    def ms_per_frame(self) -> float:
+        return 1000 * (self.seconds_drawing + self.seconds_encoding) / max(self.frames, 1)
+
+
+def encode_frames(path: Path, frames: Iterable[tuple[np.ndarray, float]], fps: float,
+                  draw=lambda image, number, timestamp: image) -> OverlayStats:
+    """Encode (RGB image, timestamp) pairs to H.264 MP4 at ``path`` (written
+    as is: callers stage it), each after ``draw``.  Frame k gets pts k at
+    1/fps, so count and rate equal the input's."""
+    import av
+
+    rate = Fraction(fps).limit_denominator(1001 * 1000)
+    drawing = encoding = 0.0
+    count = 0
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = None
+        for number, (image, timestamp) in enumerate(frames, start=1):
+            start = time.perf_counter()
+            image = draw(image, number, timestamp)
+            middle = time.perf_counter()
+            if stream is None:
+                stream = container.add_stream(CODEC, rate=rate, options=dict(ENCODER_OPTIONS))
+                stream.width, stream.height = image.shape[1], image.shape[0]
+                stream.pix_fmt = PIXEL_FORMAT
+                stream.codec_context.time_base = 1 / rate
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = number - 1
+            frame.time_base = 1 / rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            drawing += middle - start
+            encoding += time.perf_counter() - middle
+            count += 1
+        if stream is not None:
+            start = time.perf_counter()
+            for packet in stream.encode():
+                container.mux(packet)
+            encoding += time.perf_counter() - start
+    return OverlayStats(count, drawing, encoding)
+
+
+def write_overlay(table, video: str | Path, path: str | Path) -> OverlayStats:
+    """Write ``video`` annotated with ``table``'s results (a ``FrameTable``
+    scored from it) to ``path``, staged beside it and renamed when whole."""
+    with atomic_path(path) as temporary:
+        return render_overlay(table, video, temporary)
+
+
+def render_overlay(table, video: str | Path, path: Path) -> OverlayStats:
+    """``write_overlay`` into ``path`` as it is (the caller stages it)."""
+    from mdhr_runtime.sources.frames import FrameSource
+
+    source = FrameSource(video)
+    marks = marks_by_frame(table)
+    artist: list[FrameArtist] = []
+
+    def frames():
+        for frame in source:
+            yield frame.rgb, frame.timestamp
+
+    def draw(image, number, timestamp):
+        if not artist:  # the size is known at the first frame
+            check_overlay_size(image.shape[1], image.shape[0], Path(video))
+            artist.append(FrameArtist(table.au_names, table.threshold, (image.shape[1], image.shape[0])))
+        return artist[0].draw(image, marks.get(number - 1, []), number, timestamp)
+
+    return encode_frames(path, frames(), source.fps, draw)

@@ -1,0 +1,342 @@
+"""The HTML report: one self-contained file to open anywhere and send on.
+
+It holds the annotated video (``overlay.py``), a heat-map timeline per
+face (one row per AU, one column per frame, thinned past
+``summary.MAX_COLUMNS``), the statistics per face and AU, and what made
+the results.  Its script and style are inlined and it names no other
+resource, so viewing it needs no network.
+
+The video is embedded (base64, decoded into a Blob URL by the page) when
+it is at most ``EMBED_LIMIT`` bytes, about a minute of 640x360 footage
+or ten of a talking head; a larger one is written beside the report
+(``NAME-video.mp4``) and linked relatively, since a browser holds an
+embedded video three times over (text, bytes, Blob) and a 100 MB page is
+slow to open and to send.
+
+Several tables of the same video (two backends, two window modes) make
+one report: their timelines one under the other on the same time axis,
+their statistics side by side, and per AU how much they differ.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mdhr.errors import MDHRError
+from mdhr_runtime.files.atomic import atomic_path
+from mdhr_runtime.results.summary import (RunSummary, encode_cells, encode_differences, frames_per_column,
+                                          summarise, thin)
+
+EMBED_LIMIT = 24 * 1024 * 1024
+
+# What made a run, in the order shown; a key missing from the provenance is
+# shown as "not recorded".
+PROVENANCE_FIELDS = (
+    ("input", "input"), ("bundle", "bundle"), ("dataset", "dataset"), ("backbone", "backbone"),
+    ("backend", "backend"), ("precision", "precision"), ("windows", "window mode"), ("faces", "faces"),
+    ("threshold", "threshold"), ("frames", "frames"), ("frames_with_face", "frames with a face"),
+    ("frames_without_face", "frames without a face"), ("video_fps", "video frame rate (frames/s)"),
+    ("scoring_fps", "scoring speed (frames/s)"),
+)
+
+
+def video_beside(html_path: str | Path) -> Path:
+    """Where a report too large to embed its video puts it."""
+    html_path = Path(html_path)
+    return html_path.with_name(f"{html_path.stem}-video.mp4")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One table in a report, with its label and what made it."""
+
+    label: str
+    summary: RunSummary
+    provenance: dict
+
+
+@dataclass(frozen=True)
+class ReportInfo:
+    path: Path
+    bytes: int
+    video: str  # "embedded", "beside: PATH" or "none"
+    frames_per_column: int
+
+
+def write_report(table, video: str | Path | None, html_path: str | Path, provenance: dict | None = None,
+                 overlay: str | Path | None = None, others: Sequence[tuple[str, object, dict]] = (),
+                 label: str = "") -> ReportInfo:
+    """Write the report of ``table`` (a FrameTable) to ``html_path``, staged
+    and renamed when whole.
+
+    ``video``: the input the table was scored from, for the annotated video
+    (None: a report without video).  ``overlay``: an annotated video already
+    written (mdhr-run --overlay), used instead of making one.  ``others``:
+    (label, table, provenance) of more tables of the same video, compared
+    with the first.  ``provenance``: what made the table (keys of
+    ``PROVENANCE_FIELDS``, and ``untrained``)."""
+    html_path = Path(html_path)
+    page, where, per_column = report_html(table, html_path, provenance, video, overlay, others=others, label=label)
+    with atomic_path(html_path) as temporary:
+        temporary.write_text(page, encoding="utf-8")
+    return ReportInfo(html_path, html_path.stat().st_size, where, per_column)
+
+
+def report_html(table, html_path: Path, provenance: dict | None = None, video: str | Path | None = None,
+                overlay: Path | None = None, overlay_link: Path | None = None,
+                others: Sequence[tuple[str, object, dict]] = (), label: str = "") -> tuple[str, str, int]:
+    """The page of ``write_report`` for a report that will be at
+    ``html_path``, with where its video went and the frames per timeline
+    column.  ``overlay`` may be a staged file whose final path is
+    ``overlay_link`` (what a large video's link points to)."""
+    runs = [_run(label or "run 1", table, provenance or {})]
+    runs += [_run(name, other, meta) for name, other, meta in others]
+    _check_same_video(runs)
+    video_bytes, link = None, None
+    if overlay is not None:
+        if Path(overlay).stat().st_size <= EMBED_LIMIT:
+            video_bytes = Path(overlay).read_bytes()
+        else:
+            link = _relative(Path(overlay_link or overlay), html_path)
+    elif video is not None:
+        video_bytes, link = _annotated_video(table, video, html_path)
+    where = "embedded" if video_bytes is not None else f"beside: {link}" if link else "none"
+    return _page(runs, video_bytes, link), where, frames_per_column(runs[0].summary.frames)
+
+
+class _Embedded(Exception):
+    """Leaves the staging block so the staged video is removed, not renamed."""
+
+
+def _annotated_video(table, video: str | Path, html_path: Path) -> tuple[bytes | None, str | None]:
+    """Make the annotated video in staging beside the report: its bytes when
+    small enough to embed (the staging is then removed), else renamed to
+    ``video_beside`` and linked."""
+    from mdhr_runtime.results.overlay import render_overlay
+
+    beside = video_beside(html_path)
+    embedded = None
+    try:
+        with atomic_path(beside) as staged:
+            drawn = render_overlay(table, video, staged).frames
+            frames = len({row.index for row in table.rows})
+            if drawn != frames:
+                raise MDHRError(f"{video} has {drawn} frames and the results {frames}: give the video they "
+                                "were scored from")
+            if staged.stat().st_size <= EMBED_LIMIT:
+                embedded = staged.read_bytes()
+                raise _Embedded()
+    except _Embedded:
+        return embedded, None
+    return None, _relative(beside, html_path)
+
+
+def _relative(target: Path, html_path: Path) -> str:
+    return Path(os.path.relpath(target.absolute(), html_path.absolute().parent)).as_posix()
+
+
+def _run(label: str, table, provenance: dict) -> Run:
+    summary = summarise(table)
+    facts = {**provenance, "threshold": table.threshold, "frames": summary.frames,
+             "frames_with_face": summary.frames_with_face,
+             "frames_without_face": summary.frames - summary.frames_with_face}
+    return Run(label, summary, facts)
+
+
+def _check_same_video(runs: list[Run]) -> None:
+    first = runs[0].summary
+    for run in runs[1:]:
+        other = run.summary
+        if not np.array_equal(other.frame_indices, first.frame_indices):
+            raise MDHRError(f"{run.label} has {other.frames} frames and {runs[0].label} {first.frames} (or other "
+                            "frame numbers): a comparison needs tables of the same video")
+        if other.au_names != first.au_names:
+            raise MDHRError(f"{run.label} scores {', '.join(other.au_names)} and {runs[0].label} "
+                            f"{', '.join(first.au_names)}: a comparison needs tables of the same AUs")
+
+
+# -- the page ---------------------------------------------------------------------
+
+
+def _asset(name: str) -> str:
+    return resources.files("mdhr_runtime.results").joinpath("report_assets", name).read_text(encoding="utf-8")
+
+
+def _script_json(value) -> str:
+    """JSON safe inside <script>: no "</" can end the element early."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+
+
+def _page(runs: list[Run], video_bytes: bytes | None, video_link: str | None) -> str:
+    first = runs[0].summary
+    per_column = frames_per_column(first.frames)
+    times = first.times[::per_column]
+    data = {"threshold": first.threshold, "frames": first.frames, "frames_per_column": per_column,
+            "times": [round(float(t), 4) for t in times]}
+    title = _e(Path(str(runs[0].provenance.get("input") or runs[0].label)).name)
+    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+             f"<title>MDHR report: {title}</title><style>{_asset('report.css')}</style></head><body>",
+             f"<h1>MDHR action units: {title}</h1>"]
+    if any(run.provenance.get("untrained") for run in runs):
+        parts.append("<p class=\"untrained\" id=\"untrained\">UNTRAINED MODEL: this bundle was exported with "
+                     "--random-init; its AU outputs are meaningless (a demonstration of the tools only).</p>")
+    parts.append(_video_section(video_bytes, video_link))
+    parts.append(_timeline_section(runs, per_column))
+    parts.append(_stats_section(runs))
+    if len(runs) > 1:
+        parts.append(_differences_section(runs))
+    parts.append(_provenance_section(runs))
+    parts.append(f"<script type=\"application/json\" id=\"mdhr-data\">{_script_json(data)}</script>")
+    if video_bytes is not None:
+        parts.append("<script type=\"application/octet-stream\" id=\"mdhr-video\">"
+                     + base64.b64encode(video_bytes).decode("ascii") + "</script>")
+    parts.append(f"<script>{_asset('report.js')}</script></body></html>\n")
+    return "\n".join(parts)
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _video_section(video_bytes: bytes | None, video_link: str | None) -> str:
+    if video_bytes is None and video_link is None:
+        return ("<p class=\"note\">No video in this report (give the video, e.g. mdhr-report --video, for the "
+                "annotated one).</p>")
+    source = "" if video_link is None else f" src=\"{_e(video_link)}\""
+    where = ("embedded in this file" if video_link is None else
+             f"beside this file: <a href=\"{_e(video_link)}\">{_e(video_link)}</a> (too large to embed; "
+             "keep the two together)")
+    return (f"<h2>Annotated video</h2><video id=\"video\" controls muted playsinline preload=\"auto\"{source}>"
+            f"</video><p class=\"note\">Video {where}. Boxes and ids per face, one bar per AU (orange: at or above "
+            "the threshold, whose tick is the white line); a red border where no face was found.</p>")
+
+
+def _canvas(cells: bytes, rows: Sequence[str], columns: int, kind: str) -> str:
+    encoded = base64.b64encode(cells).decode("ascii")
+    return (f"<canvas class=\"timeline\" width=\"{columns}\" height=\"{len(rows)}\" data-kind=\"{kind}\" "
+            f"data-rows=\"{_e(','.join(rows))}\" data-cells=\"{encoded}\" "
+            f"style=\"height:{14 * len(rows)}px\"></canvas>")
+
+
+def _panel(heading: str, cells: bytes, rows: Sequence[str], columns: int, kind: str, face: str) -> str:
+    labels = "".join(f"<div class=\"au-label\">{_e(name)}</div>" for name in rows)
+    return (f"<h3>{_e(heading)}</h3><div class=\"panel\" data-face=\"{_e(face)}\"><div class=\"labels\">{labels}"
+            f"</div><div class=\"track\">{_canvas(cells, rows, columns, kind)}<div class=\"cursor\"></div>"
+            "</div></div>")
+
+
+def _timeline_section(runs: list[Run], per_column: int) -> str:
+    first = runs[0].summary
+    columns = -(-first.frames // per_column)
+    thinning = ("one column per frame" if per_column == 1 else
+                f"each column shows the highest score of {per_column} frames ({first.frames} frames in "
+                f"{columns} columns; the statistics below use every frame)")
+    parts = ["<h2>Timeline</h2>",
+             f"<p class=\"note\">One row per AU, {thinning}. Click to seek the video; the red line follows "
+             "playback. <span id=\"cursor-label\"></span></p>",
+             "<p class=\"legend note\"><span style=\"background:#08306b\"></span>score -1"
+             f"<span style=\"background:#c6dbef\"></span>just under {first.threshold:g}"
+             "<span style=\"background:#fdae6b\"></span>active"
+             "<span style=\"background:#a63603\"></span>score 1"
+             "<span style=\"background:#d9d9d9\"></span>face not found</p>"]
+    for run in runs:
+        for face in run.summary.faces:
+            heading = face.label if len(runs) == 1 else f"{run.label}: {face.label}"
+            cells = encode_cells(thin(face.scores, per_column), first.threshold)
+            parts.append(_panel(heading, cells, first.au_names, columns, "score", face.label))
+    return "\n".join(parts)
+
+
+def _stats_section(runs: list[Run]) -> str:
+    parts = ["<h2>Per face and AU</h2><p class=\"note\">Active: share of the face's scored frames at or above "
+             "the threshold. Longest: the longest run of consecutive active frames.</p><div class=\"runs\">"]
+    for run in runs:
+        parts.append("<div>" + (f"<h3>{_e(run.label)}</h3>" if len(runs) > 1 else ""))
+        for face in run.summary.faces:
+            rows = "".join(
+                f"<tr><td>{_e(s.au)}</td><td class=\"number\">{_share(s.active_share)}</td>"
+                f"<td class=\"number\">{_number(s.mean_score)}</td><td class=\"number\">{s.longest_frames} "
+                f"({s.longest_seconds:.2f} s)</td></tr>" for s in run.summary.stats(face))
+            parts.append(f"<table class=\"stats\" data-face=\"{_e(face.label)}\"><caption>{_e(face.label)}"
+                         "</caption><tr><th>AU</th><th>active</th><th>mean score</th><th>longest active</th></tr>"
+                         f"{rows}</table>")
+        parts.append("</div>")
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def _differences_section(runs: list[Run]) -> str:
+    """Per AU, for each further run against the first (faces paired by id):
+    frames whose active flag differs, mean and largest score difference,
+    and a timeline of the differences."""
+    first = runs[0]
+    per_column = frames_per_column(first.summary.frames)
+    columns = -(-first.summary.frames // per_column)
+    threshold = first.summary.threshold
+    parts = ["<h2>Differences</h2>"]
+    for run in runs[1:]:
+        for face in first.summary.faces:
+            other = next((f for f in run.summary.faces if f.face_id == face.face_id), None)
+            if other is None:
+                parts.append(f"<p class=\"note\">{_e(face.label)} is not in {_e(run.label)}.</p>")
+                continue
+            both = np.isfinite(face.scores) & np.isfinite(other.scores)
+            flips = (face.scores >= threshold) != (other.scores >= threshold)
+            gap = np.abs(face.scores - other.scores)
+            rows = []
+            for k, au in enumerate(first.summary.au_names):
+                n = int(both[:, k].sum())
+                changed = int((flips[:, k] & both[:, k]).sum())
+                mean = float(gap[both[:, k], k].mean()) if n else None
+                worst = float(gap[both[:, k], k].max()) if n else None
+                rows.append(f"<tr><td>{_e(au)}</td><td class=\"number{' differs' if changed else ''}\">{changed} "
+                            f"of {n}</td><td class=\"number\">{_number(mean)}</td><td class=\"number\">"
+                            f"{_number(worst)}</td></tr>")
+            parts.append(f"<table class=\"differences\"><caption>{_e(run.label)} against {_e(first.label)}, "
+                         f"{_e(face.label)}</caption><tr><th>AU</th><th>frames active in one only</th>"
+                         f"<th>mean |score difference|</th><th>largest</th></tr>{''.join(rows)}</table>")
+            cells = encode_differences(thin(face.scores, per_column), thin(other.scores, per_column))
+            parts.append(_panel(f"|score difference|, {run.label} against {first.label}: {face.label} "
+                                "(white: none, purple: 1 or more)", cells, first.summary.au_names, columns, "diff",
+                                face.label))
+    return "\n".join(parts)
+
+
+def _provenance_section(runs: list[Run]) -> str:
+    header = "".join(f"<th>{_e(run.label)}</th>" for run in runs) if len(runs) > 1 else "<th></th>"
+    rows = []
+    for key, name in PROVENANCE_FIELDS + (("untrained", "untrained model"),):
+        values = [run.provenance.get(key) for run in runs]
+        cells = "".join(f"<td>{_fact(key, v)}</td>" for v in values)
+        rows.append(f"<tr><th>{_e(name)}</th>{cells}</tr>")
+    return (f"<h2>What made these results</h2><table class=\"provenance\"><tr><th></th>{header}</tr>"
+            f"{''.join(rows)}</table>")
+
+
+def _fact(key: str, value) -> str:
+    if value is None:
+        return "<span class=\"note\">not recorded</span>"
+    if key == "untrained":
+        return "<b class=\"differs\">YES: outputs meaningless</b>" if value else "no"
+    if isinstance(value, float):
+        return _e(f"{value:.4g}")
+    if isinstance(value, dict):  # the window plan: "mode centred, frames 4, hop 2, ..."
+        return _e(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in value.items()))
+    return _e(value)
+
+
+def _share(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
