@@ -65,11 +65,6 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
     INPUT is any mix of video files, folders (searched for videos), glob
     patterns ('data/*/*.mp4', quoted) and @list.txt (one path a line).
 
-    \b
-    Example:
-      mdhr-batch corpus/ --model bundles/bp4d --out results/
-      mdhr-batch @videos.txt --model bundles/bp4d --out results/ --address auto
-
     Each video gets OUT/<its path below the inputs' common folder>.csv,
     written whole or not at all; OUT/summary.csv holds one row per video
     (status ok / partial / failed / skipped, with the reason) and is
@@ -77,6 +72,13 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
     already done with the same bundle. Exit status 0 when every video is
     ok, 5 when any failed or was partial (see summary.csv), 2 for a bad
     argument (nothing done).
+
+    More: docs/corpora.md.
+
+    \b
+    Example:
+      mdhr-batch corpus/ --model bundles/bp4d --out results/
+      mdhr-batch @videos.txt --model bundles/bp4d --out results/ --address auto
     """
     def work():
         try:

@@ -25,6 +25,8 @@ def main(csvs, html_path, video, model_dir, threshold, verbose):
     official against centred windows) are shown one under the other with
     their differences per AU.
 
+    More: docs/results.md.
+
     \b
     Example:
       mdhr-report interview.csv --video interview.mp4 --html interview.html

@@ -64,11 +64,6 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
     """Recognise facial action units in every frame of INPUT (a video file,
     a folder of frames, or an image), or live from --camera.
 
-    \b
-    Example:
-      mdhr-run interview.mp4 --model bundles/bp4d --out interview.csv --plot interview.png
-      mdhr-run --camera 0 --model bundles/bp4d --out live.csv
-
     Frames without a face get success 0 and empty AU cells. Paths are
     checked before any work; the outputs are written together, only once
     every one of them succeeded. A video that ends early (truncated or
@@ -76,6 +71,13 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
     duration the container declares) still gets its rows written, and the
     command exits with status 4 (the JSON says complete: false and why). A
     live source is written (whole) when it ends or on Ctrl-C.
+
+    More: docs/running.md.
+
+    \b
+    Example:
+      mdhr-run interview.mp4 --model bundles/bp4d --out interview.csv --plot interview.png
+      mdhr-run --camera 0 --model bundles/bp4d --out live.csv
     """
     from tqdm import tqdm
 
