@@ -104,7 +104,7 @@ def test_stage_engines_are_built_checked_and_streamed(engine_bundle):
 def test_auto_runs_the_engine_with_the_card_s_precision(engine_bundle):
     from mdhr_runtime.bundle import load_bundle
     from mdhr_runtime.backends.runners import OnnxRuntimeRunner
-from mdhr_runtime.backends.selection import open_runner
+    from mdhr_runtime.backends.selection import open_runner
 
     bundle = load_bundle(engine_bundle)
     runner, why = open_runner(bundle, "auto")
