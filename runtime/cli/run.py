@@ -53,6 +53,7 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
     \b
     Example:
       mdhr-run interview.mp4 --model bundles/bp4d --out interview.csv --plot interview.png
+      mdhr-run interview.mp4 --model bundles/bp4d --out interview.csv --report interview.html
       mdhr-run --camera 0 --model bundles/bp4d --out live.csv
 
     Frames without a face get success 0 and empty AU cells. Paths are
