@@ -120,8 +120,9 @@ def screenshot(html: Path, path: Path, column: int) -> None:
         box = page.locator("canvas.timeline").first.bounding_box()
         columns = page.evaluate("window.mdhrReport.columns")
         page.mouse.click(box["x"] + (column + 0.5) / columns * box["width"], box["y"] + box["height"] / 2)
-        page.wait_for_function("!document.getElementById('video').seeking")
-        page.wait_for_timeout(300)
+        page.wait_for_function("!document.getElementById('video').seeking && "
+                               "document.getElementById('video').readyState >= 3")
+        page.wait_for_timeout(1500)  # the player's loading spinner fades out
         page.screenshot(path=str(path), full_page=False)
 
 

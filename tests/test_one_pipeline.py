@@ -242,13 +242,17 @@ def test_normalisation_comes_from_the_card(disfa_short_bundle, tmp_path):
 
 # -- light start -----------------------------------------------------------------
 
-LIGHT_START_BYTES = 1.0 * 2**30
+# Measured 2026-12-02 (benchmarks/startup.py, load 12-14): 1.24 GiB at peak
+# (1.63 GiB when every graph opened).  The peak is ONNX Runtime building the
+# 355 MB frame stage at ORT_ENABLE_ALL (1.18 GiB on its own; docs/pipeline.md):
+# the bound fails if the whole-model graph (+0.4 GiB) opens again.
+LIGHT_START_BYTES = 1.4 * 2**30
 
 
 def test_one_image_scores_light(bp4d_bundle, tmp_path):
     """mdhr-run on one image with the BP4D ResNet-50 bundle (default centred
     windows): the whole-model graph never opens and the process stays
-    within 1.0 GB resident (1.73 GB when it opened every graph)."""
+    within LIGHT_START_BYTES at its peak."""
     image = Path(__file__).parent / "data" / "face.jpg"
     code = ("import resource, sys\n"
             "from mdhr_runtime.cli.run import main\n"

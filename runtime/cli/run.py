@@ -77,6 +77,7 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
     \b
     Example:
       mdhr-run interview.mp4 --model bundles/bp4d --out interview.csv --plot interview.png
+      mdhr-run interview.mp4 --model bundles/bp4d --out interview.csv --report interview.html
       mdhr-run --camera 0 --model bundles/bp4d --out live.csv
     """
     from tqdm import tqdm
