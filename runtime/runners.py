@@ -107,8 +107,7 @@ class OnnxRuntimeRunner:
         kind = {"fp32": "onnx", "fp16": "onnx_fp16"}.get(precision)
         path = bundle.artifact(kind) if kind else None
         if path is None or not path.is_file():
-            raise MDHRError(f"{bundle.root}: no {precision} ONNX model in this bundle; "
-                            "export it with mdhr-export" + (" --fp16" if precision == "fp16" else ""))
+            raise MDHRError(f"{bundle.root}: no {precision} ONNX model in this bundle; " + bundle.export_hint(kind))
         self.session = onnx_session(path, threads, providers)
         self.path = path
         self.input_shape = tuple(bundle.input_shape)
@@ -174,9 +173,10 @@ def onnxruntime_has_gpu() -> bool:
 
 def default_onnx_precision(bundle: Bundle) -> str:
     """FP16 where a CUDA GPU runs it and the bundle has it; float32 on CPU
-    (ONNX Runtime's CPU kernels gain nothing from FP16)."""
+    (ONNX Runtime's CPU kernels gain nothing from FP16) unless the bundle
+    holds only the GPU's graphs."""
     has_fp16 = bundle.artifact("onnx_fp16") is not None
-    return "fp16" if has_fp16 and onnxruntime_has_gpu() else "fp32"
+    return "fp16" if has_fp16 and (onnxruntime_has_gpu() or bundle.artifact("onnx") is None) else "fp32"
 
 
 def open_runner(bundle: Bundle, backend: str = "auto", precision: str | None = None,
