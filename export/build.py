@@ -24,24 +24,43 @@ STAGE_ENGINE_FILES = dict(zip(STAGE_ENGINE_KINDS, ("frame_stage.engine", "clip_s
 def engine_source(bundle: Bundle, precision: str) -> Path:
     """The ONNX an engine of ``precision`` is built from: strongly typed, the
     engine computes in the ONNX's own types."""
-    path = bundle.artifact(ONNX_FOR_PRECISION[precision])
+    kind = ONNX_FOR_PRECISION[precision]
+    path = bundle.artifact(kind)
     if path is None or not path.is_file():
         raise MDHRError(f"{bundle.root}: no {precision} ONNX in this bundle to build the engine from; "
-                        "export it again with: mdhr-export ... --fp16")
+                        + bundle.export_hint(kind))
     return path
 
 
 def engine_parity(bundle: Bundle, engine: Path, precision: str) -> tuple[dict, dict]:
     """Run the fp32 ONNX (ONNX Runtime, CPU) and the engine on the parity
     clips with Polygraphy's Comparator; judge with our measures.  Also
-    returns the fp32 ONNX's outputs, the reference for the stage engines."""
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    returns the fp32 ONNX's outputs, the reference for the stage engines.
+    A bundle for --target gpu has no fp32 ONNX but those outputs, saved at
+    export."""
     from polygraphy.backend.trt import EngineFromPath, TrtRunner
 
-    runners = [OnnxrtRunner(SessionFromOnnx(str(bundle.artifact("onnx")), providers=["cpu"]), name="onnxruntime"),
-               TrtRunner(EngineFromPath(str(engine)), name="tensorrt")]
-    reference, candidate = comparator_outputs(runners, bundle)
+    engine_runner = TrtRunner(EngineFromPath(str(engine)), name="tensorrt")
+    stored = bundle.artifact("parity_reference")
+    if bundle.artifact("onnx") is None and stored is not None:
+        (candidate,) = comparator_outputs([engine_runner], bundle)
+        reference = saved_reference(stored)
+    else:
+        reference, candidate = comparator_outputs([fp32_onnx_runner(bundle), engine_runner], bundle)
     return judge(reference, candidate, bundle, precision), reference
+
+
+def fp32_onnx_runner(bundle: Bundle):
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+
+    return OnnxrtRunner(SessionFromOnnx(str(bundle.artifact("onnx")), providers=["cpu"]), name="onnxruntime")
+
+
+def saved_reference(path: Path) -> dict:
+    import numpy as np
+
+    with np.load(path) as saved:
+        return {name: saved[name] for name in saved.files}
 
 
 def judge(reference: dict, candidate: dict, bundle: Bundle, precision: str) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from mdhr.aus import AU_SETS, BACKBONES
+from mdhr_runtime.bundle import DEFAULT_TARGET, TARGETS
 from mdhr_runtime.cli.common import run_reporting_errors, verbose_option
 
 
@@ -15,8 +16,11 @@ from mdhr_runtime.cli.common import run_reporting_errors, verbose_option
               "(bare state dict or {'state_dict': ...}, DataParallel prefixes accepted).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write "
               "(created; an existing bundle there is replaced only when the new one is complete).")
-@click.option("--fp16", is_flag=True, help="Also write an FP16 ONNX (float32 I/O) and, where TensorRT and a "
-              "GPU are present, a TensorRT FP16 engine.")
+@click.option("--fp16", is_flag=True, help="Also write the FP16 graphs (float32 I/O) TensorRT engines are built from "
+              "and, where TensorRT and a GPU are present, a TensorRT FP16 engine.")
+@click.option("--target", type=click.Choice(TARGETS), default=DEFAULT_TARGET, show_default=True,
+              help="What the bundle is for: cpu writes the fp32 graphs (and --int8's model), gpu the FP16 graphs "
+              "engines are built from (implies --fp16), all both.")
 @click.option("--dataset", type=click.Choice(list(AU_SETS)), help="Checked against the checkpoint "
               "(inferred when omitted); with --random-init, the AU set to build.")
 @click.option("--backbone", type=click.Choice(list(BACKBONES)), help="Checked against the checkpoint "
@@ -34,7 +38,7 @@ from mdhr_runtime.cli.common import run_reporting_errors, verbose_option
 @click.option("--random-init", is_flag=True, help="Export an untrained, randomly initialised model to try "
               "the pipeline without a checkpoint; the bundle is marked untrained.")
 @verbose_option
-def main(ckpt, out, fp16, dataset, backbone, batch, frames, opset, int8, calibrate, random_init, verbose):
+def main(ckpt, out, fp16, target, dataset, backbone, batch, frames, opset, int8, calibrate, random_init, verbose):
     """Export an MDHR checkpoint to a deployable bundle: a static-shape ONNX
     model (input `clips` [B, T, 3, 224, 224], outputs `au_scores` [B, T, N]
     and `region_*` logits), its model card `mdhr.json`, and a parity report
@@ -53,11 +57,13 @@ def main(ckpt, out, fp16, dataset, backbone, batch, frames, opset, int8, calibra
 
         options = ExportOptions(out=out, ckpt=ckpt, dataset=dataset, backbone=backbone, fp16=fp16, batch=batch,
                                 frames=frames, opset=opset, random_init=random_init, int8=int8,
-                                calibrate=calibrate, verbose=verbose)
+                                calibrate=calibrate, verbose=verbose, target=target)
         card = export_bundle(options, Progress(say=lambda line: click.echo(line, err=True)))
         report = card["parity"]["onnxruntime_fp32_cpu"]
         status = "UNTRAINED model (random weights)" if card["untrained"] else f"checkpoint {ckpt}"
-        click.echo(f"wrote {out}: {card['dataset']}/{card['backbone']} {status}; fp32 parity: AU max error "
+        size = sum(card["artifact_bytes"].values()) / 1e6
+        click.echo(f"wrote {out} (--target {target}, {size:.0f} MB): {card['dataset']}/{card['backbone']} {status}; "
+                   "fp32 parity: AU max error "
                    f"{report['au_max_abs_error']:.1e}, region argmax agreement "
                    f"{100 * report['region_argmax_agreement']:.0f}%")
         if card["parity"].get("fp16"):
@@ -79,7 +85,7 @@ def main(ckpt, out, fp16, dataset, backbone, batch, frames, opset, int8, calibra
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--fp16/--fp32", default=True, show_default=True, help="Engine precision: --fp16 builds from "
-              "model_fp16.onnx (FP16, with the frame differences in FP32), --fp32 from model.onnx. The engine is "
+              "model_fp16.onnx (FP16; the card's fp16 entry says what stays FP32), --fp32 from model.onnx. The engine is "
               "strongly typed: it computes in the types of the ONNX it is built from.")
 @verbose_option
 def build_main(bundle, fp16, verbose):

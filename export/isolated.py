@@ -20,6 +20,7 @@ import torch
 
 import mdhr
 from mdhr_export import graph
+from mdhr_export.weights import WeightsFile, save_sharing
 
 
 @dataclass(frozen=True)
@@ -85,14 +86,16 @@ def export_model(recipe: ModelRecipe, batch: int, frames: int, opset: int, chatt
     return save(proto, raw), islands
 
 
-def simplify(raw: Path, slim: Path, metadata: dict | None) -> None:
-    """``raw`` simplified and checked, with the card as metadata, to ``slim``."""
+def simplify(raw: Path, slim: Path, metadata: dict | None, weights: WeightsFile) -> WeightsFile:
+    """``raw`` simplified and checked, with the card as metadata, to ``slim``,
+    its weights shared through ``weights`` (returned with what it holds)."""
     proto = graph.simplify(onnx.load(str(raw)))
     release_freed_memory()  # the input graph and the simplifier's working copies
     proto = graph.check(proto)
     if metadata is not None:
         graph.set_metadata(proto, metadata)
-    save(proto, slim)
+    release_freed_memory()
+    return save_sharing(proto, slim, weights)
 
 
 def export_stage(recipe: ModelRecipe, kind: str, frames: int, opset: int, chatty: bool, raw: Path) -> list[str]:
@@ -104,14 +107,18 @@ def export_stage(recipe: ModelRecipe, kind: str, frames: int, opset: int, chatty
     return save(proto, raw)
 
 
-def to_fp16(source: Path, keep_fp32: list[str], target: Path) -> None:
+def to_fp16(source: Path, keep_fp32: list[str], target: Path, weights: WeightsFile | None) -> WeightsFile | None:
     """The FP16 version of the graph in ``source`` (``keep_fp32`` nodes
-    stay float32) to ``target``."""
+    stay float32) to ``target``: its weights shared through ``weights``
+    (returned with what it holds), or, without, inside the graph."""
     from mdhr_export import fp16 as fp16_tools
 
     proto = fp16_tools.to_fp16(onnx.load(str(source)), keep_fp32)
     release_freed_memory()
-    onnx.save_model(proto, str(target))
+    if weights is None:
+        onnx.save_model(proto, str(target))
+        return None
+    return save_sharing(proto, target, weights)
 
 
 def save(proto: onnx.ModelProto, path: Path) -> list[str]:

@@ -18,14 +18,16 @@ from mdhr.errors import MDHRError
 from mdhr_export import fp16 as fp16_tools
 from mdhr_export import graph, isolated, parity
 from mdhr_export import stages as stage_graphs
+from mdhr_export import weights as shared_weights
 from mdhr_export.staging import check_bundle_target, staged_folder
-from mdhr_runtime.bundle import FORMAT, load_bundle, write_card
+from mdhr_runtime.bundle import DEFAULT_TARGET, FORMAT, TARGET_ARTIFACTS, TARGETS, load_bundle, write_card
 from mdhr_runtime.backends.openvino_runner import ISLANDS
 from mdhr_runtime.files.outputs import check_input, remove_stale_staging
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 from mdhr_runtime.backends.selection import tensorrt_unavailable_reason
 
 ONNX_FILE, ONNX_FP16_FILE = "model.onnx", "model_fp16.onnx"
+PARITY_REFERENCE_FILE = "parity_reference.npz"
 # Static shapes beyond these need more memory than an export on a
 # workstation has (the parity check runs the full model on several batches);
 # run more batches of the official 16 frames instead.
@@ -47,6 +49,12 @@ class ExportOptions:
     calibrate: Path | None = None  # face footage: calibrates --int8 and judges the reduced-precision gates
     seed: int = 0
     verbose: bool = False
+    target: str = DEFAULT_TARGET
+
+    @property
+    def writes_fp16(self) -> bool:
+        """The GPU's graphs are what --target gpu is for; --fp16 asks for them beside the CPU's."""
+        return self.target == "gpu" or self.fp16
 
 
 @dataclass
@@ -82,6 +90,14 @@ def validate(options: ExportOptions) -> None:
                         f"clip is 16), got {options.frames}")
     if options.ckpt is not None:
         check_input(options.ckpt, "checkpoint", folder_ok=False)
+    if options.target not in TARGETS:
+        raise MDHRError(f"unknown --target {options.target!r}: choose one of {', '.join(TARGETS)}")
+    if options.target == "cpu" and options.fp16:
+        raise MDHRError("--fp16 writes the graphs TensorRT engines are built from, which --target cpu leaves out; "
+                        "give --target gpu or all with --fp16")
+    if options.target == "gpu" and (options.int8 or options.calibrate is not None):
+        raise MDHRError("--int8 and --calibrate are for the CPU runners, which --target gpu leaves out; "
+                        "give --target cpu or all with them")
     if options.int8 and options.calibrate is None:
         raise MDHRError("--int8 needs --calibrate VIDEO_OR_FOLDER: real face footage (a video, a folder of frames "
                         "or a folder of videos) to calibrate the INT8 model on and to measure its agreement")
@@ -125,6 +141,7 @@ def make_card(model: mdhr.MDHR, options: ExportOptions, checkpoint_sha256: str |
         "outputs": graph.output_names(model),
         "regions": {r.name: r.num_classes for r in model.aus.regions},
         "untrained": checkpoint_sha256 is None,
+        "target": options.target,
         "source": {"checkpoint_sha256": checkpoint_sha256, "torch": torch.__version__,
                    "onnx": onnx.__version__, "opset": options.opset},
     }
@@ -150,12 +167,14 @@ def export_bundle(options: ExportOptions, progress: Progress | None = None) -> d
     with staged_folder(options.out) as staging:
         recipe = isolated.ModelRecipe.save(model, staging / ".weights.pt")
         raw = staging / f".unsimplified-{ONNX_FILE}"
-        fp32_nodes, islands = progress.step("export", lambda: isolated.run_isolated(
+        weights = shared_weights.WeightsFile(staging / shared_weights.FILES["fp32"])
+        _sensitive, islands = progress.step("export", lambda: isolated.run_isolated(
             isolated.export_model, recipe, options.batch, options.frames, options.opset, options.verbose, raw))
-        progress.step("simplify", lambda: isolated.run_isolated(isolated.simplify, raw, staging / ONNX_FILE, card))
-        card["fp32_nodes"] = fp32_nodes
+        weights = progress.step("simplify", lambda: isolated.run_isolated(
+            isolated.simplify, raw, staging / ONNX_FILE, card, weights))
         card[ISLANDS] = islands
-        card["artifacts"] = {"onnx": ONNX_FILE, "onnx_fp16": None, "engine": None}
+        card["artifacts"] = {"onnx": ONNX_FILE, "onnx_fp16": None, "engine": None,
+                             shared_weights.KINDS["fp32"]: weights.path.name}
         card["artifacts"].update(dict.fromkeys(stage_graphs.FILES))
         write_card(staging, card)
 
@@ -164,22 +183,43 @@ def export_bundle(options: ExportOptions, progress: Progress | None = None) -> d
         card["parity"], onnx_fp32 = progress.step("parity", lambda: fp32_parity(raw, staging, clips, reference))
         raw.unlink()
         card["parity"]["stages_fp32_cpu"] = progress.step("stages", lambda: stage_graphs.write_stages(
-            recipe, model, options.frames, options.opset, staging, card, clips, reference, chatty=options.verbose))
+            recipe, model, options.frames, options.opset, staging, card, clips, reference, weights,
+            chatty=options.verbose))
         recipe.weights.unlink()
-        if options.fp16:
+        if options.writes_fp16:
+            weights16 = shared_weights.WeightsFile(staging / shared_weights.FILES["fp16"])
+            card["artifacts"][shared_weights.KINDS["fp16"]] = weights16.path.name
             card["parity"]["fp16"] = progress.step(
-                "fp16", lambda: export_fp16(fp32_nodes, staging, card, clips, onnx_fp32))
+                "fp16", lambda: export_fp16(staging, card, clips, onnx_fp32, weights16))
             card["parity"]["stages_fp16"] = progress.step("stages_fp16", lambda: stage_graphs.write_fp16_stages(
-                staging, card, clips, onnx_fp32))
+                staging, card, clips, onnx_fp32, weights16))
+            card["fp16"] = fp16_tools.describe(staging, card)
             progress.step("engine", lambda: maybe_build_engine(staging, card, options.out, progress.say))
         if options.calibrate is not None:
             from mdhr_export.int8 import reduced_precision_step
 
             progress.step("int8" if options.int8 else "gates", lambda: reduced_precision_step(
                 staging, card, Path(options.calibrate), options.int8, progress.say))
+        if options.target == "gpu":
+            keep_for_gpu(staging, card, onnx_fp32)
+        card["artifact_bytes"] = {kind: (staging / name).stat().st_size
+                                  for kind, name in card["artifacts"].items() if name is not None}
         card["timings_s"] = progress.timings
         write_card(staging, card)
     return card
+
+
+def keep_for_gpu(staging: Path, card: dict, onnx_fp32: dict[str, np.ndarray]) -> None:
+    """--target gpu: the fp32 graphs (every check is done) give way to the
+    fp32 ONNX's outputs on the parity clips, which mdhr-build checks the
+    engines against."""
+    np.savez_compressed(staging / PARITY_REFERENCE_FILE, **onnx_fp32)
+    for kind in TARGET_ARTIFACTS["cpu"]:
+        name = card["artifacts"].get(kind)
+        if name is not None:
+            (staging / name).unlink()
+            card["artifacts"][kind] = None
+    card["artifacts"]["parity_reference"] = PARITY_REFERENCE_FILE
 
 
 def fp32_parity(unsimplified_path: Path, staging: Path, clips,
@@ -213,11 +253,13 @@ def fp32_parity(unsimplified_path: Path, staging: Path, clips,
             "simplification_max_abs_error": simplify_error["au_max_abs_error"]}, simplified
 
 
-def export_fp16(fp32_nodes: list[str], staging: Path, card: dict, clips,
-                reference: dict[str, np.ndarray]) -> dict:
-    """Write the FP16 ONNX and measure it against ``reference``, the fp32
-    ONNX's outputs on the same ``clips``."""
-    isolated.run_isolated(isolated.to_fp16, staging / ONNX_FILE, fp32_nodes, staging / ONNX_FP16_FILE)
+def export_fp16(staging: Path, card: dict, clips, reference: dict[str, np.ndarray],
+                weights: shared_weights.WeightsFile) -> dict:
+    """Write the FP16 ONNX (its weights in ``weights``, updated) and measure
+    it against ``reference``, the fp32 ONNX's outputs on the same ``clips``."""
+    card["fp32_nodes"] = fp16_tools.kept_nodes(card[ISLANDS])
+    weights.stored = isolated.run_isolated(
+        isolated.to_fp16, staging / ONNX_FILE, card["fp32_nodes"], staging / ONNX_FP16_FILE, weights).stored
     card["artifacts"]["onnx_fp16"] = ONNX_FP16_FILE
     write_card(staging, card)
     bundle = load_bundle(staging)

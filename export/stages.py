@@ -1,6 +1,7 @@
 """The frame and clip stage graphs (``mdhr/stages.py``) in a bundle: static
 ONNX exports beside ``model.onnx``, checked against PyTorch like it, and
-their FP16 versions (frame differences kept in FP32)."""
+their FP16 versions; each precision's graphs share one weights file with
+the model's (``weights.py``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,6 +15,7 @@ from mdhr.model import MDHR
 from mdhr.stages import MOTION_CHANNELS, ClipStage, FrameStage, cached_floats_per_frame, tap_shapes
 from mdhr_export import fp16 as fp16_tools
 from mdhr_export import graph, isolated, parity
+from mdhr_export.weights import WeightsFile
 from mdhr_runtime.backends import stages as runtime_stages
 
 STAGES = ("frame_stage", "clip_stage")
@@ -67,22 +69,23 @@ def describe(model: MDHR, frames: int) -> dict:
 
 
 def write_stages(recipe: isolated.ModelRecipe, model: MDHR, frames: int, opset: int, staging: Path, card: dict,
-                 clips, reference, chatty: bool = False) -> dict:
+                 clips, reference, weights: WeightsFile, chatty: bool = False) -> dict:
     """Export both stages into ``staging`` (each in a process of its own,
-    see ``isolated.py``) and list them in ``card``; the parity report of
-    the stages over the parity clips against PyTorch's ``reference``.
-    Raises (no bundle) when the split is not faithful."""
+    see ``isolated.py``; their weights in ``weights``, updated) and list
+    them in ``card``; the parity report of the stages over the parity clips
+    against PyTorch's ``reference``.  Raises (no bundle) when the split is
+    not faithful."""
     sensitive = {}
     for kind in STAGES:
         raw = staging / f".unsimplified-{FILES[kind]}"
         try:
             sensitive[kind] = isolated.run_isolated(isolated.export_stage, recipe, kind, frames, opset, chatty, raw)
             metadata = {"stage": kind, "dataset": card["dataset"], "backbone": card["backbone"]}
-            isolated.run_isolated(isolated.simplify, raw, staging / FILES[kind], metadata)
+            weights.stored = isolated.run_isolated(isolated.simplify, raw, staging / FILES[kind], metadata, weights).stored
         finally:
             raw.unlink(missing_ok=True)
         card["artifacts"][kind] = FILES[kind]
-    card["stages"] = {**describe(model, frames), "fp32_nodes": sensitive["frame_stage"]}
+    card["stages"] = {**describe(model, frames), "frame_differences": sensitive["frame_stage"]}
     report = parity.compare(reference, stage_outputs(staging, card, clips, "fp32"), card["threshold"])
     problems = parity.fp32_failures(report)
     if problems:
@@ -93,12 +96,15 @@ def write_stages(recipe: isolated.ModelRecipe, model: MDHR, frames: int, opset: 
     return report
 
 
-def write_fp16_stages(staging: Path, card: dict, clips, reference) -> dict:
-    """FP16 versions (the frame differences stay FP32), measured against the
-    fp32 ONNX outputs ``reference``."""
+def write_fp16_stages(staging: Path, card: dict, clips, reference, weights: WeightsFile) -> dict:
+    """FP16 versions (their weights in ``weights``, updated; float32 where
+    ``fp16.FP16_FP32_PARTS`` says), measured against the fp32 ONNX outputs
+    ``reference``."""
+    card["stages"]["fp32_nodes"] = fp16_tools.kept_nodes({"frame_differences": card["stages"]["frame_differences"]})
     keep = {"frame_stage": card["stages"]["fp32_nodes"], "clip_stage": []}
     for kind in STAGES:
-        isolated.run_isolated(isolated.to_fp16, staging / FILES[kind], keep[kind], staging / FILES[f"{kind}_fp16"])
+        weights.stored = isolated.run_isolated(isolated.to_fp16, staging / FILES[kind], keep[kind],
+                                               staging / FILES[f"{kind}_fp16"], weights).stored
         card["artifacts"][f"{kind}_fp16"] = FILES[f"{kind}_fp16"]
     return {"reference": "onnxruntime-fp32-cpu", "method": fp16_tools.CPU_EMULATION,
             **parity.compare(reference, stage_outputs(staging, card, clips, "fp16"), card["threshold"])}

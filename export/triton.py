@@ -2,7 +2,7 @@
 
     REPO/
       mdhr_<dataset>_<backbone>/        platform onnxruntime_onnx
-        config.pbtxt  au_names.txt  1/model.onnx
+        config.pbtxt  au_names.txt  1/model.onnx  1/weights.bin (its external data)
       mdhr_<dataset>_<backbone>_trt/    platform tensorrt_plan (when the bundle has an engine)
         config.pbtxt  au_names.txt  1/model.plan
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mdhr.errors import MDHRError
 from mdhr_export.staging import staged_folder
+from mdhr_export.weights import files_of
 from mdhr_runtime.bundle import Bundle, load_bundle
 from mdhr_runtime.files.outputs import check_output_folder
 
@@ -100,17 +101,20 @@ def write_repository(bundle_dir: str | Path, repo: str | Path, instances: int = 
     repo = check_new_or_empty(repo)
     if instances < 1:
         raise MDHRError(f"--instances must be at least 1, got {instances}")
-    models = [("onnxruntime_onnx", bundle.artifact("onnx"), "model.onnx", "")]
+    graph = bundle.artifact("onnx") or bundle.artifact("onnx_fp16")  # a --target gpu bundle has only the latter
+    models = [("onnxruntime_onnx", [(graph, "model.onnx"), *((p, p.name) for p in files_of(bundle.root, graph)[1:])],
+               "")]
     engine = bundle.artifact("engine")
     if engine is not None and engine.is_file():
-        models.append(("tensorrt_plan", engine, "model.plan", "_trt"))
+        models.append(("tensorrt_plan", [(engine, "model.plan")], "_trt"))
     written = []
     with staged_folder(repo, check=check_new_or_empty, option="REPO") as staging:
-        for platform, artifact, file_name, suffix in models:
+        for platform, files, suffix in models:
             name = model_name(bundle) + suffix
             folder = staging / name
             (folder / "1").mkdir(parents=True)
-            _link_or_copy(artifact, folder / "1" / file_name)
+            for artifact, file_name in files:  # the graph and the weights file it reads, under its own name
+                _link_or_copy(artifact, folder / "1" / file_name)
             (folder / "config.pbtxt").write_text(config_text(bundle, name, platform, instances, kind))
             (folder / "au_names.txt").write_text("\n".join(bundle.au_names) + "\n")
             written.append(repo / name)

@@ -14,7 +14,17 @@ from mdhr_runtime.files.atomic import write_atomically
 CARD_FILE = "mdhr.json"
 FORMAT = 1  # bump when the card or the graph's inputs/outputs change meaning
 ARTIFACT_KINDS = ("onnx", "onnx_fp16", "engine", "frame_stage", "clip_stage", "frame_stage_fp16", "clip_stage_fp16",
-                  "frame_stage_engine", "clip_stage_engine", "openvino_int8", "openvino_int8_weights")
+                  "frame_stage_engine", "clip_stage_engine", "openvino_int8", "openvino_int8_weights", "weights",
+                  "weights_fp16", "parity_reference")
+# What ``mdhr-export --target`` writes: the CPU runners' fp32 graphs (and
+# INT8), what TensorRT engines are built from (the fp16 graphs, and the fp32
+# model's outputs on the parity clips to check the engines against), or both.
+TARGET_ARTIFACTS = {
+    "cpu": ("onnx", "frame_stage", "clip_stage", "weights", "openvino_int8", "openvino_int8_weights"),
+    "gpu": ("onnx_fp16", "frame_stage_fp16", "clip_stage_fp16", "weights_fp16", "parity_reference"),
+}
+TARGETS = (*TARGET_ARTIFACTS, "all")
+DEFAULT_TARGET = "all"
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,13 @@ class Bundle:
         name = self.card["artifacts"].get(kind)
         return None if name is None else self.root / name
 
+    def export_hint(self, kind: str) -> str:
+        """Which ``mdhr-export --target`` writes the artifact ``kind`` this
+        bundle lacks, as the end of a one-line message."""
+        target = next((t for t, kinds in TARGET_ARTIFACTS.items() if kind in kinds), DEFAULT_TARGET)
+        return (f"this bundle was exported with --target {self.card.get('target', DEFAULT_TARGET)}; export it with "
+                f"mdhr-export ... --target {target} (or all)" + (" --fp16" if target == "gpu" else ""))
+
 
 REQUIRED = ("format", "dataset", "backbone", "au_names", "threshold", "input", "outputs", "artifacts")
 
@@ -96,9 +113,10 @@ def load_bundle(path: str | Path) -> Bundle:
     _check_types(card, card_path)
     _check_supported(card, card_path)
     bundle = Bundle(root, card)
-    onnx_path = bundle.artifact("onnx")
-    if onnx_path is None or not onnx_path.is_file():
-        raise MDHRError(f"{root}: incomplete bundle: {card['artifacts'].get('onnx')} is missing; "
+    graphs = [kind for kind in ("onnx", "onnx_fp16") if bundle.artifact(kind) is not None]
+    missing = [card["artifacts"][kind] for kind in graphs if not bundle.artifact(kind).is_file()]
+    if not graphs or missing:
+        raise MDHRError(f"{root}: incomplete bundle: {', '.join(missing) or 'no model graph'} missing; "
                         "export the bundle again")
     return bundle
 

@@ -46,7 +46,7 @@ def test_bf16_islands_cover_the_region_modelling_and_nothing_upstream(bp4d_bundl
     the frame differences are asked for too."""
     bundle = load_bundle(bp4d_bundle)
     islands = bundle.card[ISLANDS]
-    assert len(islands["region_modelling"]) > 100 and islands["frame_differences"] == bundle.card["fp32_nodes"]
+    assert len(islands["region_modelling"]) > 100 and len(islands["frame_differences"]) == 8
     model = ov.Core().read_model(str(bundle.artifact("onnx")))
     marked = mark_fp32_islands(model, {"region_modelling": islands["region_modelling"]})
     ops = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
@@ -250,3 +250,39 @@ def test_bf16_emulation_rounds_like_bfloat16():
                                        {"INFERENCE_PRECISION_HINT": "f32"})
     np.testing.assert_array_equal(compiled(values)[0], expected)
     assert not np.array_equal(expected, values)
+
+
+def test_fp16_emulation_rounds_like_ieee_half():
+    """The FP16 emulation (mdhr_bench.fp16_islands): numpy's rounding and the
+    OpenVINO graph's both equal numpy's float16, subnormals included, where
+    a pair of Converts would have been removed by OpenVINO."""
+    import openvino.opset13 as ops
+
+    from mdhr_bench.bf16_islands import _rounded_fp16, round_to_fp16
+
+    rng = np.random.default_rng(0)
+    values = (rng.standard_normal(8192) * np.exp(rng.uniform(-22, 10, 8192))).astype(np.float32)
+    values = values[np.abs(values) <= 65504]  # half's range: overflow is not emulated
+    expected = values.astype(np.float16).astype(np.float32)
+    assert (np.abs(expected) < 2.0 ** -14).sum() > 500  # subnormal halves among them
+    np.testing.assert_array_equal(round_to_fp16(values), expected)
+    parameter = ops.parameter([values.size], ov.Type.f32)
+    compiled = ov.Core().compile_model(ov.Model([_rounded_fp16(parameter.output(0))], [parameter]), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": "f32"})
+    np.testing.assert_array_equal(compiled(values)[0], expected)
+    assert not np.array_equal(expected, values)
+
+
+def test_fp16_islands_verdict_keeps_the_smallest_set_that_pays():
+    from mdhr_bench.fp16_islands import verdict
+
+    def measured(median, rank):
+        return {"median_decision_agreement": median, "rank_correlation_min": rank}
+
+    nothing = measured(0.95, 0.990)
+    cheap = {"nothing": nothing, "frame differences": measured(0.951, 0.9915),
+             "region modelling": measured(0.955, 0.990), "frame differences and region modelling": measured(0.96, 0.99)}
+    assert verdict(cheap)["keep_fp32"] == ["region_modelling"]  # 0.5 points of median agreement
+    idle = {label: measured(0.9505, 0.9905) for label in cheap} | {"nothing": nothing}
+    result = verdict(idle)
+    assert result["keep_fp32"] == [] and result["buys"]["frame differences"]["median_decision_agreement"] == 0.0005

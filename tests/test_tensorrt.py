@@ -88,7 +88,7 @@ def test_engine_loaders_are_strongly_typed_from_the_precision_s_onnx(bp4d_bundle
 
 
 def test_fp16_engine_needs_the_fp16_onnx(disfa_short_bundle):
-    with pytest.raises(MDHRError, match="no fp16 ONNX in this bundle.*mdhr-export ... --fp16"):
+    with pytest.raises(MDHRError, match=r"no fp16 ONNX in this bundle.*mdhr-export ... --target gpu \(or all\) --fp16"):
         engine_source(load_bundle(disfa_short_bundle), "fp16")
 
 
@@ -267,8 +267,8 @@ def test_build_without_gpu_says_where_to_run(bp4d_bundle):
 def test_build_fp16_on_a_bundle_without_fp16_says_how_to_export(disfa_short_bundle):
     result = CliRunner().invoke(build_main, [str(disfa_short_bundle), "--fp16"])
     assert result.exit_code == 2
-    assert "no fp16 ONNX in this bundle to build the engine from; export it again with: mdhr-export ... --fp16" \
-        in result.output
+    assert "no fp16 ONNX in this bundle to build the engine from; this bundle was exported with --target all; " \
+        "export it with mdhr-export ... --target gpu (or all) --fp16" in result.output
 
 
 def test_forced_tensorrt_backend_says_why_not(bp4d_bundle):
@@ -333,7 +333,7 @@ def stage_engine_folder(disfa_short_bundle, tmp_path, monkeypatch):
     folder = tmp_path / "bundle"
     folder.mkdir()
     for path in disfa_short_bundle.iterdir():
-        if path.suffix == ".onnx":
+        if path.suffix in (".onnx", ".bin"):  # the graphs and the weights file they share
             (folder / path.name).symlink_to(path)
         else:
             (folder / path.name).write_bytes(path.read_bytes())

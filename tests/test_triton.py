@@ -38,6 +38,8 @@ def test_onnx_model_config_matches_the_graph(disfa_short_bundle, tmp_path):
     assert config.max_batch_size == 0  # static graph: the dims are the whole shape
     assert [(g.count, model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind)) for g in config.instance_group] == \
         [(2, "KIND_GPU")]
+    # the graph and the shared weights file it reads (ONNX external data), under the name it reads it by
+    assert sorted(p.name for p in (folder / "1").iterdir()) == ["model.onnx", "weights.bin"]
     session = ort.InferenceSession(str(folder / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     graph_inputs = {i.name: i.shape for i in session.get_inputs()}
     graph_outputs = {o.name: o.shape for o in session.get_outputs()}

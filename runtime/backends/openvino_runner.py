@@ -56,7 +56,7 @@ def openvino_unavailable_reason(backend: str, bundle: Bundle | None = None) -> s
         path = bundle.artifact(kind)
         if path is None or not path.is_file():
             return ("the bundle has no INT8 model (export one with: mdhr-export ... --int8 --calibrate VIDEO)"
-                    if precision == "int8" else f"the bundle has no {kind} model")
+                    if precision == "int8" else f"the bundle has no fp32 ONNX model; {bundle.export_hint(kind)}")
         if precision == "bf16" and not bundle.card.get(ISLANDS):
             return "the bundle's card names no float32 islands for bf16 (export it again with this version)"
     return None

@@ -83,8 +83,7 @@ class OnnxRuntimeRunner(Runner):
         kind = {"fp32": "onnx", "fp16": "onnx_fp16"}.get(precision)
         path = bundle.artifact(kind) if kind else None
         if path is None or not path.is_file():
-            raise MDHRError(f"{bundle.root}: no {precision} ONNX model in this bundle; "
-                            "export it with mdhr-export" + (" --fp16" if precision == "fp16" else ""))
+            raise MDHRError(f"{bundle.root}: no {precision} ONNX model in this bundle; " + bundle.export_hint(kind))
         self.session = onnx_session(path, threads, providers)
         self.path = path
         self.input_shape = tuple(bundle.input_shape)

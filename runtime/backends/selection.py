@@ -62,9 +62,10 @@ def onnxruntime_has_gpu() -> bool:
 
 def default_onnx_precision(bundle: Bundle) -> str:
     """FP16 where a CUDA GPU runs it and the bundle has it; float32 on CPU
-    (ONNX Runtime's CPU kernels gain nothing from FP16)."""
+    (ONNX Runtime's CPU kernels gain nothing from FP16) unless the bundle
+    holds only the GPU's graphs."""
     has_fp16 = bundle.artifact("onnx_fp16") is not None
-    return "fp16" if has_fp16 and onnxruntime_has_gpu() else "fp32"
+    return "fp16" if has_fp16 and (onnxruntime_has_gpu() or bundle.artifact("onnx") is None) else "fp32"
 
 
 def choose_backend(bundle: Bundle, backend: str = "auto", precision: str | None = None) -> Choice:

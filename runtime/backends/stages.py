@@ -61,8 +61,7 @@ class StageRunner:
             raise MDHRError(f"{missing[0]} is missing from the bundle (its card names it); export the bundle again")
         if not has_stages(bundle, precision):
             raise MDHRError(f"{bundle.root}: this bundle has no {precision} stage graphs (frame_stage, clip_stage), "
-                            "needed for centred windows and streaming; export it again with this mdhr-toolkit"
-                            + (" and --fp16" if precision == "fp16" else ""))
+                            "needed for centred windows and streaming; " + bundle.export_hint(STAGE_KINDS[precision][0]))
         described = bundle.card["stages"]
         self.tap_shapes = [tuple(described["frame_stage"]["inputs"][name]) for name in PREVIOUS_TAPS]
         self.clip_outputs = list(described["clip_stage"]["outputs"])
