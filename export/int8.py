@@ -102,7 +102,8 @@ def quantize(staging: Path, card: dict, calibration: list[tuple[np.ndarray, int]
         search.close()
     card["artifacts"].update(openvino_int8=INT8_FILE, openvino_int8_weights=INT8_WEIGHTS)
     verdict = "passes" if chosen["passed"] else "FAILS (the best found is kept)"
-    say(f"int8: {len(record['frontier'])} candidates calibrated on {sum(r for _, r in calibration)} face clips; "
+    tried = len(record["frontier"])
+    say(f"int8: {tried} candidate{'s' if tried != 1 else ''} calibrated on {sum(r for _, r in calibration)} face clips; "
         f"chosen: {', '.join(chosen['fp32_groups']) or 'nothing'} kept float32, "
         f"{chosen['speedup_vs_onnxruntime']:.2f}x fp32; it {verdict} the gate")
     kept = {g["name"]: g["nodes"] for g in record["groups"]}
