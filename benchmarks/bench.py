@@ -91,7 +91,7 @@ def run_benchmark(options: BenchOptions, say: Callable[[str], None] = lambda lin
                            "iters": options.iters, "threads": threads,
                            "timing": "numpy in, numpy out: host-device copies included, GPU work "
                                      "synchronised before the clock stops"},
-              "results": results, "video": None, "video_centred": None}
+              "results": results, "int8_search": int8_frontier(bundle), "video": None, "video_centred": None}
     if options.video is not None:
         from mdhr_bench.video import profile_video
 
@@ -252,6 +252,18 @@ def add_export_gates(results: list[dict], bundle: Bundle) -> None:
         if gate is not None and gate.get("status") == "measured":
             row["export_gate"] = {k: gate[k] for k in ("passed", "median_decision_agreement", "rank_correlation_min",
                                                        "region_argmax_agreement", "au_max_abs_error", "frames")}
+
+
+def int8_frontier(bundle: Bundle) -> dict | None:
+    """What the export's INT8 search tried (speed and agreement of each
+    candidate, ``chosen`` the one shipped), from the card; None without one."""
+    search = (bundle.card.get("int8") or {}).get("search")
+    if search is None:
+        return None
+    keys = ("int8_groups", "fp32_groups", "int8_macs_share", "speedup_vs_onnxruntime", "median_decision_agreement",
+            "rank_correlation_min", "region_argmax_agreement", "au_max_abs_error", "passed")
+    return {"gate": search["gate"], "passed": search["passed"], "chosen": search["chosen"],
+            "load_average": search["load_average"], "candidates": [{k: c[k] for k in keys} for c in search["frontier"]]}
 
 
 def add_speedups(results: list[dict]) -> None:

@@ -65,6 +65,8 @@ def bench_markdown(report: dict) -> str:
                      number(r["load_s"], 2),
                      number(mem["peak_rss_mb"], 0), number(mem["gpu_mb"], 0)])
     parts.append(table(header, rows))
+    if report.get("int8_search"):
+        parts += ["", int8_frontier_markdown(report["int8_search"])]
     for r in report["results"]:
         if r.get("mode") == "stream":
             parts += ["", stream_markdown(r)]
@@ -73,6 +75,24 @@ def bench_markdown(report: dict) -> str:
     if report.get("video_centred"):
         parts += ["", video_markdown(report["video_centred"])]
     return "\n".join(parts) + "\n"
+
+
+def int8_frontier_markdown(search: dict) -> str:
+    """The export's INT8 candidates, speed against agreement; the shipped one in bold."""
+    gate = search["gate"]
+    lines = [f"#### INT8 search at export: {len(search['candidates'])} candidates (gate: {percent(gate['min_agreement'])} "
+             f"at the AU medians, rank correlation {gate['min_rank_correlation']}, at >= "
+             f"{gate['min_speedup_vs_onnxruntime_fp32']}× ONNX Runtime fp32): "
+             + ("the shipped one passes" if search["passed"] else "none passed; the shipped one is the best found"), ""]
+    rows = []
+    for i, c in enumerate(search["candidates"]):
+        mark = (lambda text: f"**{text}**") if i == search["chosen"] else (lambda text: text)
+        rank = "–" if c["rank_correlation_min"] is None else f"{c['rank_correlation_min']:.3f}"
+        rows.append([mark(", ".join(c["int8_groups"])), percent(c["int8_macs_share"], 1),
+                     f"{c['speedup_vs_onnxruntime']:.2f}×", percent(c["median_decision_agreement"]), rank,
+                     percent(c["region_argmax_agreement"]), "passed" if c["passed"] else "failed"])
+    return "\n".join(lines + [table(["in INT8 (the rest float32)", "share of MACs", "speed-up vs onnxruntime fp32",
+                                     "decisions @median", "min rank corr", "region argmax", "gate"], rows)])
 
 
 def stream_markdown(r: dict) -> str:

@@ -30,7 +30,9 @@ from mdhr_runtime.cli.common import run_reporting_errors, verbose_option
               "needs T >= 11; 2..10 use our zero-padded temporal average (an extension).")
 @click.option("--opset", default=18, show_default=True, help="ONNX opset (18..23).")
 @click.option("--int8", is_flag=True, help="Also write an INT8 model for the CPU (OpenVINO IR, calibrated with NNCF "
-              "on --calibrate; the region and AU modelling kept float32); backend int8.")
+              "on --calibrate), the layer groups it keeps float32 found by measurement: the fastest candidate that "
+              "passes the agreement gate at >= 1.2x ONNX Runtime fp32, else the best found, marked failing; every "
+              "candidate's speed and agreement go in the card (int8.search); backend int8.")
 @click.option("--calibrate", type=click.Path(path_type=Path), metavar="VIDEO_OR_FOLDER", help="Real face footage "
               "(a video, a folder of frames or of videos): calibrates --int8, and measures every reduced-precision "
               "CPU runner's agreement with fp32 on its face clips (written to the card; auto uses only runners that "

@@ -1,6 +1,7 @@
 """Reduced precision for the CPU, at export: the INT8 model (OpenVINO IR,
 static per-channel weights and per-tensor activations, calibrated by NNCF on
-real face clips) and the agreement gates of every reduced-precision CPU
+real face clips, with the float32 layer groups found by ``int8_search``)
+and the agreement gates of every reduced-precision CPU
 runner, measured against the fp32 ONNX on real face clips and written to
 the card (read by ``mdhr_runtime.backends.gates``).
 
@@ -10,8 +11,7 @@ clips judge, so the gate never scores INT8 on the clips it was fitted to
 """
 from __future__ import annotations
 
-import logging
-import time
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -21,18 +21,13 @@ from mdhr.errors import MDHRError
 from mdhr_export import parity
 from mdhr_runtime.bundle import Bundle, load_bundle, write_card
 from mdhr_runtime.batch.corpus import VIDEO_SUFFIXES
-from mdhr_runtime.backends.gates import GATE
-from mdhr_runtime.backends.openvino_runner import ISLANDS, OpenVINORunner, openvino_unavailable_reason
+from mdhr_export.int8_search import Search, SearchSettings
+from mdhr_runtime.backends.gates import gate_text
+from mdhr_runtime.backends.openvino_runner import OpenVINORunner, openvino_unavailable_reason
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 
 INT8_FILE, INT8_WEIGHTS = "model_int8.xml", "model_int8.bin"
 INSTALL = "pip install -e '.[export,int8]'"
-# Parts of the model NNCF leaves in float32 (the card's island names).  The
-# region and AU modelling: quantising it flips region heads, whose argmax
-# switches the cross-region graph (measured on the BP4D ResNet model, 17
-# real face clips: all INT8 agreed on 70.9% of decisions at the AU medians,
-# rank correlation down to 0.41; with these in fp32, 89.7% and 0.95).
-INT8_FP32_PARTS = ("region_modelling",)
 
 
 def check_tools(int8: bool) -> None:
@@ -90,36 +85,37 @@ def outputs_on(runner, batches: list[tuple[np.ndarray, int]]) -> dict[str, np.nd
 
 
 def quantize(staging: Path, card: dict, calibration: list[tuple[np.ndarray, int]],
-             say: Callable[[str], None]) -> dict:
-    """Write the INT8 IR beside the fp32 ONNX; returns how it was made."""
+             judged: list[tuple[np.ndarray, int]], settings: SearchSettings, say: Callable[[str], None]) -> dict:
+    """Search the layer groups to keep float32 (``int8_search``) and write
+    the chosen INT8 IR beside the fp32 ONNX; returns how it was made."""
     import nncf
     import openvino as ov
 
-    from mdhr_runtime.backends.openvino_runner import mark_fp32_islands
-
-    nncf.set_log_level(logging.WARNING)  # not a line per node left in float32
-    bundle = Bundle(staging, card)
-    model = ov.Core().read_model(str(bundle.artifact("onnx")))
-    # the islands' names, with every node downstream of them: NNCF's ignored scope takes exact names
-    kept = sorted(mark_fp32_islands(model, {part: card[ISLANDS][part] for part in INT8_FP32_PARTS}))
-    start = time.perf_counter()
-    quantized = nncf.quantize(model, nncf.Dataset([clips for clips, _real in calibration]),
-                              preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calibration),
-                              ignored_scope=nncf.IgnoredScope(names=kept, validate=False))
-    seconds = time.perf_counter() - start
-    del model
-    ov.save_model(quantized, str(staging / INT8_FILE), compress_to_fp16=False)
-    del quantized
+    search = Search(staging, Bundle(staging, card), calibration, judged, settings, say)
+    try:
+        record = search.run()
+        chosen = record["frontier"][record["chosen"]]
+        source = search.folder / chosen["file"]
+        os.replace(source.with_suffix(".bin"), staging / INT8_WEIGHTS)
+        os.replace(source, staging / INT8_FILE)
+    finally:
+        search.close()
     card["artifacts"].update(openvino_int8=INT8_FILE, openvino_int8_weights=INT8_WEIGHTS)
-    say(f"int8: calibrated on {sum(r for _, r in calibration)} face clips in {seconds:.0f} s")
+    verdict = "passes" if chosen["passed"] else "FAILS (the best found is kept)"
+    tried = len(record["frontier"])
+    say(f"int8: {tried} candidate{'s' if tried != 1 else ''} calibrated on {sum(r for _, r in calibration)} face clips; "
+        f"chosen: {', '.join(chosen['fp32_groups']) or 'nothing'} kept float32, "
+        f"{chosen['speedup_vs_onnxruntime']:.2f}x fp32; it {verdict} the gate")
+    kept = {g["name"]: g["nodes"] for g in record["groups"]}
     return {"tool": f"nncf {nncf.__version__}, openvino {ov.__version__}", "format": "OpenVINO IR",
             "weights": "int8, symmetric, per output channel", "activations": "int8, per tensor",
-            "calibration_clips": int(sum(r for _, r in calibration)), "kept_fp32": list(INT8_FP32_PARTS),
-            "kept_fp32_nodes": len(kept), "calibration_seconds": round(seconds, 1)}
+            "calibration_clips": int(sum(r for _, r in calibration)), "kept_fp32": chosen["fp32_groups"],
+            "kept_fp32_nodes": sum(kept[g] for g in chosen["fp32_groups"]),
+            "speedup_vs_onnxruntime_at_export": chosen["speedup_vs_onnxruntime"], "search": record}
 
 
 def measure_gates(staging: Path, card: dict, judged: list[tuple[np.ndarray, int]], source: str,
-                  say: Callable[[str], None]) -> dict:
+                  settings: SearchSettings, say: Callable[[str], None]) -> dict:
     """Each reduced-precision CPU runner (and OpenVINO fp32) against the fp32
     ONNX on ONNX Runtime, on the judged face clips."""
     bundle = load_bundle(staging)
@@ -132,22 +128,31 @@ def measure_gates(staging: Path, card: dict, judged: list[tuple[np.ndarray, int]
             say(f"gate {backend}: not measured ({reason})")
             continue
         report = parity.judged(reference, outputs_on(OpenVINORunner(bundle, backend), judged),
-                               bundle.threshold, bundle.au_names, fp32=backend == "openvino")
+                               bundle.threshold, bundle.au_names, fp32=backend == "openvino",
+                               min_agreement=settings.min_agreement, min_rank=settings.min_rank)
+        search = (card.get("int8") or {}).get("search")
+        if backend == "int8" and search and not search["passed"]:  # the best found ships, marked failing
+            report["failures"].append(f"no INT8 candidate passed the gate at >= {settings.min_speedup:g}x ONNX "
+                                      f"Runtime fp32 (the search's frontier: card int8.search)")
+            report["passed"] = False
         runners[backend] = {"status": "measured", "clips": int(sum(r for _, r in judged)), **report}
         say(f"gate {backend}: " + ("passed" if report["passed"] else "failed: " + "; ".join(report["failures"])))
-    return {"reference": "onnxruntime-fp32-cpu", "gate": GATE, "source": source, "runners": runners}
+    return {"reference": "onnxruntime-fp32-cpu", "gate": gate_text(settings.min_agreement, settings.min_rank),
+            "source": source, "runners": runners}
 
 
-def reduced_precision_step(staging: Path, card: dict, footage: Path, int8: bool, say: Callable[[str], None]) -> None:
+def reduced_precision_step(staging: Path, card: dict, footage: Path, int8: bool, say: Callable[[str], None],
+                           settings: SearchSettings = SearchSettings()) -> None:
     """Face clips of ``footage`` -> the INT8 model (with ``int8``) and every
     gate, recorded in ``card`` (saved)."""
     clips = face_clips(footage, Bundle(staging, card))
     calibrate, judge = (clips[0::2], clips[1::2]) if len(clips) > 1 else (clips, clips)
     batch = card["input"]["shape"][0]
     if int8:
-        card["int8"] = quantize(staging, card, batched(calibrate, batch), say)
+        card["int8"] = quantize(staging, card, batched(calibrate, batch), batched(judge, batch), settings, say)
         write_card(staging, card)
     split = "odd clips (even clips calibrated the INT8 model)" if len(clips) > 1 and int8 else "all clips"
     card.setdefault("parity", {})["reduced_precision"] = measure_gates(
-        staging, card, batched(judge if int8 else clips, batch), f"{split} of the face clips of {footage}", say)
+        staging, card, batched(judge if int8 else clips, batch), f"{split} of the face clips of {footage}", settings,
+        say)
     write_card(staging, card)

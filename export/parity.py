@@ -108,12 +108,13 @@ def agreement(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
 
 
 def judged(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], threshold: float,
-           au_names: list[str], fp32: bool) -> dict:
+           au_names: list[str], fp32: bool, min_agreement: float = REDUCED_PRECISION_MIN_AGREEMENT,
+           min_rank: float | None = REDUCED_PRECISION_MIN_RANK_CORRELATION) -> dict:
     """``agreement`` with the gate's verdict (``passed``, ``failures``): a
     float32 candidate must match within tolerance, a reduced-precision one
-    must pass the agreement gate."""
+    must pass the agreement gate (``min_agreement``, ``min_rank``)."""
     report = agreement(reference, candidate, threshold, au_names)
-    failures = fp32_failures(report) if fp32 else reduced_precision_failures(report)
+    failures = fp32_failures(report) if fp32 else reduced_precision_failures(report, min_agreement, min_rank)
     return {"passed": not failures, "failures": failures, **report}
 
 

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from mdhr_runtime.bundle import Bundle
 
-GATE = "decisions at each AU's median agree on >= 99% of frames and every AU's rank correlation >= 0.99"
+def gate_text(min_agreement: float = 0.99, min_rank: float | None = 0.99) -> str:
+    """The gate in words, as the card records it."""
+    rank = "" if min_rank is None else f" and every AU's rank correlation >= {min_rank:g}"
+    return f"decisions at each AU's median agree on >= {100 * min_agreement:g}% of frames{rank}"
+
+
+GATE = gate_text()
 # Fastest first: the order in which auto considers them on a CPU.
 GATED_CPU_BACKENDS = ("int8", "openvino-bf16")
 
@@ -50,5 +56,6 @@ def forced_warning(bundle: Bundle, backend: str) -> str | None:
     ok, measured = passed(bundle, backend)
     if ok:
         return None
-    return (f"warning: {backend} did not pass the agreement gate against fp32 ({GATE}): {measured}; "
+    gate = ((bundle.card.get("parity") or {}).get("reduced_precision") or {}).get("gate", GATE)
+    return (f"warning: {backend} did not pass the agreement gate against fp32 ({gate}): {measured}; "
             "its outputs may differ from the fp32 model's")

@@ -88,6 +88,15 @@ def mark_fp32_islands(model, islands: dict[str, list[str]]) -> set[str]:
     return marked
 
 
+def compile_config(precision: str, threads: int | None = None) -> dict:
+    """The CPU plugin's settings for a runner of ``precision`` (also what the
+    export's INT8 search times its candidates with)."""
+    return {"INFERENCE_NUM_THREADS": threads or min(os.cpu_count() or 1, 8), "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY",
+            # float32 unless bf16 is asked for: the plugin would otherwise pick bf16 itself on AMX CPUs
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+
+
 class OpenVINORunner(Runner):
     """One compiled model and one infer request on the CPU."""
 
@@ -114,11 +123,7 @@ class OpenVINORunner(Runner):
         if self.precision == "bf16":
             kept = {part: bundle.card[ISLANDS][part] for part in BF16_FP32_PARTS}
             self.fp32_nodes = len(mark_fp32_islands(model, kept))
-        config = {"INFERENCE_NUM_THREADS": threads or min(os.cpu_count() or 1, 8), "NUM_STREAMS": 1,
-                  "PERFORMANCE_HINT": "LATENCY",
-                  # float32 unless bf16 is asked for: the plugin would otherwise pick bf16 itself on AMX CPUs
-                  "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32"}
-        self._compiled = core.compile_model(model, "CPU", config)
+        self._compiled = core.compile_model(model, "CPU", compile_config(self.precision, threads))
         del model
         used = self._compiled.get_property("INFERENCE_PRECISION_HINT")
         if self.precision == "bf16" and used != ov.Type.bf16:
