@@ -69,6 +69,8 @@ def bench_main(model, ckpt, backends, batch, warmup, iters, threads, video, stre
     speed-up against PyTorch eager float32. Each backend runs in a process of
     its own. The markdown table is printed; --json keeps everything.
 
+    More: docs/benchmarks.md.
+
     \b
     Example:
       mdhr-bench --model bundles/bp4d --ckpt BP4D_resnet.pth --json bench.json --markdown bench.md
@@ -118,6 +120,8 @@ def parity_main(model, ckpt, video, backends, image_list, label_list, image_root
     score, region argmax agreement, rank correlation, per-AU F1 against the
     reference's decisions; with a labelled set, per-AU and mean F1 against
     ground truth. Exits with status 3 when a backend breaks tolerance.
+
+    More: docs/benchmarks.md.
 
     \b
     Example:

@@ -48,6 +48,8 @@ def main(ckpt, out, fp16, target, dataset, backbone, batch, frames, opset, int8,
     not reproduce PyTorch (AU error above 1e-4 or any region decision
     changed).
 
+    More: docs/bundles.md.
+
     \b
     Example:
       mdhr-export --ckpt BP4D_resnet.pth --out bundles/bp4d --fp16
@@ -101,6 +103,8 @@ def build_main(bundle, fp16, verbose):
     machine that will run them. Needs `pip install 'mdhr-toolkit[gpu]'`
     (TensorRT 10.12 or newer, Polygraphy, the CUDA runtime).
 
+    More: docs/gpu.md.
+
     \b
     Example:
       mdhr-build bundles/bp4d --fp16
@@ -129,6 +133,8 @@ def triton_main(bundle, repo, instances, cpu, verbose):
     """Write a Triton Inference Server model repository for an exported bundle:
     its ONNX model (onnxruntime_onnx) and, where the bundle has one, its
     TensorRT engine (tensorrt_plan), each with a config.pbtxt.
+
+    More: docs/corpora.md.
 
     \b
     Example:
