@@ -8,6 +8,7 @@ import csv
 import re
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -20,8 +21,6 @@ from mdhr_runtime.cli.report import main as report_main
 from mdhr_runtime.cli.run import main as run_main
 from mdhr_runtime.results.overlay import MISSING, face_colour
 
-av = pytest.importorskip("av")
-pytestmark = pytest.mark.skipif(not have_chromium(), reason="needs Debian's chromium (.ci/run installs it)")
 
 FPS = 30.0
 CLOCK = (slice(330, 360), slice(0, 220))  # the frame number and time, bottom left at 640x360
@@ -66,6 +65,8 @@ def run(video, disfa_short_bundle):
 
 @pytest.fixture(scope="module")
 def browser():
+    if not have_chromium():
+        pytest.skip("needs Debian's chromium (.ci/run installs it)")
     with chromium() as b:
         yield b
 

@@ -31,6 +31,8 @@ def main(csvs, html_path, video, model_dir, threshold, verbose):
     Example:
       mdhr-report interview.csv --video interview.mp4 --html interview.html
       mdhr-report onnx.csv int8.csv --html compare.html
+
+    What the report shows and how it scales: docs/results.md.
     """
     from mdhr.aus import DECISION_THRESHOLD
     from mdhr.errors import MDHRError
@@ -53,13 +55,13 @@ def main(csvs, html_path, video, model_dir, threshold, verbose):
                 raise MDHRError(f"CSV {path} is a folder; give the CSV files written by mdhr-run or mdhr-batch")
         if threshold is not None:
             check_threshold(threshold)
-        facts = {}
+        facts, cut = {}, DECISION_THRESHOLD
         if model_dir is not None:
             bundle = load_bundle(model_dir)
             facts = {"bundle": str(model_dir), "dataset": bundle.dataset, "backbone": bundle.backbone,
                      "untrained": bundle.untrained}
-        cut = threshold if threshold is not None else bundle.threshold if model_dir else DECISION_THRESHOLD
-        tables = [read_csv(path, cut) for path in csvs]
+            cut = bundle.threshold
+        tables = [read_csv(path, cut if threshold is None else threshold) for path in csvs]
         labels = _labels(csvs)
         remove_stale_staging(html_path, say)
         provenance = {"input": str(video or csvs[0]), **facts}
