@@ -8,9 +8,10 @@ another copy of the loop:
 
 * ``ScoreOptions.faces``: "largest" (one ``FaceTracker``, one window stream)
   or "all" (one ``MultiFaceTracker``, one stream per track: ``multiface.py``).
-* ``ScoreOptions.windows``: official windows (the whole-model graph, or the
-  stage graphs where the whole model is not used) or centred windows (the
-  frame and clip stages, ``streams.py``).
+* ``ScoreOptions.windows``: official windows (the whole-model graph,
+  ``windows/whole.py``) or centred windows (the frame and clip stages,
+  ``windows/streams.py``); the model says which stream serves a plan
+  (``AUDetector.window_scorer``) and opens its graphs then.
 * ``Span``: which frames are decoded, tracked, scored and kept: all of them
   (a whole video, a live source) or a segment (``batch/segments.py``).
 
