@@ -263,7 +263,7 @@ def test_out_dash_writes_the_csv_to_stdout_and_every_message_to_stderr(disfa_sho
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["frame"] for r in rows] == ["1", "2", "3", "4"]
     assert errors_of(result.stderr) == ["wrote standard output: 4 frames, face found in 4"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no file named -
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.mp4"]  # no file named -
 
 
 def test_json_dash_with_a_csv_file(disfa_short_bundle, face_mp4, tmp_path):
