@@ -45,7 +45,8 @@ def measured_run(detector, video: Path, frames: int) -> dict:
     began = time.perf_counter()
     table = detector.predict_video(video, progress=sample)
     seconds = time.perf_counter() - began
-    return {"frames": len(table), "complete": table.complete, "seconds_per_frame": round(seconds / len(table), 4),
+    return {"frames": len(table), "frames_with_face": sum(row.face.success for row in table.rows),
+            "complete": table.complete, "seconds_per_frame": round(seconds / len(table), 4),
             "rss_mib": rss, "rss_growth_middle_to_end_mib": round(rss["end"] - rss["middle"], 1),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 

@@ -193,7 +193,16 @@ class BatchJob:
         # Ray prints its own notices (a worker died, a task is retried) from
         # a thread to sys.stdout; stdout is for results (--json).
         with contextlib.redirect_stdout(sys.stderr):
-            started_here = self._connect(ray)
+            try:
+                started_here = self._connect(ray)
+            except SystemExit as stop:
+                # SIGTERM while Ray starts: Ray's own handler exits with the
+                # signal's number; stop as the handler below would.
+                if stop.code != signal.SIGTERM:
+                    raise
+                ray.shutdown()
+                self.terminated = True
+                raise KeyboardInterrupt() from None
             if threading.current_thread() is threading.main_thread():
                 # Ray's start installs a SIGTERM handler that kills the process
                 # on the spot; this one stops the job as Ctrl-C does.

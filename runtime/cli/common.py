@@ -1,13 +1,14 @@
 """What every mdhr-* command does with errors: one clear line and a
 non-zero exit; the traceback only with --verbose.
 
-Exit codes (the README's error section lists the same):
+Exit codes (docs/errors.md lists the same, with the cases behind them):
   0   success
   1   a bug (internal error): please report it
   2   a problem with the input, an option or the machine, said in one line
   3   mdhr-parity: a backend broke tolerance
-  4   mdhr-run: the input ended early (truncated or damaged video); the
-      frames read were written and the JSON says complete: false
+  4   mdhr-run: the input was not read to its end (a cut or damaged video,
+      judged from its presentation timeline); the frames read were written
+      and the JSON says complete: false and why
   5   mdhr-batch: some videos failed or were partial (summary.csv says which)
   130 interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM): nothing written
 """

@@ -13,7 +13,8 @@ facts only:
   than two frame intervals: decoding stopped early (a cut file).
 
 Where the container declares no duration for the video stream, only the
-first fact can be known.
+first fact can be known.  (An AVI's declared end is its header's frame
+count times the frame interval: see ``video.probe``.)
 """
 from __future__ import annotations
 

@@ -76,6 +76,11 @@ def probe(path: Path) -> VideoInfo:
         end = _declared_end(container, stream)
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         count = stream.frames or (round((end - start) * fps) if end is not None and fps else None)
+        if container.format.name == "avi" and stream.frames and fps:
+            # An AVI's header keeps the frame count its writer finished with
+            # (AVI has no edit lists), while FFmpeg's duration for an AVI cut
+            # before its index is only what a scan found: the count declares.
+            end = max(end or 0.0, start + stream.frames / fps)
     finally:
         container.close()
     info = VideoInfo(fps, count or None, end)
