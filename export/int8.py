@@ -98,6 +98,8 @@ def quantize(staging: Path, card: dict, calibration: list[tuple[np.ndarray, int]
         source = search.folder / chosen["file"]
         os.replace(source.with_suffix(".bin"), staging / INT8_WEIGHTS)
         os.replace(source, staging / INT8_FILE)
+        for candidate in record["frontier"]:  # the other candidates' files go with the search's folder
+            del candidate["file"]
     finally:
         search.close()
     card["artifacts"].update(openvino_int8=INT8_FILE, openvino_int8_weights=INT8_WEIGHTS)
