@@ -283,3 +283,22 @@ def test_statistics_count_only_the_frames_where_the_face_was_scored():
     assert abs(au01.mean_score - np.mean([s for s in first if s is not None])) < 1e-6
     assert au02.active_share == 0 and au02.longest_frames == 0 and au02.mean_score == -1
     assert summary.most_active() == ["AU01 62%"]
+
+
+def test_a_report_too_large_to_embed_puts_its_video_beside_it_with_the_other_outputs(
+        video, disfa_short_bundle, tmp_path, monkeypatch):
+    """Without --overlay the report stages its annotated video with mdhr-run's
+    other outputs: embedded when small (nothing left beside the report),
+    else renamed into place beside it together with the rest."""
+    from mdhr_runtime.results import report
+
+    small = tmp_path / "small.html"
+    invoke(run_main, [video, "--model", disfa_short_bundle, "--out", tmp_path / "small.csv", "--report", small])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.csv", "small.html"]
+    monkeypatch.setattr(report, "EMBED_LIMIT", 1)
+    large = tmp_path / "large.html"
+    invoke(run_main, [video, "--model", disfa_short_bundle, "--out", tmp_path / "large.csv", "--report", large])
+    beside = report.video_beside(large)
+    assert beside.is_file() and f'href="{beside.name}"' in large.read_text()
+    assert len(decoded(beside)[0]) == len(decoded(video)[0])
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left

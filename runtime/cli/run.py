@@ -150,8 +150,11 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
                         "backend": detector.backend if windows == "official" else detector.stage_runner.name,
                         "dataset": detector.bundle.dataset, "backbone": detector.bundle.backbone,
                         "untrained": detector.bundle.untrained}
-            targets = [out, json_out, plot, overlay, report]
-            with staged_files(targets) as (csv_file, json_file, plot_file, overlay_file, report_file):
+            # a report without --overlay stages its annotated video too, so a
+            # video too large to embed joins the other outputs, all or nothing
+            beside = video_beside(report) if report and not overlay else None
+            targets = [out, json_out, plot, overlay, report, beside]
+            with staged_files(targets) as (csv_file, json_file, plot_file, overlay_file, report_file, beside_file):
                 table.write_csv(csv_file)
                 if json_file:
                     table.write_json(json_file, metadata)
@@ -159,14 +162,17 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
                     title = f"{input_path.name if input_path else camera}: MDHR {detector.bundle.dataset}" + (
                         " (UNTRAINED)" if detector.bundle.untrained else "")
                     table.plot_timeline(plot_file, title=title)
-                if overlay_file:
-                    render_overlay(table, input_path, overlay_file)
+                if overlay_file or beside_file:
+                    render_overlay(table, input_path, overlay_file or beside_file)
                 if report_file:
                     runner = detector.runner if windows == "official" else detector.stage_runner
                     facts = {**metadata, "precision": runner.precision, "video_fps": FrameSource(input_path).fps,
                              "scoring_fps": round(len({r.index for r in table.rows}) / scoring_seconds, 2)}
-                    page, _, _ = report_html(table, report, facts, input_path, overlay_file, overlay_link=overlay)
+                    page, where_video, _ = report_html(table, report, facts, input_path, overlay_file or beside_file,
+                                                       overlay_link=overlay or beside)
                     report_file.write_text(page, encoding="utf-8")
+                    if beside_file and where_video == "embedded":
+                        beside_file.unlink()  # embedded: nothing to place beside the report
         where = "standard output" if is_stdout(out) else out
         if not table.complete:
             say(f"error: {input_path} was not read to its end: {table.shortfall}; the file is truncated or "

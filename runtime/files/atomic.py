@@ -45,7 +45,9 @@ def usual_mode(folder: bool = False) -> int:
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """A temporary path beside ``target`` to write to; renamed to ``target``
     when the block ends normally, deleted when it raises.  Readers therefore
-    see the old file or the complete new one, never a partial one."""
+    see the old file or the complete new one, never a partial one.  A
+    writer that removes the temporary path has decided to write nothing:
+    the target is then left as it was."""
     target = Path(target)
     if target.is_dir():
         raise MDHRError(f"output path {target} is a folder: give a file name")
@@ -58,6 +60,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
+        if not temporary.exists():
+            return
         os.chmod(temporary, usual_mode())
         os.replace(temporary, target)
     except BaseException:
