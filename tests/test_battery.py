@@ -119,10 +119,12 @@ def test_an_empty_or_foreign_file_in_a_folder_is_named_before_work(disfa_short_b
     folder.mkdir()
     cv2.imwrite(str(folder / "f1.png"), np.zeros((40, 40, 3), np.uint8))
     (folder / "f2.jpg").write_bytes(content)
-    started = time.monotonic()
-    result = mdhr_run(folder, "--model", disfa_short_bundle, "--out", tmp_path / "o.csv", expect=2)
+    # a bundle whose model cannot load: had the model loaded first, its error would be the one named
+    bundle = bundle_copy(disfa_short_bundle, tmp_path)
+    replace(bundle / "model.onnx", b"not a model")
+    result = mdhr_run(folder, "--model", bundle, "--out", tmp_path / "o.csv", expect=2)
     one_line(result, str(folder / "f2.jpg"), message, "remove it")
-    assert time.monotonic() - started < 20 and not (tmp_path / "o.csv").exists()  # no model was loaded
+    assert not (tmp_path / "o.csv").exists()
 
 
 # -- videos ----------------------------------------------------------------------
@@ -383,18 +385,6 @@ def test_mdhr_batch_stops_cleanly_on_a_signal(disfa_short_bundle, long_face_vide
     assert f"{word}: the videos finished so far are in {out / 'summary.csv'}" in stderr
     leftovers = [p.name for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".part"]
     assert leftovers == [] and not (out / "long.csv").exists()
-
-
-@pytest.mark.parametrize("name,number,code", [("SIGINT", signal.SIGINT, 130), ("SIGTERM", signal.SIGTERM, 143)])
-def test_mdhr_bench_stops_cleanly_on_a_signal(disfa_short_bundle, tmp_path, name, number, code):
-    js = tmp_path / "bench.json"
-    process = started([sys.executable, "-c", "from mdhr_bench.cli import bench_main; bench_main()",
-                       "--model", str(disfa_short_bundle), "--backends", "onnxruntime", "--warmup", "0",
-                       "--iters", "500", "--json", str(js)])
-    process.send_signal(number)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == code, stderr[-1500:]
-    assert stderr.strip().splitlines()[-1].endswith("nothing was written") and not js.exists()
 
 
 # -- memory ------------------------------------------------------------------------
