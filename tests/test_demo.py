@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import subprocess
 import sys
@@ -24,9 +23,10 @@ def demo(*args: str) -> subprocess.CompletedProcess:
 def demo_cache(tmp_path_factory, disfa_short_bundle):
     """A cache already holding the demo's bundle: the test session's DISFA
     4-frame bundle is the very export the demo makes (same flags, seed 0),
-    hard-linked rather than exported again."""
+    copied rather than exported again (copies, not links: ONNX readers refuse
+    weights files behind links)."""
     cache = tmp_path_factory.mktemp("cache")
-    shutil.copytree(disfa_short_bundle, cache / DEMO_BUNDLE_NAME, copy_function=os.link)
+    shutil.copytree(disfa_short_bundle, cache / DEMO_BUNDLE_NAME)
     return cache
 
 
