@@ -104,6 +104,9 @@ def write_repository(bundle_dir: str | Path, repo: str | Path, instances: int = 
     graph = bundle.artifact("onnx") or bundle.artifact("onnx_fp16")  # a --target gpu bundle has only the latter
     models = [("onnxruntime_onnx", [(graph, "model.onnx"), *((p, p.name) for p in files_of(bundle.root, graph)[1:])],
                "")]
+    missing = [str(path) for path, _ in models[0][1] if not path.is_file()]
+    if missing:
+        raise MDHRError(f"{bundle.root}: incomplete bundle: {', '.join(missing)} missing; export the bundle again")
     engine = bundle.artifact("engine")
     if engine is not None and engine.is_file():
         models.append(("tensorrt_plan", [(engine, "model.plan")], "_trt"))

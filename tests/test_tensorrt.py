@@ -5,6 +5,7 @@ through Polygraphy's Comparator (on ONNX Runtime), the GPU probe on the real
 CUDA runtime library, and every refusal.  tests/test_gpu.py builds and runs
 engines where TensorRT and a GPU exist."""
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -332,8 +333,10 @@ def stage_engine_folder(disfa_short_bundle, tmp_path, monkeypatch):
     folder = tmp_path / "bundle"
     folder.mkdir()
     for path in disfa_short_bundle.iterdir():
-        if path.suffix in (".onnx", ".bin"):  # the graphs and the weights file they share
+        if path.suffix == ".onnx":
             (folder / path.name).symlink_to(path)
+        elif path.suffix == ".bin":  # ONNX Runtime refuses external data behind a link that leads elsewhere
+            os.link(path, folder / path.name)
         else:
             (folder / path.name).write_bytes(path.read_bytes())
     monkeypatch.setattr(build, "build_engine", onnx_as_engine)

@@ -66,7 +66,8 @@ def test_a_bundle_with_an_engine_also_gets_a_tensorrt_plan_model(disfa_short_bun
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     card = json.loads((disfa_short_bundle / "mdhr.json").read_text())
-    os.link(disfa_short_bundle / card["artifacts"]["onnx"], bundle / card["artifacts"]["onnx"])
+    for kind in ("onnx", "weights"):  # the graph and the weights file it reads
+        os.link(disfa_short_bundle / card["artifacts"][kind], bundle / card["artifacts"][kind])
     (bundle / "model.plan").write_bytes(b"stand-in engine")
     card["artifacts"]["engine"] = "model.plan"
     (bundle / "mdhr.json").write_text(json.dumps(card))
@@ -91,3 +92,15 @@ def test_refusals_write_nothing(disfa_short_bundle, tmp_path):
         assert result.output.startswith("error:") and words in result.output
     assert not (tmp_path / "r").exists() and [p.name for p in taken.iterdir()] == ["other_model"]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_a_graph_without_its_weights_file_is_named(disfa_short_bundle, tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    card = json.loads((disfa_short_bundle / "mdhr.json").read_text())
+    os.link(disfa_short_bundle / card["artifacts"]["onnx"], bundle / card["artifacts"]["onnx"])  # weights.bin left out
+    (bundle / "mdhr.json").write_text(json.dumps(card))
+    result = run([bundle, tmp_path / "models"], expect=2)
+    assert result.output.strip().splitlines() == [
+        f"error: {bundle}: incomplete bundle: {bundle / 'weights.bin'} missing; export the bundle again"]
+    assert not (tmp_path / "models").exists()
