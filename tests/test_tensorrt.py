@@ -5,8 +5,8 @@ through Polygraphy's Comparator (on ONNX Runtime), the GPU probe on the real
 CUDA runtime library, and every refusal.  tests/test_gpu.py builds and runs
 engines where TensorRT and a GPU exist."""
 import ast
-import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -335,8 +335,8 @@ def stage_engine_folder(disfa_short_bundle, tmp_path, monkeypatch):
     for path in disfa_short_bundle.iterdir():
         if path.suffix == ".onnx":
             (folder / path.name).symlink_to(path)
-        elif path.suffix == ".bin":  # ONNX Runtime refuses external data behind a link that leads elsewhere
-            os.link(path, folder / path.name)
+        elif path.suffix == ".bin":  # a copy: ONNX Runtime refuses a symlink leading elsewhere, onnx hard links
+            shutil.copy(path, folder / path.name)
         else:
             (folder / path.name).write_bytes(path.read_bytes())
     monkeypatch.setattr(build, "build_engine", onnx_as_engine)
