@@ -104,6 +104,9 @@ def write_repository(bundle_dir: str | Path, repo: str | Path, instances: int = 
     graph = bundle.artifact("onnx") or bundle.artifact("onnx_fp16")  # a --target gpu bundle has only the latter
     models = [("onnxruntime_onnx", [(graph, "model.onnx"), *((p, p.name) for p in files_of(bundle.root, graph)[1:])],
                "")]
+    missing = [str(path) for path, _ in models[0][1] if not path.is_file()]
+    if missing:
+        raise MDHRError(f"{bundle.root}: incomplete bundle: {', '.join(missing)} missing; export the bundle again")
     engine = bundle.artifact("engine")
     if engine is not None and engine.is_file():
         models.append(("tensorrt_plan", [(engine, "model.plan")], "_trt"))
@@ -113,8 +116,12 @@ def write_repository(bundle_dir: str | Path, repo: str | Path, instances: int = 
             name = model_name(bundle) + suffix
             folder = staging / name
             (folder / "1").mkdir(parents=True)
-            for artifact, file_name in files:  # the graph and the weights file it reads, under its own name
-                _link_or_copy(artifact, folder / "1" / file_name)
+            graph_file, *data_files = files  # the graph, then the weights file it reads, under its own name
+            _link_or_copy(*graph_file[:1], folder / "1" / graph_file[1])
+            for artifact, file_name in data_files:
+                # copied: the onnx package refuses external data with several hard links (a
+                # "hardlink attack"), so a link would leave the bundle's own graph unreadable to it
+                shutil.copy2(artifact, folder / "1" / file_name)
             (folder / "config.pbtxt").write_text(config_text(bundle, name, platform, instances, kind))
             (folder / "au_names.txt").write_text("\n".join(bundle.au_names) + "\n")
             written.append(repo / name)

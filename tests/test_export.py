@@ -40,7 +40,9 @@ def test_bundle_card(bp4d_bundle):
     assert c["outputs"] == ["au_scores", "region_up", "region_mid", "region_down1", "region_down2"]
     assert c["artifacts"] == {"onnx": "model.onnx", "onnx_fp16": "model_fp16.onnx", "engine": None,
                               "frame_stage": "frame_stage.onnx", "clip_stage": "clip_stage.onnx",
-                              "frame_stage_fp16": "frame_stage_fp16.onnx", "clip_stage_fp16": "clip_stage_fp16.onnx"}
+                              "frame_stage_fp16": "frame_stage_fp16.onnx", "clip_stage_fp16": "clip_stage_fp16.onnx",
+                              "weights": "weights.bin", "weights_fp16": "weights_fp16.bin"}
+    assert c["target"] == "all" and set(c["artifact_bytes"]) == {k for k, v in c["artifacts"].items() if v}
     assert len(c["source"]["checkpoint_sha256"]) == 64
     assert set(c["timings_s"]) >= {"load", "export", "simplify", "parity", "stages", "fp16", "stages_fp16", "engine"}
     fp32 = c["parity"]["onnxruntime_fp32_cpu"]

@@ -6,6 +6,7 @@ CUDA runtime library, and every refusal.  tests/test_gpu.py builds and runs
 engines where TensorRT and a GPU exist."""
 import ast
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -333,8 +334,10 @@ def stage_engine_folder(disfa_short_bundle, tmp_path, monkeypatch):
     folder = tmp_path / "bundle"
     folder.mkdir()
     for path in disfa_short_bundle.iterdir():
-        if path.suffix in (".onnx", ".bin"):  # the graphs and the weights file they share
+        if path.suffix == ".onnx":
             (folder / path.name).symlink_to(path)
+        elif path.suffix == ".bin":  # a copy: ONNX Runtime refuses a symlink leading elsewhere, onnx hard links
+            shutil.copy(path, folder / path.name)
         else:
             (folder / path.name).write_bytes(path.read_bytes())
     monkeypatch.setattr(build, "build_engine", onnx_as_engine)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import onnxruntime as ort
@@ -30,6 +31,7 @@ def run(args, expect=0):
 
 def test_onnx_model_config_matches_the_graph(disfa_short_bundle, tmp_path):
     repo = tmp_path / "models"
+    links = (disfa_short_bundle / "weights.bin").stat().st_nlink
     run([disfa_short_bundle, repo, "--instances", 2])
     assert sorted(p.name for p in repo.iterdir()) == ["mdhr_disfa_resnet"]
     folder = repo / "mdhr_disfa_resnet"
@@ -40,6 +42,9 @@ def test_onnx_model_config_matches_the_graph(disfa_short_bundle, tmp_path):
         [(2, "KIND_GPU")]
     # the graph and the shared weights file it reads (ONNX external data), under the name it reads it by
     assert sorted(p.name for p in (folder / "1").iterdir()) == ["model.onnx", "weights.bin"]
+    # a copy: the onnx package refuses external data with more than one hard link
+    assert (folder / "1" / "weights.bin").stat().st_nlink == 1
+    assert (disfa_short_bundle / "weights.bin").stat().st_nlink == links
     session = ort.InferenceSession(str(folder / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     graph_inputs = {i.name: i.shape for i in session.get_inputs()}
     graph_outputs = {o.name: o.shape for o in session.get_outputs()}
@@ -67,6 +72,7 @@ def test_a_bundle_with_an_engine_also_gets_a_tensorrt_plan_model(disfa_short_bun
     bundle.mkdir()
     card = json.loads((disfa_short_bundle / "mdhr.json").read_text())
     os.link(disfa_short_bundle / card["artifacts"]["onnx"], bundle / card["artifacts"]["onnx"])
+    shutil.copy(disfa_short_bundle / card["artifacts"]["weights"], bundle)  # the weights file it reads: see above
     (bundle / "model.plan").write_bytes(b"stand-in engine")
     card["artifacts"]["engine"] = "model.plan"
     (bundle / "mdhr.json").write_text(json.dumps(card))
@@ -91,3 +97,15 @@ def test_refusals_write_nothing(disfa_short_bundle, tmp_path):
         assert result.output.startswith("error:") and words in result.output
     assert not (tmp_path / "r").exists() and [p.name for p in taken.iterdir()] == ["other_model"]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_a_graph_without_its_weights_file_is_named(disfa_short_bundle, tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    card = json.loads((disfa_short_bundle / "mdhr.json").read_text())
+    os.link(disfa_short_bundle / card["artifacts"]["onnx"], bundle / card["artifacts"]["onnx"])  # weights.bin left out
+    (bundle / "mdhr.json").write_text(json.dumps(card))
+    result = run([bundle, tmp_path / "models"], expect=2)
+    assert result.output.strip().splitlines() == [
+        f"error: {bundle}: incomplete bundle: {bundle / 'weights.bin'} missing; export the bundle again"]
+    assert not (tmp_path / "models").exists()
