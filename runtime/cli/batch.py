@@ -19,6 +19,7 @@ from mdhr_runtime.choices import BACKENDS, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_
 from mdhr_runtime.cli.checks import check_faces
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.files.outputs import is_stdout
+from mdhr_runtime.results.index import write_corpus_reports
 from mdhr_runtime.windows.streams import WindowPlan
 
 
@@ -117,8 +118,6 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
                 "to do the rest")
             sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
         if report:
-            from mdhr_runtime.results.index import write_corpus_reports
-
             bundle = load_bundle(model_dir)
             chosen = backend + (" (chosen per worker)" if backend == "auto" else "")
             write_corpus_reports(rows, out_dir, {

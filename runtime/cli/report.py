@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
+from mdhr.aus import DECISION_THRESHOLD
+from mdhr.errors import MDHRError
+from mdhr_runtime.bundle import load_bundle
+from mdhr_runtime.cli.checks import check_threshold
 from mdhr_runtime.cli.common import run_reporting_errors, say, verbose_option
+from mdhr_runtime.files.outputs import check_run_paths, remove_stale_staging
+from mdhr_runtime.results.overlay import check_overlay_input
+from mdhr_runtime.results.readback import read_csv
+from mdhr_runtime.results.report import video_beside, write_report
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,18 +39,7 @@ def main(csvs, html_path, video, model_dir, threshold, verbose):
     Example:
       mdhr-report interview.csv --video interview.mp4 --html interview.html
       mdhr-report onnx.csv int8.csv --html compare.html
-
-    What the report shows and how it scales: docs/results.md.
     """
-    from mdhr.aus import DECISION_THRESHOLD
-    from mdhr.errors import MDHRError
-    from mdhr_runtime.bundle import load_bundle
-    from mdhr_runtime.detector import check_threshold
-    from mdhr_runtime.files.outputs import check_run_paths, remove_stale_staging
-    from mdhr_runtime.results.overlay import check_overlay_input
-    from mdhr_runtime.results.readback import read_csv
-    from mdhr_runtime.results.report import video_beside, write_report
-
     def work():
         inputs = {f"CSV {path}": path for path in csvs}
         inputs.update({"--video": video, "--model": model_dir})

@@ -14,6 +14,9 @@ from typing import Callable, Sequence
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.files.atomic import atomic_path
+from mdhr_runtime.results.readback import read_csv
+from mdhr_runtime.results.report import write_report
+from mdhr_runtime.results.summary import summarise
 
 INDEX_FILE = "index.html"
 
@@ -37,9 +40,6 @@ def report_path(out_dir: Path, output: str) -> Path:
 def write_corpus_reports(rows: Sequence, out_dir: Path, provenance: dict, say: Callable[[str], None]) -> Path:
     """A report for every summary row with a CSV, then ``OUT/index.html``.
     A video whose report cannot be made keeps its row, with the reason."""
-    from mdhr_runtime.results.readback import read_csv
-    from mdhr_runtime.results.report import write_report
-    from mdhr_runtime.results.summary import summarise
 
     entries = []
     for row in rows:

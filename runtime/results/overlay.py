@@ -27,6 +27,7 @@ import numpy as np
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.files.atomic import atomic_path
+from mdhr_runtime.sources.frames import FrameSource
 
 # H.264 in MP4, yuv420p: what browsers decode.  ``+faststart`` moves the
 # index to the front so a browser can start and seek before the whole file
@@ -189,8 +190,6 @@ def check_overlay_size(width: int, height: int, path: Path) -> None:
 def check_overlay_input(path: str | Path) -> None:
     """Refuse, before any work, an input that cannot be annotated (odd
     size), from its first frame."""
-    from mdhr_runtime.sources.frames import FrameSource
-
     for frame in FrameSource(path):
         check_overlay_size(frame.rgb.shape[1], frame.rgb.shape[0], Path(path))
         break
@@ -253,8 +252,6 @@ def write_overlay(table, video: str | Path, path: str | Path) -> OverlayStats:
 
 def render_overlay(table, video: str | Path, path: Path) -> OverlayStats:
     """``write_overlay`` into ``path`` as it is (the caller stages it)."""
-    from mdhr_runtime.sources.frames import FrameSource
-
     source = FrameSource(video)
     marks = marks_by_frame(table)
     artist: list[FrameArtist] = []

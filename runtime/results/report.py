@@ -32,6 +32,7 @@ import numpy as np
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.files.atomic import atomic_path
+from mdhr_runtime.results.overlay import render_overlay
 from mdhr_runtime.results.summary import (RunSummary, encode_cells, encode_differences, frames_per_column,
                                           summarise, thin)
 
@@ -120,8 +121,6 @@ def _annotated_video(table, video: str | Path, html_path: Path) -> tuple[bytes |
     """Make the annotated video in staging beside the report: its bytes when
     small enough to embed (the staging is then removed), else renamed to
     ``video_beside`` and linked."""
-    from mdhr_runtime.results.overlay import render_overlay
-
     beside = video_beside(html_path)
     embedded = None
     try:
