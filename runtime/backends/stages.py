@@ -77,6 +77,7 @@ class StageRunner:
             _check_graph(self.frame_session, bundle.artifact(frame_kind), (FRAME_INPUT, *PREVIOUS_TAPS),
                          (STATIC, DYNAMICS, *TAPS))
             _check_graph(self.clip_session, bundle.artifact(clip_kind), (STATIC, DYNAMICS), self.clip_outputs)
+            _check_window_length(self.clip_session, bundle.artifact(clip_kind), bundle.frames)
             self.name, self.precision = f"onnxruntime-{provider_name(self.frame_session)}", precision
         self.frames = bundle.frames
         self._still: np.ndarray | None = None
@@ -127,6 +128,15 @@ class StageRunner:
             if hasattr(session, "close"):  # an engine's context and buffers; ORT needs no call
                 session.close()
         self.frame_session = self.clip_session = None
+
+
+def _check_window_length(session, path, frames: int) -> None:
+    """The clip stage takes windows of the card's T frames (a card edited to
+    another T would otherwise fail inside ONNX Runtime)."""
+    found = next(i.shape for i in session.get_inputs() if i.name == STATIC)
+    if found[1] != frames:
+        raise MDHRError(f"{path}: the graph takes windows of {found[1]} frames, not the {frames} its card describes; "
+                        "export the bundle again")
 
 
 def _check_graph(session, path, inputs, outputs) -> None:
