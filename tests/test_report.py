@@ -223,8 +223,8 @@ def test_a_long_timeline_is_thinned_keeping_short_activations(browser, tmp_path)
     frames, spike = 18000, 12345
     scores = np.random.default_rng(0).uniform(-1, 0.4, (frames, 3)).astype(np.float32)
     scores[spike, 1] = 0.9
-    table = FrameTable(["AU01", "AU02", "AU04"])
-    table.rows = [FrameRow(i, i / 5, FaceResult(True, 1.0, (0, 0, 10, 10)), scores[i]) for i in range(frames)]
+    table = FrameTable(["AU01", "AU02", "AU04"],
+                       rows=[FrameRow(i, i / 5, FaceResult(True, 1.0, (0, 0, 10, 10)), scores[i]) for i in range(frames)])
     info = write_report(table, None, tmp_path / "long.html")
     per_column = -(-frames // MAX_COLUMNS)
     assert info.frames_per_column == per_column
