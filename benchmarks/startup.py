@@ -26,18 +26,18 @@ import tempfile
 from pathlib import Path
 
 RUN = """
-import resource, sys, time
+import sys, time
 start = time.perf_counter()
 from mdhr_runtime.cli.run import main
 try:
     main([sys.argv[1], "--model", sys.argv[2], "--out", sys.argv[3]])
 except SystemExit as e:
     assert e.code == 0, e.code
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(time.perf_counter() - start, next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')) * 1024)
 """
 
 ORT_ALONE = """
-import resource, sys, time
+import sys, time
 start = time.perf_counter()
 import onnxruntime as ort
 for path in sys.argv[1:]:
@@ -46,7 +46,7 @@ for path in sys.argv[1:]:
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(time.perf_counter() - start, next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')) * 1024)
 """
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -116,7 +117,13 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
             say(f"{'terminated' if terminated else 'interrupted'}: the videos finished so far are in "
                 f"{out_dir / 'summary.csv'}, the ones in progress were not written; run the same command again "
                 "to do the rest")
-            sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+            # Ray is shut down and every file is whole or gone; leave without
+            # the interpreter's exit handlers, where Ray's native threads can
+            # crash the process (seen: SIGSEGV after an interrupt) and turn
+            # 130/143 into -11.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
         if report:
             bundle = load_bundle(model_dir)
             chosen = backend + (" (chosen per worker)" if backend == "auto" else "")
