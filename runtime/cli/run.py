@@ -166,7 +166,7 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
                     render_overlay(table, input_path, overlay_file or beside_file)
                 if report_file:
                     runner = detector.runner if windows == "official" else detector.stage_runner
-                    facts = {**metadata, "precision": runner.precision, "video_fps": FrameSource(input_path).fps,
+                    facts = {**metadata, "precision": runner.precision, "video_fps": source.fps,
                              "scoring_fps": round(len({r.index for r in table.rows}) / scoring_seconds, 2)}
                     page, where_video, _ = report_html(table, report, facts, input_path, overlay_file or beside_file,
                                                        overlay_link=overlay or beside)
