@@ -1,3 +1,7 @@
+import fcntl
+import hashlib
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,17 +29,55 @@ def photo():
     return cv2.cvtColor(cv2.imread(str(Path(__file__).parent / "data" / "face.jpg")), cv2.COLOR_BGR2RGB)
 
 
+# Daily work may reuse exported bundles across sessions: with
+# MDHR_TEST_BUNDLE_CACHE=DIR each bundle is exported once per version of the
+# exporting code (mdhr/, export/, the card) and shared read-only. CI never sets it.
+_EXPORTING_CODE = ("mdhr", "export", "runtime/bundle.py", "runtime/card")
+
+
+def _exporting_code_digest() -> str:
+    root = Path(__file__).parent.parent
+    digest = hashlib.sha256()
+    for entry in _EXPORTING_CODE:
+        path = root / entry
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.exists() else []
+        for file in files:
+            digest.update(str(file.relative_to(root)).encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _exported(tmp_path_factory, name: str, make) -> Path:
+    """make(folder) exports into folder/"bundle"; cached when the environment asks."""
+    cache = os.environ.get("MDHR_TEST_BUNDLE_CACHE")
+    if not cache:
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder / "bundle"
+    root = Path(cache)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"{name}-{_exporting_code_digest()}"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "bundle" / "mdhr.json").exists():
+            staging = root / f".{target.name}.staging"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            make(staging)
+            staging.rename(target)
+    return target / "bundle"
+
+
 @pytest.fixture(scope="session")
 def bp4d_bundle(tmp_path_factory):
     """BP4D/ResNet-50 bundle (batch 1, T 16, with FP16) exported from a
     checkpoint holding the golden recipe's weights."""
     from bundles import export, golden_checkpoint
 
-    folder = tmp_path_factory.mktemp("bp4d")
-    ckpt = golden_checkpoint(folder)
-    out = folder / "bundle"
-    export(["--ckpt", str(ckpt), "--out", str(out), "--fp16"])
-    return out
+    def make(folder):
+        ckpt = golden_checkpoint(folder)
+        export(["--ckpt", str(ckpt), "--out", str(folder / "bundle"), "--fp16"])
+
+    return _exported(tmp_path_factory, "bp4d", make)
 
 
 @pytest.fixture(scope="session")
@@ -44,9 +86,11 @@ def disfa_short_bundle(tmp_path_factory):
     extension): the cheapest real bundle, for runtime and benchmark tests."""
     from bundles import export
 
-    out = tmp_path_factory.mktemp("disfa") / "bundle"
-    export(["--random-init", "--dataset", "DISFA", "--backbone", "resnet", "--frames", "4", "--out", str(out)])
-    return out
+    def make(folder):
+        export(["--random-init", "--dataset", "DISFA", "--backbone", "resnet", "--frames", "4",
+                "--out", str(folder / "bundle")])
+
+    return _exported(tmp_path_factory, "disfa", make)
 
 
 @pytest.fixture(scope="module")
