@@ -93,6 +93,19 @@ def disfa_short_bundle(tmp_path_factory):
     return _exported(tmp_path_factory, "disfa", make)
 
 
+@pytest.fixture(scope="session")
+def disfa_t8_bundle(tmp_path_factory):
+    """Untrained DISFA/ResNet-50 bundle with 8-frame clips: the middle clip
+    length of the window tests (T = 4, 8 and 16)."""
+    from bundles import export
+
+    def make(folder):
+        export(["--random-init", "--dataset", "DISFA", "--backbone", "resnet", "--frames", "8",
+                "--out", str(folder / "bundle")])
+
+    return _exported(tmp_path_factory, "disfa-t8", make)
+
+
 @pytest.fixture(scope="module")
 def detector(disfa_short_bundle):
     """An ONNX Runtime AUDetector on the DISFA 4-frame bundle, one per module."""
@@ -114,7 +127,7 @@ def face_avi(tmp_path_factory, photo):
     return path
 
 
-EXPORTED_BUNDLES = ("bp4d_bundle", "disfa_short_bundle")
+EXPORTED_BUNDLES = ("bp4d_bundle", "disfa_short_bundle", "disfa_t8_bundle")
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -111,9 +111,9 @@ def test_bench_without_checkpoint_skips_torch_and_times_the_video_pipeline(disfa
     assert video["windows"]["mode"] == "official"
     assert set(video["edge_change"]) == {"at_multiples", "elsewhere", "ratio"}
     centred = report["video_centred"]
-    assert centred["windows"] == {"mode": "centred", "frames": 4, "hop": 2, "latency_frames": 2}
+    assert centred["windows"] == {"mode": "centred", "frames": 4, "hop": 1, "latency_frames": 1}
     assert centred["frames"] == 8 and centred["fps"] > 0 and centred["cost_vs_official"] > 0
-    assert "(centred, hop 2 windows)" in result.output
+    assert "(centred, hop 1 windows)" in result.output
 
 
 def test_bench_stream_measurement(disfa_short_bundle, tmp_path):

@@ -48,7 +48,7 @@ def _positive(ctx, param, value):
 @click.option("--windows", type=click.Choice(WINDOW_MODES), default=DEFAULT_WINDOWS, show_default=True,
               help="As mdhr-run: centred (each frame near the middle of its own window) or official (the "
                    "paper's non-overlapping windows).")
-@click.option("--hop", type=int, help="Centred windows: frames between window starts (default T/2).")
+@click.option("--hop", type=int, help="Centred windows: frames between window starts (default 1: every frame at the middle of its window, scores without a period).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: a TensorRT engine on a GPU when the bundle has one, else ONNX Runtime.")
 @click.option("--faces", type=click.Choice(FACE_MODES), default=DEFAULT_FACES, show_default=True,

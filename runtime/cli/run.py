@@ -37,7 +37,7 @@ from mdhr_runtime.windows.streams import WindowPlan
 @click.option("--windows", type=click.Choice(WINDOW_MODES), default=DEFAULT_WINDOWS, show_default=True,
               help="centred: each frame scored near the middle of its own window (no jumps at window "
                    "edges); official: the paper's non-overlapping windows.")
-@click.option("--hop", type=int, help="Centred windows: frames between window starts (default T/2).")
+@click.option("--hop", type=int, help="Centred windows: frames between window starts (default 1: every frame at the middle of its window, scores without a period).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path),
               help="Also write the results as JSON (- for standard output, with --out a file).")
 @click.option("--plot", type=click.Path(path_type=Path), help="Also draw the AU activations over time (PNG).")

@@ -42,9 +42,14 @@ from mdhr_runtime.choices import WINDOW_MODES
 
 
 def default_hop(frames: int) -> int:
-    """Half a window (8 for T = 16): each frame sits within a quarter window
-    of its window's centre, for one clip stage run every T/2 frames."""
-    return max(frames // 2, 1)
+    """One frame, for every clip length: each frame then sits at the same
+    position of its window (T/2, with T/2 frames before it and T/2 - 1
+    after), so no score offset repeats with a period.  A longer hop puts
+    neighbours at different positions and the scores take the hop's period
+    (T = 4, hop 2: a zig-zag, neighbour changes 20 to 40 times those two
+    frames apart; docs/windows.md).  The price is one clip stage run per
+    frame."""
+    return 1
 
 
 @dataclass(frozen=True)
