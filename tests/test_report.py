@@ -243,8 +243,7 @@ def test_a_long_timeline_is_thinned_keeping_short_activations(browser, tmp_path)
 def test_bad_paths_and_inputs_are_refused_in_one_line(video, disfa_short_bundle, tmp_path, photo):
     (tmp_path / "folder.mp4").mkdir()
     (tmp_path / "link.mp4").symlink_to(tmp_path / "elsewhere.mp4")
-    odd = tmp_path / "odd.png"  # video writers round sizes to even; an image keeps it
-    cv2.imwrite(str(odd), cv2.resize(photo, (321, 181)))
+    (tmp_path / "empty").mkdir()
     base = [video, "--model", disfa_short_bundle, "--out", tmp_path / "x.csv"]
     cases = [
         (run_main, base + ["--overlay", tmp_path / "folder.mp4"], "is a folder"),
@@ -252,8 +251,8 @@ def test_bad_paths_and_inputs_are_refused_in_one_line(video, disfa_short_bundle,
         (run_main, base + ["--report", tmp_path / "talk.html", "--overlay", video], "would replace INPUT"),
         (run_main, ["--camera", "0", "--model", disfa_short_bundle, "--out", tmp_path / "x.csv", "--report",
                     tmp_path / "r.html"], "give INPUT instead of --camera"),
-        (run_main, [odd, "--model", disfa_short_bundle, "--out", tmp_path / "x.csv", "--overlay",
-                    tmp_path / "o.mp4"], "even width and height"),
+        (run_main, [tmp_path / "empty", "--model", disfa_short_bundle, "--out", tmp_path / "x.csv", "--report",
+                    tmp_path / "r.html"], "--report: "),
         (report_main, [video, "--html", tmp_path / "r.html"], "is not a text CSV"),
     ]
     (tmp_path / "short.csv").write_text("frame,timestamp\n1,0\n")
@@ -264,6 +263,30 @@ def test_bad_paths_and_inputs_are_refused_in_one_line(video, disfa_short_bundle,
         assert len(lines) == 1 and words in lines[0], result.output
         assert "Traceback" not in result.output
     assert not list(tmp_path.glob("*.html")) and not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.parametrize("size", [(321, 181), (320, 181), (321, 180), (1000, 667)])
+def test_any_frame_size_gets_its_overlay_and_report_with_boxes_where_the_faces_are(
+        size, photo, disfa_short_bundle, tmp_path):
+    """H.264 needs even sides: an odd side gains a black row or column at the
+    bottom or right, so the video is the input's size rounded up to even and
+    each box is drawn at the CSV's pixel coordinates."""
+    image = tmp_path / "photo.png"  # video writers round sizes to even; an image keeps it
+    cv2.imwrite(str(image), cv2.cvtColor(cv2.resize(photo, size), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "photo.csv"
+    invoke(run_main, [image, "--model", disfa_short_bundle, "--out", out, "--overlay", tmp_path / "o.mp4",
+                      "--report", tmp_path / "r.html"])
+    frames, _ = decoded(tmp_path / "o.mp4")
+    width, height = size
+    assert frames[0].shape[:2] == (height + height % 2, width + width % 2)
+    row = read_rows(out)[0]
+    assert row["success"] == "1"
+    x, y, w, h = (int(round(float(row[k]))) for k in ("face_x", "face_y", "face_w", "face_h"))
+    edge = frames[0][y + h // 2, max(x - 1, 0):x + 3].astype(int)  # the box's left side, halfway down
+    assert np.abs(edge - np.asarray(face_colour(None))).sum(axis=1).min() < 60
+    if width % 2:
+        assert frames[0][:, -1].max() < 40  # the added column is black
+    assert 'id="video"' in (tmp_path / "r.html").read_text()
 
 
 def test_statistics_count_only_the_frames_where_the_face_was_scored():

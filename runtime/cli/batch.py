@@ -21,6 +21,7 @@ from mdhr_runtime.cli.checks import check_faces
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.files.outputs import is_stdout
 from mdhr_runtime.results.index import write_corpus_reports
+from mdhr_runtime.results.provenance import Provenance, facts_beside, write_facts_beside
 from mdhr_runtime.windows.streams import WindowPlan
 
 
@@ -97,7 +98,8 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
         if faces == "all" and segment_frames is not None:
             raise MDHRError("--faces all scores whole videos: face ids cannot be joined across segments yet; "
                             "drop --segment-frames (or use --faces largest)")
-        WindowPlan.make(windows, load_bundle(model_dir).frames, hop)  # --hop, before any work
+        bundle = load_bundle(model_dir)
+        plan = WindowPlan.make(windows, bundle.frames, hop)  # --hop, before any work
         check_out_dir(out_dir)
         videos = expand_inputs(list(inputs))
         if not videos:
@@ -124,19 +126,24 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+        provenance = Provenance(bundle=str(model_dir), dataset=bundle.dataset, backbone=bundle.backbone,
+                                untrained=bundle.untrained,
+                                backend=backend + (" (chosen per worker)" if backend == "auto" else ""),
+                                windows=plan.describe(), faces=faces, min_face=min_face if faces == "all" else None,
+                                threshold=bundle.threshold)
+        for row in rows:  # a skipped video keeps the facts of the run that wrote it, where they are
+            if row.output and not (row.status == "skipped" and facts_beside(out_dir / row.output).exists()):
+                write_facts_beside(out_dir / row.output, provenance.replace(input=row.path, video_fps=row.fps))
         if report:
-            bundle = load_bundle(model_dir)
-            chosen = backend + (" (chosen per worker)" if backend == "auto" else "")
-            write_corpus_reports(rows, out_dir, {
-                "bundle": str(model_dir), "dataset": bundle.dataset, "backbone": bundle.backbone,
-                "untrained": bundle.untrained, "backend": chosen, "windows": "official", "faces": faces,
-                "threshold": bundle.threshold}, say)
+            write_corpus_reports(rows, out_dir, provenance, say)
         ok = sum(r.fine for r in rows)
         say(f"{len(rows)} videos: {ok} ok, {len(rows) - ok} not ({sum(r.status == 'skipped' for r in rows)} "
             f"skipped as done before); summary in {out_dir / 'summary.csv'}")
         for row in rows:
             if not row.fine:
                 say(f"  {row.status}: {row.path}: {row.error}")
+            elif row.frames_with_face == 0:
+                say(f"  note: {row.path}: no face in any of its {row.frames} frames (AU cells are empty)")
         if as_json:
             click.echo(json.dumps({"out": str(out_dir), "videos": len(rows), "ok": ok,
                                    "tasks_run": job.work_done, "rows": [asdict(r) for r in rows]}, indent=1))

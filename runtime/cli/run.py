@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -19,6 +20,7 @@ from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.files.outputs import check_distinct, check_run_paths, is_stdout, remove_stale_staging, staged_files
 from mdhr_runtime.results.overlay import check_overlay_input, render_overlay
+from mdhr_runtime.results.provenance import Provenance, facts_beside, write_facts
 from mdhr_runtime.results.report import report_html, video_beside
 from mdhr_runtime.sources.frames import FrameSource
 from mdhr_runtime.windows.streams import WindowPlan
@@ -99,15 +101,16 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
         check_faces(faces, min_face, aligned)
         if camera is not None and (overlay or report):
             raise MDHRError("--overlay and --report annotate a video file: give INPUT instead of --camera")
-        outputs = {"--out": out, "--json": json_out, "--plot": plot, "--overlay": overlay, "--report": report,
+        outputs = {"--out": out, "--out's run facts": None if is_stdout(out) or out is None else facts_beside(out),
+                   "--json": json_out, "--plot": plot, "--overlay": overlay, "--report": report,
                    "--report's video": video_beside(report) if report else None}
         check_run_paths(outputs, {"INPUT": input_path})
         if overlay or report:
-            check_overlay_input(input_path)
+            check_overlay_input(input_path, "--overlay" if overlay else "--report")
         # the card only: says what is wrong with a bundle, or --hop, before any model loads
         WindowPlan.make(windows, load_bundle(model_dir).frames, hop)
         check_distinct(outputs, {"--model": model_dir})
-        for target in (out, json_out, plot, overlay, report):
+        for target in outputs.values():
             if target is not None and not is_stdout(target):
                 remove_stale_staging(target, say)
         # the input's header (and, for a folder, every image's): a bad one is named before the model loads
@@ -144,35 +147,16 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
                 scoring_seconds = time.perf_counter() - started
             if len(table) == 0:
                 raise MDHRError(f"no frame could be read from {camera}; nothing written")
-            metadata = {"input": str(input_path or camera), "bundle": str(model_dir),
-                        "windows": plan.describe(), "faces": faces,
-                        **({"min_face": min_face} if faces == "all" else {}),
-                        "backend": detector.backend if windows == "official" else detector.stage_runner.name,
-                        "dataset": detector.bundle.dataset, "backbone": detector.bundle.backbone,
-                        "untrained": detector.bundle.untrained}
-            # a report without --overlay stages its annotated video too, so a
-            # video too large to embed joins the other outputs, all or nothing
-            beside = video_beside(report) if report and not overlay else None
-            targets = [out, json_out, plot, overlay, report, beside]
-            with staged_files(targets) as (csv_file, json_file, plot_file, overlay_file, report_file, beside_file):
-                table.write_csv(csv_file)
-                if json_file:
-                    table.write_json(json_file, metadata)
-                if plot_file:
-                    title = f"{input_path.name if input_path else camera}: MDHR {detector.bundle.dataset}" + (
-                        " (UNTRAINED)" if detector.bundle.untrained else "")
-                    table.plot_timeline(plot_file, title=title)
-                if overlay_file or beside_file:
-                    render_overlay(table, input_path, overlay_file or beside_file)
-                if report_file:
-                    runner = detector.runner if windows == "official" else detector.stage_runner
-                    facts = {**metadata, "precision": runner.precision, "video_fps": source.fps,
-                             "scoring_fps": round(len({r.index for r in table.rows}) / scoring_seconds, 2)}
-                    page, where_video, _ = report_html(table, report, facts, input_path, overlay_file or beside_file,
-                                                       overlay_link=overlay or beside)
-                    report_file.write_text(page, encoding="utf-8")
-                    if beside_file and where_video == "embedded":
-                        beside_file.unlink()  # embedded: nothing to place beside the report
+            runner = detector.runner if windows == "official" else detector.stage_runner
+            provenance = Provenance(
+                input=str(input_path or camera), bundle=str(model_dir), dataset=detector.bundle.dataset,
+                backbone=detector.bundle.backbone, untrained=detector.bundle.untrained,
+                backend=detector.backend if windows == "official" else runner.name, precision=runner.precision,
+                windows=plan.describe(), faces=faces, min_face=min_face if faces == "all" else None,
+                threshold=table.threshold, video_fps=None if source is None else source.fps,
+                scoring_fps=None if camera is not None else
+                round(len({r.index for r in table.rows}) / scoring_seconds, 2))
+            write_outputs(table, provenance, input_path, Outputs(out, json_out, plot, overlay, report))
         where = "standard output" if is_stdout(out) else out
         if not table.complete:
             say(f"error: {input_path} was not read to its end: {table.shortfall}; the file is truncated or "
@@ -191,3 +175,44 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
         click.echo("\r" + line[:150].ljust(150), nl=False, err=True)
 
     run_reporting_errors(work, verbose)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """mdhr-run's output paths (None: not asked for; ``-``: standard output)."""
+
+    csv: Path | None
+    json: Path | None
+    plot: Path | None
+    overlay: Path | None
+    report: Path | None
+
+
+def write_outputs(table, provenance: Provenance, video: Path | None, outputs: Outputs) -> None:
+    """Every output of one run, staged together and renamed only once all of
+    them are whole.  The CSV gets its run facts beside it (not for standard
+    output); a report without --overlay stages its annotated video too, so a
+    video too large to embed joins the other outputs, all or nothing."""
+    csv_out = outputs.csv
+    facts = None if csv_out is None or is_stdout(csv_out) else facts_beside(csv_out)
+    beside = video_beside(outputs.report) if outputs.report and not outputs.overlay else None
+    targets = [csv_out, facts, outputs.json, outputs.plot, outputs.overlay, outputs.report, beside]
+    with staged_files(targets) as (csv_file, facts_file, json_file, plot_file, overlay_file, report_file,
+                                   beside_file):
+        table.write_csv(csv_file)
+        if facts_file:
+            write_facts(provenance, facts_file, csv_file)
+        if json_file:
+            table.write_json(json_file, provenance.facts())
+        if plot_file:
+            title = f"{Path(provenance.input).name}: MDHR {provenance.dataset}" + (
+                " (UNTRAINED)" if provenance.untrained else "")
+            table.plot_timeline(plot_file, title=title)
+        if overlay_file or beside_file:
+            render_overlay(table, video, overlay_file or beside_file)
+        if report_file:
+            page, where_video, _ = report_html(table, outputs.report, provenance, video, overlay_file or beside_file,
+                                               overlay_link=outputs.overlay or beside)
+            report_file.write_text(page, encoding="utf-8")
+            if beside_file and where_video == "embedded":
+                beside_file.unlink()  # embedded: nothing to place beside the report

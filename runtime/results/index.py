@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.files.atomic import atomic_path
+from mdhr_runtime.results.provenance import Provenance
 from mdhr_runtime.results.readback import read_csv
 from mdhr_runtime.results.report import write_report
 from mdhr_runtime.results.summary import summarise
@@ -37,7 +38,7 @@ def report_path(out_dir: Path, output: str) -> Path:
     return (out_dir / output).with_suffix(".html")
 
 
-def write_corpus_reports(rows: Sequence, out_dir: Path, provenance: dict, say: Callable[[str], None]) -> Path:
+def write_corpus_reports(rows: Sequence, out_dir: Path, provenance: Provenance, say: Callable[[str], None]) -> Path:
     """A report for every summary row with a CSV, then ``OUT/index.html``.
     A video whose report cannot be made keeps its row, with the reason."""
 
@@ -48,8 +49,8 @@ def write_corpus_reports(rows: Sequence, out_dir: Path, provenance: dict, say: C
             continue
         target = report_path(out_dir, row.output)
         try:
-            table = read_csv(out_dir / row.output, provenance["threshold"])
-            write_report(table, row.path, target, {**provenance, "input": row.path, "video_fps": row.fps})
+            table = read_csv(out_dir / row.output, provenance.threshold)
+            write_report(table, row.path, target, provenance.replace(input=row.path, video_fps=row.fps))
         except MDHRError as error:
             entries.append(IndexRow(row.path, row.status, row.frames, None, [], "", f"no report: {error}"))
             continue
@@ -63,7 +64,7 @@ def write_corpus_reports(rows: Sequence, out_dir: Path, provenance: dict, say: C
     return index
 
 
-def index_html(entries: Sequence[IndexRow], provenance: dict) -> str:
+def index_html(entries: Sequence[IndexRow], provenance: Provenance) -> str:
     e = html.escape
     rows = []
     for entry in entries:
@@ -74,9 +75,9 @@ def index_html(entries: Sequence[IndexRow], provenance: dict) -> str:
                     f"<td class=\"number\">{share}</td><td>{e(', '.join(entry.most_active))}</td><td>{link}</td>"
                     f"<td class=\"note\">{e(entry.note)}</td></tr>")
     untrained = ("<p class=\"untrained\">UNTRAINED MODEL: this bundle was exported with --random-init; its AU "
-                 "outputs are meaningless.</p>") if provenance.get("untrained") else ""
-    made = ", ".join(f"{key} {e(str(value))}" for key, value in provenance.items()
-                     if key in ("dataset", "backbone", "backend", "windows") and value is not None)
+                 "outputs are meaningless.</p>") if provenance.untrained else ""
+    made = ", ".join(f"{key} {e(_shown(value))}" for key, value in provenance.facts().items()
+                     if key in ("dataset", "backbone", "backend", "windows", "faces", "threshold"))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>MDHR corpus</title><style>"
             "body{font-family:system-ui,sans-serif;margin:1.2em auto;max-width:1200px;padding:0 1em}"
             "table{border-collapse:collapse;font-size:.9em}td,th{padding:.2em .7em;border-bottom:1px solid #eee;"
@@ -85,3 +86,10 @@ def index_html(entries: Sequence[IndexRow], provenance: dict) -> str:
             f"<h1>MDHR corpus: {len(entries)} videos</h1>{untrained}<p class=\"note\">{made}</p>"
             "<table><tr><th>video</th><th>status</th><th>frames</th><th>face found</th><th>most active AUs "
             "(share of face frames)</th><th></th><th>note</th></tr>" + "".join(rows) + "</table></body></html>\n")
+
+
+def _shown(value) -> str:
+    """A fact as the index states it: a window plan as "centred, 4 frames, hop 1"."""
+    if isinstance(value, dict):
+        return f"{value['mode']}, {value['frames']} frames, hop {value['hop']}"
+    return str(value)

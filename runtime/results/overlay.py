@@ -5,7 +5,10 @@ the CSV's), drawn on and encoded as H.264 in MP4 with PyAV.  H.264 because
 it is the one codec every browser plays (Chromium, Firefox, Safari, Edge),
 and PyAV's wheels ship an encoder for it; VP9 would miss older Safari and
 encodes several times slower.  The output has the input's frame count,
-size and frame rate (one output frame per input frame, pts = frame number).
+size and frame rate (one output frame per input frame, pts = frame number);
+an odd width or height gains one black column or row at the right or
+bottom (H.264 in 4:2:0 needs even sides), which leaves every box where the
+face is.
 
 What a frame shows, scaled with the frame height (designed at 360 lines):
   - each face's box and ``face N`` in that face's colour (stable per id);
@@ -180,19 +183,30 @@ def marks_by_frame(table) -> dict[int, list[FaceMark]]:
     return marks
 
 
-def check_overlay_size(width: int, height: int, path: Path) -> None:
-    """H.264 in 4:2:0 needs even sides; other sizes are refused before work."""
-    if width % 2 or height % 2:
-        raise MDHRError(f"--overlay: {path} is {width}x{height}; H.264 video for browsers needs an even width "
-                        "and height: crop or scale the input by a pixel first")
+def even_size(width: int, height: int) -> tuple[int, int]:
+    """The encoded size: H.264 in 4:2:0 needs even sides, so an odd side
+    gains one row or column (``pad_even``)."""
+    return width + width % 2, height + height % 2
 
 
-def check_overlay_input(path: str | Path) -> None:
-    """Refuse, before any work, an input that cannot be annotated (odd
-    size), from its first frame."""
-    for frame in FrameSource(path):
-        check_overlay_size(frame.rgb.shape[1], frame.rgb.shape[0], Path(path))
-        break
+def pad_even(image: np.ndarray) -> np.ndarray:
+    """``image`` with a black row below and/or column to the right where
+    its side is odd: every box keeps its pixel coordinates."""
+    height, width = image.shape[:2]
+    if not (height % 2 or width % 2):
+        return image
+    return np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)))
+
+
+def check_overlay_input(path: str | Path, option: str = "--overlay") -> None:
+    """Refuse, before any work, an input that cannot be annotated: one that
+    gives no frame.  ``option`` is the user's option that asked for it."""
+    try:
+        for _ in FrameSource(path):
+            return
+    except MDHRError as error:
+        raise MDHRError(f"{option}: {error}") from None
+    raise MDHRError(f"{option}: {path} has no frame to annotate; give a video or image with frames")
 
 
 @dataclass
@@ -220,7 +234,7 @@ def encode_frames(path: Path, frames: Iterable[tuple[np.ndarray, float]], fps: f
         stream = None
         for number, (image, timestamp) in enumerate(frames, start=1):
             start = time.perf_counter()
-            image = draw(image, number, timestamp)
+            image = pad_even(draw(image, number, timestamp))
             middle = time.perf_counter()
             if stream is None:
                 stream = container.add_stream(CODEC, rate=rate, options=dict(ENCODER_OPTIONS))
@@ -262,7 +276,6 @@ def render_overlay(table, video: str | Path, path: Path) -> OverlayStats:
 
     def draw(image, number, timestamp):
         if not artist:  # the size is known at the first frame
-            check_overlay_size(image.shape[1], image.shape[0], Path(video))
             artist.append(FrameArtist(table.au_names, table.threshold, (image.shape[1], image.shape[0])))
         return artist[0].draw(image, marks.get(number - 1, []), number, timestamp)
 

@@ -33,6 +33,7 @@ import numpy as np
 from mdhr.errors import MDHRError
 from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.results.overlay import render_overlay
+from mdhr_runtime.results.provenance import Provenance
 from mdhr_runtime.results.summary import (RunSummary, encode_cells, encode_differences, frames_per_column,
                                           summarise, thin)
 
@@ -72,8 +73,8 @@ class ReportInfo:
     frames_per_column: int
 
 
-def write_report(table, video: str | Path | None, html_path: str | Path, provenance: dict | None = None,
-                 overlay: str | Path | None = None, others: Sequence[tuple[str, object, dict]] = (),
+def write_report(table, video: str | Path | None, html_path: str | Path, provenance: Provenance | None = None,
+                 overlay: str | Path | None = None, others: Sequence[tuple[str, object, Provenance]] = (),
                  label: str = "") -> ReportInfo:
     """Write the report of ``table`` (a FrameTable) to ``html_path``, staged
     and renamed when whole.
@@ -82,8 +83,8 @@ def write_report(table, video: str | Path | None, html_path: str | Path, provena
     (None: a report without video).  ``overlay``: an annotated video already
     written (mdhr-run --overlay), used instead of making one.  ``others``:
     (label, table, provenance) of more tables of the same video, compared
-    with the first.  ``provenance``: what made the table (keys of
-    ``PROVENANCE_FIELDS``, and ``untrained``)."""
+    with the first.  ``provenance``: what made the table (its fields are
+    shown in the order of ``PROVENANCE_FIELDS``)."""
     html_path = Path(html_path)
     page, where, per_column = report_html(table, html_path, provenance, video, overlay, others=others, label=label)
     with atomic_path(html_path) as temporary:
@@ -91,14 +92,14 @@ def write_report(table, video: str | Path | None, html_path: str | Path, provena
     return ReportInfo(html_path, html_path.stat().st_size, where, per_column)
 
 
-def report_html(table, html_path: Path, provenance: dict | None = None, video: str | Path | None = None,
+def report_html(table, html_path: Path, provenance: Provenance | None = None, video: str | Path | None = None,
                 overlay: Path | None = None, overlay_link: Path | None = None,
-                others: Sequence[tuple[str, object, dict]] = (), label: str = "") -> tuple[str, str, int]:
+                others: Sequence[tuple[str, object, Provenance]] = (), label: str = "") -> tuple[str, str, int]:
     """The page of ``write_report`` for a report that will be at
     ``html_path``, with where its video went and the frames per timeline
     column.  ``overlay`` may be a staged file whose final path is
     ``overlay_link`` (what a large video's link points to)."""
-    runs = [_run(label or "run 1", table, provenance or {})]
+    runs = [_run(label or "run 1", table, provenance or Provenance())]
     runs += [_run(name, other, meta) for name, other, meta in others]
     _check_same_video(runs)
     video_bytes, link = None, None
@@ -142,9 +143,9 @@ def _relative(target: Path, html_path: Path) -> str:
     return Path(os.path.relpath(target.absolute(), html_path.absolute().parent)).as_posix()
 
 
-def _run(label: str, table, provenance: dict) -> Run:
+def _run(label: str, table, provenance: Provenance) -> Run:
     summary = summarise(table)
-    facts = {**provenance, "threshold": table.threshold, "frames": summary.frames,
+    facts = {**provenance.facts(), "threshold": table.threshold, "frames": summary.frames,
              "frames_with_face": summary.frames_with_face,
              "frames_without_face": summary.frames - summary.frames_with_face}
     return Run(label, summary, facts)
