@@ -102,6 +102,21 @@ DISFA = AUSet(
 )
 
 AU_SETS = {s.dataset: s for s in (BP4D, DISFA)}
+
+# What each AU is, by its FACS name (Ekman and Friesen's Facial Action Coding
+# System), for people reading results: shown beside the codes.
+AU_DESCRIPTIONS = {
+    "AU01": "inner brow raiser", "AU02": "outer brow raiser", "AU04": "brow lowerer", "AU06": "cheek raiser",
+    "AU07": "lid tightener", "AU09": "nose wrinkler", "AU10": "upper lip raiser", "AU12": "lip corner puller",
+    "AU14": "dimpler", "AU15": "lip corner depressor", "AU17": "chin raiser", "AU23": "lip tightener",
+    "AU24": "lip pressor", "AU25": "lips part", "AU26": "jaw drop",
+}
+
+
+def au_description(name: str) -> str:
+    """The FACS name of an AU code (``AU12`` -> ``lip corner puller``); ""
+    for a code this table does not hold."""
+    return AU_DESCRIPTIONS.get(name, "")
 BACKBONES = ("resnet", "swin_transformer")
 
 # The official evaluation thresholds the cosine AU score at 0.5 (no sigmoid).

@@ -20,6 +20,11 @@ Which detection belongs to which track (``cue``):
   comes back after leaving, within ``KEEP_S`` seconds, gets its id back when
   it looks like the face that left.  Otherwise it gets a new id.
 
+Ids are numbered from 0 in the order faces are first seen; faces first seen
+on the same frame are numbered from left to right (by their box centres,
+top to bottom for equal ones), so the ids of a photo or of a video's first
+frame do not depend on a pixel of cropping or on the detector's confidences.
+
 ``python -m mdhr_bench.multiface`` measures the identity switches of each
 cue on crossing footage.
 """
@@ -224,7 +229,11 @@ class MultiFaceTracker:
             found[track] = (candidates[k], looks[k])
         expected = [t.predicted_box(timestamp) for t in self.tracks
                     if t not in found and timestamp - t.clear_at <= MOTION_HORIZON_S]
-        for k, (detection, look) in enumerate(zip(candidates, looks)):
+        # New faces take ids from left to right (box centres; top to bottom
+        # where they share a column), not in the detector's order, which
+        # follows confidences and changes when the frame is cropped by a pixel.
+        for k in sorted(range(len(candidates)), key=lambda k: _centre(candidates[k].box)):
+            detection, look = candidates[k], looks[k]
             # A face partly behind another, or where a missing track's motion
             # puts it, may be that track's face coming out from behind, not
             # looking like itself yet: it starts a track once clear (or once

@@ -13,7 +13,11 @@ face is.
 What a frame shows, scaled with the frame height (designed at 360 lines):
   - each face's box and ``face N`` in that face's colour (stable per id);
   - beside the box, one bar per AU: score from -1 to 1, a tick at the
-    threshold, filled orange and its name on orange when active;
+    threshold, filled orange and its name on orange when active.  The
+    panel goes where it covers no face's box or label and no other panel
+    (``PanelPlacer``): beside, below or above the box (the side it had on
+    the frame before first), else the free place nearest the face, else
+    it is left out on that frame (the report's timeline has the scores);
   - a red frame border and "face not found" where no face was scored;
   - the frame number and timestamp, bottom left.
 """
@@ -30,6 +34,7 @@ import numpy as np
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.files.atomic import atomic_path
+from mdhr_runtime.results import palette
 from mdhr_runtime.sources.frames import FrameSource
 
 # H.264 in MP4, yuv420p: what browsers decode.  ``+faststart`` moves the
@@ -42,8 +47,8 @@ ENCODER_OPTIONS = {"preset": "veryfast", "crf": "23", "movflags": "+faststart"}
 # Colours per face id (RGB), distinct on video and for common colour
 # blindness (Okabe-Ito, less black and yellow, which vanish on faces).
 FACE_COLOURS = ((0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (86, 180, 233), (213, 94, 0))
-ACTIVE = (217, 95, 2)  # the timeline plot's active colour
-INACTIVE = (190, 190, 190)
+ACTIVE = palette.ACTIVE  # the plots' and the report's active colour
+INACTIVE = palette.INACTIVE_STOPS[1]  # the palest inactive blue: an inactive bar reads on the dark panel
 MISSING = (220, 30, 30)
 TEXT = (255, 255, 255)
 PANEL = (20, 20, 20)
@@ -102,10 +107,23 @@ class FrameArtist:
         self.threshold = threshold
         self.width, self.height = size
         self.layout = Layout.for_height(self.height)
+        lay = self.layout
+        self.panel_size = (lay.name + lay.bar + lay.px(8), lay.row * len(self.au_names) + lay.px(6))
+        self.placer = PanelPlacer((self.width, self.height), self.panel_size, lay.px(4))
+
+    def _tagged(self, mark: FaceMark) -> tuple[int, int, int, int]:
+        """The face's box with its id label above it, as (x, y, w, h)."""
+        x, y, w, h = (int(round(v)) for v in mark.box)
+        label = "face" if mark.face_id is None else f"face {mark.face_id}"
+        (tw, th), _ = cv2.getTextSize(label, FONT, self.layout.font * 1.1, 1)
+        tag = th + self.layout.px(6)
+        return x, max(y - tag, 0), max(w, tw + self.layout.px(6)), h + min(tag, y)
 
     def draw(self, image: np.ndarray, marks: Sequence[FaceMark], number: int, timestamp: float) -> np.ndarray:
-        for mark in marks:
-            self._face(image, mark)
+        places = self.placer.place([self._tagged(mark) for mark in marks],
+                                   [(mark.face_id, mark.scores is not None) for mark in marks])
+        for mark, place in zip(marks, places):
+            self._face(image, mark, place)
         if not marks:
             self._missing(image)
         self._clock(image, number, timestamp)
@@ -114,7 +132,7 @@ class FrameArtist:
     def _text(self, image, text, origin, colour=TEXT, scale=1.0):
         cv2.putText(image, text, origin, FONT, self.layout.font * scale, colour, 1, cv2.LINE_AA)
 
-    def _face(self, image: np.ndarray, mark: FaceMark) -> None:
+    def _face(self, image: np.ndarray, mark: FaceMark, place: tuple[int, int] | None) -> None:
         lay = self.layout
         colour = face_colour(mark.face_id)
         x, y, w, h = (int(round(v)) for v in mark.box)
@@ -124,19 +142,14 @@ class FrameArtist:
         top = max(y - th - lay.px(6), 0)
         cv2.rectangle(image, (x, top), (x + tw + lay.px(6), top + th + lay.px(6)), colour, -1)
         self._text(image, label, (x + lay.px(3), top + th + lay.px(3)), scale=1.1)
-        if mark.scores is not None:
-            self._bars(image, mark.scores, (x, y, w, h), colour)
+        if mark.scores is not None and place is not None:
+            self._bars(image, mark.scores, place, colour)
 
-    def _bars(self, image: np.ndarray, scores: np.ndarray, box, colour) -> None:
-        """One bar per AU beside the box (right of it, or left when the
-        right has no room), kept inside the frame."""
+    def _bars(self, image: np.ndarray, scores: np.ndarray, place: tuple[int, int], colour) -> None:
+        """One bar per AU in the panel whose top left is ``place``."""
         lay = self.layout
-        x, y, w, h = box
-        panel_w = lay.name + lay.bar + lay.px(8)
-        panel_h = lay.row * len(self.au_names) + lay.px(6)
-        left = x + w + lay.px(4) if x + w + lay.px(4) + panel_w <= self.width else x - panel_w - lay.px(4)
-        left = int(np.clip(left, 0, max(self.width - panel_w, 0)))
-        top = int(np.clip(y, 0, max(self.height - panel_h, 0)))
+        left, top = place
+        panel_w, panel_h = self.panel_size
         region = image[top:top + panel_h, left:left + panel_w]
         region[:] = (region * 0.35 + np.asarray(PANEL) * 0.65).astype(np.uint8)
         cv2.rectangle(image, (left, top), (left + panel_w - 1, top + panel_h - 1), colour, 1)
@@ -171,6 +184,75 @@ class FrameArtist:
         bottom = self.height - lay.px(6)
         cv2.rectangle(image, (lay.px(4), bottom - th - lay.px(6)), (lay.px(10) + tw, bottom + lay.px(2)), PANEL, -1)
         self._text(image, label, (lay.px(7), bottom - lay.px(2)), scale=1.1)
+
+
+Rect = tuple[int, int, int, int]  # x, y, w, h
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+class PanelPlacer:
+    """Where each face's AU panel goes on a frame: never over a face's box
+    or id label, never over another panel, inside the frame.  Tries, in
+    order, the side the face's panel had on the frame before (so panels do
+    not jump), right of the box, left, below, above; then the free place
+    nearest the face on a grid of half-panel steps; else no panel."""
+
+    SIDES = ("right", "left", "below", "above")
+
+    def __init__(self, frame: tuple[int, int], panel: tuple[int, int], gap: int):
+        self.width, self.height = frame
+        self.panel_w, self.panel_h = panel
+        self.gap = gap
+        self.sides: dict[int | None, str] = {}
+
+    def place(self, boxes: Sequence[Rect], faces: Sequence[tuple[int | None, bool]]) -> list[tuple[int, int] | None]:
+        """``boxes``: every face's box with its label; ``faces``: (face_id,
+        wants a panel) for each.  Returns each panel's top left, or None."""
+        taken = [tuple(int(v) for v in box) for box in boxes]
+        places: list[tuple[int, int] | None] = [None] * len(boxes)
+        for k in sorted(range(len(boxes)), key=lambda k: (faces[k][0] is None, faces[k][0] or 0)):
+            face_id, wanted = faces[k]
+            if not wanted:
+                continue
+            place = self._free_place(taken[k], taken, face_id)
+            if place is not None:
+                places[k] = place
+                taken.append((place[0], place[1], self.panel_w, self.panel_h))
+        return places
+
+    def _side(self, box: Rect, side: str) -> tuple[int, int]:
+        x, y, w, h = box
+        left = {"right": x + w + self.gap, "left": x - self.panel_w - self.gap}.get(side, x)
+        top = {"below": y + h + self.gap, "above": y - self.panel_h - self.gap}.get(side, y)
+        # along the box's side, the panel may slide to stay inside the frame
+        if side in ("right", "left"):
+            top = min(max(top, 0), self.height - self.panel_h)
+        else:
+            left = min(max(left, 0), self.width - self.panel_w)
+        return left, top
+
+    def _fits(self, left: int, top: int, taken: Sequence[Rect]) -> bool:
+        if left < 0 or top < 0 or left + self.panel_w > self.width or top + self.panel_h > self.height:
+            return False
+        panel = (left, top, self.panel_w, self.panel_h)
+        return not any(_overlaps(panel, other) for other in taken)
+
+    def _free_place(self, box: Rect, taken: Sequence[Rect], face_id: int | None) -> tuple[int, int] | None:
+        remembered = self.sides.get(face_id)
+        for side in ((remembered,) if remembered else ()) + self.SIDES:
+            left, top = self._side(box, side)
+            if self._fits(left, top, taken):
+                self.sides[face_id] = side
+                return left, top
+        step_x, step_y = max(self.panel_w // 2, 1), max(self.panel_h // 2, 1)
+        centre = (box[0] + box[2] / 2, box[1] + box[3] / 2)
+        grid = [(left, top) for top in range(0, self.height - self.panel_h + 1, step_y)
+                for left in range(0, self.width - self.panel_w + 1, step_x)]
+        grid.sort(key=lambda p: (p[0] + self.panel_w / 2 - centre[0]) ** 2 + (p[1] + self.panel_h / 2 - centre[1]) ** 2)
+        return next((p for p in grid if self._fits(p[0], p[1], taken)), None)
 
 
 def marks_by_frame(table) -> dict[int, list[FaceMark]]:

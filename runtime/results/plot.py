@@ -10,9 +10,13 @@ from typing import Sequence
 
 import numpy as np
 
-ACTIVE_COLOUR = "#d95f02"
-SCORE_COLOUR = "#1b4f72"
-NO_FACE_COLOUR = "#bbbbbb"
+from mdhr.aus import au_description
+from mdhr_runtime.results import palette
+
+# The report's and the annotated video's colours (palette.py).
+ACTIVE_COLOUR = palette.hex_colour(palette.ACTIVE)
+SCORE_COLOUR = palette.hex_colour(palette.INACTIVE_STOPS[0])
+NO_FACE_COLOUR = palette.hex_colour(palette.ABSENT)
 
 
 def _figure(size: tuple[float, float]):
@@ -43,6 +47,12 @@ def _spans(times: np.ndarray, mask: np.ndarray) -> list[tuple[float, float]]:
     return [(times[a] - step / 2, times[b - 1] + step / 2) for a, b in _runs(mask)]
 
 
+def _named(au: str, between: str = "\n") -> str:
+    """An AU's code with its FACS name (AU12 lip corner puller)."""
+    name = au_description(au)
+    return f"{au}{between}{name}" if name else au
+
+
 def timeline_figure(times: np.ndarray, scores: np.ndarray, au_names: Sequence[str],
                     threshold: float, title: str | None = None):
     """One row per AU: score line (cosine, -1..1), threshold line, active
@@ -65,7 +75,7 @@ def timeline_figure(times: np.ndarray, scores: np.ndarray, au_names: Sequence[st
         ax.set_ylim(low, 1.0)
         ax.set_yticks([v for v in (0.0, threshold, 1.0) if low <= v <= 1.0])
         ax.tick_params(axis="y", labelsize=7)
-        ax.set_ylabel(au, rotation=0, ha="right", va="center", fontsize=10)
+        ax.set_ylabel(_named(au), rotation=0, ha="right", va="center", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     axes[-1].set_xlabel("time (s)")
     if len(times):
@@ -82,34 +92,30 @@ MAX_FACES_PLOTTED = 6
 def faces_timeline_figure(times: np.ndarray, faces: list[tuple[int, np.ndarray]], au_names: Sequence[str],
                           threshold: float, title: str | None = None, left_out: int = 0):
     """One panel per face: its AU scores over the video's time (``times``,
-    one per frame) as a heat map, one row per AU, outlined where a score
-    reaches the threshold, grey where that face was not found.  ``faces``
+    one per frame) as a heat map in the report's colours (palette.py: blue
+    below the threshold, orange at or above it), one row per AU, grey where
+    that face was not found.  ``faces``
     holds (face_id, scores [frames, AUs] with NaN where absent)."""
-    from matplotlib import colormaps
-
     rows = max(1, len(faces))
     figure = _figure((12, rows * (0.22 * len(au_names) + 0.55) + 1.0))
     axes = figure.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
     step = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
     extent = (float(times[0]) - step / 2, float(times[-1]) + step / 2, len(au_names) - 0.5, -0.5) if len(times) \
         else (0, 1, len(au_names) - 0.5, -0.5)
-    colours = colormaps["viridis"].with_extremes(bad=NO_FACE_COLOUR)
+    colours = palette.score_colormap(threshold)
     image = None
     for ax, (face_id, scores) in zip(axes, faces):
         grid = np.ma.masked_invalid(scores.T)
         image = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap=colours, vmin=-1, vmax=1,
                           extent=extent)
-        active = np.nan_to_num(scores.T, nan=-np.inf) >= threshold
-        if active.any() and len(times) > 1:
-            ax.contour(times, np.arange(len(au_names)), active.astype(float), levels=[0.5],
-                       colors=ACTIVE_COLOUR, linewidths=1.0)
-        ax.set_yticks(range(len(au_names)), au_names, fontsize=7)
+        ax.set_yticks(range(len(au_names)), [_named(au, " ") for au in au_names], fontsize=7)
         ax.set_ylabel(f"face {face_id}", rotation=0, ha="right", va="center", fontsize=10)
     axes[-1].set_xlabel("time (s)")
     if image is not None:
-        figure.colorbar(image, ax=list(axes), shrink=0.8, label="AU score")
+        bar = figure.colorbar(image, ax=list(axes), shrink=0.8, label="AU score")
+        bar.set_ticks(sorted({-1.0, 0.0, threshold, 1.0}))
     heading = title or "AU activity per face"
     more = f"; {left_out} more face(s) not drawn" if left_out else ""
-    figure.suptitle(f"{heading}  (colour: score; outlined: score >= {threshold:g}; grey: face not found{more})",
+    figure.suptitle(f"{heading}  (blue: below {threshold:g}, orange: active; grey: face not found{more})",
                     fontsize=11)
     return figure

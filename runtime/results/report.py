@@ -30,9 +30,11 @@ from typing import Sequence
 
 import numpy as np
 
+from mdhr.aus import au_description
 from mdhr.errors import MDHRError
 from mdhr_runtime.files.atomic import atomic_path
-from mdhr_runtime.results.overlay import render_overlay
+from mdhr_runtime.results import palette
+from mdhr_runtime.results.overlay import face_colour, render_overlay
 from mdhr_runtime.results.provenance import Provenance
 from mdhr_runtime.results.summary import (RunSummary, encode_cells, encode_differences, frames_per_column,
                                           summarise, thin)
@@ -180,7 +182,7 @@ def _page(runs: list[Run], video_bytes: bytes | None, video_link: str | None) ->
     per_column = frames_per_column(first.frames)
     times = first.times[::per_column]
     data = {"threshold": first.threshold, "frames": first.frames, "frames_per_column": per_column,
-            "times": [round(float(t), 4) for t in times]}
+            "times": [round(float(t), 4) for t in times], "palette": palette.for_script()}
     title = _e(Path(str(runs[0].provenance.get("input") or runs[0].label)).name)
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
              f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -220,18 +222,64 @@ def _video_section(video_bytes: bytes | None, video_link: str | None) -> str:
             "the threshold, whose tick is the white line); a red border where no face was found.</p>")
 
 
+# Height of one AU's row in the timelines, in CSS pixels (the labels' too).
+ROW_PX = 22
+
+
 def _canvas(cells: bytes, rows: Sequence[str], columns: int, kind: str) -> str:
     encoded = base64.b64encode(cells).decode("ascii")
     return (f"<canvas class=\"timeline\" width=\"{columns}\" height=\"{len(rows)}\" data-kind=\"{kind}\" "
             f"data-rows=\"{_e(','.join(rows))}\" data-cells=\"{encoded}\" "
-            f"style=\"height:{14 * len(rows)}px\"></canvas>")
+            f"style=\"height:{ROW_PX * len(rows)}px\"></canvas>")
 
 
-def _panel(heading: str, cells: bytes, rows: Sequence[str], columns: int, kind: str, face: str) -> str:
-    labels = "".join(f"<div class=\"au-label\">{_e(name)}</div>" for name in rows)
-    return (f"<h3>{_e(heading)}</h3><div class=\"panel\" data-face=\"{_e(face)}\"><div class=\"labels\">{labels}"
-            f"</div><div class=\"track\">{_canvas(cells, rows, columns, kind)}<div class=\"cursor\"></div>"
-            "</div></div>")
+def _au_name(code: str) -> str:
+    """An AU's code with its FACS name beside it."""
+    name = au_description(code)
+    return f"<span class=\"au-label\">{_e(code)}</span>" + (f" <span class=\"au-name\">{_e(name)}</span>"
+                                                            if name else "")
+
+
+def _panel(heading: str, cells: bytes, rows: Sequence[str], columns: int, kind: str, face: str,
+           colour: str | None = None, axis: str = "") -> str:
+    labels = "".join(f"<div class=\"au-row\" style=\"height:{ROW_PX}px;line-height:{ROW_PX}px\">{_au_name(code)}"
+                     "</div>" for code in rows)
+    mark = f"<span class=\"face-mark\" style=\"background:{colour}\"></span>" if colour else ""
+    return (f"<h3>{mark}{_e(heading)}</h3><div class=\"panel\" data-face=\"{_e(face)}\"><div class=\"labels\">"
+            f"{labels}</div><div class=\"track\">{_canvas(cells, rows, columns, kind)}<div class=\"cursor\"></div>"
+            f"</div><div></div>{axis}</div>")
+
+
+def _time_axis(times: np.ndarray, ticks: int = 8) -> str:
+    """Time labels under a timeline: about ``ticks`` of them at round seconds."""
+    if len(times) < 2:
+        return ""
+    start, end = float(times[0]), float(times[-1])
+    step = next(s for s in (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, float("inf"))
+                if (end - start) / s <= ticks)
+    if not np.isfinite(step):
+        return ""
+    labels = []
+    for k in range(int(np.ceil(start / step)), int(np.floor(end / step)) + 1):
+        t = k * step
+        where = (np.searchsorted(times, t - 1e-9) + 0.5) / len(times) * 100
+        text = f"{t:g} s" if t < 60 else f"{int(t // 60)}:{t % 60:02.0f}"
+        labels.append(f"<span style=\"left:{min(where, 100):.2f}%\">{text}</span>")
+    return f"<div class=\"axis\">{''.join(labels)}</div>"
+
+
+def _colour_scale(threshold: float) -> str:
+    """The score colours with their values: -1 to 1, the hue changing at
+    the threshold; grey for no face."""
+    at = (threshold + 1) / 2 * 100
+    ticks = "".join(f"<span style=\"left:{(v + 1) / 2 * 100:.2f}%\">{label}</span>"
+                    for v, label in ((-1, "-1"), (0, "0"), (threshold, f"{threshold:g} threshold"), (1, "1"))
+                    if v == threshold or abs(v - threshold) > 0.15)
+    return (f"<div class=\"scale\"><div class=\"scale-title\">AU score</div><div class=\"scale-bar\" "
+            f"style=\"background:{palette.css_gradient(threshold)}\"><i style=\"left:{at:.2f}%\"></i></div>"
+            f"<div class=\"scale-ticks\">{ticks}</div><div class=\"scale-words\"><span>not active</span>"
+            f"<span>active</span></div><div class=\"scale-absent\"><span style=\"background:"
+            f"{palette.hex_colour(palette.ABSENT)}\"></span>face not found</div></div>")
 
 
 def _timeline_section(runs: list[Run], per_column: int) -> str:
@@ -242,17 +290,14 @@ def _timeline_section(runs: list[Run], per_column: int) -> str:
                 f"{columns} columns; the statistics below use every frame)")
     parts = ["<h2>Timeline</h2>",
              f"<p class=\"note\">One row per AU, {thinning}. Click to seek the video; the red line follows "
-             "playback. <span id=\"cursor-label\"></span></p>",
-             "<p class=\"legend note\"><span style=\"background:#08306b\"></span>score -1"
-             f"<span style=\"background:#c6dbef\"></span>just under {first.threshold:g}"
-             "<span style=\"background:#fdae6b\"></span>active"
-             "<span style=\"background:#a63603\"></span>score 1"
-             "<span style=\"background:#d9d9d9\"></span>face not found</p>"]
+             "playback. <span id=\"cursor-label\"></span></p>", _colour_scale(first.threshold)]
+    axis = _time_axis(first.times[::per_column])
     for run in runs:
         for face in run.summary.faces:
             heading = face.label if len(runs) == 1 else f"{run.label}: {face.label}"
             cells = encode_cells(thin(face.scores, per_column), first.threshold)
-            parts.append(_panel(heading, cells, first.au_names, columns, "score", face.label))
+            colour = palette.hex_colour(face_colour(face.face_id)) if face.face_id is not None else None
+            parts.append(_panel(heading, cells, first.au_names, columns, "score", face.label, colour, axis))
     return "\n".join(parts)
 
 
@@ -263,7 +308,7 @@ def _stats_section(runs: list[Run]) -> str:
         parts.append("<div>" + (f"<h3>{_e(run.label)}</h3>" if len(runs) > 1 else ""))
         for face in run.summary.faces:
             rows = "".join(
-                f"<tr><td>{_e(s.au)}</td><td class=\"number\">{_share(s.active_share)}</td>"
+                f"<tr><td>{_au_name(s.au)}</td><td class=\"number\">{_share(s.active_share)}</td>"
                 f"<td class=\"number\">{_number(s.mean_score)}</td><td class=\"number\">{s.longest_frames} "
                 f"({s.longest_seconds:.2f} s)</td></tr>" for s in run.summary.stats(face))
             parts.append(f"<table class=\"stats\" data-face=\"{_e(face.label)}\"><caption>{_e(face.label)}"
@@ -298,7 +343,7 @@ def _differences_section(runs: list[Run]) -> str:
                 changed = int((flips[:, k] & both[:, k]).sum())
                 mean = float(gap[both[:, k], k].mean()) if n else None
                 worst = float(gap[both[:, k], k].max()) if n else None
-                rows.append(f"<tr><td>{_e(au)}</td><td class=\"number{' differs' if changed else ''}\">{changed} "
+                rows.append(f"<tr><td>{_au_name(au)}</td><td class=\"number{' differs' if changed else ''}\">{changed} "
                             f"of {n}</td><td class=\"number\">{_number(mean)}</td><td class=\"number\">"
                             f"{_number(worst)}</td></tr>")
             parts.append(f"<table class=\"differences\"><caption>{_e(run.label)} against {_e(first.label)}, "

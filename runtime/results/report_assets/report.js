@@ -25,19 +25,22 @@
   function mix(a, b, f) {
     return [0, 1, 2].map(function (k) { return Math.round(a[k] + (b[k] - a[k]) * f); });
   }
-  var ABSENT = [217, 217, 217];
+  // The colours come with the data (results/palette.py): the page paints
+  // what the plots and the annotated video use.
+  var palette = data.palette;
+  var ABSENT = palette.absent;
   // Inactive scores in blues (dark at -1), active ones in oranges: the
   // threshold is where the hue changes.
   function scoreColour(value) {
     var score = value / 254 * 2 - 1;
     if (score >= data.threshold) {
-      return mix([253, 174, 107], [166, 54, 3], (score - data.threshold) / Math.max(1 - data.threshold, 1e-6));
+      return mix(palette.active[0], palette.active[1], (score - data.threshold) / Math.max(1 - data.threshold, 1e-6));
     }
-    return mix([8, 48, 107], [198, 219, 239], (score + 1) / Math.max(data.threshold + 1, 1e-6));
+    return mix(palette.inactive[0], palette.inactive[1], (score + 1) / Math.max(data.threshold + 1, 1e-6));
   }
   // Differences: white (none) to purple (1 or more).
   function diffColour(value) {
-    return mix([255, 255, 255], [84, 39, 143], value / 254);
+    return mix(palette.difference[0], palette.difference[1], value / 254);
   }
 
   function paint(canvas) {
