@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mdhr_runtime.cli.common import run_reporting_errors, say, verbose_option
+from mdhr_runtime.cli.common import mdhr_command, run_reporting_errors, say, verbose_option
 from mdhr_runtime.files.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
 
 # mdhr-parity's exit status when a backend breaks tolerance (2 is a user
@@ -46,7 +46,8 @@ def write_reports(*reports: tuple[Path | None, str]) -> None:
                 path.write_text(text, encoding="utf-8")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@mdhr_command("benchmarks.md", [
+    "mdhr-bench --model bundles/bp4d --ckpt BP4D_resnet.pth --json bench.json --markdown bench.md"])
 @model_option
 @ckpt_option
 @click.option("--backends", help=BACKEND_HELP + " [default: all]")
@@ -69,11 +70,7 @@ def bench_main(model, ckpt, backends, batch, warmup, iters, threads, video, stre
     speed-up against PyTorch eager float32. Each backend runs in a process of
     its own. The markdown table is printed; --json keeps everything.
 
-    More: docs/benchmarks.md.
-
-    \b
-    Example:
-      mdhr-bench --model bundles/bp4d --ckpt BP4D_resnet.pth --json bench.json --markdown bench.md
+    Manual: mdhr-bench --docs prints docs/benchmarks.md (installed with the package).
     """
     from mdhr_bench.backends import parse_backends
     from mdhr_bench.bench import BenchOptions, run_benchmark
@@ -92,7 +89,8 @@ def bench_main(model, ckpt, backends, batch, warmup, iters, threads, video, stre
     run_reporting_errors(work, verbose)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@mdhr_command("benchmarks.md", [
+    "mdhr-parity --model bundles/disfa --ckpt DISFA_resnet.pth --video face.mp4 --json parity.json"])
 @model_option
 @ckpt_option
 @click.option("--video", type=click.Path(path_type=Path), help="Compare on the face clips of this video "
@@ -121,11 +119,7 @@ def parity_main(model, ckpt, video, backends, image_list, label_list, image_root
     reference's decisions; with a labelled set, per-AU and mean F1 against
     ground truth. Exits with status 3 when a backend breaks tolerance.
 
-    More: docs/benchmarks.md.
-
-    \b
-    Example:
-      mdhr-parity --model bundles/disfa --ckpt DISFA_resnet.pth --video face.mp4 --json parity.json
+    Manual: mdhr-parity --docs prints docs/benchmarks.md (installed with the package).
     """
     from mdhr_bench.backends import parse_backends
     from mdhr_bench.markdown import parity_markdown

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.cli.common import run_reporting_errors, say, verbose_option
+from mdhr_runtime.cli.common import mdhr_command, run_reporting_errors, say, verbose_option
 
 SAMPLE_VIDEO = Path(__file__).parent / "data" / "sample.mp4"
 # The smallest sensible bundle: ResNet-50 (the lighter backbone), DISFA's 8
@@ -80,7 +80,7 @@ def run_sample(bundle: Path, out: Path, verbose: bool) -> int:
     return 0
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@mdhr_command("demo.md", ["mdhr-demo --out mdhr-demo"])
 @click.option("--out", type=click.Path(path_type=Path), default=Path("mdhr-demo"), show_default=True,
               help="Folder for the outputs: sample.csv, sample_timeline.png and report.html.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
@@ -96,11 +96,9 @@ def main(out, cache, verbose):
 
     The model is untrained (no trained MDHR weights are public): the scores
     show the pipeline working, not facial actions. Export a trained checkpoint
-    with mdhr-export --ckpt to get meaningful ones. More: docs/demo.md.
+    with mdhr-export --ckpt to get meaningful ones.
 
-    \b
-    Example:
-      mdhr-demo --out mdhr-demo
+    Manual: mdhr-demo --docs prints docs/demo.md (installed with the package).
     """
     def work():
         from mdhr_runtime.files.outputs import check_output_folder

@@ -8,10 +8,10 @@ import click
 
 from mdhr.aus import AU_SETS, BACKBONES
 from mdhr_runtime.bundle import DEFAULT_TARGET, TARGETS
-from mdhr_runtime.cli.common import run_reporting_errors, verbose_option
+from mdhr_runtime.cli.common import mdhr_command, run_reporting_errors, verbose_option
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@mdhr_command("bundles.md", ["mdhr-export --ckpt BP4D_resnet.pth --out bundles/bp4d --fp16"])
 @click.option("--ckpt", type=click.Path(path_type=Path), help="Checkpoint trained with the official MDHR code "
               "(bare state dict or {'state_dict': ...}, DataParallel prefixes accepted).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write "
@@ -48,11 +48,7 @@ def main(ckpt, out, fp16, target, dataset, backbone, batch, frames, opset, int8,
     not reproduce PyTorch (AU error above 1e-4 or any region decision
     changed).
 
-    More: docs/bundles.md.
-
-    \b
-    Example:
-      mdhr-export --ckpt BP4D_resnet.pth --out bundles/bp4d --fp16
+    Manual: mdhr-export --docs prints docs/bundles.md (installed with the package).
     """
 
     def work():
@@ -86,7 +82,7 @@ def main(ckpt, out, fp16, target, dataset, backbone, batch, frames, opset, int8,
     run_reporting_errors(work, verbose)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@mdhr_command("gpu.md", ["mdhr-build bundles/bp4d --fp16"])
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--fp16/--fp32", default=True, show_default=True, help="Engine precision: --fp16 builds from "
               "model_fp16.onnx (FP16; the card's fp16 entry says what stays FP32), --fp32 from model.onnx. The engine is "
@@ -103,11 +99,7 @@ def build_main(bundle, fp16, verbose):
     machine that will run them. Needs `pip install 'mdhr-toolkit[gpu]'`
     (TensorRT 10.12 or newer, Polygraphy, the CUDA runtime).
 
-    More: docs/gpu.md.
-
-    \b
-    Example:
-      mdhr-build bundles/bp4d --fp16
+    Manual: mdhr-build --docs prints docs/gpu.md (installed with the package).
     """
     def work():
         from mdhr_export.build import build_bundle_engine
@@ -123,7 +115,10 @@ def build_main(bundle, fp16, verbose):
     run_reporting_errors(work, verbose)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@mdhr_command("corpora.md", [
+    "mdhr-triton bundles/bp4d triton-models",
+    "docker run --gpus all -p 8000:8000 -p 8001:8001 -v $PWD/triton-models:/models \\",
+    "  nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models"])
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("repo", type=click.Path(path_type=Path))
 @click.option("--instances", default=1, show_default=True, help="Model copies Triton runs concurrently.")
@@ -134,13 +129,7 @@ def triton_main(bundle, repo, instances, cpu, verbose):
     its ONNX model (onnxruntime_onnx) and, where the bundle has one, its
     TensorRT engine (tensorrt_plan), each with a config.pbtxt.
 
-    More: docs/corpora.md.
-
-    \b
-    Example:
-      mdhr-triton bundles/bp4d triton-models
-      docker run --gpus all -p 8000:8000 -p 8001:8001 -v $PWD/triton-models:/models \\
-        nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models
+    Manual: mdhr-triton --docs prints docs/corpora.md (installed with the package).
     """
     from mdhr_export.triton import write_repository
 

@@ -96,17 +96,22 @@ def test_every_command_is_in_the_list_below():
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_ends_with_an_example_and_names_its_docs_page(command):
+    """The help's last paragraph, after the options, is the example; the
+    help names the command's manual page, and --docs prints that page as
+    installed with the package (a pip-installed user has no docs/ folder)."""
     module, function = entry_points()[command].split(":")
-    result = subprocess.run([sys.executable, "-c", f"from {module} import {function} as m; m()", "--help"],
-                            capture_output=True, text=True, env={**os.environ, "COLUMNS": "100"})
+    run = [sys.executable, "-c", f"from {module} import {function} as m; m()"]
+    result = subprocess.run(run + ["--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "100"})
     assert result.returncode == 0, result.stderr
     text = result.stdout
     pages = re.findall(r"docs/([\w-]+\.md)", text)
     assert pages and all((ROOT / "docs" / name).is_file() for name in pages), f"{command} names no docs page"
-    # the example is the description's last paragraph: "Example:" then command lines
-    description = text.split("\nOptions:")[0].rstrip()
-    last = description.split("\n\n")[-1].strip().splitlines()
+    assert f"{command} --docs prints docs/{pages[0]}" in " ".join(text.split())
+    last = text.rstrip().split("\n\n")[-1].strip().splitlines()
+    assert "\nOptions:" in text.split(last[0])[0], f"{command} --help: the example does not follow the options"
     assert last[0].strip() in ("Example:", "Examples:") and all(line.strip().startswith(command.split()[0]) or
                                                                 line.startswith("    ") for line in last[1:]), \
-        f"{command} --help does not end with an example:\n{description}"
+        f"{command} --help does not end with an example:\n{text}"
     assert any(line.strip().startswith(command) for line in last[1:])
+    manual = subprocess.run(run + ["--docs"], capture_output=True, text=True)
+    assert manual.returncode == 0 and manual.stdout == (ROOT / "docs" / pages[0]).read_text(encoding="utf-8")

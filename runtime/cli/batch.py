@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.cli.common import (EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_TERMINATED, Terminated,
+from mdhr_runtime.cli.common import (EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_TERMINATED, Terminated, mdhr_command,
                                      run_reporting_errors, say, verbose_option)
 from mdhr_runtime.backends.gates import forced_warning
 from mdhr_runtime.batch.corpus import expand_inputs
@@ -31,7 +31,9 @@ def _positive(ctx, param, value):
     return value
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@mdhr_command("corpora.md", [
+    "mdhr-batch corpus/ --model bundles/bp4d --out results/",
+    "mdhr-batch @videos.txt --model bundles/bp4d --out results/ --address auto"])
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
 @click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
               help="Bundle folder written by mdhr-export.")
@@ -49,7 +51,8 @@ def _positive(ctx, param, value):
 @click.option("--windows", type=click.Choice(WINDOW_MODES), default=DEFAULT_WINDOWS, show_default=True,
               help="As mdhr-run: centred (each frame near the middle of its own window) or official (the "
                    "paper's non-overlapping windows).")
-@click.option("--hop", type=int, help="Centred windows: frames between window starts (default 1: every frame at the middle of its window, scores without a period).")
+@click.option("--hop", type=int, help="Centred windows: frames between window starts (default 1: every frame "
+              "at the middle of its window, scores without a period).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: a TensorRT engine on a GPU when the bundle has one, else ONNX Runtime.")
 @click.option("--faces", type=click.Choice(FACE_MODES), default=DEFAULT_FACES, show_default=True,
@@ -76,12 +79,7 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
     ok, 5 when any failed or was partial (see summary.csv), 2 for a bad
     argument (nothing done).
 
-    More: docs/corpora.md.
-
-    \b
-    Example:
-      mdhr-batch corpus/ --model bundles/bp4d --out results/
-      mdhr-batch @videos.txt --model bundles/bp4d --out results/ --address auto
+    Manual: mdhr-batch --docs prints docs/corpora.md (installed with the package).
     """
     def work():
         try:

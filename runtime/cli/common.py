@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable
+from typing import Callable, Sequence
 
 import click
 
@@ -116,6 +116,34 @@ def run_reporting_errors(work: Callable[[], int | None], verbose: bool) -> None:
 def say(line: str) -> None:
     """A progress or notice line, on stderr (stdout holds results)."""
     click.echo(line, err=True)
+
+
+def _print_manual(page: str):
+    def show(ctx: click.Context, param, value: bool) -> None:
+        if not value or ctx.resilient_parsing:
+            return
+        from importlib import resources
+
+        folder = resources.files("mdhr_docs")
+        click.echo(folder.joinpath(page).read_text(encoding="utf-8"), nl=False)
+        click.echo(f"\n(docs/{page}; every page of the manual is in {folder})", err=True)
+        ctx.exit(0)
+    return show
+
+
+def mdhr_command(page: str, examples: Sequence[str]):
+    """A command whose --help names its manual page and ends with its
+    examples, and whose --docs prints that page: the manual (docs/) is
+    installed with the package, so a pip-installed user has it too."""
+    epilog = "\b\nExample:\n" + "\n".join(f"  {line}" for line in examples)
+
+    def decorate(function):
+        # listed last among the options (click shows __click_params__ reversed)
+        docs = click.Option(["--docs"], is_flag=True, expose_value=False, is_eager=True, callback=_print_manual(page),
+                            help=f"Print this command's manual page (docs/{page}) and exit.")
+        function.__click_params__ = [docs, *getattr(function, "__click_params__", [])]
+        return click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=epilog)(function)
+    return decorate
 
 
 verbose_option = click.option("--verbose", "-v", is_flag=True, help="Show progress details and full tracebacks.")

@@ -10,7 +10,7 @@ from mdhr.aus import DECISION_THRESHOLD
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.cli.checks import check_threshold
-from mdhr_runtime.cli.common import run_reporting_errors, say, verbose_option
+from mdhr_runtime.cli.common import mdhr_command, run_reporting_errors, say, verbose_option
 from mdhr_runtime.files.outputs import check_run_paths, remove_stale_staging
 from mdhr_runtime.results.overlay import check_overlay_input
 from mdhr_runtime.results.provenance import Provenance, read_facts
@@ -18,7 +18,9 @@ from mdhr_runtime.results.readback import read_csv
 from mdhr_runtime.results.report import video_beside, write_report
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@mdhr_command("results.md", [
+    "mdhr-report interview.csv --video interview.mp4 --html interview.html",
+    "mdhr-report onnx.csv int8.csv --html compare.html"])
 @click.argument("csvs", metavar="CSV...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--html", "html_path", required=True, type=click.Path(path_type=Path), help="The report to write.")
 @click.option("--video", type=click.Path(path_type=Path),
@@ -36,12 +38,7 @@ def main(csvs, html_path, video, model_dir, threshold, verbose):
     official against centred windows) are shown one under the other with
     their differences per AU.
 
-    More: docs/results.md.
-
-    \b
-    Example:
-      mdhr-report interview.csv --video interview.mp4 --html interview.html
-      mdhr-report onnx.csv int8.csv --html compare.html
+    Manual: mdhr-report --docs prints docs/results.md (installed with the package).
     """
     def work():
         inputs = {f"CSV {path}": path for path in csvs}

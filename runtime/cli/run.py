@@ -13,7 +13,7 @@ from mdhr_runtime.backends.openvino_runner import OPENVINO_BACKENDS
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.choices import (BACKENDS, DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_DETECTORS,
                                   FACE_MODES, WINDOW_MODES)
-from mdhr_runtime.cli.common import EXIT_INCOMPLETE_INPUT, run_reporting_errors, say, verbose_option
+from mdhr_runtime.cli.common import EXIT_INCOMPLETE_INPUT, mdhr_command, run_reporting_errors, say, verbose_option
 from mdhr_runtime.cli.checks import check_faces, check_threshold
 from mdhr_runtime.cli.live import run_live
 from mdhr_runtime.detector import AUDetector
@@ -26,7 +26,10 @@ from mdhr_runtime.sources.frames import FrameSource
 from mdhr_runtime.windows.streams import WindowPlan
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@mdhr_command("running.md", [
+    "mdhr-run interview.mp4 --model bundles/bp4d --out interview.csv --plot interview.png",
+    "mdhr-run interview.mp4 --model bundles/bp4d --out interview.csv --report interview.html",
+    "mdhr-run --camera 0 --model bundles/bp4d --out live.csv"])
 @click.argument("input_path", metavar="INPUT", required=False, type=click.Path(path_type=Path))
 @click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
               help="Bundle folder written by mdhr-export.")
@@ -39,7 +42,8 @@ from mdhr_runtime.windows.streams import WindowPlan
 @click.option("--windows", type=click.Choice(WINDOW_MODES), default=DEFAULT_WINDOWS, show_default=True,
               help="centred: each frame scored near the middle of its own window (no jumps at window "
                    "edges); official: the paper's non-overlapping windows.")
-@click.option("--hop", type=int, help="Centred windows: frames between window starts (default 1: every frame at the middle of its window, scores without a period).")
+@click.option("--hop", type=int, help="Centred windows: frames between window starts (default 1: every frame "
+              "at the middle of its window, scores without a period).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path),
               help="Also write the results as JSON (- for standard output, with --out a file).")
 @click.option("--plot", type=click.Path(path_type=Path), help="Also draw the AU activations over time (PNG).")
@@ -74,13 +78,7 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
     command exits with status 4 (the JSON says complete: false and why). A
     live source is written (whole) when it ends or on Ctrl-C.
 
-    More: docs/running.md.
-
-    \b
-    Example:
-      mdhr-run interview.mp4 --model bundles/bp4d --out interview.csv --plot interview.png
-      mdhr-run interview.mp4 --model bundles/bp4d --out interview.csv --report interview.html
-      mdhr-run --camera 0 --model bundles/bp4d --out live.csv
+    Manual: mdhr-run --docs prints docs/running.md (installed with the package).
     """
     from tqdm import tqdm
 
