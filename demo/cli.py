@@ -115,6 +115,8 @@ def main(out, cache, verbose):
             return code
         for name in OUTPUT_NAMES.values():
             click.echo(out / name)
+        say(f"the demo's bundle is {bundle}: give it to the other commands as --model (mdhr-run VIDEO "
+            f"--model {bundle} --out VIDEO.csv)")
         say("note: the model is UNTRAINED (random weights), so these scores mean nothing; export a trained "
             "checkpoint with mdhr-export --ckpt to get real ones")
 
