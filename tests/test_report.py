@@ -162,6 +162,54 @@ def test_report_loads_alone_and_its_timeline_follows_the_video(run, browser, tmp
     assert opened.requests and opened.remote_requests == []
 
 
+def _png(data: bytes) -> np.ndarray:
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).astype(int)
+
+
+def test_the_report_reads_well_on_screenshots(run, browser, tmp_path):
+    """Judged on Chromium's screenshots at 1280x900: the video shown at a
+    useful size, timeline rows and labels large enough to read, FACS names
+    beside the codes, a colour scale with its values, and the scale and the
+    timeline painted in the palette the plots and the video use."""
+    from mdhr.aus import au_description
+    from mdhr_runtime.results.palette import score_rgb
+
+    rows = read_rows(run / "talk.csv")
+    aus = [c[:-len("_score")] for c in rows[0] if c.endswith("_score")]
+    opened = open_report(browser, run / "talk.html")
+    page = opened.page
+    page.wait_for_function("document.getElementById('video').readyState >= 2")
+    video = page.locator("#video").bounding_box()
+    assert video["width"] >= 700 and abs(video["height"] / video["width"] - 360 / 640) < 0.01
+    canvas = page.locator("canvas.timeline").bounding_box()
+    assert canvas["height"] / len(aus) >= 20 and canvas["width"] >= 900
+    label_px = page.evaluate("parseFloat(getComputedStyle(document.querySelector('.au-row')).fontSize)")
+    assert label_px >= 12
+    assert page.locator(".au-row").all_inner_texts() == [f"{au} {au_description(au)}" for au in aus]
+    assert page.locator(".scale-ticks span").all_inner_texts() == ["-1", "0", "0.5 threshold", "1"]
+    assert len(page.locator(".axis span").all_inner_texts()) >= 3  # the time axis has labels
+
+    # The colour scale, as shown: each point has the colour of its score.
+    bar = page.locator(".scale-bar")
+    shot = _png(bar.screenshot())
+    box = bar.bounding_box()
+    assert abs(shot.shape[1] - box["width"]) <= 1 and abs(shot.shape[0] - box["height"]) <= 1
+    for fraction in (0.05, 0.3, 0.6, 0.74, 0.8, 0.95):
+        pixel = shot[shot.shape[0] // 2, int(fraction * (shot.shape[1] - 1))]
+        assert np.abs(pixel - score_rgb(-1 + 2 * fraction, 0.5)).max() <= 12, fraction
+    # The timeline, as shown: a cell's colour is its score's (to the 255 levels it is sent in).
+    shot = _png(page.locator("canvas.timeline").screenshot())
+    for frame in (0, 5, 30):
+        for k, au in enumerate(aus):
+            cell = shot[int((k + 0.5) / len(aus) * shot.shape[0]), int((frame + 0.5) / len(rows) * shot.shape[1])]
+            score = float(rows[frame][f"{au}_score"]) if rows[frame]["success"] == "1" else float("nan")
+            assert np.abs(cell - score_rgb(score, 0.5)).max() <= 6, (frame, au)
+    page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    full = _png((tmp_path / "report.png").read_bytes())
+    assert full.shape[1] == 1280 and 900 <= full.shape[0] <= 4000
+    assert opened.console_errors == []
+
+
 def test_mdhr_report_compares_two_runs_of_the_same_video(run, video, detector, disfa_short_bundle, browser):
     official = detector.predict_video(video, windows="official").write_csv(run / "official.csv")
     centred, other = read_rows(run / "talk.csv"), read_rows(official)

@@ -274,7 +274,7 @@ def _colour_scale(threshold: float) -> str:
     at = (threshold + 1) / 2 * 100
     ticks = "".join(f"<span style=\"left:{(v + 1) / 2 * 100:.2f}%\">{label}</span>"
                     for v, label in ((-1, "-1"), (0, "0"), (threshold, f"{threshold:g} threshold"), (1, "1"))
-                    if v == threshold or abs(v - threshold) > 0.15)
+                    if v == threshold or abs(v - threshold) > 0.3)
     return (f"<div class=\"scale\"><div class=\"scale-title\">AU score</div><div class=\"scale-bar\" "
             f"style=\"background:{palette.css_gradient(threshold)}\"><i style=\"left:{at:.2f}%\"></i></div>"
             f"<div class=\"scale-ticks\">{ticks}</div><div class=\"scale-words\"><span>not active</span>"
