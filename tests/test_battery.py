@@ -319,7 +319,8 @@ def test_two_runs_writing_the_same_out_at_once(disfa_short_bundle, face_mp4, tmp
         _, stderr = run.communicate(timeout=300)
         assert run.returncode == 0, stderr
     assert [r["frame"] for r in csv_rows(out)] == ["1", "2", "3", "4"]
-    assert staging_in(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["face.mp4", "same.csv"]
+    assert staging_in(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["face.mp4", "same.csv",
+                                                                                          "same.run.json"]
 
 
 # -- mdhr-batch lists --------------------------------------------------------------

@@ -370,7 +370,7 @@ def test_a_report_too_large_to_embed_puts_its_video_beside_it_with_the_other_out
 
     small = tmp_path / "small.html"
     invoke(run_main, [video, "--model", disfa_short_bundle, "--out", tmp_path / "small.csv", "--report", small])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.csv", "small.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.csv", "small.html", "small.run.json"]
     monkeypatch.setattr(report, "EMBED_LIMIT", 1)
     large = tmp_path / "large.html"
     invoke(run_main, [video, "--model", disfa_short_bundle, "--out", tmp_path / "large.csv", "--report", large])

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from mdhr.errors import MDHRError
+from mdhr_runtime.files.atomic import atomic_path
 
 FACTS_SUFFIX = ".run.json"
 # Far above any real record (under 1 KB); a larger file is not one.
@@ -86,8 +87,6 @@ def write_facts(provenance: Provenance, path: str | Path, csv_file: str | Path) 
 
 def write_facts_beside(csv_path: str | Path, provenance: Provenance) -> Path:
     """``write_facts`` for a CSV already in place, staged and renamed."""
-    from mdhr_runtime.files.atomic import atomic_path
-
     path = facts_beside(csv_path)
     with atomic_path(path) as temporary:
         write_facts(provenance, temporary, csv_path)

@@ -233,17 +233,18 @@ def _canvas(cells: bytes, rows: Sequence[str], columns: int, kind: str) -> str:
             f"style=\"height:{ROW_PX * len(rows)}px\"></canvas>")
 
 
-def _au_name(code: str) -> str:
-    """An AU's code with its FACS name beside it."""
+def _au_name(code: str, kind: str = "au-code") -> str:
+    """An AU's code with its FACS name beside it (``kind``: the code's class;
+    the timelines' labels are ``au-label``)."""
     name = au_description(code)
-    return f"<span class=\"au-label\">{_e(code)}</span>" + (f" <span class=\"au-name\">{_e(name)}</span>"
+    return f"<span class=\"{kind}\">{_e(code)}</span>" + (f" <span class=\"au-name\">{_e(name)}</span>"
                                                             if name else "")
 
 
 def _panel(heading: str, cells: bytes, rows: Sequence[str], columns: int, kind: str, face: str,
            colour: str | None = None, axis: str = "") -> str:
-    labels = "".join(f"<div class=\"au-row\" style=\"height:{ROW_PX}px;line-height:{ROW_PX}px\">{_au_name(code)}"
-                     "</div>" for code in rows)
+    labels = "".join(f"<div class=\"au-row\" style=\"height:{ROW_PX}px;line-height:{ROW_PX}px\">"
+                     f"{_au_name(code, 'au-label')}</div>" for code in rows)
     mark = f"<span class=\"face-mark\" style=\"background:{colour}\"></span>" if colour else ""
     return (f"<h3>{mark}{_e(heading)}</h3><div class=\"panel\" data-face=\"{_e(face)}\"><div class=\"labels\">"
             f"{labels}</div><div class=\"track\">{_canvas(cells, rows, columns, kind)}<div class=\"cursor\"></div>"
