@@ -137,6 +137,7 @@ def main(argv=None) -> None:
     parser.add_argument("--screenshot", type=Path)
     args = parser.parse_args(argv)
     from mdhr_runtime.results.readback import read_csv
+    from mdhr_runtime.results.provenance import Provenance
     from mdhr_runtime.results.report import write_report
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -155,7 +156,7 @@ def main(argv=None) -> None:
     figures["hour_video"] = {"seconds_to_make": round(time.perf_counter() - start, 1),
                              "bytes": long_video.stat().st_size, "frames": len(long_table)}
     start = time.perf_counter()
-    info = write_report(long_table, long_video, args.out / "hour.html", {"input": "hour.mp4"})
+    info = write_report(long_table, long_video, args.out / "hour.html", Provenance(input="hour.mp4"))
     figures["report_hour"] = {"write_seconds": round(time.perf_counter() - start, 1), "html_bytes": info.bytes,
                               "video": info.video, "frames_per_column": info.frames_per_column,
                               "columns": math.ceil(len(long_table) / info.frames_per_column),
