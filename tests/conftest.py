@@ -2,13 +2,11 @@ import fcntl
 import hashlib
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-# tests/golden.py and friends are plain modules beside the tests
-sys.path.insert(0, str(Path(__file__).parent))
+from tests.support import DATA, ROOT
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -26,7 +24,7 @@ def photo():
     """tests/data/face.jpg, a real face photo, as RGB."""
     import cv2
 
-    return cv2.cvtColor(cv2.imread(str(Path(__file__).parent / "data" / "face.jpg")), cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(cv2.imread(str(DATA / "face.jpg")), cv2.COLOR_BGR2RGB)
 
 
 # Daily work may reuse exported bundles across sessions: with
@@ -36,7 +34,7 @@ _EXPORTING_CODE = ("mdhr", "export", "runtime/bundle.py", "runtime/card")
 
 
 def _exporting_code_digest() -> str:
-    root = Path(__file__).parent.parent
+    root = ROOT
     digest = hashlib.sha256()
     for entry in _EXPORTING_CODE:
         path = root / entry
@@ -71,7 +69,7 @@ def _exported(tmp_path_factory, name: str, make) -> Path:
 def bp4d_bundle(tmp_path_factory):
     """BP4D/ResNet-50 bundle (batch 1, T 16, with FP16) exported from a
     checkpoint holding the golden recipe's weights."""
-    from bundles import export, golden_checkpoint
+    from tests.support.bundles import export, golden_checkpoint
 
     def make(folder):
         ckpt = golden_checkpoint(folder)
@@ -84,7 +82,7 @@ def bp4d_bundle(tmp_path_factory):
 def disfa_short_bundle(tmp_path_factory):
     """Untrained DISFA/ResNet-50 bundle with 4-frame clips (the short-clip
     extension): the cheapest real bundle, for runtime and benchmark tests."""
-    from bundles import export
+    from tests.support.bundles import export
 
     def make(folder):
         export(["--random-init", "--dataset", "DISFA", "--backbone", "resnet", "--frames", "4",
@@ -106,7 +104,7 @@ def detector(disfa_short_bundle):
 def face_avi(tmp_path_factory, photo):
     """24 frames of a face, MJPG in AVI (a container that declares its frame
     count and still decodes when cut short)."""
-    from mdhr_bench.synthetic import FootageMaker, Segment, write_video
+    from tests.support.synthetic import FootageMaker, Segment, write_video
 
     frames = [f.rgb for f in FootageMaker(photo, size=(320, 240)).frames([Segment("clean", 24, speed=0.5)])]
     path = tmp_path_factory.mktemp("video") / "face.avi"
