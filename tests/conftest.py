@@ -79,9 +79,10 @@ def bp4d_bundle(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def disfa_short_bundle(tmp_path_factory):
+def disfa_model_bundle(tmp_path_factory):
     """Untrained DISFA/ResNet-50 bundle with 4-frame clips (the short-clip
-    extension): the cheapest real bundle, for runtime and benchmark tests."""
+    extension): the cheapest export of the full model, for the tests whose
+    answer depends on the model itself (the slow tier)."""
     from tests.support.bundles import export
 
     def make(folder):
@@ -91,9 +92,21 @@ def disfa_short_bundle(tmp_path_factory):
     return _exported(tmp_path_factory, "disfa", make)
 
 
+@pytest.fixture(scope="session")
+def disfa_short_bundle(tmp_path_factory):
+    """A DISFA bundle with 4-frame clips whose graphs are tiny stand-ins with
+    the bundle's contract (tests/support/tiny_bundle.py), built in a fraction
+    of a second: the fast tier's bundle for everything the runtime does
+    around the model (windows, faces, tables, outputs, commands, reports).
+    Tests whose answer depends on the real model take ``disfa_model_bundle``."""
+    from tests.support.tiny_bundle import make_tiny_bundle
+
+    return make_tiny_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
+
+
 @pytest.fixture(scope="module")
 def detector(disfa_short_bundle):
-    """An ONNX Runtime AUDetector on the DISFA 4-frame bundle, one per module."""
+    """An ONNX Runtime AUDetector on the tiny DISFA 4-frame bundle, one per module."""
     from mdhr_runtime.detector import AUDetector
 
     with AUDetector(disfa_short_bundle, backend="onnxruntime") as d:
@@ -112,10 +125,18 @@ def face_avi(tmp_path_factory, photo):
     return path
 
 
-EXPORTED_BUNDLES = ("bp4d_bundle", "disfa_short_bundle")
+EXPORTED_BUNDLES = ("bp4d_bundle", "disfa_model_bundle")
 
 
 def pytest_collection_modifyitems(session, config, items):
+    """Tests on an exported full model are the slow tier (``-m "not slow"`` leaves them out)."""
+    for item in items:
+        if set(EXPORTED_BUNDLES) & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+    _exports_first(items)
+
+
+def _exports_first(items):
     """The first test of each exported bundle runs first: its export (a
     child process of gigabytes) then happens while this process is still
     small, which keeps the run's total memory low."""

@@ -75,7 +75,7 @@ def _unless_terminated(work: Callable[[], int | None]) -> int | None:
         raise
 
 
-def run_reporting_errors(work: Callable[[], int | None], verbose: bool) -> None:
+def run_reporting_errors(work: Callable[[], int | None], verbose: bool, flags: dict[str, str] | None = None) -> None:
     quiet_ffmpeg(verbose)
     in_main_thread = threading.current_thread() is threading.main_thread()
     handled = (signal.SIGINT, signal.SIGTERM)
@@ -86,7 +86,7 @@ def run_reporting_errors(work: Callable[[], int | None], verbose: bool) -> None:
     except MDHRError as e:
         if verbose:
             raise
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {e.phrased(flags)}", err=True)
         sys.exit(EXIT_USER_ERROR)
     except ModuleNotFoundError as e:
         extra = OPTIONAL_MODULES.get((e.name or "").partition(".")[0])

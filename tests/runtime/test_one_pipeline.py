@@ -19,7 +19,7 @@ from mdhr.errors import MDHRError
 from mdhr_runtime import choices
 from mdhr_runtime.batch.segments import SegmentPlan, predict_segment, stitch
 from mdhr_runtime.bundle import load_bundle
-from mdhr_runtime.cli.live import run_live
+from mdhr_runtime.runs.camera import run_live
 from mdhr_runtime.windows.streams import WindowPlan
 from tests.support import DATA, ROOT
 from tests.support.crowd import side_by_side
