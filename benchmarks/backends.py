@@ -13,11 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.bundle import Bundle
-from mdhr_runtime.choices import BACKEND_TABLE, BackendSpec
+from mdhr_bench.machine import cpu_flags
 from mdhr_runtime.backends.openvino_runner import OpenVINORunner, openvino_unavailable_reason
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner, Runner
 from mdhr_runtime.backends.selection import open_runner, tensorrt_unavailable_reason
+from mdhr_runtime.bundle import Bundle
+from mdhr_runtime.choices import BACKEND_TABLE, BackendSpec
 
 NO_CHECKPOINT = "no checkpoint given (--ckpt)"
 
@@ -153,7 +154,6 @@ def cpu_has_native_bf16() -> bool:
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # private API: fall back to the CPU's flags
-        from mdhr_bench.machine import cpu_flags
 
         return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 

@@ -9,8 +9,10 @@ from pathlib import Path
 import click
 
 from mdhr.errors import MDHRError
+from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.cli.common import run_reporting_errors, say, verbose_option
 from mdhr_runtime.cli.run import report_run
+from mdhr_runtime.files.outputs import check_output_folder
 from mdhr_runtime.runs.video import RunOptions, run_video
 
 SAMPLE_VIDEO = Path(__file__).parent / "data" / "sample.mp4"
@@ -30,7 +32,6 @@ def default_cache() -> Path:
 
 def cached_bundle_problem(folder: Path) -> str | None:
     """Why the bundle in the cache cannot be reused, or None if it can."""
-    from mdhr_runtime.bundle import load_bundle
 
     if not folder.exists():
         return "none cached yet"
@@ -99,8 +100,6 @@ def main(out, cache, verbose):
       mdhr-demo --out mdhr-demo
     """
     def work():
-        from mdhr_runtime.files.outputs import check_output_folder
-
         check_output_folder(out, "--out")
         cache_folder = cache or default_cache()
         if cache_folder.exists() and not cache_folder.is_dir():

@@ -14,7 +14,6 @@ Exit codes (docs/errors.md lists the same, with the cases behind them):
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -23,6 +22,7 @@ from typing import Callable
 import click
 
 from mdhr.errors import MDHRError
+from mdhr_runtime.sources.live import quiet_ffmpeg
 
 EXIT_BUG = 1
 EXIT_USER_ERROR = 2
@@ -53,14 +53,6 @@ class _Signals:
 def _interrupt(signum, frame):
     _Signals.received = signum
     raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
-
-
-def quiet_ffmpeg(verbose: bool) -> None:
-    """FFmpeg (inside OpenCV) prints its own decoder complaints to stderr;
-    the commands say what matters in one line, so silence it unless
-    --verbose.  OpenCV reads the setting once, when it first opens a video."""
-    if not verbose:
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 
 def _unless_terminated(work: Callable[[], int | None]) -> int | None:
