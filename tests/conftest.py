@@ -113,6 +113,15 @@ def detector(disfa_short_bundle):
         yield d
 
 
+@pytest.fixture(scope="module")
+def model_detector(disfa_model_bundle):
+    """An ONNX Runtime AUDetector on the exported DISFA 4-frame model, one per module."""
+    from mdhr_runtime.detector import AUDetector
+
+    with AUDetector(disfa_model_bundle, backend="onnxruntime") as d:
+        yield d
+
+
 @pytest.fixture(scope="session")
 def face_avi(tmp_path_factory, photo):
     """24 frames of a face, MJPG in AVI (a container that declares its frame

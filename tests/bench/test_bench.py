@@ -140,11 +140,11 @@ def test_bench_refuses_unknown_backend_in_one_line(disfa_short_bundle):
 # --------------------------------------------------------------- mdhr-parity
 
 
-def test_parity_against_pytorch_and_tolerance_exit(disfa_short_bundle, seed0_checkpoint, tmp_path):
+def test_parity_against_pytorch_and_tolerance_exit(disfa_model_bundle, seed0_checkpoint, tmp_path):
     out_json = tmp_path / "parity.json"
     # An impossible float32 tolerance: ONNX Runtime must be reported as
     # breaking it, and the exit status must say so.
-    result = invoke(parity_main, ["--model", disfa_short_bundle, "--ckpt", seed0_checkpoint,
+    result = invoke(parity_main, ["--model", disfa_model_bundle, "--ckpt", seed0_checkpoint,
                                   "--backends", "onnxruntime,torch-bf16,tensorrt", "--fp32-tolerance", 1e-12,
                                   "--min-agreement", 0.0, "--json", out_json])
     assert result.exit_code == EXIT_PARITY_FAILED, result.output
@@ -256,19 +256,19 @@ def threshold_in_a_gap(scores):
     return float((values[best] + values[best + 1]) / 2)
 
 
-def test_parity_on_video_and_labelled_set_with_ground_truth_f1(disfa_short_bundle, seed0_checkpoint, face_video,
+def test_parity_on_video_and_labelled_set_with_ground_truth_f1(disfa_model_bundle, seed0_checkpoint, face_video,
                                                                labelled_set, tmp_path):
     root, paths, labels = labelled_set
     clips, clip_labels = independent_clips(root, paths, labels)
-    session = ort.InferenceSession(str(disfa_short_bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(disfa_model_bundle / "model.onnx"), providers=["CPUExecutionProvider"])
     scores = np.concatenate([session.run(["au_scores"], {"clips": clip[None]})[0] for clip in clips])
     threshold = threshold_in_a_gap(scores)
     # the same model with a card threshold that splits this set's scores
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    (bundle / "model.onnx").symlink_to(disfa_short_bundle / "model.onnx")
-    shutil.copy(disfa_short_bundle / "weights.bin", bundle)  # what model.onnx reads: a copy, neither link kind
-    card = json.loads((disfa_short_bundle / "mdhr.json").read_text())
+    (bundle / "model.onnx").symlink_to(disfa_model_bundle / "model.onnx")
+    shutil.copy(disfa_model_bundle / "weights.bin", bundle)  # what model.onnx reads: a copy, neither link kind
+    card = json.loads((disfa_model_bundle / "mdhr.json").read_text())
     card["threshold"] = threshold
     (bundle / "mdhr.json").write_text(json.dumps(card))
 

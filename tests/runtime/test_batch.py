@@ -154,21 +154,21 @@ def worst_difference(rows: list[dict], expected: list[dict]) -> float:
 
 
 @pytest.mark.parametrize("windows", ["official"])
-def test_a_segment_warmed_from_a_search_frame_matches(detector, corpus, reference, windows):
-    """No warm-up beyond the tracker's search grid: the second segment
+def test_a_segment_warmed_from_a_search_frame_matches(model_detector, corpus, windows):
+    """The real model (its tolerance is the real features' sensitivity to
+    where the crop lands).  No warm-up beyond the tracker's search grid: the second segment
     starts tracking at frame 30 (a search frame) and scores from 32, after
     the faceless stretch: within tolerance of the whole run.  (Centred
     windows reach back to frames 30-31, tracked cold here: 1.16e-3 measured
     2026-12-02; the real warm-up, TRACKER_WARMUP_FRAMES, covers that
     context, and test_one_pipeline's segments are bit-identical.)"""
-    plan = SegmentPlan(32, WindowPlan.make(windows, detector.bundle.frames), warmup_frames=0)
+    plan = SegmentPlan(32, WindowPlan.make(windows, model_detector.bundle.frames), warmup_frames=0)
     segments = plan.segments(40)
     scored_from = {"official": 32, "centred": 30}[windows]
     assert segments[1] == VideoSegment(start=32, stop=None, read_from=30, scored_from=scored_from)
-    table = stitch([predict_segment(detector, corpus / "a" / "clip.mp4", s, windows) for s in segments],
-                   detector.au_names, detector.threshold)
-    whole = reference["a/clip.mp4"] if windows == "centred" else \
-        detector.predict_video(corpus / "a" / "clip.mp4", windows="official")
+    table = stitch([predict_segment(model_detector, corpus / "a" / "clip.mp4", s, windows) for s in segments],
+                   model_detector.au_names, model_detector.threshold)
+    whole = model_detector.predict_video(corpus / "a" / "clip.mp4", windows=windows)
     assert table.complete and [r.face.success for r in table.rows] == [r.face.success for r in whole.rows]
     gap = np.nanmax(np.abs(table.score_matrix() - whole.score_matrix()))
     assert np.array_equal(np.isnan(table.score_matrix()), np.isnan(whole.score_matrix()))

@@ -161,14 +161,14 @@ def test_report_loads_alone_and_its_timeline_follows_the_video(run, browser, tmp
     assert opened.requests and opened.remote_requests == []
 
 
-def test_mdhr_report_compares_two_runs_of_the_same_video(run, video, detector, disfa_short_bundle, browser):
-    official = detector.predict_video(video, windows="official").write_csv(run / "official.csv")
+def test_mdhr_report_compares_two_runs_of_the_same_video(run, video, model_detector, disfa_model_bundle, browser):
+    official = model_detector.predict_video(video, windows="official").write_csv(run / "official.csv")
     centred, other = read_rows(run / "talk.csv"), read_rows(official)
     aus = [c[:-len("_score")] for c in centred[0] if c.endswith("_score")]
     scores = np.asarray([[float(r[f"{au}_score"]) for au in aus] for r in centred if r["success"] == "1"])
     threshold = float(np.median(scores))  # an untrained model's scores sit close together: split them
     invoke(report_main, [run / "talk.csv", official, "--html", run / "compare.html", "--model",
-                         disfa_short_bundle, "--threshold", threshold])
+                         disfa_model_bundle, "--threshold", threshold])
     opened = open_report(browser, run / "compare.html")
     page = opened.page
     assert page.locator("#video").count() == 0

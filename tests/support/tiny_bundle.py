@@ -34,6 +34,9 @@ STATIC_TOKENS, STATIC_WIDTH = 49, 512
 MOTION_WIDTH = 528
 TAPS = ((256, 4), (512, 8), (1024, 16), (2048, 32))  # (channels, stride): 56, 28, 14 and 7 pixels square
 GRID = IMAGE_SIZE // 32  # 7
+# How much of a frame's features is its window's mean: enough that official
+# and centred windows give visibly different scores, as the real model's do.
+WINDOW_CONTEXT = 2.0
 
 
 class _Graph:
@@ -82,10 +85,12 @@ def _taps(g: _Graph, frames: str) -> list[str]:
 
 
 def _static(g: _Graph, frames: str, leading: list[int]) -> str:
-    """[n, 3, 224, 224] -> [*leading, 49, 512] tokens."""
-    pooled = g.op("Conv", g.op("AveragePool", frames, kernel_shape=[32, 32], strides=[32, 32]), "static.w")
-    tokens = g.op("Transpose", g.op("Reshape", pooled, g.const("shape.static", [-1, STATIC_WIDTH, STATIC_TOKENS])),
-                  perm=[0, 2, 1])
+    """[n, 3, 224, 224] -> [*leading, 49, 512] tokens from the crop's mean
+    colour: like the real features, they barely move when the crop shifts by
+    a pixel or two (a tracker's jitter), and they differ between faces."""
+    pooled = g.op("Conv", g.op("GlobalAveragePool", frames), "static.w")  # [n, 512, 1, 1]
+    tokens = g.op("Expand", g.op("Reshape", pooled, g.const("shape.static", [-1, 1, STATIC_WIDTH])),
+                  g.const("shape.tokens", [1, STATIC_TOKENS, STATIC_WIDTH]))
     return g.op("Reshape", tokens, g.const(f"shape.static{len(leading)}", [*leading, STATIC_TOKENS, STATIC_WIDTH]))
 
 
@@ -104,7 +109,7 @@ def _clip(g: _Graph, static: str, dynamics: str, frames: int, outputs: dict[str,
     """static [1, T, 49, 512], dynamics [1, T-1, 4, 528, 7, 7] -> one output per head [1, T, width]."""
     tokens = g.op("ReduceMean", static, g.const("axes.tokens", [2]), keepdims=0)  # [1, T, 512]
     window = g.op("ReduceMean", tokens, g.const("axes.one", [1]), keepdims=1)  # the window's context
-    features = g.op("Add", tokens, g.op("Mul", window, g.const("half", np.float32(0.5))))
+    features = g.op("Add", tokens, g.op("Mul", window, g.const("context", np.float32(WINDOW_CONTEXT))))
     motion = g.op("ReduceMean", dynamics, g.const("axes.motion", [2, 3, 4, 5]), keepdims=0)  # [1, T-1]
     motion = g.op("Pad", motion, g.const("pads.first", [0, 1, 0, 0]))  # the first frame has no pair
     motion = g.op("Unsqueeze", motion, g.const("axes.last", [2]))  # [1, T, 1]
@@ -218,6 +223,7 @@ def _card(dataset, frames, au_names, regions, outputs, tap_shapes, motion_shape,
                                                "dynamics": [1, *motion_shape], **tap_shapes}},
                    "clip_stage": {"inputs": {"static": [1, frames, STATIC_TOKENS, STATIC_WIDTH],
                                              "dynamics": [1, frames - 1, *motion_shape]},
-                                  "outputs": outputs}},
+                                  "outputs": outputs},
+                   "cached_bytes_per_frame": 4 * (STATIC_TOKENS * STATIC_WIDTH + 4 * MOTION_WIDTH * GRID * GRID)},
         "artifact_bytes": {kind: (out / name).stat().st_size for kind, name in artifacts.items() if name},
     }
