@@ -92,3 +92,22 @@ def test_the_runtime_never_imports_torch(trees):
              and any(heavy.match(m or "") for m in ([n.module] if isinstance(n, ast.ImportFrom)
                                                     else [a.name for a in n.names]))]
     assert wrong == []
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def body_lines(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines from the signature to the end, less the docstring (a command's
+    docstring is its --help)."""
+    lines = function.end_lineno - function.lineno + 1
+    first = function.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        lines -= first.end_lineno - first.lineno + 1
+    return lines
+
+
+def test_no_function_is_long(trees):
+    long = [f"{name}.{f.name}: {body_lines(f)} lines" for name, tree in trees.items() for f in ast.walk(tree)
+            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and body_lines(f) > MAX_FUNCTION_LINES]
+    assert long == []
