@@ -10,14 +10,22 @@ from pathlib import Path
 import click
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.cli.common import (EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_TERMINATED, Terminated, mdhr_command,
-                                     run_reporting_errors, say, verbose_option)
 from mdhr_runtime.backends.gates import forced_warning
 from mdhr_runtime.batch.corpus import expand_inputs
 from mdhr_runtime.batch.jobs import BatchJob, BatchOptions, check_out_dir
 from mdhr_runtime.bundle import load_bundle
+from mdhr_runtime.checks import check_faces
 from mdhr_runtime.choices import BACKENDS, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_MODES, WINDOW_MODES
-from mdhr_runtime.cli.checks import check_faces
+from mdhr_runtime.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_SOME_FAILED,
+    EXIT_TERMINATED,
+    Terminated,
+    mdhr_command,
+    run_reporting_errors,
+    say,
+    verbose_option,
+)
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.files.outputs import is_stdout
 from mdhr_runtime.results.index import write_corpus_reports
@@ -129,22 +137,33 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
                                 backend=backend + (" (chosen per worker)" if backend == "auto" else ""),
                                 windows=plan.describe(), faces=faces, min_face=min_face if faces == "all" else None,
                                 threshold=bundle.threshold)
-        for row in rows:  # a skipped video keeps the facts of the run that wrote it, where they are
-            if row.output and not (row.status == "skipped" and facts_beside(out_dir / row.output).exists()):
-                write_facts_beside(out_dir / row.output, provenance.replace(input=row.path, video_fps=row.fps))
+        record_facts(rows, out_dir, provenance)
         if report:
             write_corpus_reports(rows, out_dir, provenance, say)
         ok = sum(r.fine for r in rows)
-        say(f"{len(rows)} videos: {ok} ok, {len(rows) - ok} not ({sum(r.status == 'skipped' for r in rows)} "
-            f"skipped as done before); summary in {out_dir / 'summary.csv'}")
-        for row in rows:
-            if not row.fine:
-                say(f"  {row.status}: {row.path}: {row.error}")
-            elif row.frames_with_face == 0:
-                say(f"  note: {row.path}: no face in any of its {row.frames} frames (AU cells are empty)")
+        say_closing_lines(rows, out_dir)
         if as_json:
             click.echo(json.dumps({"out": str(out_dir), "videos": len(rows), "ok": ok,
                                    "tasks_run": job.work_done, "rows": [asdict(r) for r in rows]}, indent=1))
         return 0 if ok == len(rows) else EXIT_SOME_FAILED
 
     run_reporting_errors(work, verbose)
+
+
+def record_facts(rows, out_dir: Path, provenance: Provenance) -> None:
+    """Each CSV's run facts beside it (a skipped video keeps those of the run
+    that wrote it, where they are)."""
+    for row in rows:
+        if row.output and not (row.status == "skipped" and facts_beside(out_dir / row.output).exists()):
+            write_facts_beside(out_dir / row.output, provenance.replace(input=row.path, video_fps=row.fps))
+
+
+def say_closing_lines(rows, out_dir: Path) -> None:
+    ok = sum(r.fine for r in rows)
+    say(f"{len(rows)} videos: {ok} ok, {len(rows) - ok} not ({sum(r.status == 'skipped' for r in rows)} "
+        f"skipped as done before); summary in {out_dir / 'summary.csv'}")
+    for row in rows:
+        if not row.fine:
+            say(f"  {row.status}: {row.path}: {row.error}")
+        elif row.frames_with_face == 0:  # done, as mdhr-run says (docs/errors.md)
+            say(f"  note: {row.path}: no face in any of its {row.frames} frames (AU cells are empty)")

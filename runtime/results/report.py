@@ -36,8 +36,14 @@ from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.results import palette
 from mdhr_runtime.results.overlay import face_colour, render_overlay
 from mdhr_runtime.results.provenance import Provenance
-from mdhr_runtime.results.summary import (RunSummary, encode_cells, encode_differences, frames_per_column,
-                                          summarise, thin)
+from mdhr_runtime.results.summary import (
+    RunSummary,
+    encode_cells,
+    encode_differences,
+    frames_per_column,
+    summarise,
+    thin,
+)
 
 EMBED_LIMIT = 24 * 1024 * 1024
 
