@@ -133,10 +133,9 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
             sys.stderr.flush()
             os._exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
         provenance = Provenance(bundle=str(model_dir), dataset=bundle.dataset, backbone=bundle.backbone,
-                                untrained=bundle.untrained,
-                                backend=backend + (" (chosen per worker)" if backend == "auto" else ""),
-                                windows=plan.describe(), faces=faces, min_face=min_face if faces == "all" else None,
-                                threshold=bundle.threshold)
+                                untrained=bundle.untrained, backend=backend + (" (chosen per worker)" * (
+                                    backend == "auto")), windows=plan.describe(), faces=faces,
+                                min_face=min_face if faces == "all" else None, threshold=bundle.threshold)
         record_facts(rows, out_dir, provenance)
         if report:
             write_corpus_reports(rows, out_dir, provenance, say)

@@ -99,7 +99,10 @@ def test_overlay_has_the_inputs_frames_and_boxes_where_the_csv_says(run, video):
 
 
 def click_column(page, column: int, panel: int = 0) -> None:
-    box = page.locator("canvas.timeline").nth(panel).bounding_box()
+    """A click on a timeline's column, scrolled into view first as a reader would."""
+    canvas = page.locator("canvas.timeline").nth(panel)
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
     columns = page.evaluate("window.mdhrReport.columns")
     page.mouse.click(box["x"] + (column + 0.5) / columns * box["width"], box["y"] + box["height"] / 2)
 
