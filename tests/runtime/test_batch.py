@@ -183,10 +183,11 @@ def test_segment_plan_aligns_to_windows_and_the_search_grid():
     for s in segments:
         assert s.start % 16 == 0 and s.read_from % 30 == 0 and s.start - s.read_from >= plan.warmup_frames \
             or s.read_from == 0
-    # Centred windows read half a window of context on each side.
+    # Centred windows read about half a window of context on each side: with
+    # the default hop of 1, T/2 frames before a frame and T/2 - 1 after it.
     centred = SegmentPlan(1000, WindowPlan.make("centred", 16)).segments(3050)[1]
     assert (centred.start, centred.stop) == (1000, 2000)
-    assert centred.scored_from == centred.start - 8 and centred.read_to == centred.stop + 8
+    assert centred.scored_from == centred.start - 8 and centred.read_to == centred.stop + 7
     assert plan.segments(None) == plan.segments(500) == [VideoSegment(0, None, 0, 0)]
 
 
