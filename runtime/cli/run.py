@@ -12,11 +12,12 @@ from mdhr_runtime.backends.openvino_runner import OPENVINO_BACKENDS
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.choices import (BACKENDS, DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_DETECTORS,
                                   FACE_MODES, WINDOW_MODES)
-from mdhr_runtime.cli.common import EXIT_INCOMPLETE_INPUT, run_reporting_errors, say, verbose_option
+from mdhr_runtime.cli.common import EXIT_INCOMPLETE_INPUT, quality_options, run_reporting_errors, say, verbose_option
 from mdhr_runtime.cli.checks import check_faces, check_threshold
 from mdhr_runtime.cli.live import run_live
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
+from mdhr_runtime.faces.quality import QualityOptions
 from mdhr_runtime.files.outputs import check_distinct, check_run_paths, is_stdout, remove_stale_staging, staged_files
 from mdhr_runtime.results.overlay import check_overlay_input, render_overlay
 from mdhr_runtime.results.report import report_html, video_beside
@@ -30,7 +31,7 @@ from mdhr_runtime.windows.streams import WindowPlan
               help="Bundle folder written by mdhr-export.")
 @click.option("--out", type=click.Path(path_type=Path),
               help="CSV to write: one row per frame (frame, timestamp, success, confidence, face box, "
-                   "AUxx_score, AUxx_c); - for standard output (every message goes to standard error). "
+                   "AUxx_score, AUxx_c, then landmarks, head pose, face size and quality flags); - for standard output (every message goes to standard error). "
                    "Required for files; optional with --camera.")
 @click.option("--camera", metavar="N|URL", help="Score a live source instead of INPUT: a camera index or "
               "any stream OpenCV opens. One status line updates live; Ctrl-C stops and writes --out.")
@@ -58,9 +59,10 @@ from mdhr_runtime.windows.streams import WindowPlan
               help="--faces all: ignore faces whose box is smaller than PX pixels.")
 @click.option("--face-detector", type=click.Choice(FACE_DETECTORS), default=DEFAULT_FACE_DETECTOR, show_default=True,
               help="mtcnn: more accurate, with landmarks for levelling the crop; haar: OpenCV cascade.")
+@quality_options
 @verbose_option
 def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overlay, report, backend, aligned,
-         threshold, faces, min_face, face_detector, verbose):
+         threshold, faces, min_face, face_detector, quality_flags, verbose):
     """Recognise facial action units in every frame of INPUT (a video file,
     a folder of frames, or an image), or live from --camera.
 
@@ -97,6 +99,7 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
         if threshold is not None:
             check_threshold(threshold)
         check_faces(faces, min_face, aligned)
+        QualityOptions(**quality_flags)
         if camera is not None and (overlay or report):
             raise MDHRError("--overlay and --report annotate a video file: give INPUT instead of --camera")
         outputs = {"--out": out, "--json": json_out, "--plot": plot, "--overlay": overlay, "--report": report,
@@ -115,7 +118,8 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
 
     def work():
         source = check()
-        with AUDetector(model_dir, backend=backend, threshold=threshold, face_detector=face_detector) as detector:
+        with AUDetector(model_dir, backend=backend, threshold=threshold, face_detector=face_detector,
+                        quality=QualityOptions(**quality_flags)) as detector:
             if detector.bundle.untrained:
                 click.echo("warning: this bundle holds an UNTRAINED model (exported with --random-init); "
                            "its AU outputs are meaningless", err=True)
@@ -149,7 +153,7 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
                         **({"min_face": min_face} if faces == "all" else {}),
                         "backend": detector.backend if windows == "official" else detector.stage_runner.name,
                         "dataset": detector.bundle.dataset, "backbone": detector.bundle.backbone,
-                        "untrained": detector.bundle.untrained}
+                        "untrained": detector.bundle.untrained, "quality_flags": quality_flags}
             # a report without --overlay stages its annotated video too, so a
             # video too large to embed joins the other outputs, all or nothing
             beside = video_beside(report) if report and not overlay else None

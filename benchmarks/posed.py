@@ -1,0 +1,106 @@
+"""Frames of known head pose, made from one frontal photo.
+
+``PosedFace`` lifts the photo onto a smooth generic head (an ellipsoid with
+a nose ridge, sized from the photo's own landmarks) and renders it rotated
+by known pitch, yaw and roll, seen by a pinhole camera, with a depth
+buffer (the far cheek hides behind the nose).  Roll alone is also available
+as a plain in-plane rotation of the photo (``rolled``), which is exact.
+
+What the rendered frames test: the whole chain the runtime runs (MTCNN's
+landmarks on a turned face, the fit to ``pose.GENERIC_FACE``, the angle
+split) against the rotation that made the frame.  What they do not: the
+rendered head is a generic shape of adult proportions, so a real face whose
+depth differs from the generic face's (and hair, ears, a real profile) can
+read worse than these frames do.
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from mdhr_runtime.faces.pose import EYE_DISTANCE_MM, rotation_xyz
+
+# The head, in mm (made independently of pose.GENERIC_FACE): an ellipsoid
+# 150 mm wide, 240 tall and 190 deep, centred at the nose tip's height, and
+# a nose ridge rising 16 mm above it, narrow across, long up the face.  Its
+# pupils come 27 mm and its mouth corners 25 mm behind the nose tip (the
+# generic face: 25 and 22).
+HEAD_AXES = (75.0, 120.0, 95.0)
+HEAD_CENTRE_ABOVE_NOSE = 0.0
+NOSE_HEIGHT, NOSE_WIDTH, NOSE_LENGTH = 16.0, 9.0, 16.0
+CAMERA_DISTANCE_MM = 700.0
+
+
+class PosedFace:
+    """Renders ``photo`` (RGB) rotated in 3-D; ``landmarks`` are the photo's
+    five detector points ([5, 2], detection.LANDMARK_NAMES order)."""
+
+    def __init__(self, photo: np.ndarray, landmarks: np.ndarray, supersample: int = 2):
+        self.photo = photo
+        height, width = photo.shape[:2]
+        points = np.asarray(landmarks, dtype=np.float64)
+        self.mm_per_px = EYE_DISTANCE_MM / float(np.hypot(*(points[1] - points[0])))
+        nose = points[2]
+        big = cv2.resize(photo, (width * supersample, height * supersample), interpolation=cv2.INTER_LINEAR)
+        ys, xs = np.mgrid[0:big.shape[0], 0:big.shape[1]]
+        # pixel centres back in photo pixels, then mm about the nose tip
+        u = (xs.ravel() + 0.5) / supersample - 0.5
+        v = (ys.ravel() + 0.5) / supersample - 0.5
+        x_mm, y_mm = (u - nose[0]) * self.mm_per_px, (v - nose[1]) * self.mm_per_px
+        self.points = np.stack([x_mm, y_mm, _depth(x_mm, y_mm)], axis=1)
+        self.colours = big.reshape(-1, 3)
+        # rotation about the ellipsoid's centre; the camera looks at it from
+        # CAMERA_DISTANCE_MM, scaled so the unturned face keeps its size
+        self.centre = np.array([0.0, -HEAD_CENTRE_ABOVE_NOSE, HEAD_AXES[2] + NOSE_HEIGHT])
+        self.size = (width, height)
+        self.nose_px = nose
+        self.focal = (CAMERA_DISTANCE_MM - HEAD_AXES[2]) / self.mm_per_px
+
+    def render(self, pitch_deg: float, yaw_deg: float, roll_deg: float, background=(128, 128, 128)) -> np.ndarray:
+        """The head turned by Rx(pitch) @ Ry(yaw) @ Rz(roll) about its centre."""
+        rotation = rotation_xyz(*(math.radians(a) for a in (pitch_deg, yaw_deg, roll_deg)))
+        camera = (self.points - self.centre) @ rotation.T + self.centre
+        depth = camera[:, 2] + CAMERA_DISTANCE_MM - self.centre[2]
+        u = np.round(self.focal * camera[:, 0] / depth + self.nose_px[0]).astype(np.int64)
+        v = np.round(self.focal * camera[:, 1] / depth + self.nose_px[1]).astype(np.int64)
+        width, height = self.size
+        inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+        pixel = v[inside] * width + u[inside]
+        order = np.lexsort((depth[inside], pixel))  # by pixel, nearest first
+        first = np.unique(pixel[order], return_index=True)[1]
+        chosen = order[first]
+        image = np.zeros((height * width, 3), dtype=np.uint8)
+        filled = np.zeros(height * width, dtype=np.uint8)
+        image[pixel[chosen]] = self.colours[inside][chosen]
+        filled[pixel[chosen]] = 255
+        image, filled = image.reshape(height, width, 3), filled.reshape(height, width)
+        # pinholes where the surface stretched: fill from their neighbours
+        holes = cv2.morphologyEx(filled, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)) > filled
+        image = cv2.inpaint(image, holes.astype(np.uint8), 2, cv2.INPAINT_TELEA)
+        covered = cv2.morphologyEx(filled, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)) > 0
+        image[~covered] = background
+        return image
+
+
+def _depth(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Distance behind the nose tip's plane (mm) of the generic head's front
+    surface at (x, y) mm about the nose tip; outside the ellipse a flat back."""
+    a, b, c = HEAD_AXES
+    dy = y + HEAD_CENTRE_ABOVE_NOSE
+    inside = np.clip(1.0 - (x / a) ** 2 - (dy / b) ** 2, 0.0, None)
+    surface = c - c * np.sqrt(inside)  # 0 at the ellipsoid's front, c at its rim
+    # the nose: a ridge from the brow (y ~ -40) to the tip, longest at the tip
+    along = np.where(y > 0, np.exp(-0.5 * (y / 6.0) ** 2), np.exp(-0.5 * (y / (NOSE_LENGTH * 2.5)) ** 2))
+    ridge = NOSE_HEIGHT * np.exp(-0.5 * (x / NOSE_WIDTH) ** 2) * along
+    return surface - ridge + NOSE_HEIGHT
+
+
+def rolled(photo: np.ndarray, roll_deg: float, background=(128, 128, 128)) -> np.ndarray:
+    """The photo rotated in-plane about its centre by ``roll_deg``: positive
+    turns the face clockwise on screen (its eye line falls to the right)."""
+    height, width = photo.shape[:2]
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), -roll_deg, 1.0)
+    return cv2.warpAffine(photo, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=background)
