@@ -150,7 +150,6 @@ def test_segments_on_workers_stitch_to_the_whole_run(local_ray, corpus, disfa_sh
     assert [[r[k] for k in measured] for r in stitched] == [[r[k] for k in measured] for r in whole]
     assert any(r["pose_Ry"] for r in whole)
     assert all("face<1000px" in r["flags"].split(";") for r in stitched if r["success"] == "1")
-    assert not any("face<" in r["flags"] for r in whole)
 
 
 def worst_difference(rows: list[dict], expected: list[dict]) -> float:
