@@ -215,3 +215,28 @@ def test_quality_columns_read_back(tmp_path, photo, mtcnn):
             assert np.allclose(a.quality.pose, b.quality.pose, atol=5e-5)
             assert (a.quality.flags, a.quality.since_detection) == (b.quality.flags, b.quality.since_detection)
     assert [r.quality.flags for r in back.rows if r.quality] == [(), ("track-gap",)]
+
+
+@settings(max_examples=80, deadline=None)
+@given(column=st.sampled_from(QUALITY_COLUMNS), text=st.text(max_size=30))
+def test_damaged_quality_cells_are_refused_in_one_line_or_read_as_data(tmp_path_factory, column, text):
+    """Any text in any quality cell of a CSV: read as data, or refused with
+    one line naming the file and line, never another exception."""
+    import csv
+
+    folder = tmp_path_factory.mktemp("damaged")
+    table = FrameTable(["AU01"])
+    face = found(since_detection=2)
+    table.add(CroppedFrame(0, 0.0, face, None), np.zeros(1), quality=assess(face, QualityOptions()))
+    path = table.write_csv(folder / "q.csv")
+    with open(path, newline="") as handle:
+        header, row = list(csv.reader(handle))
+    row[header.index(column)] = text
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows([header, row])
+    try:
+        back = read_csv(path)
+    except MDHRError as refused:
+        assert "\n" not in str(refused) and "line 2" in str(refused)
+        return
+    assert len(back.rows) == 1
