@@ -11,13 +11,13 @@ import click
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.cli.common import (EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_TERMINATED, Terminated,
-                                     quality_options, run_reporting_errors, say, verbose_option)
+                                     QUALITY_FLAG_NAMES, quality_options, run_reporting_errors, say, verbose_option)
 from mdhr_runtime.backends.gates import forced_warning
 from mdhr_runtime.batch.corpus import expand_inputs
 from mdhr_runtime.batch.jobs import BatchJob, BatchOptions, check_out_dir
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.choices import BACKENDS, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_MODES, WINDOW_MODES
-from mdhr_runtime.cli.checks import check_faces
+from mdhr_runtime.checks import check_faces
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.faces.quality import QualityOptions
 from mdhr_runtime.files.outputs import is_stdout
@@ -135,15 +135,20 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
                 "bundle": str(model_dir), "dataset": bundle.dataset, "backbone": bundle.backbone,
                 "untrained": bundle.untrained, "backend": chosen, "windows": "official", "faces": faces,
                 "threshold": bundle.threshold}, say)
-        ok = sum(r.fine for r in rows)
-        say(f"{len(rows)} videos: {ok} ok, {len(rows) - ok} not ({sum(r.status == 'skipped' for r in rows)} "
-            f"skipped as done before); summary in {out_dir / 'summary.csv'}")
-        for row in rows:
-            if not row.fine:
-                say(f"  {row.status}: {row.path}: {row.error}")
-        if as_json:
-            click.echo(json.dumps({"out": str(out_dir), "videos": len(rows), "ok": ok,
-                                   "tasks_run": job.work_done, "rows": [asdict(r) for r in rows]}, indent=1))
-        return 0 if ok == len(rows) else EXIT_SOME_FAILED
+        return _summarise(rows, out_dir, as_json, job.work_done)
 
-    run_reporting_errors(work, verbose)
+    run_reporting_errors(work, verbose, QUALITY_FLAG_NAMES)
+
+
+def _summarise(rows, out_dir: Path, as_json: bool, tasks_run: int) -> int:
+    """The job's outcome in a few lines (and as JSON with --json); the exit code."""
+    ok = sum(r.fine for r in rows)
+    say(f"{len(rows)} videos: {ok} ok, {len(rows) - ok} not ({sum(r.status == 'skipped' for r in rows)} "
+        f"skipped as done before); summary in {out_dir / 'summary.csv'}")
+    for row in rows:
+        if not row.fine:
+            say(f"  {row.status}: {row.path}: {row.error}")
+    if as_json:
+        click.echo(json.dumps({"out": str(out_dir), "videos": len(rows), "ok": ok,
+                               "tasks_run": tasks_run, "rows": [asdict(r) for r in rows]}, indent=1))
+    return 0 if ok == len(rows) else EXIT_SOME_FAILED

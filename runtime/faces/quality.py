@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, param
 from mdhr_runtime.choices import QUALITY_FLAGS
 from mdhr_runtime.faces.pose import NO_POSE, head_pose
 from mdhr_runtime.faces.tracking import FaceResult
@@ -46,7 +46,8 @@ MAX_GAP_FRAMES = 60
 
 @dataclass(frozen=True)
 class QualityOptions:
-    """Thresholds of the quality flags (``mdhr-run --flag-*``)."""
+    """Thresholds of the quality flags (``mdhr-run --flag-*``); a value out
+    of range raises ``InputError`` naming it."""
 
     max_yaw_deg: float = MAX_YAW_DEG
     max_pitch_deg: float = MAX_PITCH_DEG
@@ -55,18 +56,16 @@ class QualityOptions:
     gap_frames: int = GAP_FRAMES
 
     def __post_init__(self):
-        for name, value, low, high, unit in (
-                ("--flag-yaw", self.max_yaw_deg, 0, 90, "degrees"), ("--flag-pitch", self.max_pitch_deg, 0, 90,
-                                                                     "degrees"),
-                ("--flag-face", self.min_face_px, 0, 10000, "pixels"), ("--flag-confidence", self.min_confidence,
-                                                                       0, 1, "a detector confidence"),
-                ("--flag-gap", self.gap_frames, 0, MAX_GAP_FRAMES, "frames")):
+        for name, low, high, unit in (("max_yaw_deg", 0, 90, "degrees"), ("max_pitch_deg", 0, 90, "degrees"),
+                                      ("min_face_px", 0, 10000, "pixels"),
+                                      ("min_confidence", 0, 1, "a detector confidence"),
+                                      ("gap_frames", 0, MAX_GAP_FRAMES, "frames")):
+            value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
-                raise MDHRError(f"{name} {value} is outside {low} to {high} ({unit}): give a value in that range")
-        for name, value in (("--flag-face", self.min_face_px), ("--flag-gap", self.gap_frames)):
-            if value != int(value):
-                raise MDHRError(f"{name} {value} is not a whole number: give a whole number of "
-                                f"{'pixels' if name == '--flag-face' else 'frames'}")
+                raise InputError(f"{param(name)} {value} is outside {low} to {high} ({unit}): give a value in "
+                                 "that range")
+            if name in ("min_face_px", "gap_frames") and value != int(value):
+                raise InputError(f"{param(name)} {value} is not a whole number: give a whole number of {unit}")
 
 
 @dataclass(frozen=True)
