@@ -34,7 +34,7 @@ def photo_rgb():
 
 @pytest.fixture(scope="module")
 def seed0_checkpoint(tmp_path_factory):
-    """The weights of the ``disfa_short_bundle`` fixture: mdhr-export
+    """The weights of the ``disfa_model_bundle`` fixture: mdhr-export
     --random-init seeds torch with 0 before building the model."""
     import torch
 
@@ -59,9 +59,9 @@ def face_video(tmp_path_factory):
 # ---------------------------------------------------------------- mdhr-bench
 
 
-def test_bench_times_backends_and_reports_skips(disfa_short_bundle, seed0_checkpoint, tmp_path):
+def test_bench_times_backends_and_reports_skips(disfa_model_bundle, seed0_checkpoint, tmp_path):
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
-    result = invoke(bench_main, ["--model", disfa_short_bundle, "--ckpt", seed0_checkpoint,
+    result = invoke(bench_main, ["--model", disfa_model_bundle, "--ckpt", seed0_checkpoint,
                                  "--backends", "torch,onnxruntime,onnxruntime-fp16,tensorrt",
                                  "--warmup", 1, "--iters", 2, "--threads", 2,
                                  "--json", out_json, "--markdown", out_md])

@@ -19,6 +19,9 @@ from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 from mdhr_runtime.bundle import TARGET_ARTIFACTS, load_bundle
 from tests.support.refusals import one_line_refusal
 
+# Exports or runs the full model: the slow tier.
+pytestmark = pytest.mark.slow
+
 GRAPHS = {"weights": ("model.onnx", "frame_stage.onnx", "clip_stage.onnx"),
           "weights_fp16": ("model_fp16.onnx", "frame_stage_fp16.onnx", "clip_stage_fp16.onnx")}
 

@@ -19,6 +19,9 @@ from mdhr_runtime.files.atomic import umask
 from tests.support.bundles import export, golden_checkpoint
 from tests.support.golden import golden, reference_input
 
+# Exports or runs the full model: the slow tier.
+pytestmark = pytest.mark.slow
+
 
 def card(bundle_dir):
     return json.loads((bundle_dir / "mdhr.json").read_text())

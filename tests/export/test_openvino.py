@@ -28,6 +28,9 @@ from mdhr_runtime.backends.selection import open_runner
 from mdhr_runtime.bundle import load_bundle
 from tests.support.golden import golden, reference_input
 
+# Exports or runs the full model: the slow tier.
+pytestmark = pytest.mark.slow
+
 ov = pytest.importorskip("openvino")
 BF16_MISSING = openvino_unavailable_reason("openvino-bf16")
 

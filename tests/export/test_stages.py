@@ -8,6 +8,9 @@ import mdhr
 from mdhr.stages import ClipStage, FrameStage, cached_floats_per_frame
 from tests.support.golden import CONFIGS, deterministic_init_, golden, reference_input
 
+# Exports or runs the full model: the slow tier.
+pytestmark = pytest.mark.slow
+
 
 def frame_features(model, frames: np.ndarray):
     """Run the frame stage over a sequence one frame at a time, as the

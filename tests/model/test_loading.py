@@ -9,6 +9,9 @@ import torch
 import mdhr
 from mdhr.errors import MDHRError
 
+# Exports or runs the full model: the slow tier.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def disfa_resnet():

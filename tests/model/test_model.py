@@ -12,6 +12,9 @@ from mdhr.aus import AU_SETS
 from mdhr.model import GATConv, RegionGate
 from tests.support.golden import CONFIGS, DATA, deterministic_init_, golden, reference_input
 
+# Exports or runs the full model: the slow tier.
+pytestmark = pytest.mark.slow
+
 
 def manifest(dataset, backbone):
     return json.loads((DATA / f"state_dict_{dataset}_{backbone}.json").read_text())

@@ -206,14 +206,14 @@ def make_tiny_bundle(out: Path, dataset: str = "DISFA", frames: int = 4, seed: i
 
 
 def _card(dataset, frames, au_names, regions, outputs, tap_shapes, motion_shape, files, out) -> dict:
-    """The card mdhr-export writes for a CPU bundle of an untrained model, with this graph's facts."""
+    """The card mdhr-export writes for an untrained model (default target, no --fp16), with these graphs' facts."""
     artifacts = {"onnx": files["onnx"], "onnx_fp16": None, "engine": None, "weights": WEIGHTS_FILE,
                  "frame_stage": files["frame_stage"], "clip_stage": files["clip_stage"]}
     return {
         "format": 1, "dataset": dataset, "backbone": "resnet", "au_names": list(au_names), "threshold": 0.5,
         "input": {"name": "clips", "shape": [1, frames, 3, IMAGE_SIZE, IMAGE_SIZE],
                   "layout": "RGB, pixel/255 then (x - mean) / std", "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD)},
-        "outputs": outputs, "regions": regions, "untrained": True, "target": "cpu",
+        "outputs": outputs, "regions": regions, "untrained": True, "target": "all",
         "source": {"checkpoint_sha256": None, "torch": None, "onnx": onnx.__version__, "opset": OPSET},
         "artifacts": artifacts,
         "stages": {"cut": "tiny test graphs with the stages' contract",
