@@ -44,6 +44,7 @@ class Provenance:
     threshold: float | None = None
     video_fps: float | None = None
     scoring_fps: float | None = None
+    quality_flags: dict | None = None  # the --flag-* thresholds (faces/quality.py's QualityOptions)
 
     def facts(self) -> dict:
         """The recorded fields, in order (the JSON's ``metadata``)."""
@@ -60,7 +61,7 @@ class Provenance:
 # The type each field must have when read back (bool is not an int here).
 _TYPES = {"input": str, "bundle": str, "dataset": str, "backbone": str, "untrained": bool, "backend": str,
           "precision": str, "windows": dict, "faces": str, "min_face": int, "threshold": float,
-          "video_fps": float, "scoring_fps": float}
+          "video_fps": float, "scoring_fps": float, "quality_flags": dict}
 _WINDOW_KEYS = {"mode": str, "frames": int, "hop": int, "latency_frames": int}
 
 
@@ -112,7 +113,8 @@ def read_facts(csv_path: str | Path) -> Provenance | None:
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise _not_facts(path, f"its {name} is not a {kind.__name__}")
-        values[name] = _windows(path, value) if name == "windows" else value
+        values[name] = _windows(path, value) if name == "windows" else _flags(path, value) \
+            if name == "quality_flags" else value
     return Provenance(**values)
 
 
@@ -133,6 +135,13 @@ def _windows(path: Path, value: dict) -> dict:
             not isinstance(value[k], t) or isinstance(value[k], bool) for k, t in _WINDOW_KEYS.items()):
         raise _not_facts(path, "its windows are not mode, frames, hop and latency_frames")
     return {k: value[k] for k in _WINDOW_KEYS}
+
+
+def _flags(path: Path, value: dict) -> dict:
+    if len(value) > 16 or any(not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float))
+                              for k, v in value.items()):
+        raise _not_facts(path, "its quality_flags are not named numbers")
+    return dict(value)
 
 
 def _not_facts(path: Path, why: str) -> MDHRError:
