@@ -69,11 +69,13 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
 
     Each video gets OUT/<its path below the inputs' common folder>.csv,
     written whole or not at all; OUT/summary.csv holds one row per video
-    (status ok / partial / failed / skipped, with the reason) and is
-    rewritten as videos finish. A rerun with the same --out skips videos
+    (status ok / partial / failed / skipped, with the reason, the Ray node
+    that scored it and its retries) and is rewritten as videos finish;
+    jobs sharing an --out merge their rows. mdhr-batch never replaces a
+    file it did not write. A rerun with the same --out skips videos
     already done with the same bundle. Exit status 0 when every video is
     ok, 5 when any failed or was partial (see summary.csv), 2 for a bad
-    argument (nothing done).
+    argument or cluster (nothing done).
 
     More: docs/corpora.md.
 
@@ -105,7 +107,8 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
                             "glob patterns or @list.txt")
         options = BatchOptions(bundle_dir=model_dir, out_dir=out_dir, backend=backend, workers=workers,
                                threads_per_worker=threads_per_worker, segment_frames=segment_frames,
-                               address=address, faces=faces, min_face=min_face, windows=windows, hop=hop)
+                               address=address, faces=faces, min_face=min_face, windows=windows, hop=hop,
+                               reports=report)
         job = BatchJob(videos, options, say)  # loads and hashes the bundle: refuses a bad one here
         warning = forced_warning(load_bundle(model_dir), backend)
         if warning:
@@ -127,7 +130,7 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
         if report:
             bundle = load_bundle(model_dir)
             chosen = backend + (" (chosen per worker)" if backend == "auto" else "")
-            write_corpus_reports(rows, out_dir, {
+            write_corpus_reports(job.summary_rows(), out_dir, {
                 "bundle": str(model_dir), "dataset": bundle.dataset, "backbone": bundle.backbone,
                 "untrained": bundle.untrained, "backend": chosen, "windows": "official", "faces": faces,
                 "threshold": bundle.threshold}, say)
