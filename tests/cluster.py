@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -32,9 +33,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Token authentication, as a cluster reachable by others should run: the
+# nodes and every driver share this session's token (and no one else's).
+TOKEN = secrets.token_hex(32)
+
+
 def ray_environment() -> dict:
+    """The environment of every node and driver of the tests' clusters."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=TOKEN)
     return env
 
 

@@ -43,7 +43,7 @@ def connect(ray, address: str | None) -> bool:
         _check_reachable(address)
         try:
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError, OSError) as e:
+        except Exception as e:  # Ray raises many kinds here (connection, authentication, version)
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise MDHRError(f"--address {address}: cannot join a Ray cluster there ({first}); start one with "
                             "'ray start --head' or give the head's address (host:port)") from None
@@ -115,8 +115,9 @@ def check_nodes(ray, nodes: Sequence[Node], bundle_dir: str, card: str, videos: 
     first node that cannot, before any model loads."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    probe = ray.remote(probe_node).options(num_cpus=0, max_retries=0)
-    pending = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False))
+    probe = ray.remote(probe_node)
+    pending = {probe.options(num_cpus=0, max_retries=0,
+                             scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False))
                .remote(bundle_dir, card, list(videos)): n for n in nodes if n.cpus > 0}
     ready, late = ray.wait(list(pending), num_returns=len(pending), timeout=PROBE_TIMEOUT_S)
     if late:
