@@ -194,7 +194,7 @@ def hidden(folder: Path) -> list[str]:
     if probe.returncode != 0:
         return None
     user = [] if os.geteuid() == 0 else ["--map-root-user"]
-    return ["unshare", "-m", *user, "sh", "-c", f'mount -t tmpfs none "$0" && exec "$@"', str(folder)]
+    return ["unshare", "-m", *user, "sh", "-c", 'mount -t tmpfs none "$0" && exec "$@"', str(folder)]
 
 
 def _all_pids() -> list[int]:
