@@ -179,6 +179,7 @@ class WorkerPool:
         self.running: dict = {}  # run() call -> (actor, attempt)
         self.queue: collections.deque[Attempt] = collections.deque()
         self.starts_left = 0
+        self.last_error = ""  # why the last worker failed to start
 
     def results(self, tasks: Iterable, method: Callable[[object, object], object]):
         self.queue.extend(Attempt(t) for t in tasks)
@@ -249,7 +250,7 @@ class WorkerPool:
         return Outcome(attempt.task, reply, attempt.retries)
 
     def _give_up(self):
-        why = getattr(self, "last_error", "") or "the cluster had no room for one"
+        why = self.last_error or "the cluster had no room for one"
         while self.queue:
             attempt = self.queue.popleft()
             yield Outcome(attempt.task, None, attempt.retries, f"no worker could start ({why})")

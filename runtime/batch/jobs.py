@@ -2,8 +2,8 @@
 of workers, each holding one ``AUDetector``.
 
 The driver (this process) expands the inputs, skips what an earlier run
-finished, probes each video, plans its segments and hands them to a Ray
-``ActorPool`` of ``AUWorker`` actors.  Workers return rows; the driver
+finished, probes each video, plans its segments and hands them to a pool
+of ``AUWorker`` actors (``cluster.WorkerPool``).  Workers return rows; the driver
 stitches a video's segments, writes its CSV atomically and rewrites
 ``summary.csv`` (atomically) as each video finishes.  Only the driver
 writes, so a killed worker or an interrupted job leaves no partial file:
