@@ -45,6 +45,7 @@ from mdhr_runtime.choices import DEFAULT_FACES, DEFAULT_WINDOWS
 from mdhr_runtime.cli.common import quiet_ffmpeg
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
+from mdhr_runtime.results.index import INDEX_FILE, report_path
 from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.files.outputs import check_input, check_output_folder, remove_stale_staging
 from mdhr_runtime.batch.segments import WHOLE_VIDEO, Segment, SegmentPlan, SegmentResult, predict_segment, stitch
@@ -221,8 +222,6 @@ class BatchJob:
         owned = {(out / r.output) for r in previous.values() if r.output}
         targets = [out / name for name in outputs]
         if self.options.reports:
-            from mdhr_runtime.results.index import INDEX_FILE, report_path
-
             owned |= {report_path(out, r.output) for r in previous.values() if r.output}
             owned |= {out / INDEX_FILE} if previous else set()
             targets += [report_path(out, name) for name in outputs] + [out / INDEX_FILE]
