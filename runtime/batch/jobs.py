@@ -42,7 +42,7 @@ from mdhr_runtime.batch.corpus import (SUMMARY_FILE, SummaryRow, bundle_hash, fi
                                        output_names, read_summary, summary_lock, write_summary)
 from mdhr_runtime.bundle import CARD_FILE, load_bundle
 from mdhr_runtime.choices import DEFAULT_FACES, DEFAULT_WINDOWS
-from mdhr_runtime.cli.common import quiet_ffmpeg
+from mdhr_runtime.sources.live import quiet_ffmpeg
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.results.index import INDEX_FILE, report_path
