@@ -25,8 +25,8 @@ summary row names.
 """
 from __future__ import annotations
 
-import dataclasses
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -38,18 +38,27 @@ from typing import Callable
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.batch import cluster
-from mdhr_runtime.batch.corpus import (SUMMARY_FILE, SummaryRow, bundle_hash, finished_before, is_batch_summary,
-                                       output_names, read_summary, summary_lock, write_summary)
+from mdhr_runtime.batch.corpus import (
+    SUMMARY_FILE,
+    SummaryRow,
+    bundle_hash,
+    finished_before,
+    is_batch_summary,
+    output_names,
+    read_summary,
+    summary_lock,
+    write_summary,
+)
+from mdhr_runtime.batch.segments import WHOLE_VIDEO, Segment, SegmentPlan, SegmentResult, predict_segment, stitch
 from mdhr_runtime.bundle import CARD_FILE, load_bundle
 from mdhr_runtime.choices import DEFAULT_FACES, DEFAULT_WINDOWS
-from mdhr_runtime.sources.live import quiet_ffmpeg
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
-from mdhr_runtime.results.index import INDEX_FILE, report_path
 from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.files.outputs import check_input, check_output_folder, remove_stale_staging
-from mdhr_runtime.batch.segments import WHOLE_VIDEO, Segment, SegmentPlan, SegmentResult, predict_segment, stitch
+from mdhr_runtime.results.index import INDEX_FILE, report_path
 from mdhr_runtime.sources.frames import FrameSource
+from mdhr_runtime.sources.live import quiet_ffmpeg
 from mdhr_runtime.windows.streams import WindowPlan
 
 # A task whose worker is lost (its process died: out of memory, a crashing

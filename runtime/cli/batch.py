@@ -10,14 +10,21 @@ from pathlib import Path
 import click
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.cli.common import (EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_TERMINATED, Terminated,
-                                     run_reporting_errors, say, verbose_option)
 from mdhr_runtime.backends.gates import forced_warning
 from mdhr_runtime.batch.corpus import expand_inputs
 from mdhr_runtime.batch.jobs import BatchJob, BatchOptions, check_out_dir
 from mdhr_runtime.bundle import load_bundle
-from mdhr_runtime.choices import BACKENDS, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_MODES, WINDOW_MODES
 from mdhr_runtime.checks import check_faces
+from mdhr_runtime.choices import BACKENDS, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_MODES, WINDOW_MODES
+from mdhr_runtime.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_SOME_FAILED,
+    EXIT_TERMINATED,
+    Terminated,
+    run_reporting_errors,
+    say,
+    verbose_option,
+)
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.files.outputs import is_stdout
 from mdhr_runtime.results.index import write_corpus_reports
@@ -28,6 +35,16 @@ def _positive(ctx, param, value):
     if value is not None and value < 1:
         raise click.BadParameter(f"must be at least 1, got {value}")
     return value
+
+
+def _write_reports(job: BatchJob, model_dir: Path, out_dir: Path, backend: str, faces: str) -> None:
+    """A report per video of the folder's summary, and the index."""
+    bundle = load_bundle(model_dir)
+    chosen = backend + (" (chosen per worker)" if backend == "auto" else "")
+    write_corpus_reports(job.summary_rows(), out_dir, {
+        "bundle": str(model_dir), "dataset": bundle.dataset, "backbone": bundle.backbone,
+        "untrained": bundle.untrained, "backend": chosen, "windows": "official", "faces": faces,
+        "threshold": bundle.threshold}, say)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,12 +145,7 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
             sys.stderr.flush()
             os._exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
         if report:
-            bundle = load_bundle(model_dir)
-            chosen = backend + (" (chosen per worker)" if backend == "auto" else "")
-            write_corpus_reports(job.summary_rows(), out_dir, {
-                "bundle": str(model_dir), "dataset": bundle.dataset, "backbone": bundle.backbone,
-                "untrained": bundle.untrained, "backend": chosen, "windows": "official", "faces": faces,
-                "threshold": bundle.threshold}, say)
+            _write_reports(job, model_dir, out_dir, backend, faces)
         ok = sum(r.fine for r in rows)
         say(f"{len(rows)} videos: {ok} ok, {len(rows) - ok} not ({sum(r.status == 'skipped' for r in rows)} "
             f"skipped as done before); summary in {out_dir / 'summary.csv'}")

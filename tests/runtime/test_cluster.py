@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from cluster import free_port, hidden, ray_environment, start_cluster
-from mdhr_bench.synthetic import FootageMaker, Segment, write_video
 from mdhr_runtime import AUDetector
 from mdhr_runtime.cli.common import EXIT_USER_ERROR
+from tests.support.cluster import free_port, hidden, ray_environment, start_cluster
+from tests.support.synthetic import FootageMaker, Segment, write_video
 
 pytest.importorskip("ray")
 
@@ -35,24 +35,41 @@ def cluster():
         started.stop()
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, photo):
-    """Four short face videos, each a little different."""
-    root = tmp_path_factory.mktemp("corpus")
+def make_corpus(root: Path, photo, frames: int) -> Path:
+    """Four face videos, each a little different."""
     maker = FootageMaker(photo, size=(320, 180))
     for number, name in enumerate(VIDEOS):
         write_video(root / f"{name}.mp4", [f.rgb for f in maker.frames(
-            (Segment("clean", 14 + 2 * number, speed=0.5 + 0.2 * number),))])
+            (Segment("clean", frames + 2 * number, speed=0.5 + 0.2 * number),))])
     return root
+
+
+def mdhr_run_csvs(corpus: Path, bundle: Path, folder: Path) -> dict[str, bytes]:
+    """mdhr-run's CSV (its library call, its defaults) of every video, as bytes."""
+    with AUDetector(bundle, backend="onnxruntime", threads=1) as detector:
+        return {name: detector.predict_video(corpus / f"{name}.mp4").write_csv(folder / f"{name}.csv").read_bytes()
+                for name in VIDEOS}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, photo):
+    return make_corpus(tmp_path_factory.mktemp("corpus"), photo, 14)
 
 
 @pytest.fixture(scope="module")
 def expected(corpus, disfa_short_bundle, tmp_path_factory):
-    """mdhr-run's CSV (its library call, its defaults) of every video, as bytes."""
-    folder = tmp_path_factory.mktemp("expected")
-    with AUDetector(disfa_short_bundle, backend="onnxruntime", threads=1) as detector:
-        return {name: detector.predict_video(corpus / f"{name}.mp4").write_csv(folder / f"{name}.csv").read_bytes()
-                for name in VIDEOS}
+    return mdhr_run_csvs(corpus, disfa_short_bundle, tmp_path_factory.mktemp("expected"))
+
+
+@pytest.fixture(scope="module")
+def long_corpus(tmp_path_factory, photo):
+    """Videos long enough (seconds each) to stop something while one is scored."""
+    return make_corpus(tmp_path_factory.mktemp("long"), photo, 100)
+
+
+@pytest.fixture(scope="module")
+def long_expected(long_corpus, disfa_short_bundle, tmp_path_factory):
+    return mdhr_run_csvs(long_corpus, disfa_short_bundle, tmp_path_factory.mktemp("expected"))
 
 
 def batch_command(inputs, bundle, out, address, *more) -> list[str]:
@@ -108,9 +125,10 @@ def test_a_corpus_over_two_nodes_equals_mdhr_run(cluster, corpus, disfa_short_bu
     assert_clean(cluster)
 
 
-def test_a_driver_killed_mid_job_resumes_on_the_cluster(cluster, corpus, disfa_short_bundle, expected, tmp_path):
+def test_a_driver_killed_mid_job_resumes_on_the_cluster(cluster, long_corpus, disfa_short_bundle, long_expected,
+                                                        tmp_path):
     out = tmp_path / "out"
-    job = subprocess.Popen(batch_command([corpus], disfa_short_bundle, out, cluster.address, "--workers", 1),
+    job = subprocess.Popen(batch_command([long_corpus], disfa_short_bundle, out, cluster.address, "--workers", 1),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ray_environment())
     try:
         deadline = time.monotonic() + 600
@@ -125,13 +143,13 @@ def test_a_driver_killed_mid_job_resumes_on_the_cluster(cluster, corpus, disfa_s
             job.kill()
     done = [r["path"] for r in read_rows(out / "summary.csv") if r["status"] == "ok"]
     assert 1 <= len(done) < 4
-    result = run_batch([corpus], disfa_short_bundle, out, cluster.address, "--workers", 1)
+    result = run_batch([long_corpus], disfa_short_bundle, out, cluster.address, "--workers", 1)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_rows(out / "summary.csv")
-    assert sorted(r["path"] for r in rows) == sorted(str(corpus / f"{n}.mp4") for n in VIDEOS)
+    assert sorted(r["path"] for r in rows) == sorted(str(long_corpus / f"{n}.mp4") for n in VIDEOS)
     assert {r["path"]: r["status"] for r in rows} == {
-        str(corpus / f"{n}.mp4"): "skipped" if str(corpus / f"{n}.mp4") in done else "ok" for n in VIDEOS}
-    assert_outputs_whole(out, expected)
+        str(long_corpus / f"{n}.mp4"): "skipped" if str(long_corpus / f"{n}.mp4") in done else "ok" for n in VIDEOS}
+    assert_outputs_whole(out, long_expected)
     assert_clean(cluster)
 
 
@@ -173,14 +191,14 @@ def test_an_address_with_nothing_there_refused(corpus, disfa_short_bundle, tmp_p
     assert time.monotonic() - started < 60 and not out.exists()
 
 
-def test_a_node_lost_mid_job(corpus, disfa_short_bundle, expected, tmp_path):
+def test_a_node_lost_mid_job(long_corpus, disfa_short_bundle, long_expected, tmp_path):
     """The second node's raylet killed while it scores a video: that video
     is scored again on the head, every CSV is whole and mdhr-run's, and the
     summary says which video was retried and where it was scored."""
     cluster = start_cluster((1, 1))
     try:
         out = tmp_path / "out"
-        job = subprocess.Popen(batch_command([corpus], disfa_short_bundle, out, cluster.address),
+        job = subprocess.Popen(batch_command([long_corpus], disfa_short_bundle, out, cluster.address),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ray_environment())
         try:
             second = cluster.nodes[1]
@@ -188,7 +206,7 @@ def test_a_node_lost_mid_job(corpus, disfa_short_bundle, expected, tmp_path):
             while not second.busy_workers("AUWorker.run") and job.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert job.poll() is None, job.stderr.read()[-2000:]
-            time.sleep(1.0)  # well into its video
+            time.sleep(0.5)  # into its video
             os.kill(second.raylet(), signal.SIGKILL)
             _, stderr = job.communicate(timeout=900)
         finally:
@@ -200,7 +218,7 @@ def test_a_node_lost_mid_job(corpus, disfa_short_bundle, expected, tmp_path):
         retried = [r for r in rows if r["retries"] != "0"]
         assert [r["retries"] for r in retried] == ["1"]
         assert retried[0]["node"] == cluster.head_node_id()  # scored (in full) on the surviving node
-        assert_outputs_whole(out, expected)
+        assert_outputs_whole(out, long_expected)
         assert_clean(cluster)
     finally:
         cluster.stop()

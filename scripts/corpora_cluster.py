@@ -8,7 +8,7 @@
   and the size of the rows sent back.
 
 Usage (from the repository root):
-  python tests/measure_cluster.py BUNDLE [--videos 4] [--frames 32]
+  python -m scripts.corpora_cluster BUNDLE [--videos 4] [--frames 32]
 """
 from __future__ import annotations
 
@@ -20,17 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from cluster import ray_environment, start_cluster  # noqa: E402
+from tests.support import DATA
+from tests.support.cluster import ray_environment, start_cluster
+from tests.support.synthetic import FootageMaker, Segment, write_video
 
 
 def make_corpus(folder: Path, videos: int, frames: int) -> list[Path]:
     import cv2
 
-    from mdhr_bench.synthetic import FootageMaker, Segment, write_video
-
-    photo = cv2.cvtColor(cv2.imread(str(Path(__file__).parent / "data" / "face.jpg")), cv2.COLOR_BGR2RGB)
+    photo = cv2.cvtColor(cv2.imread(str(DATA / "face.jpg")), cv2.COLOR_BGR2RGB)
     maker = FootageMaker(photo, size=(320, 180))
     paths = []
     for number in range(videos):
