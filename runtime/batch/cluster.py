@@ -170,10 +170,9 @@ class WorkerPool:
     yields an ``Outcome`` for every task, in the order they finish, and
     ``None`` every ``poll_s`` while nothing finished (for progress)."""
 
-    def __init__(self, ray, make_actor: Callable[[], object], size: int, retries: int, poll_s: float,
-                 say: Callable[[str], None]):
+    def __init__(self, ray, make_actor: Callable[[], object], size: int, retries: int, poll_s: float):
         self.ray, self.make_actor, self.size, self.retries = ray, make_actor, size, retries
-        self.poll_s, self.say = poll_s, say
+        self.poll_s = poll_s
         self.idle: list = []
         self.starting: dict = {}  # ready() call -> actor being placed
         self.running: dict = {}  # run() call -> (actor, attempt)

@@ -307,7 +307,7 @@ class BatchJob:
         arguments = (str(self.options.bundle_dir.absolute()), self.options.backend, threads, log_name,
                      self.options.faces, self.options.min_face, self.options.windows, self.options.hop)
         pool = cluster.WorkerPool(ray, lambda: actor.remote(*arguments), min(workers, self._task_count(todo)),
-                                  TASK_RETRIES, PROGRESS_POLL_S, self.say)
+                                  TASK_RETRIES, PROGRESS_POLL_S)
         try:
             self._follow(ray, pool, todo, progress)
         finally:
