@@ -54,6 +54,7 @@ from mdhr_runtime.bundle import CARD_FILE, load_bundle
 from mdhr_runtime.choices import DEFAULT_FACES, DEFAULT_WINDOWS
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
+from mdhr_runtime.faces.quality import QualityOptions
 from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.files.outputs import check_input, check_output_folder, remove_stale_staging
 from mdhr_runtime.results.index import INDEX_FILE, report_path
@@ -81,6 +82,7 @@ class BatchOptions:
     min_face: int = DEFAULT_MIN_FACE
     windows: str = DEFAULT_WINDOWS  # as mdhr-run's default, so the two tools agree
     hop: int | None = None
+    quality: QualityOptions = QualityOptions()  # the rows' quality flags, as mdhr-run's --flag-*
     reports: bool = False  # --report: OUT/<name>.html beside each CSV and OUT/index.html will be written
 
 
@@ -113,11 +115,12 @@ class AUWorker:
     """A Ray actor: one AUDetector, loaded once, scoring many tasks."""
 
     def __init__(self, bundle_dir: str, backend: str, threads: int, progress_log: str, faces: str = DEFAULT_FACES,
-                 min_face: int = DEFAULT_MIN_FACE, windows: str = DEFAULT_WINDOWS, hop: int | None = None):
+                 min_face: int = DEFAULT_MIN_FACE, windows: str = DEFAULT_WINDOWS, hop: int | None = None,
+                 quality: QualityOptions = QualityOptions()):
         import ray
 
         quiet_ffmpeg(verbose=False)
-        self.detector = AUDetector(bundle_dir, backend=backend, threads=threads)
+        self.detector = AUDetector(bundle_dir, backend=backend, threads=threads, quality=quality)
         self.faces, self.min_face, self.windows, self.hop = faces, min_face, windows, hop
         self.node_id = ray.get_runtime_context().get_node_id()
         # Found by name (not passed as a handle) so a replacement worker needs
@@ -305,7 +308,8 @@ class BatchJob:
         progress = ray.remote(ProgressLog).options(name=log_name, num_cpus=0, scheduling_strategy=here).remote()
         actor = ray.remote(AUWorker).options(num_cpus=threads, max_restarts=0)
         arguments = (str(self.options.bundle_dir.absolute()), self.options.backend, threads, log_name,
-                     self.options.faces, self.options.min_face, self.options.windows, self.options.hop)
+                     self.options.faces, self.options.min_face, self.options.windows, self.options.hop,
+                     self.options.quality)
         pool = cluster.WorkerPool(ray, lambda: actor.remote(*arguments), min(workers, self._task_count(todo)),
                                   TASK_RETRIES, PROGRESS_POLL_S)
         try:
