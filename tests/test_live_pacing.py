@@ -90,7 +90,7 @@ def test_camera_stream_faster_than_the_model_is_strided_not_queued(disfa_short_b
     run ends soon after the stream (frames were dropped, not queued); the
     CSV's timestamps are the real ones, evenly spaced once the stride has
     settled, and the face is found."""
-    fps, count = 30.0, 240
+    fps, count = 30.0, 360
     frames = [f.rgb for f in FootageMaker(photo).frames((Segment("clean", count),))]
     out = tmp_path / "live.csv"
     with mjpeg_stream(frames, fps) as url:
@@ -102,11 +102,22 @@ def test_camera_stream_faster_than_the_model_is_strided_not_queued(disfa_short_b
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     duration = count / fps
-    assert 10 <= len(rows) < 0.8 * count, f"{len(rows)} of {count} frames scored"
+    assert 6 <= len(rows) < 0.8 * count, f"{len(rows)} of {count} frames scored"
     assert wall < duration + 20, f"{wall:.1f} s for an {duration:.0f} s stream: frames waited"
     times = np.array([float(r["timestamp"]) for r in rows])
     assert times[0] == 0.0 and np.all(np.diff(times) > 0)
     assert times[-1] > 0.6 * duration, "timestamps are not the capture times"
-    steps = np.round(np.diff(times[len(times) // 2:]) * fps)  # in camera frames
+    steps = np.round(np.diff(times[len(times) // 3:]) * fps)  # in camera frames, once the stride has settled
     assert np.mean(np.abs(steps - np.median(steps)) <= 1) >= 0.6, f"uneven steps: {steps.tolist()}"
     assert sum(r["success"] == "1" for r in rows) >= 0.8 * len(rows)
+
+
+def test_one_stall_does_not_set_the_stride():
+    """The first frames open the graphs (seconds): the stride follows the
+    pace after them, not the stall."""
+    from mdhr_runtime.sources.latest import StridePacer
+
+    pacer = StridePacer()
+    for seconds in [5.0] + [0.1] * 6:
+        pacer.record(seconds)
+    assert pacer.update(1 / 30) == 4

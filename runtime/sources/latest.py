@@ -15,8 +15,10 @@ captured, not when it was taken.  Taken frames are numbered 0, 1, 2, ...
 from __future__ import annotations
 
 import math
+import statistics
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Generic, Iterator, TypeVar
 
@@ -25,7 +27,9 @@ import cv2
 from mdhr_runtime.sources.frames import Frame, to_rgb
 
 Payload = TypeVar("Payload")
-SMOOTHING = 0.1  # weight of the newest sample in the running means of frame interval and work time
+SMOOTHING = 0.1  # weight of the newest gap in the running mean of the frame interval
+SAMPLES = 16  # frames whose work time sets the stride
+OUTLIER = 4.0  # a work time over this many times the median is a stall, not the pace
 HEADROOM = 1.15  # the stride covers 15% more than the mean work time (clip-stage frames take longer)
 
 
@@ -79,25 +83,38 @@ class LatestSlot(Generic[Payload]):
 
 
 class StridePacer:
-    """Which stride the consumer keeps up with: the work time per frame over
-    the frame interval, rounded up (raised at once, lowered only when the
-    lower stride also has room)."""
+    """Which stride the consumer keeps up with: its work time per frame over
+    the frame interval, rounded up.  The work time is the mean of the last
+    ``SAMPLES`` frames', leaving out outliers (the first frames open the
+    graphs; a busy machine stalls now and then), so periodic costs (a clip
+    stage every few frames) count and one stall does not.  Raised as soon as
+    needed, lowered only when the lower stride has a fifth more room."""
 
     def __init__(self):
-        self.work: float | None = None  # mean seconds the consumer spends per taken frame
+        self.samples: deque[float] = deque(maxlen=SAMPLES)
         self.stride = 1
 
     def record(self, seconds: float) -> None:
-        self.work = seconds if self.work is None else (1 - SMOOTHING) * self.work + SMOOTHING * seconds
+        self.samples.append(seconds)
+
+    @property
+    def work(self) -> float | None:
+        """Mean seconds the consumer spends per frame (None before the first)."""
+        if not self.samples:
+            return None
+        typical = statistics.median(self.samples)
+        return statistics.fmean([s for s in self.samples if s <= OUTLIER * typical])
 
     def update(self, interval: float | None) -> int:
-        if self.work is None or not interval:
+        work = self.work
+        if work is None or not interval:
             return self.stride
-        needed = max(1, math.ceil(HEADROOM * self.work / interval))
-        if needed > self.stride:
-            self.stride = needed
-        elif needed < self.stride and HEADROOM * 1.2 * self.work < (self.stride - 1) * interval:
-            self.stride -= 1  # one step at a time: the windows' spacing changes slowly
+        up = max(1, math.ceil(HEADROOM * work / interval))
+        down = max(1, math.ceil(1.2 * HEADROOM * work / interval))
+        if up > self.stride:
+            self.stride = up
+        elif down < self.stride:
+            self.stride = down
         return self.stride
 
 
