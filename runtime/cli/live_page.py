@@ -72,6 +72,9 @@ def main(model_dir, host, port, faces, min_face, windows, hop, backend, threshol
             with LiveServer(detector, LiveOptions(windows, hop, faces, min_face), host, port) as server:
                 click.echo(f"mdhr-live: open {server.url}  (Ctrl-C stops)", err=True)
                 click.echo(server.url)  # standard output: for scripts
-                threading.Event().wait()
+                try:
+                    threading.Event().wait()
+                except KeyboardInterrupt:  # the way to stop a server: not an interruption
+                    say("stopped")
 
     run_reporting_errors(work, verbose)
