@@ -67,7 +67,7 @@ def test_a_slow_consumer_takes_the_newest_frames_at_an_even_stride():
     common = statistics.mode(gaps)
     assert common >= 5 and paced.stride >= 5
     assert np.mean(gaps == common) >= 0.6, f"uneven gaps: {gaps.tolist()}"
-    assert paced.skipped == sequences[-1] - sequences[0] - (len(sequences) - 1) > 400
+    assert paced.skipped == sequences[-1] - sequences[0] - (len(sequences) - 1) > 0.6 * sequences[-1]
     ages = [t[1] for t in taken]
     third = len(ages) // 3
     assert statistics.median(ages[-third:]) < statistics.median(ages[:third]) + 0.02, "latency grew"

@@ -54,6 +54,17 @@ def browser(camera_file):
         yield b
 
 
+def wait_until(page, expression: str, timeout: float) -> None:
+    """Poll ``expression`` in the page (the page's CSP forbids the eval
+    behind Playwright's wait_for_function)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {expression}; page says "
+                                 f"{page.evaluate('window.mdhrLive && window.mdhrLive.text')}")
+        time.sleep(0.25)
+
+
 def get(url: str, host: str | None = None) -> tuple[int, bytes]:
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
@@ -122,12 +133,11 @@ def test_the_page_scores_the_camera_live_and_its_csv_is_the_servers_table(live_d
         errors = []
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(server.url)
-        page.wait_for_function("window.mdhrLive && window.mdhrLive.hello !== null", timeout=30_000)
+        wait_until(page, "window.mdhrLive && window.mdhrLive.hello !== null", timeout=30)
         page.click("#start")
-        page.wait_for_function("window.mdhrLive.rowsReceived >= 4", timeout=300_000)
+        wait_until(page, "window.mdhrLive.rowsReceived >= 4", timeout=300)
         first = bar_widths(page)
-        page.wait_for_function("window.mdhrLive.rowsReceived >= 12 && window.mdhrLive.scoreChanges >= 3",
-                               timeout=300_000)
+        wait_until(page, "window.mdhrLive.rowsReceived >= 12 && window.mdhrLive.scoreChanges >= 3", timeout=300)
         assert bar_widths(page) != first, "the bars did not move"
         live = page.evaluate("({faces: [...window.mdhrLive.faces], latencies: window.mdhrLive.latencies, "
                              "rows: window.mdhrLive.rows, sent: window.mdhrLive.framesSent})")
@@ -135,7 +145,7 @@ def test_the_page_scores_the_camera_live_and_its_csv_is_the_servers_table(live_d
         assert sum(r["success"] for r in live["rows"]) >= 0.8 * len(live["rows"])
         assert len(live["latencies"]) >= 8 and all(0 < ms < 120_000 for ms in live["latencies"])
         page.click("#stop")
-        page.wait_for_function("window.mdhrLive.csvReady", timeout=120_000)
+        wait_until(page, "window.mdhrLive.csvReady", timeout=120)
         with page.expect_download() as download:
             page.click("#download")
         downloaded = Path(download.value.path()).read_bytes()
@@ -172,7 +182,7 @@ def test_a_page_from_another_origin_cannot_drive_the_camera_server(live_detector
             threading.Thread(target=other.serve_forever, daemon=True).start()
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{other.server_address[1]}/index.html")
-            page.wait_for_function("window.result !== 'pending'", timeout=30_000)
+            wait_until(page, "window.result !== 'pending'", timeout=30)
             assert page.evaluate("window.result") == "refused"
             page.close()
             other.shutdown()

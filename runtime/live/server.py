@@ -69,6 +69,7 @@ class LiveServer:
         self._thread = threading.Thread(target=self._serve, name="mdhr-live-server", daemon=True)
         self._ready = threading.Event()
         self._page = page_html()
+        self._sockets: set[web.WebSocketResponse] = set()
 
     @property
     def url(self) -> str:
@@ -86,7 +87,7 @@ class LiveServer:
 
     def close(self) -> None:
         if self._loop is not None and self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=60)
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=30)
         if self.session is not None:
@@ -98,6 +99,11 @@ class LiveServer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    async def _shutdown(self) -> None:
+        for ws in list(self._sockets):  # a page still connected would hold the shutdown up
+            await ws.close(message=b"server stopped")
+        await self._runner.cleanup()
 
     # -- serving -------------------------------------------------------------
 
@@ -142,6 +148,7 @@ class LiveServer:
         self.busy = True
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, autoping=True)
         await ws.prepare(request)
+        self._sockets.add(ws)
         outbox: asyncio.Queue = asyncio.Queue()
         sender = asyncio.create_task(_send_all(ws, outbox))
         send = lambda message: self._loop.call_soon_threadsafe(outbox.put_nowait, message)  # noqa: E731
@@ -150,6 +157,7 @@ class LiveServer:
             async for message in ws:
                 await self._on_message(message, send)
         finally:
+            self._sockets.discard(ws)
             self.busy = False
             if self.session is not None:
                 self.session.slot.close()  # the page went away: end its session

@@ -27,7 +27,7 @@ import cv2
 from mdhr_runtime.sources.frames import Frame, to_rgb
 
 Payload = TypeVar("Payload")
-SMOOTHING = 0.1  # weight of the newest gap in the running mean of the frame interval
+GAPS = 9  # capture-time gaps whose median is the frame interval
 SAMPLES = 16  # frames whose work time sets the stride
 OUTLIER = 4.0  # a work time over this many times the median is a stall, not the pace
 HEADROOM = 1.15  # the stride covers 15% more than the mean work time (clip-stage frames take longer)
@@ -41,29 +41,33 @@ class Arrival(Generic[Payload]):
 
 
 class LatestSlot(Generic[Payload]):
-    """The newest frame a producer put, and the mean interval between
-    frames; ``take`` waits for a frame at least as new as asked."""
+    """The newest frame a producer put, and the interval between frames;
+    ``take`` waits for a frame at least as new as asked."""
 
     def __init__(self):
         self._changed = threading.Condition()
         self._newest: Arrival | None = None
         self._count = 0
-        self._last_put: float | None = None
-        self.interval: float | None = None  # mean seconds between frames
+        self._gaps: deque[float] = deque(maxlen=GAPS)
         self.closed = False
 
     def put(self, captured: float, payload: Payload) -> int:
         """Keep this frame, dropping the one held; its sequence number."""
-        now = time.monotonic()
         with self._changed:
-            if self._last_put is not None:
-                gap = now - self._last_put
-                self.interval = gap if self.interval is None else (1 - SMOOTHING) * self.interval + SMOOTHING * gap
-            self._last_put = now
+            if self._newest is not None:
+                self._gaps.append(captured - self._newest.captured)
             self._newest = Arrival(self._count, captured, payload)
             self._count += 1
             self._changed.notify_all()
             return self._count - 1
+
+    @property
+    def interval(self) -> float | None:
+        """Seconds between frames, by their capture times: the median of the
+        last ``GAPS`` (a producer that changes its rate is followed within a
+        few frames); None before the second frame."""
+        with self._changed:
+            return statistics.median(self._gaps) if self._gaps else None
 
     def close(self) -> None:
         """No more frames: ``take`` returns None once it has nothing newer."""
