@@ -66,7 +66,8 @@ def test_a_slow_consumer_takes_the_newest_frames_at_an_even_stride():
     gaps = np.diff(sequences[len(sequences) // 3:])  # once the stride has settled
     common = statistics.mode(gaps)
     assert common >= 5 and paced.stride >= 5
-    assert np.mean(gaps == common) >= 0.6, f"uneven gaps: {gaps.tolist()}"
+    # within one frame of the common gap (a loaded machine stalls the threads now and then)
+    assert np.mean(np.abs(gaps - common) <= 1) >= 0.6, f"uneven gaps: {gaps.tolist()}"
     assert paced.skipped == sequences[-1] - sequences[0] - (len(sequences) - 1) > 0.6 * sequences[-1]
     ages = [t[1] for t in taken]
     third = len(ages) // 3
