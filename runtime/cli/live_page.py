@@ -12,7 +12,10 @@ from mdhr_runtime.choices import BACKENDS, DEFAULT_FACE_DETECTOR, DEFAULT_FACES,
     FACE_MODES, WINDOW_MODES
 from mdhr_runtime.cli.checks import check_faces, check_threshold
 from mdhr_runtime.cli.common import run_reporting_errors, say, verbose_option
+from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
+from mdhr_runtime.live.server import LiveServer, aiohttp_web, bind
+from mdhr_runtime.live.session import LiveOptions
 from mdhr_runtime.windows.streams import WindowPlan
 
 
@@ -55,10 +58,7 @@ def main(model_dir, host, port, faces, min_face, windows, hop, backend, threshol
             check_threshold(threshold)
         check_faces(faces, min_face)
         WindowPlan.make(windows, load_bundle(model_dir).frames, hop)  # the card and --hop, before any model loads
-        from mdhr_runtime.live.server import LiveServer, bind  # the live extra
-        from mdhr_runtime.live.session import LiveOptions
-        from mdhr_runtime.detector import AUDetector
-
+        aiohttp_web()  # the live extra installed, before any model loads
         if port:
             bind(host, port).close()  # a port in use is refused before the model loads
         with AUDetector(model_dir, backend=backend, threshold=threshold, face_detector=face_detector) as detector:

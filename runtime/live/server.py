@@ -25,8 +25,6 @@ import threading
 from importlib import resources
 from pathlib import Path
 
-from aiohttp import WSMsgType, web
-
 from mdhr.errors import MDHRError
 from mdhr_runtime.live.frames import MAX_MESSAGE, BadFrame, parse_frame
 from mdhr_runtime.live.guard import Guard
@@ -44,6 +42,14 @@ SECURITY_HEADERS = {
 }
 
 
+def aiohttp_web():
+    """aiohttp's server (the live extra), imported when a server is made:
+    the command still starts, and says which extra to install, without it."""
+    from aiohttp import web
+
+    return web
+
+
 def page_html() -> str:
     """The page, its script and style inlined."""
     assets = resources.files("mdhr_runtime.live") / "assets"
@@ -57,6 +63,7 @@ class LiveServer:
     its own: ``start`` returns once listening; ``url`` is the page's address."""
 
     def __init__(self, detector, options: LiveOptions, host: str = "127.0.0.1", port: int = 0):
+        self.web = aiohttp_web()
         self.detector, self.options, self.host = detector, options, host
         self.guard = Guard.make(host)
         self.sock = bind(host, port)
@@ -65,11 +72,11 @@ class LiveServer:
         self.session: LiveSession | None = None  # the current or last session
         self.busy = False  # a page is connected
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
+        self._runner = None  # aiohttp's AppRunner, once serving
         self._thread = threading.Thread(target=self._serve, name="mdhr-live-server", daemon=True)
         self._ready = threading.Event()
         self._page = page_html()
-        self._sockets: set[web.WebSocketResponse] = set()
+        self._sockets: set = set()  # the WebSockets open
 
     @property
     def url(self) -> str:
@@ -110,7 +117,13 @@ class LiveServer:
     def _serve(self) -> None:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
-        app = web.Application(middlewares=[self._guarded])
+        web = self.web
+
+        @web.middleware
+        async def guarded(request, handler):
+            return await self._guarded(request, handler)
+
+        app = web.Application(middlewares=[guarded])
         app.add_routes([web.get("/", self._index), web.get("/ws", self._socket),
                         web.get("/session.csv", self._csv)])
         self._runner = web.AppRunner(app, access_log=None)
@@ -122,25 +135,25 @@ class LiveServer:
         finally:
             self._loop.close()
 
-    @web.middleware
-    async def _guarded(self, request: web.Request, handler):
+    async def _guarded(self, request, handler):
         if not (self.guard.host_ok(request.headers.get("Host")) and self.guard.token_ok(request.query.get("token"))):
-            return web.Response(status=403, text="forbidden: open the address mdhr-live printed (with its token)",
+            return self.web.Response(status=403, text="forbidden: open the address mdhr-live printed (with its token)",
                                 headers=SECURITY_HEADERS)
         response = await handler(request)
         response.headers.update(SECURITY_HEADERS)
         return response
 
-    async def _index(self, request: web.Request) -> web.Response:
-        return web.Response(text=self._page, content_type="text/html", charset="utf-8")
+    async def _index(self, request):
+        return self.web.Response(text=self._page, content_type="text/html", charset="utf-8")
 
-    async def _csv(self, request: web.Request) -> web.StreamResponse:
+    async def _csv(self, request):
         if not self.csv_path.is_file():
-            return web.Response(status=404, text="no session has been stopped yet")
-        return web.Response(body=self.csv_path.read_bytes(), content_type="text/csv",
+            return self.web.Response(status=404, text="no session has been stopped yet")
+        return self.web.Response(body=self.csv_path.read_bytes(), content_type="text/csv",
                             headers={"Content-Disposition": 'attachment; filename="mdhr-live.csv"'})
 
-    async def _socket(self, request: web.Request) -> web.StreamResponse:
+    async def _socket(self, request):
+        web = self.web
         if not self.guard.origin_ok(request.headers.get("Origin"), request.headers.get("Host")):
             return web.Response(status=403, text="forbidden: frames are taken from this server's own page only")
         if self.busy:
@@ -166,14 +179,14 @@ class LiveServer:
         return ws
 
     async def _on_message(self, message, send) -> None:
-        if message.type == WSMsgType.BINARY:
+        if message.type == self.web.WSMsgType.BINARY:
             if self.session is None or self.session.slot.closed:
                 return
             try:
                 self.session.put(parse_frame(message.data))
             except BadFrame as error:
                 send({"type": "error", "message": f"frame refused: {error}"})
-        elif message.type == WSMsgType.TEXT:
+        elif message.type == self.web.WSMsgType.TEXT:
             try:
                 kind = json.loads(message.data).get("type")
             except (ValueError, AttributeError):
@@ -199,7 +212,7 @@ class LiveServer:
                 "dataset": bundle.dataset, "untrained": bool(bundle.untrained)}
 
 
-async def _send_all(ws: web.WebSocketResponse, outbox: asyncio.Queue) -> None:
+async def _send_all(ws, outbox: asyncio.Queue) -> None:
     """Messages to the page in order, until None."""
     while (message := await outbox.get()) is not None:
         if not ws.closed:
