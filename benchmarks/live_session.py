@@ -61,7 +61,7 @@ def measure(model: Path, photo: Path, seconds: float, fps: int, faces: str, scre
             start, strides = time.monotonic(), []
             while time.monotonic() - start < seconds:
                 time.sleep(1.0)
-                strides.append(page.evaluate("window.mdhrLive.stride * window.mdhrLive.every"))
+                strides.append(page.evaluate("window.mdhrLive.stride"))
             if screenshot is not None:
                 page.screenshot(path=str(screenshot))
             state = page.evaluate("({latencies: window.mdhrLive.latencies, times: window.mdhrLive.latencyTimes, "

@@ -29,6 +29,7 @@ from mdhr_runtime.sources.frames import Frame, to_rgb
 Payload = TypeVar("Payload")
 GAPS = 9  # capture-time gaps whose median is the frame interval
 SAMPLES = 16  # frames whose work time sets the stride
+SETTLE = 3  # frames before the stride follows the work time
 OUTLIER = 4.0  # a work time over this many times the median is a stall, not the pace
 HEADROOM = 1.15  # the stride covers 15% more than the mean work time (clip-stage frames take longer)
 
@@ -103,8 +104,11 @@ class StridePacer:
 
     @property
     def work(self) -> float | None:
-        """Mean seconds the consumer spends per frame (None before the first)."""
-        if not self.samples:
+        """Mean seconds the consumer spends per frame; None before the
+        ``SETTLE``-th frame (until then the newest frame is taken whenever the
+        consumer is ready: a first frame that opened the graphs says nothing
+        of the pace)."""
+        if len(self.samples) < SETTLE:
             return None
         typical = statistics.median(self.samples)
         return statistics.fmean([s for s in self.samples if s <= OUTLIER * typical])

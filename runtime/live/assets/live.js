@@ -9,13 +9,13 @@
   const state = {
     hello: null, running: false, stopped: false, rowsReceived: 0, framesSent: 0, framesNotSent: 0,
     latencies: [], latencyTimes: [], rows: [], faces: new Set(), lastScores: null, scoreChanges: 0, stride: 1, fps: 0,
-    errors: [], csvReady: false, every: 1,
+    errors: [], csvReady: false,
   };
   window.mdhrLive = state;
   const sentAt = new Map();   // the page's frame number -> performance.now() at capture
   const capture = document.createElement("canvas");
   const picture = $("picture"), video = $("camera"), timeline = $("timeline");
-  let ws = null, stream = null, t0 = 0, number = 0, cameraFrames = 0, encoding = false, lastBoxes = [], lastFrame = -1;
+  let ws = null, stream = null, t0 = 0, number = 0, encoding = false, lastBoxes = [], lastFrame = -1;
 
   function connect() {
     ws = new WebSocket(`ws://${location.host}/ws?token=${encodeURIComponent(token)}`);
@@ -63,7 +63,7 @@
     }
     video.srcObject = stream;
     await video.play();
-    t0 = performance.now(); number = 0; cameraFrames = 0; state.every = 1; sentAt.clear(); lastFrame = -1;
+    t0 = performance.now(); number = 0; sentAt.clear(); lastFrame = -1;
     state.latencies = []; state.latencyTimes = [];
     resetTimeline();
     $("stop").disabled = false;
@@ -91,11 +91,9 @@
     if (capture.width !== w) { capture.width = w; capture.height = h; picture.width = w; picture.height = h; }
     capture.getContext("2d").drawImage(video, 0, 0, w, h);
     drawPicture();
-    // Newest only: while the last frame is still being encoded or sent, this one is not sent.
-    // And every `every`-th camera frame only, about two per model frame: the server's stride
-    // picks evenly among those, and the rest would be encoded for nothing.
-    cameraFrames += 1;
-    if (cameraFrames % state.every === 0 && !encoding && ws.bufferedAmount < MAX_BUFFERED) send(performance.now());
+    // Newest only: while the last frame is still being encoded or sent, this one is not sent
+    // (the server keeps only the newest frame too, and takes them at its even stride).
+    if (!encoding && ws.bufferedAmount < MAX_BUFFERED) send(performance.now());
     else state.framesNotSent += 1;
     requestFrame();
   }
@@ -120,19 +118,11 @@
     }, "image/jpeg", QUALITY);
   }
 
-  function pace(workMs, now) {
-    // the camera's frame interval from its own frames; `every` moves only by more than a quarter
-    const interval = cameraFrames > 1 ? (now - t0) / cameraFrames : 33;
-    const wanted = Math.max(1, Math.floor(workMs / (2 * interval)));
-    if (wanted > state.every * 1.25 || wanted < state.every / 1.25) state.every = wanted;
-  }
-
   function onRows(message) {
     const now = performance.now();
-    if (message.work_ms !== null) pace(message.work_ms, now);
     state.stride = message.stride; state.fps = message.fps;
     $("fps").textContent = message.fps.toFixed(1);
-    $("stride").textContent = message.stride * state.every;
+    $("stride").textContent = message.stride;
     const frames = new Map();
     for (const row of message.rows) {
       state.rowsReceived += 1;
