@@ -10,7 +10,7 @@ from mdhr_runtime.backends.gates import forced_warning
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.choices import BACKENDS, DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_DETECTORS, \
     FACE_MODES, WINDOW_MODES
-from mdhr_runtime.cli.checks import check_faces, check_threshold
+from mdhr_runtime.checks import check_faces, check_threshold
 from mdhr_runtime.cli.common import run_reporting_errors, say, verbose_option
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE

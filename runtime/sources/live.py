@@ -6,6 +6,7 @@ read as the file it is (every frame, its own timeline, as ``FrameSource``
 reads them), so scoring it live gives what scoring the file gives."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterable
 
@@ -34,3 +35,11 @@ def live_source(source: str) -> Iterable[Frame]:
     if not source.isdigit() and Path(source).is_file():
         return FrameSource(source)
     return CapturedFrames(open_source(source))
+
+
+def quiet_ffmpeg(verbose: bool) -> None:
+    """FFmpeg (inside OpenCV) prints its own decoder complaints to stderr;
+    the commands say what matters in one line, so silence it unless
+    --verbose.  OpenCV reads the setting once, when it first opens a video."""
+    if not verbose:
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
