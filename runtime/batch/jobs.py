@@ -34,6 +34,7 @@ from mdhr_runtime.choices import DEFAULT_FACES, DEFAULT_WINDOWS
 from mdhr_runtime.sources.live import quiet_ffmpeg
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
+from mdhr_runtime.faces.quality import QualityOptions
 from mdhr_runtime.files.outputs import check_input, check_output_folder, remove_stale_staging
 from mdhr_runtime.batch.segments import WHOLE_VIDEO, Segment, SegmentPlan, SegmentResult, predict_segment, stitch
 from mdhr_runtime.sources.frames import FrameSource
@@ -59,6 +60,7 @@ class BatchOptions:
     min_face: int = DEFAULT_MIN_FACE
     windows: str = DEFAULT_WINDOWS  # as mdhr-run's default, so the two tools agree
     hop: int | None = None
+    quality: QualityOptions = QualityOptions()  # the rows' quality flags, as mdhr-run's --flag-*
 
 
 @dataclass(frozen=True)
@@ -90,11 +92,12 @@ class AUWorker:
     """A Ray actor: one AUDetector, loaded once, scoring many tasks."""
 
     def __init__(self, bundle_dir: str, backend: str, threads: int, progress_log: str, faces: str = DEFAULT_FACES,
-                 min_face: int = DEFAULT_MIN_FACE, windows: str = DEFAULT_WINDOWS, hop: int | None = None):
+                 min_face: int = DEFAULT_MIN_FACE, windows: str = DEFAULT_WINDOWS, hop: int | None = None,
+                 quality: QualityOptions = QualityOptions()):
         import ray
 
         quiet_ffmpeg(verbose=False)
-        self.detector = AUDetector(bundle_dir, backend=backend, threads=threads)
+        self.detector = AUDetector(bundle_dir, backend=backend, threads=threads, quality=quality)
         self.faces, self.min_face, self.windows, self.hop = faces, min_face, windows, hop
         # Found by name (not passed as a handle) so a restarted worker needs
         # nothing from the object store.
@@ -232,7 +235,7 @@ class BatchJob:
                                              max_task_retries=TASK_RETRIES)
         pool = ActorPool([actor.remote(str(self.options.bundle_dir.absolute()), self.options.backend,
                                        threads, log_name, self.options.faces, self.options.min_face,
-                                       self.options.windows, self.options.hop)
+                                       self.options.windows, self.options.hop, self.options.quality)
                           for _ in range(min(workers, self._task_count(todo)))])
         tasks = self._tasks(todo)
         by_number = {task.number: task for task in tasks}

@@ -11,9 +11,10 @@ from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.choices import BACKENDS, DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_DETECTORS, \
     FACE_MODES, WINDOW_MODES
 from mdhr_runtime.checks import check_faces, check_threshold
-from mdhr_runtime.cli.common import run_reporting_errors, say, verbose_option
+from mdhr_runtime.cli.common import QUALITY_FLAG_NAMES, quality_options, run_reporting_errors, say, verbose_option
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
+from mdhr_runtime.faces.quality import QualityOptions
 from mdhr_runtime.live.server import LiveServer, aiohttp_web, bind
 from mdhr_runtime.live.session import LiveOptions
 from mdhr_runtime.windows.streams import WindowPlan
@@ -38,8 +39,10 @@ from mdhr_runtime.windows.streams import WindowPlan
 @click.option("--threshold", type=float, help="Decision threshold on the AU score (default: the bundle's).")
 @click.option("--face-detector", type=click.Choice(FACE_DETECTORS), default=DEFAULT_FACE_DETECTOR,
               show_default=True, help="mtcnn (with landmarks) or haar.")
+@quality_options
 @verbose_option
-def main(model_dir, host, port, faces, min_face, windows, hop, backend, threshold, face_detector, verbose):
+def main(model_dir, host, port, faces, min_face, windows, hop, backend, threshold, face_detector, quality_flags,
+         verbose):
     """Serve a page that scores your camera live: the video with the face
     box, one bar per AU, a scrolling timeline, frames/s and latency; Start,
     Stop and the session's CSV (mdhr-run's columns). When the model is
@@ -59,9 +62,11 @@ def main(model_dir, host, port, faces, min_face, windows, hop, backend, threshol
         check_faces(faces, min_face)
         WindowPlan.make(windows, load_bundle(model_dir).frames, hop)  # the card and --hop, before any model loads
         aiohttp_web()  # the live extra installed, before any model loads
+        quality = QualityOptions(**quality_flags)
         if port:
             bind(host, port).close()  # a port in use is refused before the model loads
-        with AUDetector(model_dir, backend=backend, threshold=threshold, face_detector=face_detector) as detector:
+        with AUDetector(model_dir, backend=backend, threshold=threshold, face_detector=face_detector,
+                        quality=quality) as detector:
             if detector.bundle.untrained:
                 say("warning: this bundle holds an UNTRAINED model (exported with --random-init); "
                     "its AU outputs are meaningless")
@@ -77,4 +82,4 @@ def main(model_dir, host, port, faces, min_face, windows, hop, backend, threshol
                 except KeyboardInterrupt:  # the way to stop a server: not an interruption
                     say("stopped")
 
-    run_reporting_errors(work, verbose)
+    run_reporting_errors(work, verbose, QUALITY_FLAG_NAMES)

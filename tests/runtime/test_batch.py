@@ -17,6 +17,7 @@ from mdhr_runtime.batch.segments import Segment as VideoSegment
 from mdhr_runtime.batch.segments import SegmentPlan, predict_segment, stitch
 from mdhr_runtime.cli.batch import main as batch_main
 from mdhr_runtime.cli.common import EXIT_SOME_FAILED, EXIT_USER_ERROR
+from mdhr_runtime.results.table import QUALITY_COLUMNS
 from mdhr_runtime.windows.streams import WindowPlan
 from tests.support.synthetic import FootageMaker, Segment, write_video
 
@@ -136,13 +137,19 @@ def test_a_rerun_does_no_work(first_run, corpus, disfa_short_bundle):
 
 
 def test_segments_on_workers_stitch_to_the_whole_run(local_ray, corpus, disfa_short_bundle, reference, tmp_path):
-    """40 frames in segments of 12 (three workers' tasks), equal to mdhr-run."""
+    """40 frames in segments of 12 (three workers' tasks), equal to mdhr-run;
+    a --flag-* threshold reaches the workers."""
     out = tmp_path / "out"
     result = batch([corpus / "a" / "clip.mp4", "--model", disfa_short_bundle, "--out", out, "--workers", 2,
-                    "--segment-frames", 12, "--json"], 0)
+                    "--segment-frames", 12, "--json", "--flag-face", 1000], 0)
     assert json.loads(result.stdout)["tasks_run"] == 3
     stitched, whole = read_rows(out / "clip.csv"), written_by_mdhr_run(reference["a/clip.mp4"], tmp_path)
     assert worst_difference(stitched, whole) <= STITCH_TOLERANCE
+    # the quality columns (landmarks, pose, size, frames since detection) are the whole run's exactly
+    measured = QUALITY_COLUMNS[:-2]
+    assert [[r[k] for k in measured] for r in stitched] == [[r[k] for k in measured] for r in whole]
+    assert any(r["pose_Ry"] for r in whole)
+    assert all("face<1000px" in r["flags"].split(";") for r in stitched if r["success"] == "1")
 
 
 def worst_difference(rows: list[dict], expected: list[dict]) -> float:
@@ -173,6 +180,11 @@ def test_a_segment_warmed_from_a_search_frame_matches(model_detector, corpus, wi
     gap = np.nanmax(np.abs(table.score_matrix() - whole.score_matrix()))
     assert np.array_equal(np.isnan(table.score_matrix()), np.isnan(whole.score_matrix()))
     assert gap <= STITCH_TOLERANCE
+    # the detector's own points, and the pose from them, are the whole run's exactly
+    kept = [r for r in whole.rows if r.index >= 32]
+    assert [None if r.quality is None else (r.quality.landmarks.tobytes(), r.quality.pose) for r in table.rows
+            if r.index >= 32] == [None if r.quality is None else (r.quality.landmarks.tobytes(), r.quality.pose)
+                                  for r in kept]
 
 
 def test_segment_plan_aligns_to_windows_and_the_search_grid():
