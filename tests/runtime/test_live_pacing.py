@@ -111,7 +111,9 @@ def test_camera_stream_faster_than_the_model_is_strided_not_queued(disfa_model_b
     assert times[0] == 0.0 and np.all(np.diff(times) > 0)
     assert times[-1] > 0.6 * duration, "timestamps are not the capture times"
     steps = np.round(np.diff(times[len(times) // 3:]) * fps)  # in camera frames, once the stride has settled
-    assert np.mean(np.abs(steps - np.median(steps)) <= 1) >= 0.6, f"uneven steps: {steps.tolist()}"
+    # the stride follows the work time, which a loaded machine varies; a network stream's frames arrive in bursts
+    assert np.mean(np.abs(steps - np.median(steps)) <= 0.25 * np.median(steps) + 1) >= 0.6, \
+        f"uneven steps: {steps.tolist()}"
     assert sum(r["success"] == "1" for r in rows) >= 0.8 * len(rows)
 
 
