@@ -15,6 +15,7 @@ from mdhr_runtime.cli.common import QUALITY_FLAG_NAMES, quality_options, run_rep
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.faces.quality import QualityOptions
+from mdhr_runtime.live.lsl import AUOutlet, lsl as lsl_module
 from mdhr_runtime.live.server import LiveServer, aiohttp_web, bind
 from mdhr_runtime.live.session import LiveOptions
 from mdhr_runtime.windows.streams import WindowPlan
@@ -39,9 +40,11 @@ from mdhr_runtime.windows.streams import WindowPlan
 @click.option("--threshold", type=float, help="Decision threshold on the AU score (default: the bundle's).")
 @click.option("--face-detector", type=click.Choice(FACE_DETECTORS), default=DEFAULT_FACE_DETECTOR,
               show_default=True, help="mtcnn (with landmarks) or haar.")
+@click.option("--lsl", is_flag=True, help="Also publish each row's AU scores as a Lab Streaming Layer stream "
+              "named mdhr-live (type AU; the lsl extra: pip install 'mdhr-toolkit[lsl]').")
 @quality_options
 @verbose_option
-def main(model_dir, host, port, faces, min_face, windows, hop, backend, threshold, face_detector, quality_flags,
+def main(model_dir, host, port, faces, min_face, windows, hop, backend, threshold, face_detector, lsl, quality_flags,
          verbose):
     """Serve a page that scores your camera live: the video with the face
     box, one bar per AU, a scrolling timeline, frames/s and latency; Start,
@@ -63,6 +66,8 @@ def main(model_dir, host, port, faces, min_face, windows, hop, backend, threshol
         WindowPlan.make(windows, load_bundle(model_dir).frames, hop)  # the card and --hop, before any model loads
         aiohttp_web()  # the live extra installed, before any model loads
         quality = QualityOptions(**quality_flags)
+        if lsl:
+            lsl_module()  # the lsl extra installed, before any model loads
         if port:
             bind(host, port).close()  # a port in use is refused before the model loads
         with AUDetector(model_dir, backend=backend, threshold=threshold, face_detector=face_detector,
@@ -74,7 +79,8 @@ def main(model_dir, host, port, faces, min_face, windows, hop, backend, threshol
             if warning:
                 say(warning)
             _ = detector.stage_runner if windows == "centred" else detector.runner  # opened now, not on Start
-            with LiveServer(detector, LiveOptions(windows, hop, faces, min_face), host, port) as server:
+            outlet = AUOutlet(detector.bundle.au_names) if lsl else None
+            with LiveServer(detector, LiveOptions(windows, hop, faces, min_face), host, port, outlet) as server:
                 click.echo(f"mdhr-live: open {server.url}  (Ctrl-C stops)", err=True)
                 click.echo(server.url)  # standard output: for scripts
                 try:

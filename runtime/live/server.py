@@ -28,6 +28,7 @@ from pathlib import Path
 from mdhr.errors import MDHRError
 from mdhr_runtime.live.frames import MAX_MESSAGE, BadFrame, parse_frame
 from mdhr_runtime.live.guard import Guard
+from mdhr_runtime.live.lsl import AUOutlet
 from mdhr_runtime.live.session import LiveOptions, LiveSession
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,11 @@ class LiveServer:
     """Serve ``detector`` on ``host:port`` (0: a free port) from a thread of
     its own: ``start`` returns once listening; ``url`` is the page's address."""
 
-    def __init__(self, detector, options: LiveOptions, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, detector, options: LiveOptions, host: str = "127.0.0.1", port: int = 0,
+                 outlet: AUOutlet | None = None):
         self.web = aiohttp_web()
         self.detector, self.options, self.host = detector, options, host
+        self.outlet = outlet  # every session's rows also go to this Lab Streaming Layer outlet
         self.guard = Guard.make(host)
         self.sock = bind(host, port)
         self.port = self.sock.getsockname()[1]
@@ -202,7 +205,7 @@ class LiveServer:
             await asyncio.get_running_loop().run_in_executor(None, self.session.done.wait)
         self.csv_path.unlink(missing_ok=True)
         self.session = await asyncio.get_running_loop().run_in_executor(
-            None, LiveSession, self.detector, self.options, send, self.csv_path)
+            None, LiveSession, self.detector, self.options, send, self.csv_path, self.outlet)
         send({"type": "started"})
 
     def _hello(self) -> dict:

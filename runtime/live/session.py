@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Callable
 
 from mdhr_runtime.live.frames import SentFrame, decode_rgb
+from mdhr_runtime.live.lsl import AUOutlet
 from mdhr_runtime.pipeline import Scoring
 from mdhr_runtime.sources.latest import LatestSlot, PacedFrames
 from mdhr_runtime.windows.multiface import FaceRow
 
 log = logging.getLogger(__name__)
+RECEIVED_KEPT = 16384  # arrival times kept for the LSL outlet (the page's last this many frames)
 NUMBERS_KEPT = 256  # taken frame -> page frame number, for the last this many frames (rows are final well before)
 
 
@@ -39,13 +41,16 @@ class LiveSession:
     """Score what ``put`` receives until ``stop``; ``send`` gets each message
     for the page (called from the scoring thread)."""
 
-    def __init__(self, detector, options: LiveOptions, send: Callable[[dict], None], csv_path: Path):
+    def __init__(self, detector, options: LiveOptions, send: Callable[[dict], None], csv_path: Path,
+                 outlet: AUOutlet | None = None):
         self.scoring: Scoring = detector.scoring(options.windows, options.hop, options.faces,
                                                  min_face=options.min_face)
         self.send, self.csv_path = send, csv_path
         self.slot: LatestSlot[SentFrame] = LatestSlot()
         self.paced = PacedFrames(self.slot, decode_rgb)
         self.numbers: dict[int, int] = {}  # taken frame index -> the page's frame number
+        self.outlet = outlet  # the Lab Streaming Layer outlet (--lsl), if any
+        self.received: dict[int, float] = {}  # the page's frame number -> time.monotonic() at arrival
         self.last_captured = -1.0
         self.started = time.monotonic()
         self.done = threading.Event()
@@ -63,6 +68,9 @@ class LiveSession:
         if frame.captured_ms <= self.last_captured:
             return False
         self.last_captured = frame.captured_ms
+        if self.outlet is not None:
+            self.received[frame.number] = time.monotonic()
+            self.received.pop(frame.number - RECEIVED_KEPT, None)  # the page numbers the frames it sends 0, 1, 2, ...
         self.slot.put(frame.captured_ms / 1000.0, frame)
         return True
 
@@ -92,7 +100,12 @@ class LiveSession:
     def _send_rows(self, rows: list[FaceRow]) -> None:
         elapsed = time.monotonic() - self.started
         work = self.paced.pacer.work
-        self.send({"type": "rows", "rows": [self._row(face_id, row) for face_id, row in rows],
+        messages = [self._row(face_id, row) for face_id, row in rows]
+        if self.outlet is not None:
+            for row in messages:
+                self.outlet.push(row["face_id"], row["scores"], self.received.get(row["number"], time.monotonic()),
+                                 len(self.table.au_names))
+        self.send({"type": "rows", "rows": messages,
                    "taken": self.paced.count, "skipped": self.paced.skipped, "stride": self.paced.stride,
                    "fps": round(self.paced.count / elapsed, 2) if elapsed > 0 else 0.0,
                    "work_ms": None if work is None else round(1e3 * work, 1)})

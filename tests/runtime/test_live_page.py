@@ -267,3 +267,46 @@ def test_a_session_with_faces_all_scores_every_face_with_its_id(live_detector, p
     table = read_csv((tmp_path / "session.csv").read_bytes())
     assert list(table[0])[:3] == ["frame", "face_id", "timestamp"]
     assert [r["timestamp"] for r in table][::2] == [f"{10.0 * k:.3f}" for k in range(6)]
+
+
+def test_with_lsl_every_row_is_a_sample_on_the_lab_streaming_layer(live_detector, photo, tmp_path):
+    """--lsl: a real outlet, resolved and read by a real inlet on this
+    machine: one sample per row, face_id then the AU scores the page got."""
+    pylsl = pytest.importorskip("pylsl")
+    from tests.support.synthetic import FootageMaker, Segment
+    from mdhr_runtime.live.frames import HEADER, parse_frame
+    from mdhr_runtime.live.lsl import AUOutlet
+    from mdhr_runtime.live.session import LiveSession
+    import cv2
+
+    outlet = AUOutlet(live_detector.bundle.au_names)
+    found = pylsl.resolve_byprop("source_id", outlet.source_id, timeout=10)
+    assert found and found[0].channel_count() == 1 + len(live_detector.bundle.au_names)
+    inlet = pylsl.StreamInlet(found[0])
+    inlet.open_stream(timeout=10)
+    messages = []
+    session = LiveSession(live_detector, CENTRED, messages.append, tmp_path / "session.csv", outlet)
+    for k, made in enumerate(FootageMaker(photo, size=(320, 240)).frames((Segment("clean", 5),))):
+        jpeg = cv2.imencode(".jpg", cv2.cvtColor(made.rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+        session.put(parse_frame(HEADER.pack(k, 10_000.0 * (k + 1)) + jpeg))
+        deadline = time.monotonic() + 120
+        while session.paced.count <= k:
+            assert time.monotonic() < deadline, f"frame {k} was not taken"
+            time.sleep(0.05)
+    assert session.stop(timeout=120) and session.error is None
+    rows = [row for m in messages if m["type"] == "rows" for row in m["rows"]]
+    samples, stamps = [], []
+    deadline = time.monotonic() + 30
+    while len(samples) < len(rows) and time.monotonic() < deadline:
+        chunk, times = inlet.pull_chunk(timeout=1.0)
+        samples += chunk
+        stamps += times
+    assert len(rows) == 5 and len(samples) == len(rows)
+    for row, sample in zip(rows, samples):
+        assert sample[0] == -1
+        if row["scores"] is None:
+            assert all(np.isnan(sample[1:]))
+        else:
+            assert np.allclose(sample[1:], row["scores"], atol=1e-4)
+    assert all(b >= a for a, b in zip(stamps, stamps[1:]))
+    inlet.close_stream()
