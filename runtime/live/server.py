@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import shutil
 import socket
 import tempfile
@@ -31,7 +30,6 @@ from mdhr_runtime.live.guard import Guard
 from mdhr_runtime.live.lsl import AUOutlet
 from mdhr_runtime.live.session import LiveOptions, LiveSession
 
-log = logging.getLogger(__name__)
 SECURITY_HEADERS = {
     # the token is in the URL: never sent on to anyone
     "Referrer-Policy": "no-referrer",

@@ -7,15 +7,12 @@ import asyncio
 import csv
 import http.client
 import http.server
-import os
 import signal
 import socketserver
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -248,7 +245,7 @@ def test_a_session_with_faces_all_scores_every_face_with_its_id(live_detector, p
     from mdhr_runtime.live.session import LiveSession
 
     made = CrowdMaker(photo, 2, (320, 180)).frames(side_by_side(2, size=(320, 180)), 6)
-    messages, done = [], threading.Event()
+    messages = []
     session = LiveSession(live_detector, LiveOptions("centred", None, "all", DEFAULT_MIN_FACE),
                           messages.append, tmp_path / "session.csv")
     import cv2
