@@ -32,7 +32,7 @@ from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.faces.quality import QualityOptions
 from mdhr_runtime.files.outputs import is_stdout
 from mdhr_runtime.results.index import write_corpus_reports
-from mdhr_runtime.results.provenance import Provenance, facts_beside, write_facts_beside
+from mdhr_runtime.results.provenance import Provenance, facts_beside, is_facts_file, write_facts_beside
 from mdhr_runtime.windows.streams import WindowPlan
 
 
@@ -85,11 +85,13 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
 
     Each video gets OUT/<its path below the inputs' common folder>.csv,
     written whole or not at all; OUT/summary.csv holds one row per video
-    (status ok / partial / failed / skipped, with the reason) and is
-    rewritten as videos finish. A rerun with the same --out skips videos
+    (status ok / partial / failed / skipped, with the reason, the Ray node
+    that scored it and its retries) and is rewritten as videos finish;
+    jobs sharing an --out merge their rows. mdhr-batch never replaces a
+    file it did not write. A rerun with the same --out skips videos
     already done with the same bundle. Exit status 0 when every video is
     ok, 5 when any failed or was partial (see summary.csv), 2 for a bad
-    argument (nothing done).
+    argument or cluster (nothing done).
 
     Manual: mdhr-batch --docs prints docs/corpora.md (installed with the package).
     """
@@ -119,7 +121,7 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
         options = BatchOptions(bundle_dir=model_dir, out_dir=out_dir, backend=backend, workers=workers,
                                threads_per_worker=threads_per_worker, segment_frames=segment_frames,
                                address=address, faces=faces, min_face=min_face, windows=windows, hop=hop,
-                               quality=quality)
+                               quality=quality, reports=report)
         job = BatchJob(videos, options, say)  # loads and hashes the bundle: refuses a bad one here
         warning = forced_warning(load_bundle(model_dir), backend)
         if warning:
@@ -144,17 +146,21 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
                                 min_face=min_face if faces == "all" else None, threshold=bundle.threshold)
         record_facts(rows, out_dir, provenance)
         if report:
-            write_corpus_reports(rows, out_dir, provenance, say)
+            write_corpus_reports(job.summary_rows(), out_dir, provenance, say)  # the whole folder's
         return _summarise(rows, out_dir, as_json, job.work_done)
 
     run_reporting_errors(work, verbose, QUALITY_FLAG_NAMES)
 
 
 def record_facts(rows, out_dir: Path, provenance: Provenance) -> None:
-    """Each CSV's run facts beside it (a skipped video keeps those of the run
-    that wrote it, where they are)."""
+    """Each CSV's run facts beside it.  A skipped video keeps those of the run
+    that wrote it, where they are; a file at that name that is not run facts
+    (the user's own, a link, a folder) is never replaced: that CSV has none."""
     for row in rows:
-        if row.output and not (row.status == "skipped" and facts_beside(out_dir / row.output).exists()):
+        target = facts_beside(out_dir / row.output) if row.output else None
+        if target is None or (row.status == "skipped" and target.exists()):
+            continue
+        if not os.path.lexists(target) or is_facts_file(target):
             write_facts_beside(out_dir / row.output, provenance.replace(input=row.path, video_fps=row.fps))
 
 

@@ -38,7 +38,7 @@ EXIT_TERMINATED = 128 + signal.SIGTERM
 # torch-free base install runs bundles; exporting and PyTorch benchmarks need
 # the export extra, TensorRT the gpu extra.
 OPTIONAL_MODULES = {"torch": "export", "onnx": "export", "onnxscript": "export", "onnxslim": "export",
-                    "tensorrt": "gpu", "cuda": "gpu"}
+                    "tensorrt": "gpu", "cuda": "gpu", "aiohttp": "live", "pylsl": "lsl"}
 
 
 class Terminated(BaseException):

@@ -86,6 +86,18 @@ def write_facts(provenance: Provenance, path: str | Path, csv_file: str | Path) 
     Path(path).write_text(json.dumps(document, indent=1, allow_nan=False) + "\n", encoding="utf-8")
 
 
+def is_facts_file(path: str | Path) -> bool:
+    """Whether ``path`` is a regular file of run facts (so mdhr-* may replace
+    it): not a link, folder or special file, and tagged with ``FORMAT``."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_FACTS_BYTES:
+        return False
+    try:
+        return json.loads(path.read_bytes().decode("utf-8")).get("format") == FORMAT
+    except (UnicodeDecodeError, ValueError, RecursionError, AttributeError):
+        return False
+
+
 def write_facts_beside(csv_path: str | Path, provenance: Provenance) -> Path:
     """``write_facts`` for a CSV already in place, staged and renamed."""
     path = facts_beside(csv_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -329,3 +330,53 @@ def test_batch_reports_and_their_index(first_run, corpus, disfa_short_bundle, tm
     # the settings the videos were scored with, not official windows
     assert "windows centred, 4 frames, hop 1" in (out / "index.html").read_text()
     assert "mode centred, frames 4, hop 1" in (out / "a" / "clip.html").read_text()
+
+
+FOREIGN = {  # what a user may have at a path mdhr-batch would write
+    "file": lambda p: p.write_text("the user's own\n"),
+    "link to a file": lambda p: p.symlink_to(p.parent / "elsewhere.txt"),
+    "dangling link": lambda p: p.symlink_to(p.parent / "nowhere"),
+    "folder": lambda p: p.mkdir(),
+    "FIFO": lambda p: os.mkfifo(p),
+}
+
+
+def snapshot(folder: Path) -> dict:
+    """Every entry under ``folder`` with its kind and, for files, content."""
+    return {p.relative_to(folder).as_posix(): ("link", os.readlink(p)) if p.is_symlink() else
+            ("file", p.read_bytes()) if p.is_file() else ("other", p.stat().st_mode)
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("name", ["interview.csv", "summary.csv", "interview.html", "index.html"])
+@pytest.mark.parametrize("kind", list(FOREIGN))
+def test_a_file_it_did_not_write_is_never_replaced(kind, name, corpus, disfa_short_bundle, tmp_path):
+    """A corpus folder holding the user's own file at a name mdhr-batch
+    would write (the video's CSV, the summary, with --report the video's
+    report and the index), run with --out on that folder: one line, exit 2,
+    the folder exactly as it was."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "interview.mp4").write_bytes((corpus / "a" / "clip.mp4").read_bytes())
+    (folder / "elsewhere.txt").write_text("a file a link points to\n")
+    FOREIGN[kind](folder / name)
+    before = snapshot(folder)
+    result = CliRunner().invoke(batch_main, [str(folder), "--model", str(disfa_short_bundle), "--out", str(folder),
+                                             "--report"])
+    assert result.exit_code == EXIT_USER_ERROR, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --out: ") and "mdhr-batch never replaces" in lines[0], \
+        result.output
+    assert name in lines[0]
+    assert snapshot(folder) == before
+
+
+def test_a_refused_run_leaves_nothing(local_ray, corpus, disfa_short_bundle, tmp_path):
+    """Refused once Ray is joined (a worker bigger than any node): no
+    summary.csv, no folder."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(batch_main, [str(corpus), "--model", str(disfa_short_bundle), "--out", str(out),
+                                             "--threads-per-worker", "3"])
+    assert result.exit_code == EXIT_USER_ERROR, result.output
+    assert "--threads-per-worker 3 needs 3 CPUs on one node" in result.output
+    assert not out.exists()

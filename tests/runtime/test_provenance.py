@@ -128,3 +128,20 @@ def test_a_batch_index_states_the_real_window_mode(tmp_path):
 
     page = index_html([], Provenance(dataset="DISFA", windows=WindowPlan.make("centred", 4).describe()))
     assert "windows centred, 4 frames, hop 1" in page and "official" not in page
+
+
+def test_only_run_facts_count_as_replaceable(tmp_path):
+    """mdhr-batch replaces a run facts file, never a user's file, link or
+    folder at that name (is_facts_file)."""
+    from mdhr_runtime.results.provenance import is_facts_file
+
+    csv_path = tmp_path / "v.csv"
+    csv_path.write_text(CSV)
+    ours = write_facts_beside(csv_path, Provenance(dataset="DISFA"))
+    assert is_facts_file(ours)
+    (tmp_path / "user.run.json").write_text('{"mine": true}\n')
+    (tmp_path / "link.run.json").symlink_to(ours)
+    (tmp_path / "folder.run.json").mkdir()
+    (tmp_path / "text.run.json").write_text("notes\n")
+    for name in ("user", "link", "folder", "text", "absent"):
+        assert not is_facts_file(tmp_path / f"{name}.run.json"), name
