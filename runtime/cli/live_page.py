@@ -8,20 +8,35 @@ import click
 
 from mdhr_runtime.backends.gates import forced_warning
 from mdhr_runtime.bundle import load_bundle
-from mdhr_runtime.choices import BACKENDS, DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_DETECTORS, \
-    FACE_MODES, WINDOW_MODES
 from mdhr_runtime.checks import check_faces, check_threshold
-from mdhr_runtime.cli.common import QUALITY_FLAG_NAMES, quality_options, run_reporting_errors, say, verbose_option
+from mdhr_runtime.choices import (
+    BACKENDS,
+    DEFAULT_FACE_DETECTOR,
+    DEFAULT_FACES,
+    DEFAULT_WINDOWS,
+    FACE_DETECTORS,
+    FACE_MODES,
+    WINDOW_MODES,
+)
+from mdhr_runtime.cli.common import (
+    QUALITY_FLAG_NAMES,
+    mdhr_command,
+    quality_options,
+    run_reporting_errors,
+    say,
+    verbose_option,
+)
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.faces.quality import QualityOptions
-from mdhr_runtime.live.lsl import AUOutlet, lsl as lsl_module
+from mdhr_runtime.live.lsl import AUOutlet
+from mdhr_runtime.live.lsl import lsl as lsl_module
 from mdhr_runtime.live.server import LiveServer, aiohttp_web, bind
 from mdhr_runtime.live.session import LiveOptions
 from mdhr_runtime.windows.streams import WindowPlan
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@mdhr_command("live.md", ["mdhr-live --model bundles/bp4d", "mdhr-live --model bundles/bp4d --faces all --port 8765"])
 @click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
               help="Bundle folder written by mdhr-export.")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -34,7 +49,8 @@ from mdhr_runtime.windows.streams import WindowPlan
               help="--faces all: ignore faces whose box is smaller than PX pixels.")
 @click.option("--windows", type=click.Choice(WINDOW_MODES), default=DEFAULT_WINDOWS, show_default=True,
               help="As mdhr-run: centred (each frame near the middle of its window) or official.")
-@click.option("--hop", type=int, help="Centred windows: frames between window starts (default T/2).")
+@click.option("--hop", type=int, help="Centred windows: frames between window starts (default 1: every frame "
+              "at the middle of its window, scores without a period).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="As mdhr-run.")
 @click.option("--threshold", type=float, help="Decision threshold on the AU score (default: the bundle's).")
@@ -52,12 +68,7 @@ def main(model_dir, host, port, faces, min_face, windows, hop, backend, threshol
     slower than the camera, it takes every Nth frame, evenly, and never
     queues any. Ctrl-C stops the server.
 
-    More: docs/live.md.
-
-    \b
-    Example:
-      mdhr-live --model bundles/bp4d
-      mdhr-live --model bundles/bp4d --faces all --port 8765
+    Manual: mdhr-live --docs prints docs/live.md (installed with the package).
     """
     def work():
         if threshold is not None:
