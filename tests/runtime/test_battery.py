@@ -339,7 +339,7 @@ def test_a_batch_list_with_blanks_comments_folders_and_repeats(disfa_short_bundl
                        f"{videos / 'day 2' / 'vfr.mkv'}\nvideos/cut.mp4\n", encoding="utf-8")
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, "-c", BATCH, f"@{listing}", "--model", str(disfa_short_bundle),
-                             "--out", str(out), "--workers", "1", "--json"], capture_output=True, text=True,
+                             "--out", str(out), "--workers", "1", "--json", "-"], capture_output=True, text=True,
                             timeout=400, env={**os.environ, "RAY_ADDRESS": ""})
     assert result.returncode == 5, result.stderr[-2000:]
     rows = {Path(r["path"]).name: r for r in json.loads(result.stdout)["rows"]}
