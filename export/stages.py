@@ -113,9 +113,9 @@ def write_fp16_stages(staging: Path, card: dict, clips, reference, weights: Weig
 def stage_outputs(staging: Path, card: dict, clips: list[np.ndarray], precision: str) -> dict[str, np.ndarray]:
     """Every clip of ``clips`` ([B, T, ...] batches) through the stages in
     ONNX Runtime CPU, as the official windows: outputs like ``model.onnx``'s."""
-    from mdhr_runtime.bundle import Bundle
+    from mdhr_runtime.bundle import Bundle, seal
 
-    runner = runtime_stages.StageRunner(Bundle(staging, card), precision, providers=["CPUExecutionProvider"])
+    runner = runtime_stages.StageRunner(Bundle(staging, seal(staging, card)), precision, providers=["CPUExecutionProvider"])
     try:
         return parity.concat(runtime_stages.official_windows(runner, clips))
     finally:

@@ -16,6 +16,7 @@ from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.backends.sessions import onnx_session, provider_name
 from mdhr_runtime.backends import tensorrt_runner
+from mdhr_runtime.backends.runners import check_outputs
 
 STAGE_KINDS = {"fp32": ("frame_stage", "clip_stage"), "fp16": ("frame_stage_fp16", "clip_stage_fp16")}
 STAGE_ENGINE_KINDS = ("frame_stage_engine", "clip_stage_engine")
@@ -62,22 +63,27 @@ class StageRunner:
         if not has_stages(bundle, precision):
             raise MDHRError(f"{bundle.root}: this bundle has no {precision} stage graphs (frame_stage, clip_stage), "
                             "needed for centred windows and streaming; " + bundle.export_hint(STAGE_KINDS[precision][0]))
-        described = bundle.card["stages"]
-        self.tap_shapes = [tuple(described["frame_stage"]["inputs"][name]) for name in PREVIOUS_TAPS]
-        self.clip_outputs = list(described["clip_stage"]["outputs"])
+        described = bundle.card.stages
+        if described is None:
+            raise MDHRError(f"{bundle.root}: the card does not describe the stage graphs; export the bundle again")
+        self.tap_shapes = list(described.tap_shapes)
+        self.clip_outputs = list(described.clip_outputs)
         if engines:
             self.frame_session, self.clip_session = (tensorrt_runner.EngineSession(bundle, kind)
                                                   for kind in STAGE_ENGINE_KINDS)
-            self.name, self.precision = "tensorrt", bundle.card["engine_build"]["precision"]
+            self.name = "tensorrt"
+            self.precision = bundle.card.engine_build.precision if bundle.card.engine_build else "unknown"
         else:
             frame_kind, clip_kind = STAGE_KINDS[precision]
             # The two sessions alternate (a frame, then a window): neither spins.
-            self.frame_session = onnx_session(bundle.artifact(frame_kind), threads, providers, spinning=False)
-            self.clip_session = onnx_session(bundle.artifact(clip_kind), threads, providers, spinning=False)
+            self.frame_session = onnx_session(bundle.verified(frame_kind), threads, providers, spinning=False)
+            self.clip_session = onnx_session(bundle.verified(clip_kind), threads, providers, spinning=False)
             _check_graph(self.frame_session, bundle.artifact(frame_kind), (FRAME_INPUT, *PREVIOUS_TAPS),
                          (STATIC, DYNAMICS, *TAPS))
             _check_graph(self.clip_session, bundle.artifact(clip_kind), (STATIC, DYNAMICS), self.clip_outputs)
             _check_window_length(self.clip_session, bundle.artifact(clip_kind), bundle.frames)
+            check_outputs(bundle.artifact(clip_kind), {o.name: o.shape for o in self.clip_session.get_outputs()},
+                          bundle.card.output_shapes(1, bundle.frames))
             self.name, self.precision = f"onnxruntime-{provider_name(self.frame_session)}", precision
         self.frames = bundle.frames
         self._still: np.ndarray | None = None
