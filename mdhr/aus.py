@@ -103,6 +103,8 @@ DISFA = AUSet(
 
 AU_SETS = {s.dataset: s for s in (BP4D, DISFA)}
 BACKBONES = ("resnet", "swin_transformer")
+# Channels of each backbone's four feature taps (56x56, 28x28, 14x14, 7x7).
+TAP_CHANNELS = {"resnet": (256, 512, 1024, 2048), "swin_transformer": (128, 256, 512, 1024)}
 
 # The official evaluation thresholds the cosine AU score at 0.5 (no sigmoid).
 DECISION_THRESHOLD = 0.5

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from mdhr.aus import AU_SETS, BACKBONES, IMAGE_SIZE
+from mdhr.aus import AU_SETS, BACKBONES, IMAGE_SIZE, TAP_CHANNELS
 from mdhr.errors import MDHRError
 
 CARD_FILE = "mdhr.json"
@@ -40,9 +40,6 @@ ISLANDS = "reduced_precision_islands"
 ENGINE_PRECISIONS = ("fp32", "fp16")
 # The export's limits (mdhr_export.pipeline): a card beyond them was not written by it.
 MAX_BATCH, MAX_FRAMES = 16, 64
-# A stage tensor the runtime allocates from the card's shapes: the largest
-# real one (ResNet-50's first tap, 256 x 56 x 56) is 0.8M floats.
-MAX_TAP_ELEMENTS = 1 << 24
 # Artifacts of a bundle: the largest real one (Swin-B's fp32 weights) is
 # 0.45 GB; a size beyond this is no export's.
 MAX_ARTIFACT_BYTES = 1 << 34
@@ -160,13 +157,14 @@ class Card:
         untrained = _bool(data.get("untrained", False), "untrained")
         source = _source(data.get("source"), untrained)
         reports = {key: value for key, value in data.items() if key not in TYPED_KEYS}
+        backbone = _choice(data["backbone"], "backbone", BACKBONES)
         return cls(
-            dataset=dataset, backbone=_choice(data["backbone"], "backbone", BACKBONES), au_names=au_names,
+            dataset=dataset, backbone=backbone, au_names=au_names,
             threshold=_number(data["threshold"], "threshold", -1, 1), input=_input(data["input"]),
             outputs=outputs, regions=regions, untrained=untrained,
             target=_choice(data.get("target", DEFAULT_TARGET), "target", TARGETS), source=source,
             artifacts=MappingProxyType(_artifacts(data)), islands=MappingProxyType(_islands(data.get(ISLANDS))),
-            stages=_stages(data.get("stages"), outputs), engine_build=_engine_build(data.get("engine_build")),
+            stages=_stages(data.get("stages"), backbone, outputs), engine_build=_engine_build(data.get("engine_build")),
             reports=MappingProxyType(_checked_reports(reports)))
 
     def to_json(self) -> dict:
@@ -357,7 +355,7 @@ def _list(value: Any, where: str) -> list:
     return value
 
 
-def _stages(value: Any, outputs: tuple[str, ...]) -> Stages | None:
+def _stages(value: Any, backbone: str, outputs: tuple[str, ...]) -> Stages | None:
     if value is None:
         return None
     from mdhr_runtime.backends.stages import PREVIOUS_TAPS  # here: that module reads cards
@@ -366,12 +364,14 @@ def _stages(value: Any, outputs: tuple[str, ...]) -> Stages | None:
     inputs = _object(_object(_object(value.get("frame_stage"), "stages.frame_stage").get("inputs"),
                              "stages.frame_stage.inputs"), "stages.frame_stage.inputs")
     shapes = []
-    for name in PREVIOUS_TAPS:
+    # The runtime allocates these (the first frame's taps): the backbone's own, nothing else.
+    for i, (name, channels) in enumerate(zip(PREVIOUS_TAPS, TAP_CHANNELS[backbone])):
         where = f"stages.frame_stage.inputs.{name}"
-        dims = tuple(_integer(d, f"{where}[{i}]", 1, MAX_TAP_ELEMENTS) for i, d in enumerate(_list(inputs.get(name), where)))
-        if not dims or math.prod(dims) > MAX_TAP_ELEMENTS:
-            raise CardError(where, f"{list(dims)} is no tap shape of an MDHR backbone")
-        shapes.append(dims)
+        expected = (1, channels, 56 >> i, 56 >> i)
+        dims = _list(inputs.get(name), where)
+        if len(dims) != 4 or tuple(_integer(d, f"{where}[{j}]", 1, 2048) for j, d in enumerate(dims)) != expected:
+            raise CardError(where, f"{str(dims)[:60]} is not {backbone}'s tap shape {list(expected)}")
+        shapes.append(expected)
     clip = _object(value.get("clip_stage"), "stages.clip_stage")
     clip_outputs = tuple(_strings(clip.get("outputs"), "stages.clip_stage.outputs"))
     if clip_outputs != outputs:

@@ -3,6 +3,7 @@ predict_video (mdhr-run), a live source, and segments (mdhr-batch), in both
 window modes and both face modes, on real encoded videos; no model run for
 windows without a face; the layout rules (choice lists defined once, no
 import cycles, no own-module imports inside functions); the card as the
+import os
 truth; and a light start (one image without the whole-model graph)."""
 from __future__ import annotations
 
@@ -213,7 +214,7 @@ def bundle_with_card(source: Path, folder: Path, change) -> Path:
     (folder / "mdhr.json").write_text(json.dumps(card))
     for name in card["artifacts"].values():
         if name and (source / name).exists():
-            (folder / name).symlink_to(source / name)
+            os.link(source / name, folder / name)  # a bundle holds its files: a link of the file itself
     return folder
 
 
