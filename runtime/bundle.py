@@ -16,6 +16,7 @@ from mdhr_runtime.files.atomic import write_atomically
 __all__ = ["ARTIFACT_KINDS", "CARD_FILE", "DEFAULT_TARGET", "FORMAT", "TARGET_ARTIFACTS", "TARGETS", "Bundle", "Card",
            "load_bundle", "seal", "write_card"]
 GRAPH_KINDS = ("onnx", "onnx_fp16", "frame_stage", "clip_stage", "frame_stage_fp16", "clip_stage_fp16")
+WEIGHTS_KINDS = ("weights", "weights_fp16")  # what a graph's external data may name
 # A card is a few kB (tens with the export's reports); far more is no card.
 CARD_LIMIT = 16 << 20
 
@@ -95,7 +96,7 @@ class Bundle:
             raise MDHRError(f"{graph}: reads external data from {location[:80]!r}, outside the bundle; "
                             "export the bundle again") from None
         kind = next((k for k, a in self.card.artifacts.items() if a.name == location), None)
-        if kind is None or kind in GRAPH_KINDS:
+        if kind not in WEIGHTS_KINDS:
             raise MDHRError(f"{graph}: reads external data from {location!r}, which the card does not name as a "
                             "weights file; export the bundle again")
         self.verified(kind)

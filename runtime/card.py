@@ -425,6 +425,8 @@ def _check_gates(parity: Any) -> None:
             value = entry.get(key)
             if value is None and (kind == "correlation" or key == "clips" or not measured):
                 continue
+            if kind == "correlation" and isinstance(value, float) and math.isnan(value):
+                continue  # an AU whose scores never change has no rank correlation: reported as n/a
             if kind == "bool":
                 _bool(value if value is not None else False, where)
             elif kind == "count":
