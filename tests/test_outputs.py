@@ -215,4 +215,4 @@ def test_a_damaged_card_is_named(disfa_short_bundle, face_avi, tmp_path):
     bundle.mkdir()
     (bundle / "mdhr.json").write_text(json.dumps({**card, "artifacts": "model.onnx", "input": {"shape": "big"}}))
     one_line_refusal(run_main, run_args(face_avi, bundle, tmp_path / "o.csv"),
-                     "damaged model card (input, artifacts not as mdhr-export writes them)")
+                     "damaged model card: input.shape", "export the bundle again")

@@ -219,12 +219,12 @@ def test_every_card_field_with_every_wrong_value_is_refused(disfa_short_bundle, 
                 accepted.append((path, "another bundle's value"))
     CASES["card fields"] = cases
     assert len(paths) > 60 and cases > 500
-    assert accepted == []
+    assert accepted == [], "\n".join(map(str, accepted))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_any_json_in_any_card_field_is_refused_in_one_line_or_read_as_typed(disfa_short_bundle, tmp_path, data):
+def test_any_json_in_any_card_field_is_refused_in_one_line_or_read_as_typed(disfa_short_bundle, data):
     """Property: whatever JSON value lands in whatever field, loading either
     refuses in one line or gives a card whose fields have their types: never
     an internal error."""
@@ -236,11 +236,8 @@ def test_any_json_in_any_card_field_is_refused_in_one_line_or_read_as_typed(disf
         max_leaves=12))
     changed = copy.deepcopy(card)
     get(changed, path[:-1])[path[-1]] = value
-    folder = tmp_path / f"b{data.draw(st.integers(0, 10 ** 9))}"
-    folder.mkdir()
-    write_raw_card(folder, changed)
     try:
-        loaded = Card.from_json(json.loads((folder / "mdhr.json").read_text()))
+        loaded = Card.from_json(json.loads(json.dumps(changed, allow_nan=True)))  # as read from mdhr.json
     except Exception as error:  # CardError names the field
         assert type(error).__name__ == "CardError" and "\n" not in str(error), repr(error)
         return
@@ -339,7 +336,7 @@ def test_external_data_leaving_the_bundle_is_refused_before_any_reader(disfa_sho
     write_card(bundle, read_card(bundle))
     with pytest.raises(MDHRError) as refused:
         load_bundle(bundle).verified("onnx")
-    refused_in_one_line(refused.value, str(bundle / "model.onnx"), LOCATIONS[way][:20].split("\0")[0])
+    refused_in_one_line(refused.value, str(bundle / "model.onnx"), repr(LOCATIONS[way][:80]))
     repo = tmp_path / "repo"
     one_line_refusal(triton_main, [bundle, repo], "reads external data from")
     assert not repo.exists() and not [p for p in tmp_path.iterdir() if ".mdhr-" in p.name]
@@ -362,8 +359,9 @@ def test_an_artifact_that_is_a_symbolic_link_out_of_the_bundle_is_refused(disfa_
         for each in GRAPH_KINDS:
             loaded.verified(each)
     refused_in_one_line(refused.value, str(bundle / name), "symbolic link")
-    one_line_refusal(triton_main, [bundle, tmp_path / "repo"], "symbolic link")
-    assert not (tmp_path / "repo").exists()
+    if kind in ("onnx", "weights"):  # what mdhr-triton reads (it never opens the stages)
+        one_line_refusal(triton_main, [bundle, tmp_path / "repo"], "symbolic link")
+        assert not (tmp_path / "repo").exists()
     CASES["artifact links"] = CASES.get("artifact links", 0) + 1
 
 
@@ -471,7 +469,7 @@ def test_a_card_whose_au_count_differs_from_the_graph_is_refused_before_the_work
     for windows in ("official", "centred"):
         out = tmp_path / "out.csv"
         one_line_refusal(run_main, [face_avi, "--model", bundle, "--out", out, "--windows", windows],
-                         "is not the model its card describes")
+                         "its card describes")
         assert not out.exists()
 
 
