@@ -37,6 +37,9 @@ TARGET_ARTIFACTS = {
 TARGETS = (*TARGET_ARTIFACTS, "all")
 DEFAULT_TARGET = "all"
 ISLANDS = "reduced_precision_islands"
+# The parts of the model whose first nodes the card names for reduced
+# precision to keep float32 (the export finds both).
+ISLAND_PARTS = ("frame_differences", "region_modelling")
 ENGINE_PRECISIONS = ("fp32", "fp16")
 # The export's limits (mdhr_export.pipeline): a card beyond them was not written by it.
 MAX_BATCH, MAX_FRAMES = 16, 64
@@ -344,9 +347,15 @@ def _islands(value: Any) -> dict[str, tuple[str, ...]]:
     if value is None:
         return {}
     value = _object(value, ISLANDS)
-    return {_text(part, ISLANDS, IDENTIFIER): tuple(_text(node, f"{ISLANDS}.{part}", limit=400)
-                                                   for node in _list(nodes, f"{ISLANDS}.{part}"))
-            for part, nodes in value.items()}
+    if sorted(value) != sorted(ISLAND_PARTS):
+        raise CardError(ISLANDS, f"names the parts {sorted(value)[:4]}, not {', '.join(ISLAND_PARTS)}")
+    islands = {}
+    for part in ISLAND_PARTS:
+        nodes = _list(value[part], f"{ISLANDS}.{part}")
+        if not nodes:
+            raise CardError(f"{ISLANDS}.{part}", "names no node")
+        islands[part] = tuple(_text(node, f"{ISLANDS}.{part}[{i}]", limit=400) for i, node in enumerate(nodes))
+    return islands
 
 
 def _list(value: Any, where: str) -> list:

@@ -3,11 +3,11 @@ predict_video (mdhr-run), a live source, and segments (mdhr-batch), in both
 window modes and both face modes, on real encoded videos; no model run for
 windows without a face; the layout rules (choice lists defined once, no
 import cycles, no own-module imports inside functions); the card as the
-import os
 truth; and a light start (one image without the whole-model graph)."""
 from __future__ import annotations
 
 import ast
+import os
 import json
 import subprocess
 import sys

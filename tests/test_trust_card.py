@@ -146,6 +146,10 @@ LEGITIMATE = {
     (("stages",), "missing"): "a bundle without stage graphs",
     (("stages", "cached_bytes_per_frame"), "missing"): "a figure for the record",
     (("reduced_precision_islands",), "missing"): "bf16 then says the card names no islands",
+    (("reduced_precision_islands",), "another bundle's value"):
+        "node names, matched against the graph where used (bf16 refuses a card none of whose names match)",
+    (("reduced_precision_islands", "region_modelling"), "another bundle's value"): "as above",
+    (("reduced_precision_islands", "frame_differences"), "another bundle's value"): "as above",
     (("input", "layout"), "path-like"): "a description, never a path",
     (("source", "torch"), "path-like"): "a version for the record, never a path",
     (("source", "onnx"), "path-like"): "a version for the record, never a path",
@@ -215,7 +219,7 @@ def test_every_card_field_with_every_wrong_value_is_refused(disfa_short_bundle, 
             changed = copy.deepcopy(card)
             get(changed, path[:-1])[path[-1]] = theirs
             cases += 1
-            if outcome(bundle, changed) == "accepted":
+            if outcome(bundle, changed) == "accepted" and (path, "another bundle's value") not in LEGITIMATE:
                 accepted.append((path, "another bundle's value"))
     CASES["card fields"] = cases
     assert len(paths) > 60 and cases > 500

@@ -124,7 +124,7 @@ class OpenVINORunner(Runner):
         self._check_graph(model)
         self.fp32_nodes = 0
         if self.precision == "bf16":
-            kept = {part: list(bundle.card.islands.get(part, ())) for part in BF16_FP32_PARTS}
+            kept = {part: list(bundle.card.islands[part]) for part in BF16_FP32_PARTS}
             self.fp32_nodes = len(mark_fp32_islands(model, kept))
         self._compiled = core.compile_model(model, "CPU", compile_config(self.precision, threads))
         del model
