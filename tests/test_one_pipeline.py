@@ -7,8 +7,8 @@ truth; and a light start (one image without the whole-model graph)."""
 from __future__ import annotations
 
 import ast
-import os
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path

@@ -19,6 +19,7 @@ from mdhr.errors import MDHRError
 from mdhr_bench.synthetic import Segment, write_video
 from footage import face_video
 from mdhr_runtime import AUDetector
+from mdhr_runtime.bundle import write_card
 from mdhr_runtime.cli.run import main
 from mdhr_runtime.timing import STAGES
 
