@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mdhr.errors import MDHRError
+
 # Rows of the 7x7 backbone grid that each region pools over (top to bottom).
 # Regions overlap by one row, as in the official code.
 REGION_ROWS = {
@@ -103,8 +105,6 @@ DISFA = AUSet(
 
 AU_SETS = {s.dataset: s for s in (BP4D, DISFA)}
 BACKBONES = ("resnet", "swin_transformer")
-# Channels of each backbone's four feature taps (56x56, 28x28, 14x14, 7x7).
-TAP_CHANNELS = {"resnet": (256, 512, 1024, 2048), "swin_transformer": (128, 256, 512, 1024)}
 
 # The official evaluation thresholds the cosine AU score at 0.5 (no sigmoid).
 DECISION_THRESHOLD = 0.5
@@ -116,7 +116,6 @@ CLIP_FRAMES = 16
 
 
 def au_set(dataset: str) -> AUSet:
-    from mdhr.errors import MDHRError
 
     try:
         return AU_SETS[dataset]

@@ -9,8 +9,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from mdhr.aus import TAP_CHANNELS
-
 
 # ----------------------------------------------------------------- ResNet-50
 class Bottleneck(nn.Module):
@@ -45,7 +43,7 @@ class ResNet50(nn.Module):
     """ResNet-50 without its classifier; taps after layer1..layer4."""
 
     # channels of the four taps: 256@56x56, 512@28x28, 1024@14x14, 2048@7x7
-    tap_channels = TAP_CHANNELS["resnet"]
+    tap_channels = (256, 512, 1024, 2048)
     num_features = 2048
 
     def __init__(self):
@@ -218,7 +216,7 @@ class SwinB(nn.Module):
     classifier; taps are the inputs of the four stages."""
 
     # channels of the four taps (as tokens): 128@56x56, 256@28x28, 512@14x14, 1024@7x7
-    tap_channels = TAP_CHANNELS["swin_transformer"]
+    tap_channels = (128, 256, 512, 1024)
     num_features = 1024
 
     def __init__(self, embed: int = 128, depths=(2, 2, 18, 2), heads=(4, 8, 16, 32), window: int = 7):

@@ -80,6 +80,7 @@ class StageRunner:
             self.clip_session = onnx_session(bundle.verified(clip_kind), threads, providers, spinning=False)
             _check_graph(self.frame_session, bundle.artifact(frame_kind), (FRAME_INPUT, *PREVIOUS_TAPS),
                          (STATIC, DYNAMICS, *TAPS))
+            _check_tap_shapes(self.frame_session, bundle.artifact(frame_kind), self.tap_shapes)
             _check_graph(self.clip_session, bundle.artifact(clip_kind), (STATIC, DYNAMICS), self.clip_outputs)
             _check_window_length(self.clip_session, bundle.artifact(clip_kind), bundle.frames)
             check_outputs(bundle.artifact(clip_kind), {o.name: o.shape for o in self.clip_session.get_outputs()},
@@ -154,6 +155,16 @@ def _check_graph(session, path, inputs, outputs) -> None:
         raise MDHRError(f"{path}: the graph (inputs {', '.join(found_in)}; outputs {', '.join(found_out)}) is not the "
                         f"graph its card describes (inputs {', '.join(inputs)}; outputs {', '.join(outputs)}); "
                         "export the bundle again")
+
+
+def _check_tap_shapes(session, path, shapes) -> None:
+    """The taps the card says the frame stage takes (which the runtime
+    allocates for a first frame) are the ones the graph takes."""
+    found = {i.name: tuple(i.shape) for i in session.get_inputs()}
+    wrong = [name for name, shape in zip(PREVIOUS_TAPS, shapes) if found.get(name) != tuple(shape)]
+    if wrong:
+        raise MDHRError(f"{path}: the graph takes {wrong[0]} {list(found.get(wrong[0], ()))}, not the "
+                        f"{list(shapes[PREVIOUS_TAPS.index(wrong[0])])} its card describes; export the bundle again")
 
 
 def official_windows(runner: StageRunner, clips: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
