@@ -21,7 +21,7 @@ _BACKBONE_MARKERS = {
 }
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 # The largest MDHR state dict, BP4D with Swin-B: 588 tensors, 434,278,080
-# bytes (tests/test_trust_card.py checks it against the model).  A training
+# bytes (tests/export/test_trust_card.py checks it against the model).  A training
 # checkpoint may add Adam's two moments and a spare copy (an EMA): four times
 # that bounds what a checkpoint can hold; more is refused before it is read.
 MAX_STATE_BYTES = 435_000_000

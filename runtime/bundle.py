@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mdhr.errors import MDHRError
-from mdhr_runtime import integrity
+from mdhr_runtime.integrity import external_data_locations, remember, remembered, sha256_of, verify_file
 from mdhr_runtime.card import (ARTIFACT_KINDS, CARD_FILE, DEFAULT_TARGET, FORMAT, TARGET_ARTIFACTS, TARGETS, Card,
                                CardError, plain_file_name)
 from mdhr_runtime.files.atomic import write_atomically
@@ -81,9 +81,9 @@ class Bundle:
         if path is None or kind in self._verified:
             return path
         artifact = self.card.artifacts[kind]
-        integrity.verify_file(path, artifact.size, artifact.sha256)
+        verify_file(path, artifact.size, artifact.sha256)
         if kind in GRAPH_KINDS:
-            for location in sorted(integrity.external_data_locations(path)):
+            for location in sorted(external_data_locations(path)):
                 self._check_location(path, location)
         self._verified.add(kind)
         return path
@@ -171,9 +171,9 @@ def seal(folder: str | Path, card: dict | Card) -> Card:
         path = folder / plain_file_name(name, f"artifacts.{kind}")
         info = os.stat(path)
         digest = previous.get(name)
-        if digest is None or not integrity.remembered(info, digest):
-            digest = integrity.sha256_of(path)
-            integrity.remember(path, digest, info)
+        if digest is None or not remembered(info, digest):
+            digest = sha256_of(path)
+            remember(path, digest, info)
         data["artifact_bytes"][kind], data["artifact_sha256"][kind] = info.st_size, digest
     return Card.from_json(data)
 

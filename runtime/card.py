@@ -41,6 +41,8 @@ ISLANDS = "reduced_precision_islands"
 # precision to keep float32 (the export finds both).
 ISLAND_PARTS = ("frame_differences", "region_modelling")
 ENGINE_PRECISIONS = ("fp32", "fp16")
+# The frame stage's inputs for the previous frame's backbone taps (the stage runner's names too).
+PREVIOUS_TAPS = ("previous_tap1", "previous_tap2", "previous_tap3", "previous_tap4")
 # The export's limits (mdhr_export.pipeline): a card beyond them was not written by it.
 MAX_BATCH, MAX_FRAMES = 16, 64
 # Artifacts of a bundle: the largest real one (Swin-B's fp32 weights) is
@@ -372,8 +374,6 @@ def _list(value: Any, where: str) -> list:
 def _stages(value: Any, outputs: tuple[str, ...]) -> Stages | None:
     if value is None:
         return None
-    from mdhr_runtime.backends.stages import PREVIOUS_TAPS  # here: that module reads cards
-
     value = _object(value, "stages")
     inputs = _object(_object(_object(value.get("frame_stage"), "stages.frame_stage").get("inputs"),
                              "stages.frame_stage.inputs"), "stages.frame_stage.inputs")

@@ -17,10 +17,11 @@ from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.backends.sessions import onnx_session, provider_name
 from mdhr_runtime.backends import tensorrt_runner
 from mdhr_runtime.backends.runners import check_outputs
+from mdhr_runtime.card import PREVIOUS_TAPS
 
 STAGE_KINDS = {"fp32": ("frame_stage", "clip_stage"), "fp16": ("frame_stage_fp16", "clip_stage_fp16")}
 STAGE_ENGINE_KINDS = ("frame_stage_engine", "clip_stage_engine")
-FRAME_INPUT, PREVIOUS_TAPS = "frame", ("previous_tap1", "previous_tap2", "previous_tap3", "previous_tap4")
+FRAME_INPUT = "frame"
 STATIC, DYNAMICS, TAPS = "static", "dynamics", ("tap1", "tap2", "tap3", "tap4")
 
 

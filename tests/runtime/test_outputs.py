@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from mdhr.errors import MDHRError
 from mdhr_bench.cli import bench_main, parity_main
 from mdhr_export.cli import build_main
+from mdhr_runtime.bundle import FORMAT
 from mdhr_runtime.cli.run import main as run_main
 from mdhr_runtime.files.atomic import umask
 from mdhr_runtime.files.outputs import remove_stale_staging, staged_files
@@ -60,7 +61,7 @@ def test_input_as_output_and_same_path_twice(disfa_short_bundle, face_avi, tmp_p
                      "--out and --plot are the same file")
     card = disfa_short_bundle / "mdhr.json"
     one_line_refusal(run_main, run_args(face_avi, disfa_short_bundle, out, "--json", card), "would replace --model")
-    assert json.loads(card.read_text())["format"] == 1 and not out.exists()
+    assert json.loads(card.read_text())["format"] == FORMAT and not out.exists()
 
 
 def test_symlink_output_is_refused_and_left_alone(disfa_short_bundle, face_avi, tmp_path):
