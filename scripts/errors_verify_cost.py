@@ -1,7 +1,7 @@
 """What verifying a bundle's files costs against ``mdhr-run`` on one image
 (docs/errors.md, "What a bundle and a checkpoint are trusted with").
 
-    python -m mdhr_bench.verify_cost BUNDLE IMAGE [--repeats 3]
+    python -m scripts.errors_verify_cost BUNDLE IMAGE [--repeats 3]
 
 Each measure runs in a fresh process, interleaved, after one warm-up of the
 file cache:
