@@ -153,6 +153,8 @@ LEGITIMATE = {
     (("input", "layout"), "path-like"): "a description, never a path",
     (("source", "torch"), "path-like"): "a version for the record, never a path",
     (("source", "onnx"), "path-like"): "a version for the record, never a path",
+    (("source", "torch"), "wrong type"): "a version for the record: null (the tiny bundle's) or text",
+    (("source", "torch"), "another bundle's value"): "a version for the record",
 }
 
 
