@@ -8,7 +8,8 @@
 The folders follow the flow (docs/pipeline.md has the tree):
 
     sources/   video / image folder / image / camera -> Frame
-    faces/     detection, tracking (one face or every face), the detector registry
+    faces/     detection, tracking (one face or every face), the detector registry,
+               landmarks, head pose and quality flags per face
     crops/     tracked face -> normalised [3, 224, 224] crop (the card's mean/std)
     windows/   crops -> official or centred windows, streamed, per face track
     backends/  the graphs: runners, stage graphs, one ONNX Runtime session factory, selection
@@ -23,6 +24,7 @@ No part imports torch; graphs open when a run first needs them.
 """
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.detector import AUDetector
+from mdhr_runtime.faces.quality import QualityOptions
 from mdhr_runtime.results.table import FrameTable
 
-__all__ = ["AUDetector", "FrameTable", "load_bundle"]
+__all__ = ["AUDetector", "FrameTable", "QualityOptions", "load_bundle"]
