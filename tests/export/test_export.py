@@ -193,12 +193,12 @@ def test_swin_batch_2_and_12_frames(swin_batched_bundle):
     np.testing.assert_allclose(out["au_scores"].reshape(24, 8), au.numpy(), rtol=0, atol=1e-4)
 
 
-def test_short_clips_random_init_says_untrained(disfa_short_bundle):
-    c = card(disfa_short_bundle)
+def test_short_clips_random_init_says_untrained(disfa_model_bundle):
+    c = card(disfa_model_bundle)
     assert c["untrained"] is True and c["source"]["checkpoint_sha256"] is None
     assert c["input"]["shape"] == [1, 4, 3, 224, 224]
     assert c["parity"]["onnxruntime_fp32_cpu"]["region_argmax_agreement"] == 1.0
-    meta = {p.key: p.value for p in onnx.load(str(disfa_short_bundle / "model.onnx"),
+    meta = {p.key: p.value for p in onnx.load(str(disfa_model_bundle / "model.onnx"),
                                                load_external_data=False).metadata_props}
     assert meta["mdhr.untrained"] == "true"
 
@@ -249,10 +249,10 @@ def test_verbose_shows_the_traceback(tmp_path):
     assert result.exit_code != 0 and result.exception is not None
 
 
-def test_failed_write_keeps_the_previous_bundle(tmp_path, disfa_short_bundle):
+def test_failed_write_keeps_the_previous_bundle(tmp_path, disfa_model_bundle):
     target = tmp_path / "bundle"
     target.mkdir()
-    good = (disfa_short_bundle / "mdhr.json").read_text()
+    good = (disfa_model_bundle / "mdhr.json").read_text()
     (target / "mdhr.json").write_text(good)
     with pytest.raises(RuntimeError):
         with staged_folder(target) as staging:
