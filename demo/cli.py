@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.cli.common import run_reporting_errors, say, verbose_option
+from mdhr_runtime.cli.common import PATH, run_reporting_errors, say, verbose_option
 
 SAMPLE_VIDEO = Path(__file__).parent / "data" / "sample.mp4"
 # The smallest sensible bundle: ResNet-50 (the lighter backbone), DISFA's 8
@@ -81,9 +81,9 @@ def run_sample(bundle: Path, out: Path, verbose: bool) -> int:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--out", type=click.Path(path_type=Path), default=Path("mdhr-demo"), show_default=True,
+@click.option("--out", type=PATH, default=Path("mdhr-demo"), show_default=True,
               help="Folder for the outputs: sample.csv, sample_timeline.png and report.html.")
-@click.option("--cache", type=click.Path(path_type=Path), default=None,
+@click.option("--cache", type=PATH, default=None,
               help="Folder that keeps the demo's bundle between runs [default: $XDG_CACHE_HOME/mdhr-toolkit, "
                    "else ~/.cache/mdhr-toolkit].")
 @verbose_option

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.cli.common import (EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_TERMINATED, Terminated,
+from mdhr_runtime.cli.common import (EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_TERMINATED, PATH, Terminated,
                                      run_reporting_errors, say, verbose_option)
 from mdhr_runtime.backends.gates import forced_warning
 from mdhr_runtime.batch.corpus import expand_inputs
@@ -32,9 +32,9 @@ def _positive(ctx, param, value):
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
-@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
+@click.option("--model", "model_dir", required=True, type=PATH,
               help="Bundle folder written by mdhr-export.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+@click.option("--out", "out_dir", required=True, type=PATH,
               help="Output folder: one CSV per video (mirroring the input names) and summary.csv.")
 @click.option("--address", help="Join this Ray cluster (e.g. ray://head:10001 or auto); default: start a local "
               "one sized to this machine.")

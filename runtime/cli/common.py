@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Callable
 
 import click
@@ -111,6 +112,44 @@ def run_reporting_errors(work: Callable[[], int | None], verbose: bool) -> None:
         for number, handler in previous.items():
             signal.signal(number, signal.SIG_DFL if handler is None else handler)
     sys.exit(code or 0)
+
+
+class PathRefused(click.ClickException):
+    """A path argument that is no path, refused as the other user errors are:
+    one line, exit 2."""
+
+    exit_code = EXIT_USER_ERROR
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+class PathType(click.Path):
+    """click.Path giving a ``pathlib.Path``, refusing an empty text (it
+    would otherwise mean the working folder) and, for a file to write
+    (``output_file``), a name ending in a separator (it names a folder, and
+    the separator would be dropped: ``--out newdir/`` would become a file
+    named newdir)."""
+
+    def __init__(self, output_file: bool = False):
+        super().__init__(path_type=Path)
+        self.output_file = output_file
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (str, bytes)):
+            text = os.fsdecode(value)
+            name = "/".join(param.opts) if isinstance(param, click.Option) else param.human_readable_name
+            if not text.strip():
+                raise PathRefused(f"{name} is empty ({value!r}): an empty text is not a path; give a file or "
+                                  "folder name (. for the working folder)")
+            if self.output_file and text != "-" and text.endswith(("/", os.sep)):
+                raise PathRefused(f"{name} {text} ends with {text[-1]}, so it names a folder, and {name} is a file "
+                                  f"to write: give a file name (for example {text}NAME)")
+        return super().convert(value, param, ctx)
+
+
+PATH = PathType()
+OUTPUT_FILE = PathType(output_file=True)
 
 
 def say(line: str) -> None:

@@ -10,7 +10,7 @@ from mdhr.aus import DECISION_THRESHOLD
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.cli.checks import check_threshold
-from mdhr_runtime.cli.common import run_reporting_errors, say, verbose_option
+from mdhr_runtime.cli.common import OUTPUT_FILE, PATH, run_reporting_errors, say, verbose_option
 from mdhr_runtime.files.outputs import check_run_paths, remove_stale_staging
 from mdhr_runtime.results.overlay import check_overlay_input
 from mdhr_runtime.results.readback import read_csv
@@ -18,11 +18,11 @@ from mdhr_runtime.results.report import video_beside, write_report
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("csvs", metavar="CSV...", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--html", "html_path", required=True, type=click.Path(path_type=Path), help="The report to write.")
-@click.option("--video", type=click.Path(path_type=Path),
+@click.argument("csvs", metavar="CSV...", nargs=-1, required=True, type=PATH)
+@click.option("--html", "html_path", required=True, type=OUTPUT_FILE, help="The report to write.")
+@click.option("--video", type=PATH,
               help="The video the CSVs were scored from: the report then shows it annotated with the first CSV.")
-@click.option("--model", "model_dir", type=click.Path(path_type=Path),
+@click.option("--model", "model_dir", type=PATH,
               help="The bundle that made the CSVs: the report then names its dataset and backbone and says "
                    "whether it is untrained (a CSV does not record them).")
 @click.option("--threshold", type=float, help="The decision threshold the CSVs used (default: the bundle's, 0.5).")

@@ -12,7 +12,7 @@ from mdhr_runtime.backends.openvino_runner import OPENVINO_BACKENDS
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.choices import (BACKENDS, DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_DETECTORS,
                                   FACE_MODES, WINDOW_MODES)
-from mdhr_runtime.cli.common import EXIT_INCOMPLETE_INPUT, run_reporting_errors, say, verbose_option
+from mdhr_runtime.cli.common import EXIT_INCOMPLETE_INPUT, OUTPUT_FILE, PATH, run_reporting_errors, say, verbose_option
 from mdhr_runtime.cli.checks import check_faces, check_threshold
 from mdhr_runtime.cli.live import run_live
 from mdhr_runtime.detector import AUDetector
@@ -25,10 +25,10 @@ from mdhr_runtime.windows.streams import WindowPlan
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("input_path", metavar="INPUT", required=False, type=click.Path(path_type=Path))
-@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
+@click.argument("input_path", metavar="INPUT", required=False, type=PATH)
+@click.option("--model", "model_dir", required=True, type=PATH,
               help="Bundle folder written by mdhr-export.")
-@click.option("--out", type=click.Path(path_type=Path),
+@click.option("--out", type=OUTPUT_FILE,
               help="CSV to write: one row per frame (frame, timestamp, success, confidence, face box, "
                    "AUxx_score, AUxx_c); - for standard output (every message goes to standard error). "
                    "Required for files; optional with --camera.")
@@ -38,12 +38,12 @@ from mdhr_runtime.windows.streams import WindowPlan
               help="centred: each frame scored near the middle of its own window (no jumps at window "
                    "edges); official: the paper's non-overlapping windows.")
 @click.option("--hop", type=int, help="Centred windows: frames between window starts (default T/2).")
-@click.option("--json", "json_out", type=click.Path(path_type=Path),
+@click.option("--json", "json_out", type=OUTPUT_FILE,
               help="Also write the results as JSON (- for standard output, with --out a file).")
-@click.option("--plot", type=click.Path(path_type=Path), help="Also draw the AU activations over time (PNG).")
-@click.option("--overlay", type=click.Path(path_type=Path), help="Also write the video annotated with boxes, "
+@click.option("--plot", type=OUTPUT_FILE, help="Also draw the AU activations over time (PNG).")
+@click.option("--overlay", type=OUTPUT_FILE, help="Also write the video annotated with boxes, "
               "face ids and AU bars (H.264 MP4, plays in browsers).")
-@click.option("--report", type=click.Path(path_type=Path), help="Also write a self-contained HTML report: "
+@click.option("--report", type=OUTPUT_FILE, help="Also write a self-contained HTML report: "
               "annotated video, AU timeline per face, statistics and provenance.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: a TensorRT engine on a GPU when the bundle has one, else a reduced-precision CPU "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -36,30 +37,79 @@ def read_csv(path: str | Path, threshold: float = DECISION_THRESHOLD) -> FrameTa
     column = {name: k for k, name in enumerate(header)}
     face_ids = "face_id" in column
     table = FrameTable(au_names, threshold, face_ids=face_ids)
+    seen: set[tuple[int, int | None]] = set()
     for number, cells in enumerate(lines, start=2):
         if len(cells) != len(header):
             raise MDHRError(f"{path}, line {number}: {len(cells)} cells for {len(header)} columns; the CSV is "
                             "damaged: write it again with mdhr-run")
         try:
-            table.rows.append(_row(cells, column, au_names, face_ids))
+            row = _row(cells, column, au_names, face_ids)
+            _check_order(row, table.rows[-1] if table.rows else None, seen)
         except ValueError as error:
             raise MDHRError(f"{path}, line {number}: {error}; the CSV is damaged: write it again with "
                             "mdhr-run") from None
+        table.rows.append(row)
     if not table.rows:
         raise MDHRError(f"{path} has a header but no rows; nothing to report")
     return table
 
 
-def _row(cells: list[str], column: dict[str, int], au_names: list[str], face_ids: bool) -> FrameRow:
-    def cell(name: str) -> str:
-        return cells[column[name]]
+# Frame numbers beyond this are no video's (a 1000 fps video of a year).
+MAX_FRAME = 10**11
 
-    success = cell("success") == "1"
-    box = tuple(float(cell(n)) for n in ("face_x", "face_y", "face_w", "face_h")) if success else None
-    face = FaceResult(success, float(cell("confidence") or 0.0), box)
+
+def _number(cells: list[str], column: dict[str, int], name: str, low: float = -math.inf, high: float = math.inf,
+            empty: float | None = None) -> float:
+    """A finite number in [low, high]; an empty cell is ``empty`` where that
+    is allowed (no face: no AU score).  nan, inf and text are refused: the
+    CSV writes no-face cells empty, never as nan."""
+    text = cells[column[name]].strip()
+    if not text and empty is not None:
+        return empty
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name} is {text[:40]!r}, not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} is {text!r}, not a finite number (a frame without a face has empty cells)")
+    if not low <= value <= high:
+        raise ValueError(f"{name} is {text[:40]}, outside [{low:g}, {high:g}]")
+    return value
+
+
+def _integer(cells: list[str], column: dict[str, int], name: str, low: int, high: int) -> int:
+    text = cells[column[name]].strip()
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ValueError(f"{name} is {text[:40]!r}, not a whole number from {low} to {high}")
+    return int(text)
+
+
+def _row(cells: list[str], column: dict[str, int], au_names: list[str], face_ids: bool) -> FrameRow:
+    frame = _integer(cells, column, "frame", 1, MAX_FRAME)
+    timestamp = _number(cells, column, "timestamp", 0.0)
+    success = _integer(cells, column, "success", 0, 1) == 1
+    box = tuple(_number(cells, column, n, -1e6, 1e6) for n in ("face_x", "face_y", "face_w", "face_h")) \
+        if success else None
+    face = FaceResult(success, _number(cells, column, "confidence", 0.0, 1.0, empty=0.0), box)
     scores = None
     if success:
-        scores = np.asarray([float(cell(f"{au}_score")) if cell(f"{au}_score") else np.nan for au in au_names],
+        scores = np.asarray([_number(cells, column, f"{au}_score", -1.0, 1.0, empty=math.nan) for au in au_names],
                             dtype=np.float32)
-    face_id = int(cell("face_id")) if face_ids and cell("face_id") else None
-    return FrameRow(int(cell("frame")) - 1, float(cell("timestamp")), face, scores, face_id)
+    face_id = None
+    if face_ids and cells[column["face_id"]].strip():
+        face_id = _integer(cells, column, "face_id", 0, MAX_FRAME)
+    return FrameRow(frame - 1, timestamp, face, scores, face_id)
+
+
+def _check_order(row: FrameRow, previous: FrameRow | None, seen: set) -> None:
+    """Frames in order, each (frame, face) once, time never going back."""
+    key = (row.index, row.face_id)
+    if key in seen:
+        raise ValueError(f"frame {row.index + 1}" + (f", face {row.face_id}" if row.face_id is not None else "")
+                         + " appears twice")
+    seen.add(key)
+    if previous is not None and row.index < previous.index:
+        raise ValueError(f"frame {row.index + 1} comes after frame {previous.index + 1}")
+    if previous is not None and row.index > previous.index and row.timestamp < previous.timestamp:
+        raise ValueError(f"timestamp {row.timestamp:g} of frame {row.index + 1} is earlier than that of frame "
+                         f"{previous.index + 1}")
