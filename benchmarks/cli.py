@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from mdhr_runtime.cli.common import OUTPUT_FILE, PATH, run_reporting_errors, say, verbose_option
-from mdhr_runtime.files.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
+from mdhr_runtime.files.outputs import check_distinct, check_room, check_run_paths, remove_stale_staging, staged_files
 
 # mdhr-parity's exit status when a backend breaks tolerance (2 is a user
 # error, 1 a bug: see mdhr_runtime.cli.common).
@@ -31,6 +31,7 @@ def check_paths(outputs: dict[str, Path | None], inputs: dict[str, Path | None])
 
     files = {what: path for what, path in inputs.items() if what != "--model"}
     check_run_paths(outputs, files)
+    check_room(outputs, None)
     load_bundle(inputs["--model"])
     check_distinct(outputs, inputs)
     for target in outputs.values():

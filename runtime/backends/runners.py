@@ -105,7 +105,7 @@ class OnnxRuntimeRunner(Runner):
 
     def _infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         try:
-            outputs = self.session.run(self.output_names, {self.input_name: clips})
+            outputs = self.session.run(self.output_names, {self.input_name: clips}, run_options())
         except ort_errors() as e:
             raise MDHRError(f"{self.path}: ONNX Runtime cannot run it ({str(e).splitlines()[0][:200]}); "
                             "export the bundle again") from None

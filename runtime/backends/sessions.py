@@ -40,6 +40,29 @@ def onnx_session(path: Path, threads: int | None = None, providers: list[str] | 
         raise MDHRError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]}); {remedy}") from None
 
 
+_RUN_OPTIONS = None
+
+
+def run_options():
+    """The RunOptions every long model call of this process runs with: one
+    object, so a signal can stop whichever call is running
+    (``stop_model_calls``); ONNX Runtime's run holds the main thread in C,
+    where Python's own signal handler cannot run until it returns."""
+    global _RUN_OPTIONS
+    if _RUN_OPTIONS is None:
+        import onnxruntime as ort
+
+        _RUN_OPTIONS = ort.RunOptions()
+    return _RUN_OPTIONS
+
+
+def stop_model_calls() -> None:
+    """Make every running and later ``run_options`` call end at once with an
+    ONNX Runtime error (the process is stopping: see mdhr_runtime.cli.common)."""
+    if _RUN_OPTIONS is not None:
+        _RUN_OPTIONS.terminate = True
+
+
 def provider_name(session) -> str:
     """The execution provider a session runs on, as reports name it: cpu, cuda."""
     return session.get_providers()[0].replace("ExecutionProvider", "").lower()

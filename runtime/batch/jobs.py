@@ -34,7 +34,7 @@ from mdhr_runtime.choices import DEFAULT_FACES, DEFAULT_WINDOWS
 from mdhr_runtime.cli.common import quiet_ffmpeg
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
-from mdhr_runtime.files.outputs import check_input, check_output_folder, remove_stale_staging
+from mdhr_runtime.files.outputs import check_input, check_names, check_output_folder, check_room, remove_stale_staging
 from mdhr_runtime.batch.segments import WHOLE_VIDEO, Segment, SegmentPlan, SegmentResult, predict_segment, stitch
 from mdhr_runtime.sources.frames import FrameSource
 from mdhr_runtime.windows.streams import WindowPlan
@@ -166,6 +166,7 @@ class BatchJob:
             if finished_before(before, self.options.out_dir, self.digest):
                 self.rows[video] = dataclasses.replace(before, status="skipped")
                 continue
+            check_names(self.options.out_dir / names[video], f"the output of {video}")
             remove_stale_staging(self.options.out_dir / names[video], self.say)
             try:
                 check_input(video, "input", folder_ok=False)
@@ -175,6 +176,7 @@ class BatchJob:
                 continue
             segments = [WHOLE_VIDEO] if plan is None else plan.segments(source.frame_count)
             todo.append(_Video(video, names[video], source.frame_count, source.fps, segments))
+        check_room({"--out": self.summary_path}, sum(v.frames or 0 for v in todo))
         return todo
 
     # -- running ---------------------------------------------------------

@@ -56,6 +56,42 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
 
 
+class _SignalWatcher:
+    """Stops model calls the moment a signal arrives.  Python runs its
+    signal handlers in the main thread between bytecodes, so a handler
+    waits while ONNX Runtime holds that thread in one long call (seconds
+    for a clip of the full model).  Python's C-level handler also writes the
+    signal's number to a wakeup pipe; this thread reads it, records the
+    signal and sets ONNX Runtime's terminate flag, so the call returns at
+    once and the handler runs."""
+
+    def __init__(self):
+        self.read, self.write = os.pipe()
+        os.set_blocking(self.write, False)
+        self.previous = signal.set_wakeup_fd(self.write, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, name="mdhr-signal-watcher", daemon=True).start()
+
+    def _watch(self) -> None:
+        from mdhr_runtime.backends.sessions import stop_model_calls
+
+        while True:
+            try:
+                data = os.read(self.read, 16)
+            except OSError:
+                data = b""
+            if not data:
+                os.close(self.read)
+                return
+            numbers = [n for n in data if n in (signal.SIGINT, signal.SIGTERM)]
+            if numbers:
+                _Signals.received = _Signals.received or numbers[0]
+                stop_model_calls()
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self.previous)
+        os.close(self.write)  # the watcher's read then ends
+
+
 def quiet_ffmpeg(verbose: bool) -> None:
     """FFmpeg (inside OpenCV) prints its own decoder complaints to stderr;
     the commands say what matters in one line, so silence it unless
@@ -81,6 +117,7 @@ def run_reporting_errors(work: Callable[[], int | None], verbose: bool) -> None:
     in_main_thread = threading.current_thread() is threading.main_thread()
     handled = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.signal(s, _interrupt) for s in handled} if in_main_thread else {}
+    watcher = _SignalWatcher() if in_main_thread else None
     _Signals.received = None
     try:
         code = _unless_terminated(work)
@@ -109,6 +146,8 @@ def run_reporting_errors(work: Callable[[], int | None], verbose: bool) -> None:
                    "(run again with --verbose for the traceback, and please report it)", err=True)
         sys.exit(EXIT_BUG)
     finally:
+        if watcher is not None:
+            watcher.close()
         for number, handler in previous.items():
             signal.signal(number, signal.SIG_DFL if handler is None else handler)
     sys.exit(code or 0)

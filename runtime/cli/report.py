@@ -11,7 +11,7 @@ from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.cli.checks import check_threshold
 from mdhr_runtime.cli.common import OUTPUT_FILE, PATH, run_reporting_errors, say, verbose_option
-from mdhr_runtime.files.outputs import check_run_paths, remove_stale_staging
+from mdhr_runtime.files.outputs import check_room, check_run_paths, remove_stale_staging
 from mdhr_runtime.results.overlay import check_overlay_input
 from mdhr_runtime.results.readback import read_csv
 from mdhr_runtime.results.report import video_beside, write_report
@@ -59,6 +59,7 @@ def main(csvs, html_path, video, model_dir, threshold, verbose):
                      "untrained": bundle.untrained}
             cut = bundle.threshold
         tables = [read_csv(path, cut if threshold is None else threshold) for path in csvs]
+        check_room(outputs, len(tables[0]))
         labels = _labels(csvs)
         remove_stale_staging(html_path, say)
         provenance = {"input": str(video or csvs[0]), **facts}

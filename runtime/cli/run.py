@@ -17,7 +17,8 @@ from mdhr_runtime.cli.checks import check_faces, check_threshold
 from mdhr_runtime.cli.live import run_live
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
-from mdhr_runtime.files.outputs import check_distinct, check_run_paths, is_stdout, remove_stale_staging, staged_files
+from mdhr_runtime.files.outputs import (check_distinct, check_room, check_run_paths, is_stdout, remove_stale_staging,
+                                        staged_files)
 from mdhr_runtime.results.overlay import check_overlay_input, render_overlay
 from mdhr_runtime.results.report import report_html, video_beside
 from mdhr_runtime.sources.frames import FrameSource
@@ -111,7 +112,9 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
             if target is not None and not is_stdout(target):
                 remove_stale_staging(target, say)
         # the input's header (and, for a folder, every image's): a bad one is named before the model loads
-        return None if input_path is None else FrameSource(input_path)
+        source = None if input_path is None else FrameSource(input_path)
+        check_room(outputs, source.frame_count if source else None)
+        return source
 
     def work():
         source = check()

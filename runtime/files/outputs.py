@@ -143,6 +143,22 @@ def check_free_space(folder: str | Path, needed: int, option: str) -> None:
                         f"about {_size(needed)}; free space there or choose another output folder")
 
 
+# What an output takes at least: a table's row (CSV or JSON, per frame) and
+# a floor for any file (a plot, a report's page).  An estimate meant to find
+# a full disk before the work, not to promise that the outputs fit.
+TABLE_BYTES_PER_FRAME = 120
+OUTPUT_FLOOR_BYTES = 64 * 1024
+
+
+def check_room(outputs: Mapping[str, Path | None], frames: int | None) -> None:
+    """Each file output's device has room for it (``frames``: the input's
+    frame count where known)."""
+    needed = OUTPUT_FLOOR_BYTES + TABLE_BYTES_PER_FRAME * (frames or 0)
+    for option, path in outputs.items():
+        if path is not None and not is_stdout(path):
+            check_free_space(Path(path).absolute().parent, needed, option)
+
+
 def _size(count: int) -> str:
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if count >= scale:
