@@ -63,6 +63,7 @@ class AUDetector:
         self.threads = threads
         self._runner = None
         self._stages = None
+        self._closed = False
         self._opening = threading.Lock()  # threads sharing a detector open each graph once
 
     @property
@@ -70,6 +71,7 @@ class AUDetector:
         """The whole-model runner of the chosen backend, opened on first use
         (official windows, ``predict_clips``): a centred run never opens it."""
         with self._opening:
+            self._check_open()
             if self._runner is None:
                 self._runner = open_choice(self.bundle, self.choice, self.threads)
         return self._runner
@@ -80,6 +82,7 @@ class AUDetector:
         TensorRT engines where the whole model runs as one and mdhr-build
         made them, else ONNX Runtime."""
         with self._opening:
+            self._check_open()
             if self._stages is None:
                 engines = self.choice.backend == "tensorrt" and has_stage_engines(self.bundle)
                 self._stages = StageRunner(self.bundle, threads=self.threads, engines=engines)
@@ -189,10 +192,20 @@ class AUDetector:
                   "stages": clock.report(frames, wall), "other_seconds": round(max(wall - clock.total(), 0.0), 4)}
         return report, table
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MDHRError("this AUDetector is closed (close() was called, or its with block ended); make a "
+                            "new AUDetector to score more")
+
     def close(self) -> None:
-        for graphs in (self._runner, self._stages):
-            if graphs is not None:
-                graphs.close()
+        """Release the model's graphs; using the detector afterwards raises an
+        ``MDHRError``.  Closing twice is harmless."""
+        with self._opening:
+            self._closed = True
+            graphs, self._runner, self._stages = (self._runner, self._stages), None, None
+        for opened in graphs:
+            if opened is not None:
+                opened.close()
 
     def __enter__(self) -> "AUDetector":
         return self

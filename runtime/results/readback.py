@@ -56,6 +56,7 @@ def read_csv(path: str | Path, threshold: float = DECISION_THRESHOLD) -> FrameTa
 
 # Frame numbers beyond this are no video's (a 1000 fps video of a year).
 MAX_FRAME = 10**11
+MAX_SECONDS = 1e9  # 31 years
 
 
 def _number(cells: list[str], column: dict[str, int], name: str, low: float = -math.inf, high: float = math.inf,
@@ -84,10 +85,29 @@ def _integer(cells: list[str], column: dict[str, int], name: str, low: int, high
     return int(text)
 
 
+_NOT_FINITE = frozenset({"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
+
+
+def _check_cells(cells: list[str], header: list[str], success: bool) -> None:
+    """No cell spells a non-finite number; a frame without a face has its
+    face and AU cells empty (as mdhr-run writes them); activity flags are 0
+    or 1."""
+    for name, text in zip(header, cells):
+        text = text.strip()
+        if text.lower() in _NOT_FINITE:
+            raise ValueError(f"{name} is {text!r}, not a finite number (a frame without a face has empty cells)")
+        if not success and text and (name.startswith("face_") or name.endswith(("_score", "_c"))) \
+                and name != "face_id":
+            raise ValueError(f"{name} is {text[:40]!r} on a frame without a face (success 0), where it is empty")
+        if name.endswith("_c") and text not in ("", "0", "1"):
+            raise ValueError(f"{name} is {text[:40]!r}, not 0, 1 or empty")
+
+
 def _row(cells: list[str], column: dict[str, int], au_names: list[str], face_ids: bool) -> FrameRow:
     frame = _integer(cells, column, "frame", 1, MAX_FRAME)
-    timestamp = _number(cells, column, "timestamp", 0.0)
+    timestamp = _number(cells, column, "timestamp", 0.0, MAX_SECONDS)
     success = _integer(cells, column, "success", 0, 1) == 1
+    _check_cells(cells, list(column), success)
     box = tuple(_number(cells, column, n, -1e6, 1e6) for n in ("face_x", "face_y", "face_w", "face_h")) \
         if success else None
     face = FaceResult(success, _number(cells, column, "confidence", 0.0, 1.0, empty=0.0), box)
