@@ -15,7 +15,7 @@ import numpy as np
 from mdhr.aus import IMAGE_MEAN, IMAGE_STD
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
-from mdhr_runtime.backends.sessions import onnx_session, ort_errors, provider_name
+from mdhr_runtime.backends.sessions import onnx_session, ort_errors, provider_name, run_options
 
 
 # Normalised crops, (pixel / 255 - mean) / std with the ImageNet statistics,
