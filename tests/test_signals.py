@@ -44,14 +44,9 @@ def long_csv(long_video, tmp_path_factory) -> Path:
 
 
 def command(name: str, bundle: Path, video: Path, csv: Path, out: Path) -> list[str]:
-    python = [sys.executable, "-c"]
-    entry = {"mdhr-run": "from mdhr_runtime.cli.run import main",
-             "mdhr-batch": "from mdhr_runtime.cli.batch import main",
-             "mdhr-report": "from mdhr_runtime.cli.report import main",
-             "mdhr-export": "from mdhr_export.cli import main",
-             "mdhr-bench": "from mdhr_bench.cli import bench_main as main",
-             "mdhr-parity": "from mdhr_bench.cli import parity_main as main",
-             "mdhr-demo": "from mdhr_demo.cli import main"}[name]
+    # the installed command, as a user starts it (its entry point handles
+    # signals from the first moment, before its modules are imported)
+    script = Path(sys.executable).parent / name
     args = {"mdhr-run": [str(video), "--model", str(bundle), "--out", str(out / "o.csv"), "--json",
                          str(out / "o.json"), "--windows", "official"],
             "mdhr-batch": [str(video), "--model", str(bundle), "--out", str(out / "batch"), "--workers", "1"],
@@ -61,7 +56,7 @@ def command(name: str, bundle: Path, video: Path, csv: Path, out: Path) -> list[
                            "--json", str(out / "b.json")],
             "mdhr-parity": ["--model", str(bundle), "--video", str(video), "--json", str(out / "p.json")],
             "mdhr-demo": ["--out", str(out / "demo"), "--cache", str(out / "cache")]}[name]
-    return python + [f"{entry}; main(prog_name={name!r})", *args]
+    return [str(script), *args]
 
 
 def stop_once(argv: list[str], out: Path, number: int, target: str, moment: float) -> tuple[int, float, str]:
@@ -82,14 +77,10 @@ def stop_once(argv: list[str], out: Path, number: int, target: str, moment: floa
         took = time.perf_counter() - sent
         return code, took, process.stderr.read().decode()
     finally:
+        # only while the process is unreaped: its id cannot then name another group
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-        # whatever the command started (Ray, spawned workers) ends with it
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def left_behind(out: Path) -> list[str]:
