@@ -548,8 +548,7 @@ def corrupt(lines: list[list[str]], how: str, row: int, column: int) -> tuple[li
     if how == "duplicate row":
         return [header] + rows[:row + 1] + [rows[row]] + rows[row + 1:], True
     if how == "missing column":
-        return [[c for k, c in enumerate(r) if k != column] for r in [header] + rows], \
-            not name.endswith("_c") and name != "face_id"
+        return [[c for k, c in enumerate(r) if k != column] for r in [header] + rows], name != "face_id"
     if how == "negative frame":
         rows[row][0] = "-3"
         return [header] + rows, True

@@ -34,6 +34,11 @@ def read_csv(path: str | Path, threshold: float = DECISION_THRESHOLD) -> FrameTa
     au_names = [name[:-len("_score")] for name in header if name.endswith("_score")]
     if not au_names:
         raise MDHRError(f"{path} has no AU score columns (AUxx_score); give a CSV written by mdhr-run")
+    flags = [name[:-len("_c")] for name in header if name.endswith("_c")]
+    unpaired = sorted(set(au_names) ^ set(flags))
+    if unpaired or len(set(header)) != len(header):
+        what = f"{unpaired[0]} has a score or an activity column but not both" if unpaired else "a column repeats"
+        raise MDHRError(f"{path}: {what}; the CSV is damaged: write it again with mdhr-run or mdhr-batch")
     column = {name: k for k, name in enumerate(header)}
     face_ids = "face_id" in column
     table = FrameTable(au_names, threshold, face_ids=face_ids)
