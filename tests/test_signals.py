@@ -29,28 +29,37 @@ def long_video(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def long_csv(long_video, tmp_path_factory) -> Path:
-    """A CSV of as many frames as the long video (no face found: the report
-    still draws every frame)."""
+def report_video(tmp_path_factory) -> Path:
+    """Long enough that drawing its report takes longer than the latest moment."""
+    return write_video(tmp_path_factory.mktemp("signals-report") / "longer.mp4", frames=REPORT_FRAMES)
+
+
+REPORT_FRAMES = 1200
+
+
+@pytest.fixture(scope="module")
+def long_csv(tmp_path_factory) -> Path:
+    """A CSV of as many frames as the report's video (no face found: the
+    report still draws every frame)."""
     from mdhr_runtime.faces.tracking import FaceResult
     from mdhr_runtime.results.table import FrameRow, FrameTable
 
     table = FrameTable([f"AU{n:02d}" for n in (1, 2, 4, 6, 9, 12, 25, 26)], 0.5)
-    for k in range(300):
+    for k in range(REPORT_FRAMES):
         table.rows.append(FrameRow(k, k / 30, FaceResult.missing(), None, None))
     path = tmp_path_factory.mktemp("signals-csv") / "long.csv"
     table.write_csv(path)
     return path
 
 
-def command(name: str, bundle: Path, video: Path, csv: Path, out: Path) -> list[str]:
+def command(name: str, bundle: Path, video: Path, csv: Path, out: Path, report_video: Path) -> list[str]:
     # the installed command, as a user starts it (its entry point handles
     # signals from the first moment, before its modules are imported)
     script = Path(sys.executable).parent / name
     args = {"mdhr-run": [str(video), "--model", str(bundle), "--out", str(out / "o.csv"), "--json",
                          str(out / "o.json"), "--windows", "official"],
             "mdhr-batch": [str(video), "--model", str(bundle), "--out", str(out / "batch"), "--workers", "1"],
-            "mdhr-report": [str(csv), "--video", str(video), "--html", str(out / "r.html")],
+            "mdhr-report": [str(csv), "--video", str(report_video), "--html", str(out / "r.html")],
             "mdhr-export": ["--random-init", "--dataset", "DISFA", "--frames", "4", "--out", str(out / "bundle")],
             "mdhr-bench": ["--model", str(bundle), "--backends", "onnxruntime", "--iters", "100000",
                            "--json", str(out / "b.json")],
@@ -94,13 +103,13 @@ COMMANDS = ["mdhr-run", "mdhr-report", "mdhr-bench", "mdhr-parity", "mdhr-export
 @pytest.mark.slow
 @pytest.mark.parametrize("name", COMMANDS)
 def test_every_command_stops_on_a_signal_to_its_process_or_group(name, tmp_path, disfa_short_bundle, long_video,
-                                                                  long_csv):
+                                                                  long_csv, report_video):
     failures = []
     for run, (number, target) in enumerate(CASES):
         moment = MOMENTS[run % len(MOMENTS)]
         out = tmp_path / f"run{run}"
         out.mkdir()
-        argv = command(name, disfa_short_bundle, long_video, long_csv, out)
+        argv = command(name, disfa_short_bundle, long_video, long_csv, out, report_video)
         code, took, stderr = stop_once(argv, out, number, target, moment)
         expected = 128 + number
         last = stderr.strip().splitlines()[-1] if stderr.strip() else ""

@@ -39,6 +39,10 @@ ISLANDS = "reduced_precision_islands"  # the card's entry: names of the float32 
 BF16_FP32_PARTS = ("region_modelling",)
 
 
+# How long one wait for an inference lasts before Python checks for signals.
+WAIT_STEP_MS = 50
+
+
 def openvino_unavailable_reason(backend: str, bundle: Bundle | None = None) -> str | None:
     """Why ``backend`` (openvino, openvino-bf16, int8) cannot run here, or
     None when it can.  Nothing is compiled."""
@@ -141,7 +145,17 @@ class OpenVINORunner(Runner):
                             f"{', '.join(self.output_names)}); export the bundle again")
 
     def _infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
-        results = self._request.infer({0: clips})
+        # Started and waited for in short steps rather than one blocking
+        # infer(): Python runs signal handlers between the steps, and a
+        # signal cancels the request instead of waiting out the call.
+        self._request.start_async({0: clips})
+        try:
+            while not self._request.wait_for(WAIT_STEP_MS):
+                pass
+        except BaseException:
+            self._request.cancel()
+            raise
+        results = self._request.results
         return {name: np.array(results[self._compiled.output(name)], dtype=np.float32) for name in self.output_names}
 
     def close(self) -> None:
