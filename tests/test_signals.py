@@ -34,7 +34,7 @@ def report_video(tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("signals-report") / "longer.mp4", frames=REPORT_FRAMES)
 
 
-REPORT_FRAMES = 1200
+REPORT_FRAMES = 4000
 
 
 @pytest.fixture(scope="module")

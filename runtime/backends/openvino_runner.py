@@ -17,6 +17,8 @@ infer request: give each thread its own runner.
 """
 from __future__ import annotations
 
+import contextlib
+
 import os
 
 import numpy as np
@@ -153,7 +155,11 @@ class OpenVINORunner(Runner):
             while not self._request.wait_for(WAIT_STEP_MS):
                 pass
         except BaseException:
+            # cancelled, the request still ends its work; freeing it before
+            # that would abort the process
             self._request.cancel()
+            with contextlib.suppress(Exception):
+                self._request.wait()
             raise
         results = self._request.results
         return {name: np.array(results[self._compiled.output(name)], dtype=np.float32) for name in self.output_names}

@@ -112,6 +112,18 @@ def _unless_terminated(work: Callable[[], int | None]) -> int | None:
         raise
 
 
+def _exit_now(code: int) -> None:
+    """End a process stopped by a signal without the interpreter's teardown.
+    Its outputs' staging is already removed (the exception unwound through
+    it); what may still run are C++ threads of ONNX Runtime or OpenVINO (a
+    session being built in a helper thread, a cancelled request's workers),
+    and tearing those libraries down under them aborts the process (exit
+    134, "terminate called without an active exception")."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def run_reporting_errors(work: Callable[[], int | None], verbose: bool) -> None:
     quiet_ffmpeg(verbose)
     in_main_thread = threading.current_thread() is threading.main_thread()
@@ -135,9 +147,13 @@ def run_reporting_errors(work: Callable[[], int | None], verbose: bool) -> None:
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         click.echo("interrupted; nothing was written", err=True)
+        if in_main_thread:
+            _exit_now(EXIT_INTERRUPTED)
         sys.exit(EXIT_INTERRUPTED)
     except Terminated:
         click.echo("terminated; nothing was written", err=True)
+        if in_main_thread:
+            _exit_now(EXIT_TERMINATED)
         sys.exit(EXIT_TERMINATED)
     except Exception as e:  # a bug: say so briefly unless asked for details
         if verbose:
