@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mdhr_runtime.backends.openvino_runner import mark_fp32_islands
+
 REGION_MODELLING, FRAME_DIFFERENCES = "region_modelling", "frame_differences"
 WEIGHTED = {"Convolution", "GroupConvolution", "MatMul"}
 
@@ -62,7 +64,6 @@ def module_of(op) -> str | None:
 def layer_groups(model, islands: dict[str, list[str]]) -> list[LayerGroup]:
     """``model`` (OpenVINO, the fp32 ONNX as read) cut into groups, in the
     order their first node runs."""
-    from mdhr_runtime.backends.openvino_runner import mark_fp32_islands
 
     region = mark_fp32_islands(model.clone(), {REGION_MODELLING: islands[REGION_MODELLING]})
     differences = set(islands.get(FRAME_DIFFERENCES, []))

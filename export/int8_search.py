@@ -31,6 +31,8 @@ import numpy as np
 from mdhr.errors import MDHRError
 from mdhr_export import parity
 from mdhr_export.int8_groups import LayerGroup, layer_groups
+from mdhr_runtime.backends.openvino_runner import compile_config
+from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 
 # The issue's bar: below this speed-up an INT8 model is not worth its agreement loss.
 MIN_SPEEDUP = 1.2
@@ -67,8 +69,6 @@ class Search:
         import nncf
         import openvino as ov
 
-        from mdhr_runtime.backends.runners import OnnxRuntimeRunner
-
         nncf.set_log_level(logging.WARNING)  # not a line per node left in float32
         self.staging, self.bundle, self.settings, self.say = staging, bundle, settings, say
         self.calibration, self.judged = calibration, judged
@@ -89,8 +89,6 @@ class Search:
         """Quantise ``int8_groups`` (the rest float32), judge and time it."""
         import nncf
         import openvino as ov
-
-        from mdhr_runtime.backends.openvino_runner import compile_config
 
         names = {g.name for g in int8_groups}
         kept = [node for g in self.groups if g.name not in names for node in g.nodes]

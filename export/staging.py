@@ -8,9 +8,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.files.atomic import (FULL_DEVICE, STAGING_SUFFIX, full_device_error, make_folders, remove_folders,
-                                      staging_prefix, usual_mode)
 from mdhr_runtime.bundle import CARD_FILE
+from mdhr_runtime.files.atomic import (FULL_DEVICE, STAGING_SUFFIX, full_device_error, make_folders, remove_folders,
+                                       staging_prefix, usual_mode)
 from mdhr_runtime.files.outputs import check_output_folder
 
 

@@ -18,23 +18,24 @@ infer request: give each thread its own runner.
 from __future__ import annotations
 
 import contextlib
-
 import os
 
 import numpy as np
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.backends.runners import Runner
+from mdhr_runtime.bundle import Bundle
+from mdhr_runtime.choices import BACKEND_TABLE
 
 INSTALL = "pip install 'mdhr-toolkit[openvino]'"
 # backend name -> (precision, the bundle artifact it reads)
-OPENVINO_BACKENDS = {"openvino": ("fp32", "onnx"), "openvino-bf16": ("bf16", "onnx"),
-                     "int8": ("int8", "openvino_int8")}
+# backend -> (inference precision, the bundle artifact it compiles)
+OPENVINO_BACKENDS = {b.name: (b.precision, "openvino_int8" if b.precision == "int8" else "onnx")
+                     for b in BACKEND_TABLE if b.family == "openvino"}
 KEEP_ORIGINAL_PRECISION = "disable_fp16_compression_0"  # ov::DisableFP16Compression's key
 ISLANDS = "reduced_precision_islands"  # the card's entry: names of the float32 islands' first nodes
 # What bf16 keeps float32.  Emulated bf16 on the BP4D ResNet model, 12 real
-# face clips (python -m mdhr_bench.bf16_islands): decisions at the AU
+# face clips (python -m scripts.bundles_bf16_islands): decisions at the AU
 # medians agreed on 91.1% with bf16 everywhere, 94.3% with the region
 # modelling in fp32 (lowest rank correlation 0.978 -> 0.995), and 94.3% with
 # the frame differences in fp32 too: those buy nothing, so they run bf16.

@@ -14,9 +14,8 @@ import numpy as np
 
 from mdhr.aus import IMAGE_MEAN, IMAGE_STD
 from mdhr.errors import MDHRError
-from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.backends.sessions import onnx_session, ort_errors, provider_name, run_options
-
+from mdhr_runtime.bundle import Bundle
 
 # Normalised crops, (pixel / 255 - mean) / std with the ImageNet statistics,
 # lie within about -2.1..2.6.  Values far beyond (0..255 pixels, a wrong

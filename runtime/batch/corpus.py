@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.files.atomic import write_atomically
 from mdhr_runtime.bundle import CARD_FILE, Bundle
+from mdhr_runtime.files.atomic import write_atomically
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
                             ".mts", ".m2ts", ".3gp", ".ogv"})

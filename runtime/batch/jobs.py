@@ -15,8 +15,8 @@ mdhr-toolkit installed; the outputs are written where the driver runs.
 """
 from __future__ import annotations
 
-import dataclasses
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -28,15 +28,15 @@ from typing import Callable
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.batch.corpus import (SUMMARY_FILE, SummaryRow, bundle_hash, finished_before, output_names,
-                                 read_summary, write_summary)
+                                       read_summary, write_summary)
+from mdhr_runtime.batch.segments import WHOLE_VIDEO, Segment, SegmentPlan, SegmentResult, predict_segment, stitch
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.choices import DEFAULT_FACES, DEFAULT_WINDOWS
-from mdhr_runtime.cli.common import quiet_ffmpeg
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.files.outputs import check_input, check_names, check_output_folder, check_room, remove_stale_staging
-from mdhr_runtime.batch.segments import WHOLE_VIDEO, Segment, SegmentPlan, SegmentResult, predict_segment, stitch
 from mdhr_runtime.sources.frames import FrameSource
+from mdhr_runtime.sources.live import quiet_ffmpeg
 from mdhr_runtime.windows.streams import WindowPlan
 
 # A worker whose process dies (out of memory, a crashing decoder) is

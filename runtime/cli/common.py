@@ -24,6 +24,8 @@ from typing import Callable
 import click
 
 from mdhr.errors import MDHRError
+from mdhr_runtime.backends.sessions import stop_model_calls
+from mdhr_runtime.sources.live import quiet_ffmpeg
 
 EXIT_BUG = 1
 EXIT_USER_ERROR = 2
@@ -72,8 +74,6 @@ class _SignalWatcher:
         threading.Thread(target=self._watch, name="mdhr-signal-watcher", daemon=True).start()
 
     def _watch(self) -> None:
-        from mdhr_runtime.backends.sessions import stop_model_calls
-
         while True:
             try:
                 data = os.read(self.read, 16)
@@ -90,14 +90,6 @@ class _SignalWatcher:
     def close(self) -> None:
         signal.set_wakeup_fd(self.previous)
         os.close(self.write)  # the watcher's read then ends
-
-
-def quiet_ffmpeg(verbose: bool) -> None:
-    """FFmpeg (inside OpenCV) prints its own decoder complaints to stderr;
-    the commands say what matters in one line, so silence it unless
-    --verbose.  OpenCV reads the setting once, when it first opens a video."""
-    if not verbose:
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 
 def _unless_terminated(work: Callable[[], int | None]) -> int | None:
@@ -124,7 +116,7 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def run_reporting_errors(work: Callable[[], int | None], verbose: bool) -> None:
+def run_reporting_errors(work: Callable[[], int | None], verbose: bool, flags: dict[str, str] | None = None) -> None:
     quiet_ffmpeg(verbose)
     in_main_thread = threading.current_thread() is threading.main_thread()
     handled = (signal.SIGINT, signal.SIGTERM)
@@ -136,7 +128,7 @@ def run_reporting_errors(work: Callable[[], int | None], verbose: bool) -> None:
     except MDHRError as e:
         if verbose:
             raise
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {e.phrased(flags)}", err=True)
         sys.exit(EXIT_USER_ERROR)
     except ModuleNotFoundError as e:
         extra = OPTIONAL_MODULES.get((e.name or "").partition(".")[0])

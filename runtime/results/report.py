@@ -34,8 +34,8 @@ import numpy as np
 from mdhr.errors import MDHRError
 from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.results.overlay import render_overlay
-from mdhr_runtime.results.summary import (RunSummary, encode_cells, encode_differences, frames_per_column,
-                                          summarise, thin)
+from mdhr_runtime.results.summary import (RunSummary, encode_cells, encode_differences, frames_per_column, summarise,
+                                          thin)
 
 EMBED_LIMIT = 24 * 1024 * 1024
 
