@@ -101,14 +101,14 @@ COMMANDS = ["mdhr-run", "mdhr-report", "mdhr-bench", "mdhr-parity", "mdhr-export
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", COMMANDS)
-def test_every_command_stops_on_a_signal_to_its_process_or_group(name, tmp_path, disfa_short_bundle, long_video,
+def test_every_command_stops_on_a_signal_to_its_process_or_group(name, tmp_path, disfa_model_bundle, long_video,
                                                                   long_csv, report_video):
     failures = []
     for run, (number, target) in enumerate(CASES):
         moment = MOMENTS[run % len(MOMENTS)]
         out = tmp_path / f"run{run}"
         out.mkdir()
-        argv = command(name, disfa_short_bundle, long_video, long_csv, out, report_video)
+        argv = command(name, disfa_model_bundle, long_video, long_csv, out, report_video)
         code, took, stderr = stop_once(argv, out, number, target, moment)
         expected = 128 + number
         last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
