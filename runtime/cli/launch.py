@@ -7,13 +7,18 @@ handling (``cli.common.run_reporting_errors``) takes over."""
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 
 
 def _stop(signum, frame):
+    # os._exit, not SystemExit: the signal may land inside the import of a
+    # C++ library (torch, ONNX Runtime), whose half-made state the
+    # interpreter's teardown would then destroy and abort on (exit -6)
     sys.stderr.write(("interrupted" if signum == signal.SIGINT else "terminated") + "; nothing was written\n")
-    raise SystemExit(128 + signum)
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def _launch(module: str, name: str):
