@@ -275,19 +275,7 @@ class BatchJob:
             return True
         if ray.is_initialized():
             return False
-        # The local cluster's processes (GCS, raylet, and through it the
-        # workers) inherit a blocked SIGTERM, so a SIGTERM to the whole
-        # process group (a scheduler, `timeout`) reaches this driver alone:
-        # it stops the job and ray.shutdown() kills them (SIGKILL).  Killed by
-        # the group signal instead, they die under the driver's Ray core,
-        # which then aborts the process (exit -6) rather than exiting 143.
-        # A SIGTERM to this process while Ray starts is held until it has
-        # started and then handled as before.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        try:
-            ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
         return True
 
     def _worker_count(self, cpus: int) -> int:
