@@ -8,7 +8,8 @@
 The folders follow the flow (docs/pipeline.md has the tree):
 
     sources/   video / image folder / image / camera -> Frame
-    faces/     detection, tracking (one face or every face), the detector registry
+    faces/     detection, tracking (one face or every face), the detector registry,
+               landmarks, head pose and quality flags per face
     crops/     tracked face -> normalised [3, 224, 224] crop (the card's mean/std)
     windows/   crops -> official or centred windows, streamed, per face track
     backends/  the graphs: runners, stage graphs, one ONNX Runtime session factory, selection
@@ -21,13 +22,13 @@ The folders follow the flow (docs/pipeline.md has the tree):
 
 No part imports torch; graphs open when a run first needs them.
 """
-__all__ = ["AUDetector", "FrameTable", "load_bundle"]
+__all__ = ["AUDetector", "FrameTable", "QualityOptions", "load_bundle"]
 
 # Imported on first use (PEP 562): the commands' entry points
 # (mdhr_runtime.cli.launch) set up their signal handling before the
 # seconds that numpy, OpenCV and ONNX Runtime take to import.
 _PUBLIC = {"AUDetector": "mdhr_runtime.detector", "FrameTable": "mdhr_runtime.results.table",
-           "load_bundle": "mdhr_runtime.bundle"}
+           "QualityOptions": "mdhr_runtime.faces.quality", "load_bundle": "mdhr_runtime.bundle"}
 
 
 def __getattr__(name: str):

@@ -48,3 +48,6 @@ DEFAULT_WINDOWS = "centred"
 # The face detectors faces/registry.py builds.
 FACE_DETECTORS = ("mtcnn", "haar")
 DEFAULT_FACE_DETECTOR = "mtcnn"
+# Why a row's AU values are flagged as not to be trusted (faces/quality.py),
+# in the order a row lists them.
+QUALITY_FLAGS = ("yaw", "pitch", "face", "low-confidence", "track-gap", "no-pose")

@@ -14,17 +14,18 @@ from typing import Callable
 import numpy as np
 
 from mdhr.errors import MDHRError
+from mdhr_runtime.bundle import load_bundle
+from mdhr_runtime.choices import DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS
+from mdhr_runtime.checks import check_faces, check_threshold
+from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
+from mdhr_runtime.faces.quality import QualityOptions
+from mdhr_runtime.faces.registry import check_face_detector
+from mdhr_runtime.pipeline import WHOLE, Scoring, ScoreOptions, Span
+from mdhr_runtime.sources.frames import FrameSource
 from mdhr_runtime.backends.runners import check_clip_values
 from mdhr_runtime.backends.selection import choose_backend, open_choice
 from mdhr_runtime.backends.stages import StageRunner, has_stage_engines
-from mdhr_runtime.bundle import load_bundle
-from mdhr_runtime.checks import check_faces, check_threshold
-from mdhr_runtime.choices import DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS
-from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
-from mdhr_runtime.faces.registry import check_face_detector
-from mdhr_runtime.pipeline import WHOLE, ScoreOptions, Scoring, Span
 from mdhr_runtime.results.table import FrameTable
-from mdhr_runtime.sources.frames import FrameSource
 from mdhr_runtime.timing import StageClock
 from mdhr_runtime.windows.clips import ClipWindows
 from mdhr_runtime.windows.streams import FrameStream, WindowPlan
@@ -44,6 +45,10 @@ class AUDetector:
     bundle's frame stage once per frame and its clip stage on windows every
     ``hop`` frames, each frame scored near the middle of its window.
 
+    ``quality``: the thresholds of each row's quality flags
+    (``faces/quality.py``; every row of a found face also carries its
+    landmarks, head pose, size and frames since detection).
+
     Threads: with ONNX Runtime one detector may be shared by several threads
     (sessions are thread-safe and each ``predict_video`` call keeps its own
     tracking state); a TensorRT detector owns one execution context, so give
@@ -51,8 +56,12 @@ class AUDetector:
     """
 
     def __init__(self, bundle_dir: str | Path, backend: str = "auto", threshold: float | None = None,
-                 threads: int | None = None, face_detector: str = DEFAULT_FACE_DETECTOR):
+                 threads: int | None = None, face_detector: str = DEFAULT_FACE_DETECTOR,
+                 quality: QualityOptions = QualityOptions()):
         check_face_detector(face_detector)
+        if not isinstance(quality, QualityOptions):
+            raise MDHRError(f"quality must be a QualityOptions, not {type(quality).__name__}")
+        self.quality = quality
         if threshold is not None:
             check_threshold(threshold)
         self.bundle = load_bundle(bundle_dir)
@@ -106,7 +115,7 @@ class AUDetector:
         """One run of the scoring pipeline with this detector's graphs."""
         check_faces(faces, min_face, aligned)
         options = ScoreOptions(WindowPlan.make(windows, self.bundle.frames, hop), faces, aligned, min_face,
-                               self.face_detector)
+                               self.face_detector, self.quality)
         return Scoring(self, options, span, clock)
 
     @property

@@ -33,6 +33,7 @@ from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.choices import DEFAULT_FACE_DETECTOR, DEFAULT_FACES
 from mdhr_runtime.crops.crop import CroppedFrame, Cropper, Normaliser, aligned_crop, crop_stream, face_crop
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE, MultiFaceTracker
+from mdhr_runtime.faces.quality import QualityOptions, assess
 from mdhr_runtime.faces.registry import make_face_detector
 from mdhr_runtime.faces.tracking import FaceTracker
 from mdhr_runtime.results.table import FrameTable, RunFacts
@@ -77,6 +78,7 @@ class ScoreOptions:
     aligned: bool = False  # the frames already are face crops: no detection
     min_face: int = DEFAULT_MIN_FACE
     face_detector: str = DEFAULT_FACE_DETECTOR
+    quality: QualityOptions = QualityOptions()  # thresholds of the rows' quality flags
 
 
 class Model(Protocol):
@@ -154,7 +156,8 @@ class Scoring:
                 face = self.tracker.update(frame.rgb, frame.timestamp)
             cropped = face_crop(frame, face, self.cropper, self.normalise, self.clock)
         with self.clock.stage("model"):
-            return self._keep([(None, row) for row in self.stream.push(cropped)])
+            rows = [(None, row) for row in self.stream.push(cropped)]
+        return self._keep(rows)
 
     def finish(self) -> list[FaceRow]:
         with self.clock.stage("model"):
@@ -199,7 +202,9 @@ class Scoring:
         for face_id, row in rows:
             index = row.frame.index
             if index >= span.keep_from and (span.keep_to is None or index < span.keep_to):
-                self.table.add(row.frame, row.scores, face_id)
+                with self.clock.stage("quality"):
+                    quality = assess(row.frame.face, self.options.quality)
+                self.table.add(row.frame, row.scores, face_id, quality)
                 kept.append((face_id, row))
         return kept
 

@@ -1,4 +1,5 @@
-"""Where the time of a video goes: decode, detect, preprocess, model."""
+"""Where the time of a video goes: decode, detect, preprocess, model, and
+the rows' quality (landmarks, head pose and flags)."""
 from __future__ import annotations
 
 import time
@@ -6,7 +7,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from typing import Iterable, Iterator, TypeVar
 
-STAGES = ("decode", "detect", "preprocess", "model")
+STAGES = ("decode", "detect", "preprocess", "model", "quality")
 Item = TypeVar("Item")
 
 

@@ -82,7 +82,7 @@ def test_every_docs_page_is_linked_from_the_readme():
 
 
 COMMANDS = ["mdhr-export", "mdhr-build", "mdhr-triton", "mdhr-run", "mdhr-batch", "mdhr-bench", "mdhr-parity",
-            "mdhr-report", "mdhr-demo"]
+            "mdhr-report", "mdhr-demo", "mdhr-live"]
 
 
 def entry_points() -> dict[str, str]:

@@ -7,13 +7,15 @@ Nothing here runs a model; ``batch.py`` does, on Ray.
 from __future__ import annotations
 
 import csv
+import fcntl
 import glob
 import hashlib
 import io
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import CARD_FILE, Bundle
@@ -126,6 +128,8 @@ class SummaryRow:
     error: str = ""
     output: str = ""
     bundle_hash: str = ""
+    node: str = ""  # the Ray node (its id) that scored the video; empty when no worker ran it
+    retries: int = 0  # times the video was started again after its worker or node was lost
 
     @property
     def output_complete(self) -> bool:
@@ -139,6 +143,8 @@ class SummaryRow:
 
 
 COLUMNS = [f.name for f in fields(SummaryRow)]
+# Summaries written before the node and retries columns; read as theirs.
+EARLIER_COLUMNS = COLUMNS[:8]
 
 
 def format_summary(rows: Iterable[SummaryRow]) -> bytes:
@@ -152,28 +158,75 @@ def format_summary(rows: Iterable[SummaryRow]) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def write_summary(path: Path, rows: Iterable[SummaryRow]) -> None:
-    write_atomically(path, format_summary(rows))
+@contextmanager
+def summary_lock(out_dir: Path) -> Iterator[None]:
+    """Exclusive use of ``out_dir``'s summary among mdhr-batch jobs on this
+    and (where the file system supports it) other machines: a ``flock`` on
+    the folder itself, so no lock file joins the outputs.  The folder is
+    made here, when a job first has something to record."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handle = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise MDHRError(f"--out: cannot write in {out_dir} ({e.strerror}); choose a writable output folder") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
+
+
+def merge_summary(path: Path, rows: Sequence[SummaryRow]) -> list[SummaryRow]:
+    """The summary on disk with ``rows`` in it: a video's row replaced in
+    place, new videos after the others in the given order.  Rows of other
+    jobs (concurrent or earlier) on the same folder are kept."""
+    merged = read_summary(path)
+    for row in rows:
+        merged[row.path] = row
+    return list(merged.values())
+
+
+def write_summary(path: Path, rows: Sequence[SummaryRow]) -> list[SummaryRow]:
+    """Merge ``rows`` into the summary at ``path`` and write it whole, under
+    the folder's lock (call with the lock held); the merged rows."""
+    merged = merge_summary(path, rows)
+    write_atomically(path, format_summary(merged))
+    return merged
+
+
+def summary_header(path: Path) -> list[str] | None:
+    """The column names of the CSV at ``path``; None when it cannot be read
+    as text."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            return next(csv.reader([handle.readline()]), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+
+
+def is_batch_summary(path: Path) -> bool:
+    return summary_header(path) in (COLUMNS, EARLIER_COLUMNS)
 
 
 def read_summary(path: Path) -> dict[str, SummaryRow]:
-    """An earlier run's rows by video path; none when there is no readable
-    summary (then every video is done again)."""
+    """An earlier run's rows by video path, in the file's order; none when
+    there is no readable summary (then every video is done again)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return {}
     rows = {}
     reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames != COLUMNS:
+    if reader.fieldnames not in (COLUMNS, EARLIER_COLUMNS):
         return {}
     for record in reader:
         try:
             row = SummaryRow(path=record["path"], frames=_int(record["frames"]),
                              frames_with_face=_int(record["frames_with_face"]),
                              fps=float(record["fps"]) if record["fps"] else None, status=record["status"],
-                             error=record["error"], output=record["output"], bundle_hash=record["bundle_hash"])
-        except ValueError:
+                             error=record["error"], output=record["output"], bundle_hash=record["bundle_hash"],
+                             node=record.get("node") or "", retries=_int(record.get("retries") or "") or 0)
+        except (ValueError, TypeError):
             continue
         rows[row.path] = row
     return rows

@@ -2,8 +2,8 @@
 of workers, each holding one ``AUDetector``.
 
 The driver (this process) expands the inputs, skips what an earlier run
-finished, probes each video, plans its segments and hands them to a Ray
-``ActorPool`` of ``AUWorker`` actors.  Workers return rows; the driver
+finished, probes each video, plans its segments and hands them to a pool
+of ``AUWorker`` actors (``cluster.WorkerPool``).  Workers return rows; the driver
 stitches a video's segments, writes its CSV atomically and rewrites
 ``summary.csv`` (atomically) as each video finishes.  Only the driver
 writes, so a killed worker or an interrupted job leaves no partial file:
@@ -11,7 +11,17 @@ at most the videos in flight are lost, and a rerun does them again.
 
 On a cluster (``--address``) the inputs and the bundle must be at the same
 paths on every node (shared storage) and the workers' Python must have
-mdhr-toolkit installed; the outputs are written where the driver runs.
+mdhr-toolkit installed (checked on every node before any work:
+``cluster.check_nodes``); the outputs are written where the driver runs.
+A worker lost with its node is replaced and its video given to a live
+worker (``cluster.WorkerPool``); the summary names the node that scored
+each video and how many times it was started again.
+
+mdhr-batch only replaces files it wrote: the outputs ``summary.csv``
+lists (and their reports).  Jobs sharing an ``--out`` take the folder's
+lock to merge their rows into the summary, and a video's row is recorded
+before its CSV is renamed into place, so every CSV in the folder is one a
+summary row names.
 """
 from __future__ import annotations
 
@@ -27,21 +37,35 @@ from pathlib import Path
 from typing import Callable
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.batch.corpus import (SUMMARY_FILE, SummaryRow, bundle_hash, finished_before, output_names,
-                                       read_summary, write_summary)
+from mdhr_runtime.batch import cluster
+from mdhr_runtime.batch.corpus import (
+    SUMMARY_FILE,
+    SummaryRow,
+    bundle_hash,
+    finished_before,
+    is_batch_summary,
+    output_names,
+    read_summary,
+    summary_lock,
+    write_summary,
+)
 from mdhr_runtime.batch.segments import WHOLE_VIDEO, Segment, SegmentPlan, SegmentResult, predict_segment, stitch
-from mdhr_runtime.bundle import load_bundle
+from mdhr_runtime.bundle import CARD_FILE, load_bundle
 from mdhr_runtime.choices import DEFAULT_FACES, DEFAULT_WINDOWS
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
-from mdhr_runtime.files.outputs import check_input, check_names, check_output_folder, check_room, remove_stale_staging
+from mdhr_runtime.faces.quality import QualityOptions
+from mdhr_runtime.files.atomic import atomic_path
+from mdhr_runtime.files.outputs import (check_input, check_names, check_output_folder, check_room,
+                                        remove_stale_staging)
+from mdhr_runtime.results.index import INDEX_FILE, report_path
 from mdhr_runtime.sources.frames import FrameSource
 from mdhr_runtime.sources.live import quiet_ffmpeg
 from mdhr_runtime.windows.streams import WindowPlan
 
-# A worker whose process dies (out of memory, a crashing decoder) is
-# restarted by Ray and its task run once more; a video that kills it twice
-# is marked failed.
+# A task whose worker is lost (its process died: out of memory, a crashing
+# decoder; or its node did) goes to another worker once more; a video lost
+# twice is marked failed.
 TASK_RETRIES = 1
 PROGRESS_POLL_S = 0.5
 
@@ -59,6 +83,8 @@ class BatchOptions:
     min_face: int = DEFAULT_MIN_FACE
     windows: str = DEFAULT_WINDOWS  # as mdhr-run's default, so the two tools agree
     hop: int | None = None
+    quality: QualityOptions = QualityOptions()  # the rows' quality flags, as mdhr-run's --flag-*
+    reports: bool = False  # --report: OUT/<name>.html beside each CSV and OUT/index.html will be written
 
 
 @dataclass(frozen=True)
@@ -90,21 +116,31 @@ class AUWorker:
     """A Ray actor: one AUDetector, loaded once, scoring many tasks."""
 
     def __init__(self, bundle_dir: str, backend: str, threads: int, progress_log: str, faces: str = DEFAULT_FACES,
-                 min_face: int = DEFAULT_MIN_FACE, windows: str = DEFAULT_WINDOWS, hop: int | None = None):
+                 min_face: int = DEFAULT_MIN_FACE, windows: str = DEFAULT_WINDOWS, hop: int | None = None,
+                 quality: QualityOptions = QualityOptions()):
         import ray
 
         quiet_ffmpeg(verbose=False)
-        self.detector = AUDetector(bundle_dir, backend=backend, threads=threads)
+        self.detector = AUDetector(bundle_dir, backend=backend, threads=threads, quality=quality)
         self.faces, self.min_face, self.windows, self.hop = faces, min_face, windows, hop
-        # Found by name (not passed as a handle) so a restarted worker needs
-        # nothing from the object store.
-        self.progress = ray.get_actor(progress_log)
+        self.node_id = ray.get_runtime_context().get_node_id()
+        # Found by name (not passed as a handle) so a replacement worker needs
+        # nothing from the object store; progress is best effort.
+        try:
+            self.progress = ray.get_actor(progress_log)
+        except ValueError:
+            self.progress = None
 
-    def run(self, task: Task) -> tuple[Task, SegmentResult | None, str]:
-        """The task's rows, or None and a one-line error.  Errors stay
-        here: one bad video never stops the job."""
+    def node(self) -> str:
+        """The node this worker runs on (answering also says it is ready)."""
+        return self.node_id
+
+    def run(self, task: Task) -> tuple[Task, SegmentResult | None, str, str]:
+        """The task's rows, or None and a one-line error, and this worker's
+        node.  Errors stay here: one bad video never stops the job."""
         def report(done: int) -> None:
-            self.progress.report.remote(task.number, done)  # no wait: progress is best effort
+            if self.progress is not None:
+                self.progress.report.remote(task.number, done)  # no wait: progress is best effort
 
         try:
             if task.segment is None:
@@ -114,12 +150,12 @@ class AUWorker:
             else:
                 result = predict_segment(self.detector, task.video, task.segment, self.windows, self.hop,
                                          progress=report)
-            return task, result, ""
+            return task, result, "", self.node_id
         except MDHRError as e:
-            return task, None, str(e)
+            return task, None, str(e), self.node_id
         except Exception as e:  # a bug or a library failure: this video fails, the job goes on
             first = str(e).splitlines()[0] if str(e) else ""
-            return task, None, f"internal error: {type(e).__name__}: {first}"
+            return task, None, f"internal error: {type(e).__name__}: {first}", self.node_id
 
 
 @dataclass
@@ -132,11 +168,13 @@ class _Video:
     results: list[SegmentResult] = field(default_factory=list)
     finished: int = 0  # tasks back, with results or errors
     error: str = ""
+    nodes: list[str] = field(default_factory=list)  # where its tasks ran, in order of finishing
+    retries: int = 0
 
 
 class BatchJob:
-    """One run of ``mdhr-batch``: ``run()`` returns the summary rows (one per
-    input, in input order)."""
+    """One run of ``mdhr-batch``: ``run()`` returns the summary rows of its
+    inputs (one per input, in input order)."""
 
     def __init__(self, videos: list[Path], options: BatchOptions, say: Callable[[str], None],
                  progress_bar: bool = True):
@@ -154,8 +192,10 @@ class BatchJob:
     # -- planning --------------------------------------------------------
 
     def plan(self) -> list[_Video]:
-        """Rows for videos skipped or failing their probe; the rest to run."""
-        previous = read_summary(self.summary_path)
+        """Rows for videos skipped or failing their probe; the rest to run.
+        Refuses (before anything is written) a job that would replace a
+        file mdhr-batch did not write."""
+        previous = self._previous()
         kept = {v: previous[str(v)].output for v in self.videos if str(v) in previous and previous[str(v)].output}
         names = output_names(self.videos, kept)
         windows = WindowPlan.make(self.options.windows, self.bundle.frames, self.options.hop)
@@ -176,18 +216,51 @@ class BatchJob:
                 continue
             segments = [WHOLE_VIDEO] if plan is None else plan.segments(source.frame_count)
             todo.append(_Video(video, names[video], source.frame_count, source.fps, segments))
+        self._check_ours([v.output for v in todo] + [r.output for r in self.rows.values() if r.output], previous)
         check_room({"--out": self.summary_path}, sum(v.frames or 0 for v in todo))
         return todo
+
+    def _previous(self) -> dict[str, SummaryRow]:
+        """The rows of earlier jobs on ``--out``; refuses a summary.csv there
+        that mdhr-batch did not write."""
+        path = self.summary_path
+        if path.is_symlink() or (path.exists() and not (path.is_file() and is_batch_summary(path))):
+            raise MDHRError(f"--out: {path} is not a summary written by mdhr-batch; mdhr-batch never replaces a "
+                            "file it did not write: move it away or choose another --out")
+        return read_summary(path)
+
+    def _check_ours(self, outputs: list[str], previous: dict[str, SummaryRow]) -> None:
+        """Every file the job may write is absent or one an mdhr-batch job
+        wrote (a CSV its summary names, that CSV's report, the index of a
+        folder with a summary)."""
+        out = self.options.out_dir
+        owned = {(out / r.output) for r in previous.values() if r.output}
+        targets = [out / name for name in outputs]
+        if self.options.reports:
+            owned |= {report_path(out, r.output) for r in previous.values() if r.output}
+            owned |= {out / INDEX_FILE} if previous else set()
+            targets += [report_path(out, name) for name in outputs] + [out / INDEX_FILE]
+        for target in targets:
+            if (target.is_symlink() or target.exists()) and (target not in owned or not target.is_file()
+                                                               or target.is_symlink()):
+                raise MDHRError(f"--out: {target} is not a file an earlier mdhr-batch job wrote there (its "
+                                f"{SUMMARY_FILE} does not list it); mdhr-batch never replaces a file it did not "
+                                "write: move it away or choose another --out")
 
     # -- running ---------------------------------------------------------
 
     def run(self) -> list[SummaryRow]:
         remove_stale_staging(self.summary_path, self.say)
         todo = self.plan()
-        self._write_summary()
         if todo:
-            self._run_on_ray(todo)
+            self._run_on_ray(todo)  # writes the summary once the cluster is found fit
+        else:
+            self._write_summary()
         return self._ordered_rows()
+
+    def summary_rows(self) -> list[SummaryRow]:
+        """Every row of ``--out``'s summary: this job's and other jobs'."""
+        return list(read_summary(self.summary_path).values())
 
     def _run_on_ray(self, todo: list[_Video]) -> None:
         import ray
@@ -196,7 +269,7 @@ class BatchJob:
         # a thread to sys.stdout; stdout is for results (--json).
         with contextlib.redirect_stdout(sys.stderr):
             try:
-                started_here = self._connect(ray)
+                started_here = cluster.connect(ray, self.options.address)
             except SystemExit as stop:
                 # SIGTERM while Ray starts: Ray's own handler exits with the
                 # signal's number; stop as the handler below would.
@@ -210,7 +283,13 @@ class BatchJob:
                 # on the spot; this one stops the job as Ctrl-C does.
                 signal.signal(signal.SIGTERM, self._stop_on_sigterm)
             try:
-                self._run_pool(ray, todo)
+                nodes = cluster.live_nodes(ray)
+                slots = cluster.worker_slots(nodes, self.options.threads_per_worker, self.options.address)
+                if self.options.address:
+                    cluster.check_nodes(ray, nodes, str(self.options.bundle_dir.absolute()), CARD_FILE,
+                                        [str(v.path) for v in todo])
+                self._write_summary()
+                self._run_pool(ray, todo, slots)
             finally:
                 if started_here:
                     ray.shutdown()
@@ -222,73 +301,60 @@ class BatchJob:
         self.terminated = True
         raise KeyboardInterrupt()
 
-    def _run_pool(self, ray, todo: list[_Video]) -> None:
-        from ray.util import ActorPool
-        from tqdm import tqdm
+    def _run_pool(self, ray, todo: list[_Video], slots: int) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        workers = self._worker_count(int(ray.cluster_resources().get("CPU", 0)))
+        workers = self._worker_count(slots)
         threads = self.options.threads_per_worker
         log_name = f"mdhr-batch-progress-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        progress = ray.remote(ProgressLog).options(name=log_name, num_cpus=0).remote()
-        actor = ray.remote(AUWorker).options(num_cpus=threads, max_restarts=-1,
-                                             max_task_retries=TASK_RETRIES)
-        pool = ActorPool([actor.remote(str(self.options.bundle_dir.absolute()), self.options.backend,
-                                       threads, log_name, self.options.faces, self.options.min_face,
-                                       self.options.windows, self.options.hop)
-                          for _ in range(min(workers, self._task_count(todo)))])
-        tasks = self._tasks(todo)
-        by_number = {task.number: task for task in tasks}
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        progress = ray.remote(ProgressLog).options(name=log_name, num_cpus=0, scheduling_strategy=here).remote()
+        actor = ray.remote(AUWorker).options(num_cpus=threads, max_restarts=0)
+        arguments = (str(self.options.bundle_dir.absolute()), self.options.backend, threads, log_name,
+                     self.options.faces, self.options.min_face, self.options.windows, self.options.hop,
+                     self.options.quality)
+        pool = cluster.WorkerPool(ray, lambda: actor.remote(*arguments), min(workers, self._task_count(todo)),
+                                  TASK_RETRIES, PROGRESS_POLL_S)
+        try:
+            self._follow(ray, pool, todo, progress)
+        finally:
+            pool.close()
+            with contextlib.suppress(Exception):
+                ray.kill(progress)
+
+    def _follow(self, ray, pool: cluster.WorkerPool, todo: list[_Video], progress) -> None:
+        """Hand out the tasks and collect each video as its last one is in."""
+        from tqdm import tqdm
+
         videos = {v.path: v for v in todo}
-        for task in tasks:
-            pool.submit(lambda a, t: a.run.remote(t), task)
         done_frames: dict[int, int] = {}
         total = sum(v.frames or 0 for v in todo) or None
         with tqdm(total=total, unit="frame", desc="mdhr-batch", disable=None if self.progress_bar else True,
                   dynamic_ncols=True) as bar:
-            while pool.has_next():
-                try:
-                    task, result, error = pool.get_next_unordered(timeout=PROGRESS_POLL_S)
-                except TimeoutError:
-                    self._drain(progress, done_frames, bar)
-                    continue
-                except ray.exceptions.RayError:
-                    continue  # a task whose worker died twice: found missing below
-                by_number.pop(task.number, None)
-                self.work_done += 1
+            for outcome in pool.results(self._tasks(todo), lambda a, t: a.run.remote(t)):
                 self._drain(progress, done_frames, bar)
+                if outcome is None:
+                    continue
+                if outcome.reply is None:  # lost with its workers
+                    task, result, node = outcome.task, None, ""
+                    error = f"the worker processing it was lost ({outcome.error}: out of memory, a crash in decoding, " \
+                            "or its node went away?)"
+                else:
+                    task, result, error, node = outcome.reply
+                    self.work_done += 1
                 frames = 0 if result is None else len({row.index for row in result.table.rows})
                 bar.update(frames - done_frames.get(task.number, 0))
                 done_frames[task.number] = frames
-                self._collect(videos[task.video], result, error)
+                self._collect(videos[task.video], result, error, node, outcome.retries)
                 bar.set_postfix(self._counts(), refresh=False)
-            for task in by_number.values():  # lost with their worker
-                self._collect(videos[task.video], None, "the worker processing it died twice "
-                                                       "(out of memory, or a crash in decoding?)")
 
-    def _connect(self, ray) -> bool:
-        """Join ``--address``, or an already running local Ray (tests), or
-        start a local cluster sized to this machine; True when started here."""
-        import logging
-
-        if self.options.address:
-            ray.init(address=self.options.address, logging_level=logging.ERROR, log_to_driver=False)
-            return True
-        if ray.is_initialized():
-            return False
-        ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-        return True
-
-    def _worker_count(self, cpus: int) -> int:
-        """Workers the cluster can hold at once: an actor Ray cannot place
-        would wait forever with its tasks."""
+    def _worker_count(self, fits: int) -> int:
+        """Workers the cluster can hold at once (``fits``): an actor Ray
+        cannot place would wait forever with its tasks."""
         threads = self.options.threads_per_worker
-        if threads > cpus:
-            raise MDHRError(f"--threads-per-worker {threads} is more than the cluster's {cpus} CPUs; give at most "
-                            f"{cpus}")
-        fits = cpus // threads
         if self.options.workers and self.options.workers > fits:
             self.say(f"note: {self.options.workers} workers of {threads} thread(s) need {self.options.workers * threads} "
-                     f"CPUs; the cluster has {cpus}, so {fits} worker(s) run")
+                     f"CPUs; the cluster has room for {fits}, so {fits} worker(s) run")
         return min(self.options.workers or fits, fits)
 
     @staticmethod
@@ -308,14 +374,21 @@ class BatchJob:
     def _drain(progress, done_frames: dict[int, int], bar) -> None:
         import ray
 
-        for number, done in ray.get(progress.take.remote()).items():
+        try:
+            reports = ray.get(progress.take.remote(), timeout=10)
+        except (ray.exceptions.RayError, TimeoutError):
+            return  # progress is best effort
+        for number, done in reports.items():
             if done > done_frames.get(number, 0):
                 bar.update(done - done_frames.get(number, 0))
                 done_frames[number] = done
 
-    def _collect(self, video: _Video, result: SegmentResult | None, error: str) -> None:
+    def _collect(self, video: _Video, result: SegmentResult | None, error: str, node: str, retries: int) -> None:
         """Keep a segment's result; when the video's last one is in, write it."""
         video.finished += 1
+        video.retries += retries
+        if node and node not in video.nodes:
+            video.nodes.append(node)
         if result is None:
             video.error = video.error or error
         else:
@@ -324,21 +397,35 @@ class BatchJob:
             return
         if video.error:
             self.rows[video.path] = SummaryRow(str(video.path), frames=video.frames, fps=video.fps,
-                                               status="failed", error=video.error, bundle_hash=self.digest)
+                                               status="failed", error=video.error, bundle_hash=self.digest,
+                                               node=" ".join(video.nodes), retries=video.retries)
+            self._write_summary()
         else:
-            self.rows[video.path] = self._write_video(video)
-        self._write_summary()
+            self._write_video(video)
 
-    def _write_video(self, video: _Video) -> SummaryRow:
+    def _write_video(self, video: _Video) -> None:
+        """The video's CSV and its summary row: the row is recorded first and
+        the staged CSV renamed into place after it, so a file in ``--out`` is
+        always one the summary names (a row whose CSV is missing is redone)."""
         table = stitch(video.results, self.bundle.au_names, self.bundle.threshold)
+        row = self._row(video, table)
+        if not row.output:
+            self.rows[video.path] = row
+            self._write_summary()
+            return
+        with _signals_held(), atomic_path(self.options.out_dir / video.output) as staged:
+            table.write_csv(staged)
+            self.rows[video.path] = row
+            self._write_summary()
+
+    def _row(self, video: _Video, table) -> SummaryRow:
         frames = len({r.index for r in table.rows})
         row = SummaryRow(str(video.path), frames=frames, fps=video.fps, output=video.output,
-                         bundle_hash=self.digest,
-                         frames_with_face=len({r.index for r in table.rows if r.face.success}))
+                         bundle_hash=self.digest, frames_with_face=len({r.index for r in table.rows if r.face.success}),
+                         node=" ".join(video.nodes), retries=video.retries)
         if len(table) == 0:
             return dataclasses.replace(row, status="failed", output="",
                                        error=f"{video.path}: no frames could be read; is it an empty video?")
-        table.write_csv(self.options.out_dir / video.output)
         if not table.complete:
             return dataclasses.replace(row, status="partial",
                                        error=f"{table.shortfall}: the file is truncated or damaged; the "
@@ -354,11 +441,31 @@ class BatchJob:
         return [self.rows[v] for v in self.videos if v in self.rows]
 
     def _write_summary(self) -> None:
-        write_summary(self.summary_path, self._ordered_rows())
+        """This job's rows merged into the folder's summary, under its lock
+        (other jobs may share ``--out``); nothing while there is no row."""
+        rows = self._ordered_rows()
+        if rows:
+            with summary_lock(self.options.out_dir):
+                write_summary(self.summary_path, rows)
 
     def _counts(self) -> dict[str, int]:
         rows = self.rows.values()
         return {"done": sum(r.fine for r in rows), "failed": sum(not r.fine for r in rows)}
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM wait (they are delivered at the end of the block)
+    while a video's row and its CSV go in together."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def check_out_dir(out_dir: Path) -> None:

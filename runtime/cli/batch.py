@@ -5,6 +5,7 @@ import json
 import os
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import click
 
@@ -15,9 +16,20 @@ from mdhr_runtime.batch.jobs import BatchJob, BatchOptions, check_out_dir
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.checks import check_faces
 from mdhr_runtime.choices import BACKENDS, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_MODES, WINDOW_MODES
-from mdhr_runtime.cli.common import (EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_TERMINATED, PATH, Terminated,
-                                     run_reporting_errors, say, verbose_option)
+from mdhr_runtime.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_SOME_FAILED,
+    EXIT_TERMINATED,
+    PATH,
+    QUALITY_FLAG_NAMES,
+    Terminated,
+    quality_options,
+    run_reporting_errors,
+    say,
+    verbose_option,
+)
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
+from mdhr_runtime.faces.quality import QualityOptions
 from mdhr_runtime.files.outputs import is_stdout
 from mdhr_runtime.results.index import write_corpus_reports
 from mdhr_runtime.windows.streams import WindowPlan
@@ -27,6 +39,16 @@ def _positive(ctx, param, value):
     if value is not None and value < 1:
         raise click.BadParameter(f"must be at least 1, got {value}")
     return value
+
+
+def _write_reports(job: BatchJob, model_dir: Path, out_dir: Path, backend: str, faces: str) -> None:
+    """A report per video of the folder's summary, and the index."""
+    bundle = load_bundle(model_dir)
+    chosen = backend + (" (chosen per worker)" if backend == "auto" else "")
+    write_corpus_reports(job.summary_rows(), out_dir, {
+        "bundle": str(model_dir), "dataset": bundle.dataset, "backbone": bundle.backbone,
+        "untrained": bundle.untrained, "backend": chosen, "windows": "official", "faces": faces,
+        "threshold": bundle.threshold}, say)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,9 +80,10 @@ def _positive(ctx, param, value):
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout at the end.")
 @click.option("--report", is_flag=True, help="Also write an HTML report beside each CSV (OUT/<name>.html) and "
               "OUT/index.html, one row per video with a link to its report.")
+@quality_options
 @verbose_option
 def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segment_frames, windows, hop, backend,
-         faces, min_face, as_json, report, verbose):
+         faces, min_face, as_json, report, quality_flags, verbose):
     """Recognise facial action units in every frame of many videos.
 
     INPUT is any mix of video files, folders (searched for videos), glob
@@ -68,11 +91,13 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
 
     Each video gets OUT/<its path below the inputs' common folder>.csv,
     written whole or not at all; OUT/summary.csv holds one row per video
-    (status ok / partial / failed / skipped, with the reason) and is
-    rewritten as videos finish. A rerun with the same --out skips videos
+    (status ok / partial / failed / skipped, with the reason, the Ray node
+    that scored it and its retries) and is rewritten as videos finish;
+    jobs sharing an --out merge their rows. mdhr-batch never replaces a
+    file it did not write. A rerun with the same --out skips videos
     already done with the same bundle. Exit status 0 when every video is
     ok, 5 when any failed or was partial (see summary.csv), 2 for a bad
-    argument (nothing done).
+    argument or cluster (nothing done).
 
     More: docs/corpora.md.
 
@@ -93,6 +118,7 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
             raise MDHRError("INPUT - (standard input) is not supported: give video files, folders, glob patterns "
                             "or @list.txt (for a file named -, write ./-)")
         check_faces(faces, min_face)
+        quality = QualityOptions(**quality_flags)
         if faces == "all" and segment_frames is not None:
             raise MDHRError("--faces all scores whole videos: face ids cannot be joined across segments yet; "
                             "drop --segment-frames (or use --faces largest)")
@@ -104,7 +130,8 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
                             "glob patterns or @list.txt")
         options = BatchOptions(bundle_dir=model_dir, out_dir=out_dir, backend=backend, workers=workers,
                                threads_per_worker=threads_per_worker, segment_frames=segment_frames,
-                               address=address, faces=faces, min_face=min_face, windows=windows, hop=hop)
+                               address=address, faces=faces, min_face=min_face, windows=windows, hop=hop,
+                               quality=quality, reports=report)
         job = BatchJob(videos, options, say)  # loads and hashes the bundle: refuses a bad one here
         warning = forced_warning(load_bundle(model_dir), backend)
         if warning:
@@ -124,21 +151,21 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
             sys.stderr.flush()
             os._exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
         if report:
-            bundle = load_bundle(model_dir)
-            chosen = backend + (" (chosen per worker)" if backend == "auto" else "")
-            write_corpus_reports(rows, out_dir, {
-                "bundle": str(model_dir), "dataset": bundle.dataset, "backbone": bundle.backbone,
-                "untrained": bundle.untrained, "backend": chosen, "windows": "official", "faces": faces,
-                "threshold": bundle.threshold}, say)
-        ok = sum(r.fine for r in rows)
-        say(f"{len(rows)} videos: {ok} ok, {len(rows) - ok} not ({sum(r.status == 'skipped' for r in rows)} "
-            f"skipped as done before); summary in {out_dir / 'summary.csv'}")
-        for row in rows:
-            if not row.fine:
-                say(f"  {row.status}: {row.path}: {row.error}")
-        if as_json:
-            click.echo(json.dumps({"out": str(out_dir), "videos": len(rows), "ok": ok,
-                                   "tasks_run": job.work_done, "rows": [asdict(r) for r in rows]}, indent=1))
-        return 0 if ok == len(rows) else EXIT_SOME_FAILED
+            _write_reports(job, model_dir, out_dir, backend, faces)
+        return _summarise(rows, out_dir, as_json, job.work_done)
 
-    run_reporting_errors(work, verbose)
+    run_reporting_errors(work, verbose, QUALITY_FLAG_NAMES)
+
+
+def _summarise(rows, out_dir: Path, as_json: bool, tasks_run: int) -> int:
+    """The job's outcome in a few lines (and as JSON with --json); the exit code."""
+    ok = sum(r.fine for r in rows)
+    say(f"{len(rows)} videos: {ok} ok, {len(rows) - ok} not ({sum(r.status == 'skipped' for r in rows)} "
+        f"skipped as done before); summary in {out_dir / 'summary.csv'}")
+    for row in rows:
+        if not row.fine:
+            say(f"  {row.status}: {row.path}: {row.error}")
+    if as_json:
+        click.echo(json.dumps({"out": str(out_dir), "videos": len(rows), "ok": ok,
+                               "tasks_run": tasks_run, "rows": [asdict(r) for r in rows]}, indent=1))
+    return 0 if ok == len(rows) else EXIT_SOME_FAILED

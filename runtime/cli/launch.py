@@ -51,6 +51,10 @@ def triton():
     return _launch("mdhr_export.cli", "triton_main")
 
 
+def live():
+    return _launch("mdhr_runtime.cli.live_page", "main")
+
+
 def bench():
     return _launch("mdhr_bench.cli", "bench_main")
 

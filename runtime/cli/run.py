@@ -7,8 +7,10 @@ from tqdm import tqdm
 
 from mdhr_runtime.choices import (BACKENDS, DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_DETECTORS,
                                   FACE_MODES, WINDOW_MODES)
-from mdhr_runtime.cli.common import EXIT_INCOMPLETE_INPUT, OUTPUT_FILE, PATH, run_reporting_errors, say, verbose_option
+from mdhr_runtime.cli.common import (EXIT_INCOMPLETE_INPUT, OUTPUT_FILE, PATH, QUALITY_FLAG_NAMES, quality_options,
+                                     run_reporting_errors, say, verbose_option)
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
+from mdhr_runtime.faces.quality import QualityOptions
 from mdhr_runtime.files.outputs import is_stdout
 from mdhr_runtime.runs.video import RunOptions, RunOutcome, run_video
 
@@ -19,7 +21,8 @@ from mdhr_runtime.runs.video import RunOptions, RunOutcome, run_video
               help="Bundle folder written by mdhr-export.")
 @click.option("--out", type=OUTPUT_FILE,
               help="CSV to write: one row per frame (frame, timestamp, success, confidence, face box, "
-                   "AUxx_score, AUxx_c); - for standard output (every message goes to standard error). "
+                   "AUxx_score, AUxx_c, then landmarks, head pose, face size and quality flags); - for standard "
+                   "output (every message goes to standard error). "
                    "Required for files; optional with --camera.")
 @click.option("--camera", metavar="N|URL", help="Score a live source instead of INPUT: a camera index or "
               "any stream OpenCV opens. One status line updates live; Ctrl-C stops and writes --out.")
@@ -47,9 +50,10 @@ from mdhr_runtime.runs.video import RunOptions, RunOutcome, run_video
               help="--faces all: ignore faces whose box is smaller than PX pixels.")
 @click.option("--face-detector", type=click.Choice(FACE_DETECTORS), default=DEFAULT_FACE_DETECTOR, show_default=True,
               help="mtcnn: more accurate, with landmarks for levelling the crop; haar: OpenCV cascade.")
+@quality_options
 @verbose_option
 def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overlay, report, backend, aligned,
-         threshold, faces, min_face, face_detector, verbose):
+         threshold, faces, min_face, face_detector, quality_flags, verbose):
     """Recognise facial action units in every frame of INPUT (a video file,
     a folder of frames, or an image), or live from --camera.
 
@@ -69,14 +73,17 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
       mdhr-run interview.mp4 --model bundles/bp4d --out interview.csv --report interview.html
       mdhr-run --camera 0 --model bundles/bp4d --out live.csv
     """
-    options = RunOptions(model=model_dir, input=input_path, camera=camera, out=out, json=json_out, plot=plot,
-                         overlay=overlay, report=report, windows=windows, hop=hop, backend=backend, aligned=aligned,
-                         threshold=threshold, faces=faces, min_face=min_face, face_detector=face_detector)
-    run_reporting_errors(lambda: _run(options, verbose), verbose, FLAGS)
+    def options() -> RunOptions:  # made inside the error reporting: QualityOptions checks its thresholds
+        return RunOptions(model=model_dir, input=input_path, camera=camera, out=out, json=json_out, plot=plot,
+                          overlay=overlay, report=report, windows=windows, hop=hop, backend=backend, aligned=aligned,
+                          threshold=threshold, faces=faces, min_face=min_face, face_detector=face_detector,
+                          quality=QualityOptions(**quality_flags))
+
+    run_reporting_errors(lambda: _run(options(), verbose), verbose, FLAGS)
 
 
 # run_video's parameters that this command names otherwise
-FLAGS = {"input": "INPUT", "model": "--model", "json": "--json"}
+FLAGS = {"input": "INPUT", "model": "--model", "json": "--json", **QUALITY_FLAG_NAMES}
 
 
 def _run(options: RunOptions, verbose: bool) -> int:

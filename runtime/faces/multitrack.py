@@ -25,7 +25,7 @@ cue on crossing footage.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -84,6 +84,8 @@ class _Track:
         self.seen_at = timestamp
         self.clear_box, self.clear_at = detection.box, timestamp  # last box seen whole
         self.smoother = smoother
+        self.found_by_search = 0  # frame number of the last search that found it (set by the tracker)
+        self.missing_at: int | None = None  # frame number of the last frame it was not found
 
     def predicted_box(self, timestamp: float) -> tuple[float, float, float, float]:
         """The last box seen whole, moved on by the track's velocity (for up
@@ -106,6 +108,13 @@ class _Track:
             self.clear_box, self.clear_at = detection.box, timestamp
         self.detection, self.box, self.seen_at = detection, detection.box, timestamp
         return self.smoother(detection, timestamp)
+
+    def counted(self, face: FaceResult, number: int, searched: bool) -> FaceResult:
+        """``face`` with the frames since the search found it and since it was missing."""
+        if searched:
+            self.found_by_search = number
+        return replace(face, since_detection=number - self.found_by_search,
+                       since_missing=None if self.missing_at is None else number - self.missing_at)
 
 
 def _centre(box) -> tuple[float, float]:
@@ -162,9 +171,10 @@ class MultiFaceTracker:
         # Someone is missing, or nobody is there: search densely just after a
         # loss, then sparsely.
         waiting = (bool(missing) or not self.tracks) and self.schedule.search_without_face(number, self._since_loss)
+        refined = set(found)
         if self.schedule.on_grid(number) or lost_now or waiting:
-            self._search(rgb, timestamp, found, missing)
-        return self._finish_frame(found, timestamp)
+            self._search(rgb, timestamp, found, missing, number)
+        return self._finish_frame(found, timestamp, number, refined)
 
     # -- association ---------------------------------------------------------
 
@@ -205,7 +215,7 @@ class MultiFaceTracker:
         return alike >= SAME_FACE or (alike >= LIKELY_SAME_FACE and
                                       box_iou(track.predicted_box(timestamp), detection.box) > TRACK_OVERLAP)
 
-    def _search(self, rgb: np.ndarray, timestamp: float, found: dict, missing: list[_Track]) -> None:
+    def _search(self, rgb: np.ndarray, timestamp: float, found: dict, missing: list[_Track], number: int) -> None:
         """Full search: detections for the tracks not found yet, then new tracks."""
         self.searches += 1
         candidates = [d for d in self.detector.detect(rgb)
@@ -233,20 +243,24 @@ class MultiFaceTracker:
             if k not in used and _covered(detection.box, others) <= NEW_FACE_COVER and \
                     _covered(detection.box, expected) <= EXPECTED_COVER:
                 track = _Track(self._next_id, detection, look, timestamp, self._make_smoother())
+                # a track begun after the run's first frame was missing the frame before
+                track.missing_at = number - 1 if number > 0 else None
                 self._next_id += 1
                 self.tracks.append(track)
                 found[track] = (detection, look)
 
-    def _finish_frame(self, found: dict, timestamp: float) -> list[TrackedFace]:
+    def _finish_frame(self, found: dict, timestamp: float, number: int, refined: set) -> list[TrackedFace]:
         faces, self.expired, kept = [], [], []
         for track in self.tracks:
             if track in found:
                 detection, look = found[track]
                 others = [d.box for t, (d, _) in found.items() if t is not track]
                 clear = _covered(_grown(detection.box, BESIDE), others) == 0
-                faces.append(TrackedFace(track.face_id, track.see(detection, look if clear else None, timestamp)))
+                face = track.see(detection, look if clear else None, timestamp)
+                faces.append(TrackedFace(track.face_id, track.counted(face, number, track not in refined)))
                 kept.append(track)
                 continue
+            track.missing_at = number
             if track.detection is not None:
                 track.detection = None
                 self._since_loss = 0

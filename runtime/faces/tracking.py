@@ -11,7 +11,7 @@ face with the same pieces.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -24,7 +24,14 @@ class FaceResult:
 
     ``box`` is the smoothed (x, y, w, h) in original pixels and ``angle`` the
     smoothed in-plane roll in degrees (0 without landmarks); both are None /
-    0 when ``success`` is False, which always comes with confidence 0."""
+    0 when ``success`` is False, which always comes with confidence 0.
+
+    ``since_detection``: frames since the detector's full search last found
+    this face (0: this frame's search did; in between, the cheap re-check
+    followed it); None where no detector ran (aligned crops).
+    ``since_missing``: frames since the last frame this face was not found
+    (1: found again on this frame), None when it was found on every frame
+    since tracking began (``quality.py`` flags a gap from these)."""
 
     success: bool
     confidence: float
@@ -32,6 +39,8 @@ class FaceResult:
     angle: float = 0.0
     landmarks: np.ndarray | None = None  # this frame's raw [5, 2] points
     raw_box: tuple[float, float, float, float] | None = None  # the detector's own box
+    since_detection: int | None = None
+    since_missing: int | None = None
 
     @classmethod
     def missing(cls) -> "FaceResult":
@@ -210,25 +219,34 @@ class FaceTracker:
         self._last_detection: Detection | None = None
         self._frames_seen = 0
         self._without_face = 0  # frames in a row without a face
+        self._found_by_search = 0  # frame number of the last search that found the face
+        self._missing_at: int | None = None  # frame number of the last frame without a face
+        self._searched = False  # whether this frame's face came from a full search
         self.searches = 0  # full searches run
         self.others = 0  # faces besides the tracked one at the last search
         self.most_others = 0  # the most seen at any search
 
     def update(self, rgb: np.ndarray, timestamp: float) -> FaceResult:
         """The face of this frame (RGB uint8) taken at ``timestamp`` seconds."""
+        number = self._frames_seen
         detection = self._find(rgb)
         self._last_detection = detection
         if detection is None:
             self._without_face += 1
+            self._missing_at = number
             return FaceResult.missing()
         self._without_face = 0
-        return self._smoother(detection, timestamp)
+        if self._searched:
+            self._found_by_search = number
+        return replace(self._smoother(detection, timestamp), since_detection=number - self._found_by_search,
+                       since_missing=None if self._missing_at is None else number - self._missing_at)
 
     def _find(self, rgb: np.ndarray) -> Detection | None:
         tracked = self._last_detection
         refine = getattr(self.detector, "refine", None)
         number = self._frames_seen
         self._frames_seen += 1
+        self._searched = False
         if tracked is not None and refine is not None and not self.schedule.on_grid(number):
             found = refine(rgb, tracked.box)
             if found is not None and found.confidence >= self.min_confidence:
@@ -236,6 +254,7 @@ class FaceTracker:
         if tracked is None and not self.schedule.search_without_face(number, self._without_face):
             return None
         self.searches += 1
+        self._searched = True
         candidates = [d for d in self.detector.detect(rgb) if d.confidence >= self.min_confidence]
         self.others = max(len(candidates) - 1, 0)
         self.most_others = max(self.most_others, self.others)

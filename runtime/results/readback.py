@@ -10,15 +10,17 @@ import numpy as np
 
 from mdhr.aus import DECISION_THRESHOLD
 from mdhr.errors import MDHRError
+from mdhr_runtime.faces.quality import FaceQuality
 from mdhr_runtime.faces.tracking import FaceResult
-from mdhr_runtime.results.table import FrameRow, FrameTable
+from mdhr_runtime.results.table import LANDMARK_COLUMNS, POSE_COLUMNS, QUALITY_COLUMNS, FrameRow, FrameTable
 
 _FIXED = ("frame", "timestamp", "success", "confidence", "face_x", "face_y", "face_w", "face_h")
 
 
 def read_csv(path: str | Path, threshold: float = DECISION_THRESHOLD) -> FrameTable:
-    """The table of an mdhr-run CSV (with or without ``face_id``).  The CSV
-    does not record the threshold; ``threshold`` is the one to show."""
+    """The table of an mdhr-run CSV (with or without ``face_id``; with the
+    quality columns or, from older runs, without).  The CSV does not record
+    the threshold; ``threshold`` is the one to show."""
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8") as handle:
@@ -41,6 +43,7 @@ def read_csv(path: str | Path, threshold: float = DECISION_THRESHOLD) -> FrameTa
         raise MDHRError(f"{path}: {what}; the CSV is damaged: write it again with mdhr-run or mdhr-batch")
     column = {name: k for k, name in enumerate(header)}
     face_ids = "face_id" in column
+    with_quality = all(name in column for name in QUALITY_COLUMNS)
     table = FrameTable(au_names, threshold, face_ids=face_ids)
     seen: set[tuple[int, int | None]] = set()
     for number, cells in enumerate(lines, start=2):
@@ -48,7 +51,7 @@ def read_csv(path: str | Path, threshold: float = DECISION_THRESHOLD) -> FrameTa
             raise MDHRError(f"{path}, line {number}: {len(cells)} cells for {len(header)} columns; the CSV is "
                             "damaged: write it again with mdhr-run")
         try:
-            row = _row(cells, column, au_names, face_ids)
+            row = _row(cells, column, au_names, face_ids, with_quality)
             _check_order(row, table.rows[-1] if table.rows else None, seen)
         except ValueError as error:
             raise MDHRError(f"{path}, line {number}: {error}; the CSV is damaged: write it again with "
@@ -108,7 +111,8 @@ def _check_cells(cells: list[str], header: list[str], success: bool) -> None:
             raise ValueError(f"{name} is {text[:40]!r}, not 0, 1 or empty")
 
 
-def _row(cells: list[str], column: dict[str, int], au_names: list[str], face_ids: bool) -> FrameRow:
+def _row(cells: list[str], column: dict[str, int], au_names: list[str], face_ids: bool,
+         with_quality: bool) -> FrameRow:
     frame = _integer(cells, column, "frame", 1, MAX_FRAME)
     timestamp = _number(cells, column, "timestamp", 0.0, MAX_SECONDS)
     success = _integer(cells, column, "success", 0, 1) == 1
@@ -123,7 +127,8 @@ def _row(cells: list[str], column: dict[str, int], au_names: list[str], face_ids
     face_id = None
     if face_ids and cells[column["face_id"]].strip():
         face_id = _integer(cells, column, "face_id", 0, MAX_FRAME)
-    return FrameRow(frame - 1, timestamp, face, scores, face_id)
+    quality = _quality(lambda name: cells[column[name]]) if with_quality and success else None
+    return FrameRow(frame - 1, timestamp, face, scores, face_id, quality)
 
 
 def _check_order(row: FrameRow, previous: FrameRow | None, seen: set) -> None:
@@ -138,3 +143,15 @@ def _check_order(row: FrameRow, previous: FrameRow | None, seen: set) -> None:
     if previous is not None and row.index > previous.index and row.timestamp < previous.timestamp:
         raise ValueError(f"timestamp {row.timestamp:g} of frame {row.index + 1} is earlier than that of frame "
                          f"{previous.index + 1}")
+
+
+def _quality(cell) -> FaceQuality:
+    """A row's quality cells (ValueError on a damaged one)."""
+    points = [cell(name) for name in LANDMARK_COLUMNS]
+    landmarks = None if not any(points) else np.asarray([float(p) for p in points], dtype=np.float32).reshape(5, 2)
+    pose = tuple(float(cell(name)) if cell(name) else float("nan") for name in POSE_COLUMNS)
+    since = int(cell("frames_since_detection")) if cell("frames_since_detection") else None
+    flags = tuple(cell("flags").split(";")) if cell("flags") else ()
+    if cell("flagged") not in ("0", "1") or (cell("flagged") == "1") != bool(flags):
+        raise ValueError(f"flagged {cell('flagged')!r} does not match flags {cell('flags')!r}")
+    return FaceQuality(landmarks, pose, float(cell("face_size")), since, flags)

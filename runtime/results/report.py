@@ -34,8 +34,8 @@ import numpy as np
 from mdhr.errors import MDHRError
 from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.results.overlay import render_overlay
-from mdhr_runtime.results.summary import (RunSummary, encode_cells, encode_differences, frames_per_column, summarise,
-                                          thin)
+from mdhr_runtime.results.summary import (RunSummary, encode_cells, encode_differences, encode_flags,
+                                          frames_per_column, summarise, thin)
 
 EMBED_LIMIT = 24 * 1024 * 1024
 
@@ -259,6 +259,18 @@ def _panel(heading: str, cells: bytes, rows: Sequence[str], columns: int, kind: 
             "</div></div>")
 
 
+def _flag_strip(face, columns: int, per_column: int) -> str:
+    """One row under a face's timeline: red where its rows are flagged (any
+    frame of the column), green where not (docs/running.md, quality)."""
+    if face.flagged_share is None:
+        return ""
+    encoded = base64.b64encode(encode_flags(face.flagged, per_column)).decode("ascii")
+    return (f"<div class=\"flag-strip\" data-face=\"{_e(face.label)}\"><div class=\"labels\">"
+            "<div class=\"flag-label\">flagged</div></div><div class=\"track\"><canvas class=\"flags\" "
+            f"width=\"{columns}\" height=\"1\" data-kind=\"flag\" data-rows=\"flagged\" data-cells=\"{encoded}\" "
+            "style=\"height:14px\"></canvas><div class=\"cursor\"></div></div></div>")
+
+
 def _timeline_section(runs: list[Run], per_column: int) -> str:
     first = runs[0].summary
     columns = -(-first.frames // per_column)
@@ -278,6 +290,11 @@ def _timeline_section(runs: list[Run], per_column: int) -> str:
             heading = face.label if len(runs) == 1 else f"{run.label}: {face.label}"
             cells = encode_cells(thin(face.scores, per_column), first.threshold)
             parts.append(_panel(heading, cells, first.au_names, columns, "score", face.label))
+            parts.append(_flag_strip(face, columns, per_column))
+    if any(face.flagged_share is not None for run in runs for face in run.summary.faces):
+        parts.append("<p class=\"legend note\"><span style=\"background:#d7301f\"></span>flagged: AU values not "
+                     "to be trusted (head turned, face small, low confidence, just after a gap)"
+                     "<span style=\"background:#a1d99b\"></span>not flagged</p>")
     return "\n".join(parts)
 
 
@@ -291,7 +308,9 @@ def _stats_section(runs: list[Run]) -> str:
                 f"<tr><td>{_e(s.au)}</td><td class=\"number\">{_share(s.active_share)}</td>"
                 f"<td class=\"number\">{_number(s.mean_score)}</td><td class=\"number\">{s.longest_frames} "
                 f"({s.longest_seconds:.2f} s)</td></tr>" for s in run.summary.stats(face))
-            parts.append(f"<table class=\"stats\" data-face=\"{_e(face.label)}\"><caption>{_e(face.label)}"
+            share = "" if face.flagged_share is None else \
+                f" <span class=\"flagged-share\">(flagged: {_share(face.flagged_share)} of its frames)</span>"
+            parts.append(f"<table class=\"stats\" data-face=\"{_e(face.label)}\"><caption>{_e(face.label)}{share}"
                          "</caption><tr><th>AU</th><th>active</th><th>mean score</th><th>longest active</th></tr>"
                          f"{rows}</table>")
         parts.append("</div>")

@@ -31,10 +31,19 @@ class AUStats:
 @dataclass
 class FaceSeries:
     """One face's scores on the video's frame grid ([frames, AUs], NaN where
-    it was not scored)."""
+    it was not scored), and its quality flag there ([frames]: 1 flagged, 0
+    not, NaN where it was not scored or the table has no quality)."""
 
     face_id: int | None
     scores: np.ndarray
+    flagged: np.ndarray | None = None
+
+    @property
+    def flagged_share(self) -> float | None:
+        """The share of this face's rows with quality that are flagged."""
+        if self.flagged is None or not np.isfinite(self.flagged).any():
+            return None
+        return float(np.nanmean(self.flagged))
 
     @property
     def label(self) -> str:
@@ -87,10 +96,13 @@ def summarise(table) -> RunSummary:
     faces = []
     for face_id in ids:
         scores = np.full((len(frames), len(table.au_names)), np.nan, dtype=np.float32)
+        flagged = np.full(len(frames), np.nan, dtype=np.float32)
         for row in table.rows:
             if row.face_id == face_id and row.scores is not None:
                 scores[position[row.index]] = row.scores
-        faces.append(FaceSeries(face_id, scores))
+            if row.face_id == face_id and row.quality is not None:
+                flagged[position[row.index]] = float(row.quality.flagged)
+        faces.append(FaceSeries(face_id, scores, flagged))
     with_face = len({row.index for row in table.rows if row.face.success})
     return RunSummary(tuple(table.au_names), table.threshold, np.asarray([i for i, _ in frames], dtype=np.int64),
                       np.asarray([t for _, t in frames], dtype=np.float64), faces, with_face)
@@ -139,6 +151,16 @@ def encode_cells(scores: np.ndarray, threshold: float) -> bytes:
     steps -= ((values < threshold) & (shown >= threshold)).astype(np.int32)
     cells[present] = np.clip(steps, 0, 254)
     return cells.astype(np.uint8).tobytes()
+
+
+def encode_flags(flagged: np.ndarray, per_column: int) -> bytes:
+    """[frames] flags (1, 0, NaN) -> one byte a column: 254 where any frame
+    of the column is flagged, 0 where none is, 255 where none has a quality."""
+    thinned = thin(flagged.reshape(-1, 1).astype(np.float32), per_column)[:, 0]
+    cells = np.full(thinned.shape, 255, dtype=np.uint8)
+    present = np.isfinite(thinned)
+    cells[present] = np.where(thinned[present] > 0, 254, 0)
+    return cells.tobytes()
 
 
 def encode_differences(first: np.ndarray, second: np.ndarray) -> bytes:

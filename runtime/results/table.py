@@ -15,6 +15,14 @@ A table of every face (``face_ids=True``, ``mdhr-run --faces all``) has one
 row per (frame, face) and a ``face_id`` column after ``frame``, as OpenFace's
 multi-face output; a frame without any face keeps one ``success`` 0 row,
 whose ``face_id`` is empty.
+
+After the AU columns come the face's quality (``faces/quality.py``): the
+five landmarks ``landmark_<name>_x``/``_y`` (frame pixels; names from
+``detection.LANDMARK_NAMES``, left and right as the image shows them),
+``pose_Rx``, ``pose_Ry``, ``pose_Rz`` (radians, OpenFace's names and
+convention), ``face_size`` (pixels), ``frames_since_detection``,
+``flagged`` (0/1) and ``flags`` (the reasons, ``;``-separated).  They are
+empty without a face, and landmarks and pose without landmarks.
 """
 from __future__ import annotations
 
@@ -30,6 +38,8 @@ import numpy as np
 from mdhr.aus import DECISION_THRESHOLD
 from mdhr_runtime.crops.crop import CroppedFrame
 from mdhr_runtime.files.atomic import atomic_path
+from mdhr_runtime.faces.detection import LANDMARK_NAMES
+from mdhr_runtime.faces.quality import FaceQuality
 from mdhr_runtime.faces.tracking import FaceResult
 from mdhr_runtime.results.plot import MAX_FACES_PLOTTED, faces_timeline_figure, timeline_figure
 
@@ -41,6 +51,7 @@ class FrameRow:
     face: FaceResult
     scores: np.ndarray | None  # [num_aus] float32, None without a face
     face_id: int | None = None  # the face's track (tables of every face), None: no face
+    quality: FaceQuality | None = None  # None without a face
 
 
 @dataclass(frozen=True)
@@ -114,17 +125,20 @@ class FrameTable:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def add(self, frame: CroppedFrame, scores: np.ndarray | None, face_id: int | None = None) -> None:
+    def add(self, frame: CroppedFrame, scores: np.ndarray | None, face_id: int | None = None,
+            quality: FaceQuality | None = None) -> None:
         """One frame's result; ``scores`` are its AU scores, or None when no
         face was found (then the row's AU cells stay empty).  ``face_id``: the
-        face's track, in a table of every face."""
+        face's track, in a table of every face; ``quality``: the face's
+        (``quality.assess``)."""
         if scores is not None:
             scores = np.asarray(scores, dtype=np.float32).reshape(-1)
             if scores.shape[0] != len(self.au_names):
                 raise ValueError(f"{scores.shape[0]} scores for {len(self.au_names)} AUs")
             if not frame.face.success:
                 scores = None
-        self._rows.append(FrameRow(frame.index, frame.timestamp, frame.face, scores, face_id))
+        self._rows.append(FrameRow(frame.index, frame.timestamp, frame.face, scores, face_id,
+                                   quality if frame.face.success else None))
 
     def sort(self) -> None:
         """Rows in (frame, face_id) order (the no-face row of a frame first)."""
@@ -136,7 +150,8 @@ class FrameTable:
     def columns(self) -> list[str]:
         return (["frame"] + (["face_id"] if self.face_ids else [])
                 + ["timestamp", "success", "confidence", "face_x", "face_y", "face_w", "face_h"]
-                + [f"{au}_score" for au in self.au_names] + [f"{au}_c" for au in self.au_names])
+                + [f"{au}_score" for au in self.au_names] + [f"{au}_c" for au in self.au_names]
+                + list(QUALITY_COLUMNS))
 
     def ids(self) -> list[int]:
         """The face ids in the table, by their number of rows (most first)."""
@@ -161,16 +176,21 @@ class FrameTable:
     def timestamps(self) -> np.ndarray:
         return np.asarray([row.timestamp for row in self.rows], dtype=np.float64)
 
+    def flagged(self) -> np.ndarray:
+        """[rows] 1.0 where the row's face is flagged, 0.0 where it is not, NaN
+        without a face (or a quality)."""
+        return np.asarray([np.nan if row.quality is None else float(row.quality.flagged) for row in self.rows])
+
     def _cells(self, row: FrameRow) -> list[str]:
         face = row.face
         cells = [str(row.index + 1)] + (["" if row.face_id is None else str(row.face_id)] if self.face_ids else [])
         cells += [f"{row.timestamp:.3f}", str(int(face.success)), f"{face.confidence:.3f}"]
         cells += [f"{v:.1f}" for v in face.box] if face.success and face.box else [""] * 4
         if row.scores is None:
-            return cells + [""] * (2 * len(self.au_names))
+            return cells + [""] * (2 * len(self.au_names)) + quality_cells(row.quality)
         cells += [f"{s:.4f}" if math.isfinite(s) else "" for s in row.scores]
         cells += [str(int(s >= self.threshold)) if math.isfinite(s) else "" for s in row.scores]
-        return cells
+        return cells + quality_cells(row.quality)
 
     # -- writers -----------------------------------------------------------
 
@@ -219,6 +239,7 @@ class FrameTable:
             "au_scores": None if scores is None else dict(zip(self.au_names, scores)),
             "au_active": None if scores is None else {
                 au: None if s is None else s >= self.threshold for au, s in zip(self.au_names, scores)},
+            "quality": quality_json(row.quality),
         }
 
     def plot_timeline(self, path: str | Path, title: str | None = None, dpi: int = 100) -> Path:
@@ -249,6 +270,34 @@ class FrameTable:
         times = np.asarray([t for _, t in frames], dtype=np.float64)
         return faces_timeline_figure(times, faces, self.au_names, self.threshold, title=title,
                                      left_out=max(len(ids) - MAX_FACES_PLOTTED, 0))
+
+
+LANDMARK_COLUMNS = tuple(f"landmark_{name}_{axis}" for name in LANDMARK_NAMES for axis in "xy")
+POSE_COLUMNS = ("pose_Rx", "pose_Ry", "pose_Rz")
+QUALITY_COLUMNS = LANDMARK_COLUMNS + POSE_COLUMNS + ("face_size", "frames_since_detection", "flagged", "flags")
+
+
+def quality_cells(quality: FaceQuality | None) -> list[str]:
+    """A row's quality columns (all empty without a face)."""
+    if quality is None:
+        return [""] * len(QUALITY_COLUMNS)
+    points = [""] * len(LANDMARK_COLUMNS) if quality.landmarks is None else \
+        [f"{float(v):.1f}" for v in np.asarray(quality.landmarks).reshape(-1)]
+    pose = [f"{v:.4f}" if math.isfinite(v) else "" for v in quality.pose]
+    since = "" if quality.since_detection is None else str(quality.since_detection)
+    return points + pose + [f"{quality.face_size:.1f}", since, str(int(quality.flagged)), ";".join(quality.flags)]
+
+
+def quality_json(quality: FaceQuality | None) -> dict | None:
+    if quality is None:
+        return None
+    points = None if quality.landmarks is None else {
+        name: [round(float(x), 1), round(float(y), 1)] for name, (x, y) in zip(LANDMARK_NAMES, quality.landmarks)}
+    pose = None if not all(math.isfinite(v) for v in quality.pose) else dict(zip(
+        ("Rx", "Ry", "Rz"), (round(v, 4) for v in quality.pose)))
+    return {"landmarks": points, "pose": pose, "face_size": round(quality.face_size, 1),
+            "frames_since_detection": quality.since_detection, "flagged": quality.flagged,
+            "flags": list(quality.flags)}
 
 
 def _number(value: float, digits: int) -> float | None:

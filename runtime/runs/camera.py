@@ -1,7 +1,9 @@
 """``mdhr-run --camera``: a live source scored frame by frame through the
-one pipeline, until it ends, Ctrl-C, or ``max_frames``.  A status callback
-gets one line per frame: frames/s, per-frame latency (frame read to row
-final) and the AUs active in the latest row."""
+one pipeline, until it ends, Ctrl-C, or ``max_frames``.  A camera or stream
+is taken newest-only at an even stride the model keeps up with
+(``sources/latest.py``).  A status callback gets one line per frame:
+frames/s, per-frame latency (frame handed to the pipeline to row final),
+the stride and the AUs active in the latest row."""
 from __future__ import annotations
 
 import time
@@ -39,8 +41,10 @@ def run_live(detector, source: str, windows: str, hop: int | None,
         for _, row in rows:
             latest_ms = 1e3 * (now - read_at.get(row.frame.index, now))
 
+    paced = live_source(source)
+
     def frames() -> Iterator[Frame]:
-        for frame in live_source(source):
+        for frame in paced:
             read_at[frame.index] = time.perf_counter()
             read_at.pop(frame.index - READ_TIMES, None)  # rows are final well before (windows of T frames)
             yield frame
@@ -51,7 +55,8 @@ def run_live(detector, source: str, windows: str, hop: int | None,
             latency(scoring.push(frame))
             count += 1
             elapsed = time.perf_counter() - start
-            status(status_line(count, elapsed, latest_ms, latency_frames, scoring.table))
+            status(status_line(count, elapsed, latest_ms, latency_frames, scoring.table,
+                               getattr(paced, "stride", 1)))
             if max_frames is not None and count >= max_frames:
                 break
     except KeyboardInterrupt:
@@ -60,7 +65,8 @@ def run_live(detector, source: str, windows: str, hop: int | None,
     return LiveResult(scoring.settle(), interrupted, time.perf_counter() - start)
 
 
-def status_line(frames: int, seconds: float, latency_ms: float, latency_frames: int, table: FrameTable) -> str:
+def status_line(frames: int, seconds: float, latency_ms: float, latency_frames: int, table: FrameTable,
+                stride: int = 1) -> str:
     fps = frames / seconds if seconds > 0 else 0.0
     last = table.rows[-1] if table.rows else None
     if last is None:
@@ -70,5 +76,6 @@ def status_line(frames: int, seconds: float, latency_ms: float, latency_frames: 
     else:
         active = [au for au, s in zip(table.au_names, last.scores) if np.isfinite(s) and s >= table.threshold]
         activity = "active: " + (" ".join(active) if active else "none")
+    taking = f"  every {stride} frames" if stride > 1 else ""
     return (f"{frames} frames  {fps:.1f} fps  latency {latency_ms:.0f} ms "
-            f"(+{latency_frames} frames of context)  {activity}")
+            f"(+{latency_frames} frames of context){taking}  {activity}")

@@ -7,7 +7,7 @@ and writes every output together, only once each one succeeded."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -19,6 +19,7 @@ from mdhr_runtime.checks import check_faces, check_threshold
 from mdhr_runtime.choices import DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
+from mdhr_runtime.faces.quality import QualityOptions
 from mdhr_runtime.files.outputs import (check_distinct, check_room, check_run_paths, is_stdout, remove_stale_staging,
                                         staged_files)
 from mdhr_runtime.results.overlay import check_overlay_input, render_overlay
@@ -52,6 +53,7 @@ class RunOptions:
     faces: str = DEFAULT_FACES
     min_face: int = DEFAULT_MIN_FACE
     face_detector: str = DEFAULT_FACE_DETECTOR
+    quality: QualityOptions = QualityOptions()  # the thresholds of the rows' quality flags
 
     def outputs(self) -> dict[str, Path | None]:
         """Every output path, by the parameter that names it."""
@@ -126,7 +128,8 @@ def run_video(options: RunOptions, notify: Notify = lambda line: None, progress=
     status line.  Raises ``MDHRError`` for anything the user can fix."""
     source = check_run(options, notify)
     o = options
-    with AUDetector(o.model, backend=o.backend, threshold=o.threshold, face_detector=o.face_detector) as detector:
+    with AUDetector(o.model, backend=o.backend, threshold=o.threshold, face_detector=o.face_detector,
+                    quality=o.quality) as detector:
         _notes(detector, o, notify, verbose)
         plan = WindowPlan.make(o.windows, detector.bundle.frames, o.hop)
         if o.camera is not None:
@@ -166,7 +169,7 @@ def _provenance(o: RunOptions, detector: AUDetector, plan: WindowPlan) -> dict:
             **({"min_face": o.min_face} if o.faces == "all" else {}),
             "backend": detector.backend if o.windows == "official" else detector.stage_runner.name,
             "dataset": detector.bundle.dataset, "backbone": detector.bundle.backbone,
-            "untrained": detector.bundle.untrained}
+            "untrained": detector.bundle.untrained, "quality_flags": asdict(o.quality)}
 
 
 def _write_outputs(o: RunOptions, outcome: RunOutcome, detector: AUDetector, metadata: dict,

@@ -1,19 +1,20 @@
 """Live sources: a camera (device index) or any stream OpenCV opens (a URL),
-frame by frame as they arrive, timestamped by the clock at reading.  A path
-to a video file given as a live source is read as the file it is (its own
-frames and timeline, as ``FrameSource`` reads them), so scoring it live
-gives what scoring the file gives."""
+read by a thread that keeps only the newest frame, and handed to the model
+at an even stride it keeps up with (``latest.py``), each frame timestamped
+by the clock at reading.  A path to a video file given as a live source is
+read as the file it is (every frame, its own timeline, as ``FrameSource``
+reads them), so scoring it live gives what scoring the file gives."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable
 
 import cv2
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.sources.frames import Frame, FrameSource, to_rgb
+from mdhr_runtime.sources.frames import Frame, FrameSource
+from mdhr_runtime.sources.latest import CapturedFrames
 
 
 def open_source(source: str) -> cv2.VideoCapture:
@@ -27,27 +28,13 @@ def open_source(source: str) -> cv2.VideoCapture:
     return capture
 
 
-def live_frames(capture: cv2.VideoCapture) -> Iterator[Frame]:
-    """Frames as they arrive, timestamped by the clock at reading."""
-    start, index = time.monotonic(), 0
-    try:
-        while True:
-            ok, image = capture.read()
-            if not ok or image is None:
-                return
-            yield Frame(index=index, timestamp=time.monotonic() - start, rgb=to_rgb(image))
-            index += 1
-    finally:
-        capture.release()
-
-
-def live_source(source: str) -> Iterator[Frame]:
+def live_source(source: str) -> Iterable[Frame]:
     """The frames of ``--camera SOURCE``: a video file's own, else the
-    camera's or stream's as they arrive (opened now, so a bad source is
-    refused before the first frame is asked for)."""
+    camera's or stream's, paced (opened now, so a bad source is refused
+    before the first frame is asked for)."""
     if not source.isdigit() and Path(source).is_file():
-        return iter(FrameSource(source))
-    return live_frames(open_source(source))
+        return FrameSource(source)
+    return CapturedFrames(open_source(source))
 
 
 def quiet_ffmpeg(verbose: bool) -> None:

@@ -104,7 +104,7 @@ def test_bench_without_checkpoint_skips_torch_and_times_the_video_pipeline(disfa
     assert all(r["status"] == "skipped" for r in report["results"])
     video = report["video"]
     assert video["frames"] == 8 and 0 < video["frames_with_face"] <= 8 and video["fps"] > 0
-    assert set(video["stages"]) == {"decode", "detect", "preprocess", "model"}
+    assert set(video["stages"]) == {"decode", "detect", "preprocess", "model", "quality"}
     assert all(stage["seconds"] >= 0 and stage["ms_per_frame"] >= 0 for stage in video["stages"].values())
     assert video["stages"]["model"]["seconds"] > 0
     assert "Whole pipeline" in result.output and "| detect |" in result.output

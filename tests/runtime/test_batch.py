@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from mdhr_runtime.batch.segments import Segment as VideoSegment
 from mdhr_runtime.batch.segments import SegmentPlan, predict_segment, stitch
 from mdhr_runtime.cli.batch import main as batch_main
 from mdhr_runtime.cli.common import EXIT_SOME_FAILED, EXIT_USER_ERROR
+from mdhr_runtime.results.table import QUALITY_COLUMNS
 from mdhr_runtime.windows.streams import WindowPlan
 from tests.support.synthetic import FootageMaker, Segment, write_video
 
@@ -136,13 +138,19 @@ def test_a_rerun_does_no_work(first_run, corpus, disfa_short_bundle):
 
 
 def test_segments_on_workers_stitch_to_the_whole_run(local_ray, corpus, disfa_short_bundle, reference, tmp_path):
-    """40 frames in segments of 12 (three workers' tasks), equal to mdhr-run."""
+    """40 frames in segments of 12 (three workers' tasks), equal to mdhr-run;
+    a --flag-* threshold reaches the workers."""
     out = tmp_path / "out"
     result = batch([corpus / "a" / "clip.mp4", "--model", disfa_short_bundle, "--out", out, "--workers", 2,
-                    "--segment-frames", 12, "--json"], 0)
+                    "--segment-frames", 12, "--json", "--flag-face", 1000], 0)
     assert json.loads(result.stdout)["tasks_run"] == 3
     stitched, whole = read_rows(out / "clip.csv"), written_by_mdhr_run(reference["a/clip.mp4"], tmp_path)
     assert worst_difference(stitched, whole) <= STITCH_TOLERANCE
+    # the quality columns (landmarks, pose, size, frames since detection) are the whole run's exactly
+    measured = QUALITY_COLUMNS[:-2]
+    assert [[r[k] for k in measured] for r in stitched] == [[r[k] for k in measured] for r in whole]
+    assert any(r["pose_Ry"] for r in whole)
+    assert all("face<1000px" in r["flags"].split(";") for r in stitched if r["success"] == "1")
 
 
 def worst_difference(rows: list[dict], expected: list[dict]) -> float:
@@ -173,6 +181,11 @@ def test_a_segment_warmed_from_a_search_frame_matches(model_detector, corpus, wi
     gap = np.nanmax(np.abs(table.score_matrix() - whole.score_matrix()))
     assert np.array_equal(np.isnan(table.score_matrix()), np.isnan(whole.score_matrix()))
     assert gap <= STITCH_TOLERANCE
+    # the detector's own points, and the pose from them, are the whole run's exactly
+    kept = [r for r in whole.rows if r.index >= 32]
+    assert [None if r.quality is None else (r.quality.landmarks.tobytes(), r.quality.pose) for r in table.rows
+            if r.index >= 32] == [None if r.quality is None else (r.quality.landmarks.tobytes(), r.quality.pose)
+                                  for r in kept]
 
 
 def test_segment_plan_aligns_to_windows_and_the_search_grid():
@@ -312,3 +325,53 @@ def test_batch_reports_and_their_index(first_run, corpus, disfa_short_bundle, tm
         assert index.page.url.endswith("/a/clip.html")
         assert index.page.evaluate("document.querySelector('canvas.timeline').width") == 40
         assert index.console_errors == [] and index.remote_requests == []
+
+
+FOREIGN = {  # what a user may have at a path mdhr-batch would write
+    "file": lambda p: p.write_text("the user's own\n"),
+    "link to a file": lambda p: p.symlink_to(p.parent / "elsewhere.txt"),
+    "dangling link": lambda p: p.symlink_to(p.parent / "nowhere"),
+    "folder": lambda p: p.mkdir(),
+    "FIFO": lambda p: os.mkfifo(p),
+}
+
+
+def snapshot(folder: Path) -> dict:
+    """Every entry under ``folder`` with its kind and, for files, content."""
+    return {p.relative_to(folder).as_posix(): ("link", os.readlink(p)) if p.is_symlink() else
+            ("file", p.read_bytes()) if p.is_file() else ("other", p.stat().st_mode)
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("name", ["interview.csv", "summary.csv", "interview.html", "index.html"])
+@pytest.mark.parametrize("kind", list(FOREIGN))
+def test_a_file_it_did_not_write_is_never_replaced(kind, name, corpus, disfa_short_bundle, tmp_path):
+    """A corpus folder holding the user's own file at a name mdhr-batch
+    would write (the video's CSV, the summary, with --report the video's
+    report and the index), run with --out on that folder: one line, exit 2,
+    the folder exactly as it was."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "interview.mp4").write_bytes((corpus / "a" / "clip.mp4").read_bytes())
+    (folder / "elsewhere.txt").write_text("a file a link points to\n")
+    FOREIGN[kind](folder / name)
+    before = snapshot(folder)
+    result = CliRunner().invoke(batch_main, [str(folder), "--model", str(disfa_short_bundle), "--out", str(folder),
+                                             "--report"])
+    assert result.exit_code == EXIT_USER_ERROR, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --out: ") and "mdhr-batch never replaces" in lines[0], \
+        result.output
+    assert name in lines[0]
+    assert snapshot(folder) == before
+
+
+def test_a_refused_run_leaves_nothing(local_ray, corpus, disfa_short_bundle, tmp_path):
+    """Refused once Ray is joined (a worker bigger than any node): no
+    summary.csv, no folder."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(batch_main, [str(corpus), "--model", str(disfa_short_bundle), "--out", str(out),
+                                             "--threads-per-worker", "3"])
+    assert result.exit_code == EXIT_USER_ERROR, result.output
+    assert "--threads-per-worker 3 needs 3 CPUs on one node" in result.output
+    assert not out.exists()

@@ -62,9 +62,18 @@ def whole_run(detector, gap_video, pair_video):
 
 
 def rows_of(table) -> list[tuple]:
-    """Every row as comparable values (scores exact, NaN-free: None without a face)."""
-    return [(r.index, r.face_id, r.face.success, None if r.scores is None else r.scores.tobytes())
-            for r in table.rows]
+    """Every row as comparable values (scores exact, NaN-free: None without a
+    face), with its quality (landmarks, pose, size, frames since detection,
+    flags) exact."""
+    return [(r.index, r.face_id, r.face.success, None if r.scores is None else r.scores.tobytes(),
+             quality_of(r.quality)) for r in table.rows]
+
+
+def quality_of(quality) -> tuple | None:
+    if quality is None:
+        return None
+    return (None if quality.landmarks is None else quality.landmarks.tobytes(), np.asarray(quality.pose).tobytes(),
+            quality.face_size, quality.since_detection, quality.flags)
 
 
 @pytest.mark.parametrize("windows", WINDOWS)
@@ -75,6 +84,9 @@ def test_a_live_source_fed_from_a_file_equals_mdhr_run(detector, gap_video, pair
     whole = whole_run(windows, faces)
     assert not live.interrupted and len(whole) > 0
     assert rows_of(live.table) == rows_of(whole)
+    # the quality columns are there to compare: landmarks and pose on every face row
+    assert all(r.quality.landmarks is not None and np.isfinite(r.quality.pose).all()
+               for r in whole.rows if r.face.success)
     assert live.table.model_calls == whole.model_calls
 
 

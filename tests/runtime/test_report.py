@@ -161,6 +161,26 @@ def test_report_loads_alone_and_its_timeline_follows_the_video(run, browser, tmp
     assert opened.requests and opened.remote_requests == []
 
 
+def test_the_report_marks_flagged_frames_and_their_share(run, browser):
+    """The flag strip is red exactly on the CSV's flagged rows (here the
+    frames just after the face-less stretch), grey without a face; the
+    caption gives the face's flagged share."""
+    rows = read_rows(run / "talk.csv")
+    opened = open_report(browser, run / "talk.html")
+    page = opened.page
+    assert page.locator("canvas.flags").count() == 1
+    cells = np.asarray(page.evaluate("""() => { const c = document.querySelector('canvas.flags');
+        return Array.from(c.getContext('2d').getImageData(0, 0, c.width, 1).data); }""")).reshape(-1, 4)
+    red = (cells[:, 0] == 215) & (cells[:, 1] == 48)
+    grey = (cells[:, :3] == 217).all(axis=1)
+    assert red.tolist() == [r["flagged"] == "1" for r in rows] and red.sum() >= 1
+    assert grey.tolist() == [r["success"] == "0" for r in rows]
+    found = [r for r in rows if r["success"] == "1"]
+    share = sum(r["flagged"] == "1" for r in found) / len(found)
+    assert f"flagged: {share:.1%} of its frames" in page.locator("table.stats caption").inner_text()
+    assert opened.console_errors == []
+
+
 def test_mdhr_report_compares_two_runs_of_the_same_video(run, video, model_detector, disfa_model_bundle, browser):
     official = model_detector.predict_video(video, windows="official").write_csv(run / "official.csv")
     centred, other = read_rows(run / "talk.csv"), read_rows(official)

@@ -11,15 +11,19 @@ import pytest
 from mdhr.aus import BP4D, DISFA
 from mdhr.errors import MDHRError
 from mdhr_runtime.crops.crop import CroppedFrame
+from mdhr_runtime.faces.quality import QualityOptions, assess
 from mdhr_runtime.faces.tracking import FaceResult
 from mdhr_runtime.files.atomic import atomic_path
-from mdhr_runtime.results.table import FrameTable
+from mdhr_runtime.results.table import QUALITY_COLUMNS, FrameTable
+
+LANDMARKS = np.array([[40, 60], [80, 58], [60, 80], [45, 100], [78, 99]], dtype=np.float32)
 
 
 def face(found: bool) -> FaceResult:
     if not found:
         return FaceResult.missing()
-    return FaceResult(success=True, confidence=0.987654, box=(10.04, 20.06, 100.0, 120.5))
+    return FaceResult(success=True, confidence=0.987654, box=(10.04, 20.06, 100.0, 120.5), landmarks=LANDMARKS,
+                      since_detection=3, since_missing=2)
 
 
 def table_with(found: list[bool], au_set=BP4D) -> FrameTable:
@@ -29,7 +33,8 @@ def table_with(found: list[bool], au_set=BP4D) -> FrameTable:
         scores = rng.uniform(-1, 1, au_set.num_aus).astype(np.float32)
         scores[0] = 0.5  # exactly the threshold: active, as the official score >= 0.5
         scores[1] = 0.4999
-        table.add(CroppedFrame(index=i, timestamp=i / 30, face=face(ok), crop=None), scores if ok else None)
+        table.add(CroppedFrame(index=i, timestamp=i / 30, face=face(ok), crop=None), scores if ok else None,
+                  quality=assess(face(ok), QualityOptions()))
     return table
 
 
@@ -44,7 +49,10 @@ def test_csv_columns_and_cells(tmp_path):
     header, *rows = read_csv(path)
     aus = BP4D.au_names
     assert header == (["frame", "timestamp", "success", "confidence", "face_x", "face_y", "face_w", "face_h"]
-                      + [f"{a}_score" for a in aus] + [f"{a}_c" for a in aus])
+                      + [f"{a}_score" for a in aus] + [f"{a}_c" for a in aus] + list(QUALITY_COLUMNS))
+    assert QUALITY_COLUMNS[:2] == ("landmark_left_eye_x", "landmark_left_eye_y")
+    assert QUALITY_COLUMNS[10:] == ("pose_Rx", "pose_Ry", "pose_Rz", "face_size", "frames_since_detection",
+                                    "flagged", "flags")
     assert [r[0] for r in rows] == ["1", "2", "3"]  # 1-based frame numbers
     assert [r[1] for r in rows] == ["0.000", "0.033", "0.067"]
     first = dict(zip(header, rows[0]))
@@ -53,6 +61,10 @@ def test_csv_columns_and_cells(tmp_path):
     assert first["AU01_score"] == "0.5000" and first["AU01_c"] == "1"
     assert first["AU02_c"] == "0"
     assert all(first[f"{a}_c"] in ("0", "1") for a in aus)
+    assert (first["landmark_nose_x"], first["landmark_nose_y"], first["face_size"]) == ("60.0", "80.0", "120.5")
+    assert first["frames_since_detection"] == "3" and first["pose_Ry"] != ""
+    # 0.988 < 0.95 is false; found again 2 frames ago: within the 8-frame gap
+    assert (first["flagged"], first["flags"]) == ("1", "track-gap")
     missing = dict(zip(header, rows[1]))
     assert missing["success"] == "0" and missing["confidence"] == "0.000"
     # No face: box and every AU cell left empty, never a made-up number.
@@ -78,6 +90,10 @@ def test_json_output(tmp_path):
     assert found["au_scores"]["AU01"] == 0.5 and found["au_active"]["AU01"] is True
     assert missing["success"] is False and missing["box"] is None
     assert missing["au_scores"] is None and missing["au_active"] is None
+    assert missing["quality"] is None
+    quality = found["quality"]
+    assert quality["landmarks"]["nose"] == [60.0, 80.0] and set(quality["pose"]) == {"Rx", "Ry", "Rz"}
+    assert quality["flags"] == ["track-gap"] and quality["flagged"] is True and quality["frames_since_detection"] == 3
 
 
 def test_timeline_png(tmp_path):

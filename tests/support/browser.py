@@ -17,6 +17,12 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 LOCAL_SCHEMES = ("file:", "data:", "blob:")
 
 
+def fake_camera_flags(y4m: Path) -> tuple[str, ...]:
+    """Chromium's camera replaced by a video file (YUV4MPEG2, looped), granted without asking."""
+    return ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={Path(y4m).absolute()}")
+
+
 def have_chromium() -> bool:
     return Path(CHROMIUM).exists()
 
@@ -34,11 +40,12 @@ class OpenedPage:
 
 
 @contextmanager
-def chromium():
+def chromium(extra_flags: tuple[str, ...] = ()):
+    """``extra_flags``: e.g. ``fake_camera_flags`` for the live page."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS + list(extra_flags))
         try:
             yield browser
         finally:

@@ -23,3 +23,16 @@ def crowd_video(path: Path, photo, count: int, script, frames: int, size=(640, 3
     made = list(CrowdMaker(photo, count, size).frames(script, frames))
     write_video(path, [f.rgb for f in made])
     return path, [f.truths for f in made]
+
+
+def write_y4m(path: Path, frames, fps: int = 15) -> Path:
+    """Frames (RGB, even sides) as an uncompressed YUV4MPEG2 file: what
+    Chromium's fake camera plays (--use-file-for-fake-video-capture), looped."""
+    import cv2
+
+    height, width = frames[0].shape[:2]
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for rgb in frames:
+            f.write(b"FRAME\n" + cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).tobytes())
+    return path

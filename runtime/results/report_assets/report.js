@@ -40,10 +40,15 @@
     return mix([255, 255, 255], [84, 39, 143], value / 254);
   }
 
+  // Quality flags: red where flagged, green where not.
+  function flagColour(value) {
+    return value > 0 ? [215, 48, 31] : [161, 217, 155];
+  }
+
   function paint(canvas) {
     var cells = bytes(canvas.dataset.cells);
     var rows = canvas.height;
-    var colour = canvas.dataset.kind === "diff" ? diffColour : scoreColour;
+    var colour = canvas.dataset.kind === "diff" ? diffColour : canvas.dataset.kind === "flag" ? flagColour : scoreColour;
     var context = canvas.getContext("2d");
     var image = context.createImageData(columns, rows);
     for (var i = 0; i < rows * columns; i++) {
@@ -85,7 +90,7 @@
     return Math.min(columns - 1, Math.max(0, column));
   }
 
-  document.querySelectorAll("canvas.timeline").forEach(function (canvas) {
+  document.querySelectorAll("canvas.timeline, canvas.flags").forEach(function (canvas) {
     paint(canvas);
     canvas.addEventListener("click", function (event) {
       var column = columnOf(canvas, event);
@@ -99,8 +104,9 @@
       var row = Math.min(canvas.height - 1, Math.floor((event.clientY - rect.top) / rect.height * canvas.height));
       var value = canvas._cells[row * columns + column];
       var names = canvas.dataset.rows.split(",");
-      var shown = value === 255 ? "no face" : canvas.dataset.kind === "diff"
-        ? "difference " + (value / 254).toFixed(2) : "score " + (value / 254 * 2 - 1).toFixed(2);
+      var kind = canvas.dataset.kind;
+      var shown = value === 255 ? "no face" : kind === "flag" ? (value > 0 ? "flagged" : "not flagged")
+        : kind === "diff" ? "difference " + (value / 254).toFixed(2) : "score " + (value / 254 * 2 - 1).toFixed(2);
       canvas.title = names[row] + ", " + times[column].toFixed(2) + " s: " + shown;
     });
   });

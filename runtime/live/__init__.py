@@ -1,0 +1,1 @@
+"""``mdhr-live``: a browser page that scores its camera as you watch (``server.py``)."""
