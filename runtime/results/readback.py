@@ -44,6 +44,10 @@ def read_csv(path: str | Path, threshold: float = DECISION_THRESHOLD) -> FrameTa
     column = {name: k for k, name in enumerate(header)}
     face_ids = "face_id" in column
     with_quality = all(name in column for name in QUALITY_COLUMNS)
+    if not with_quality and any(name in column for name in QUALITY_COLUMNS):
+        missing = [name for name in QUALITY_COLUMNS if name not in column]
+        raise MDHRError(f"{path} has some face quality columns but not {missing[0]}; the CSV is damaged: write it "
+                        "again with mdhr-run or mdhr-batch")
     table = FrameTable(au_names, threshold, face_ids=face_ids)
     seen: set[tuple[int, int | None]] = set()
     for number, cells in enumerate(lines, start=2):
@@ -93,6 +97,8 @@ def _integer(cells: list[str], column: dict[str, int], name: str, low: int, high
     return int(text)
 
 
+# The cells a frame without a face has; every other one is empty.
+_ALWAYS_WRITTEN = frozenset({"frame", "face_id", "timestamp", "success", "confidence"})
 _NOT_FINITE = frozenset({"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
 
 
@@ -104,8 +110,7 @@ def _check_cells(cells: list[str], header: list[str], success: bool) -> None:
         text = text.strip()
         if text.lower() in _NOT_FINITE:
             raise ValueError(f"{name} is {text!r}, not a finite number (a frame without a face has empty cells)")
-        if not success and text and (name.startswith("face_") or name.endswith(("_score", "_c"))) \
-                and name != "face_id":
+        if not success and text and name not in _ALWAYS_WRITTEN:
             raise ValueError(f"{name} is {text[:40]!r} on a frame without a face (success 0), where it is empty")
         if name.endswith("_c") and text not in ("", "0", "1"):
             raise ValueError(f"{name} is {text[:40]!r}, not 0, 1 or empty")
@@ -127,7 +132,7 @@ def _row(cells: list[str], column: dict[str, int], au_names: list[str], face_ids
     face_id = None
     if face_ids and cells[column["face_id"]].strip():
         face_id = _integer(cells, column, "face_id", 0, MAX_FRAME)
-    quality = _quality(lambda name: cells[column[name]]) if with_quality and success else None
+    quality = _quality(cells, column) if with_quality and success else None
     return FrameRow(frame - 1, timestamp, face, scores, face_id, quality)
 
 
@@ -145,13 +150,20 @@ def _check_order(row: FrameRow, previous: FrameRow | None, seen: set) -> None:
                          f"{previous.index + 1}")
 
 
-def _quality(cell) -> FaceQuality:
-    """A row's quality cells (ValueError on a damaged one)."""
-    points = [cell(name) for name in LANDMARK_COLUMNS]
-    landmarks = None if not any(points) else np.asarray([float(p) for p in points], dtype=np.float32).reshape(5, 2)
-    pose = tuple(float(cell(name)) if cell(name) else float("nan") for name in POSE_COLUMNS)
-    since = int(cell("frames_since_detection")) if cell("frames_since_detection") else None
+def _quality(cells: list[str], column: dict[str, int]) -> FaceQuality:
+    """A row's quality cells, finite and in range (ValueError on a damaged one)."""
+    def cell(name: str) -> str:
+        return cells[column[name]].strip()
+
+    points = [_number(cells, column, name, -1e6, 1e6, empty=math.nan) for name in LANDMARK_COLUMNS]
+    landmarks = None if all(math.isnan(p) for p in points) else np.asarray(points, dtype=np.float32).reshape(5, 2)
+    if landmarks is not None and not np.isfinite(landmarks).all():
+        raise ValueError("the landmark cells are partly empty")
+    pose = tuple(_number(cells, column, name, -10.0, 10.0, empty=math.nan) for name in POSE_COLUMNS)
+    since = None
+    if cell("frames_since_detection"):
+        since = _integer(cells, column, "frames_since_detection", 0, MAX_FRAME)
     flags = tuple(cell("flags").split(";")) if cell("flags") else ()
     if cell("flagged") not in ("0", "1") or (cell("flagged") == "1") != bool(flags):
         raise ValueError(f"flagged {cell('flagged')!r} does not match flags {cell('flags')!r}")
-    return FaceQuality(landmarks, pose, float(cell("face_size")), since, flags)
+    return FaceQuality(landmarks, pose, _number(cells, column, "face_size", 0.0, 1e6), since, flags)
