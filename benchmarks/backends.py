@@ -42,8 +42,8 @@ def for_bundle(backend: Backend, bundle: Bundle) -> Backend:
     precision it was built with (its card says fp16 or fp32)."""
     if backend.family != "tensorrt":
         return backend
-    built = bundle.card.get("engine_build") or {}
-    return replace(backend, precision=built.get("precision", backend.precision))
+    built = bundle.card.engine_build
+    return replace(backend, precision=built.precision if built else backend.precision)
 
 
 def parse_backends(text: str | None) -> list[Backend]:

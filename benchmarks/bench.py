@@ -122,7 +122,7 @@ def run_benchmark(options: BenchOptions, say: Callable[[str], None] = lambda lin
 def bundle_summary(bundle: Bundle) -> dict:
     return {"path": str(bundle.root), "dataset": bundle.dataset, "backbone": bundle.backbone,
             "input_shape": list(bundle.input_shape), "untrained": bundle.untrained,
-            "artifacts": {k: v for k, v in bundle.card["artifacts"].items() if v}}
+            "artifacts": {kind: artifact.name for kind, artifact in bundle.card.artifacts.items()}}
 
 
 def checkpoint_summary(ckpt: Path | None, bundle: Bundle) -> dict | None:
@@ -133,7 +133,7 @@ def checkpoint_summary(ckpt: Path | None, bundle: Bundle) -> dict | None:
     from mdhr_export.pipeline import sha256
 
     digest = sha256(Path(ckpt))
-    exported_from = (bundle.card.get("source") or {}).get("checkpoint_sha256")
+    exported_from = bundle.card.source.checkpoint_sha256
     return {"path": str(ckpt), "sha256": digest,
             "matches_bundle": None if exported_from is None else digest == exported_from}
 
@@ -286,7 +286,7 @@ def add_export_gates(results: list[dict], bundle: Bundle) -> None:
 def int8_frontier(bundle: Bundle) -> dict | None:
     """What the export's INT8 search tried (speed and agreement of each
     candidate, ``chosen`` the one shipped), from the card; None without one."""
-    search = (bundle.card.get("int8") or {}).get("search")
+    search = bundle.card.report("int8", "search")
     if search is None:
         return None
     keys = ("int8_groups", "fp32_groups", "int8_macs_share", "speedup_vs_onnxruntime", "median_decision_agreement",

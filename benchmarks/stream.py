@@ -72,7 +72,7 @@ def measure_stream(bundle: Bundle, threads: int, warmup: int, iters: int, seed: 
     result = {"mode": "stream", "backend": name, "precision": "fp32", "frames": T,
               "frame_stage_ms": p50_ms(frame_stage[warmup:]), "clip_stage_ms": p50_ms(clip_stage[warmup:]),
               "per_frame_ms": p50_ms(per_frame[warmup:]), "clip_recompute_ms": p50_ms(recompute[warmup:]),
-              "cached_bytes_per_frame": bundle.card.get("stages", {}).get("cached_bytes_per_frame"),
+              "cached_bytes_per_frame": (bundle.card.stages.cached_bytes_per_frame if bundle.card.stages else None),
               "latency_frames": {"stride_1": WindowPlan.make("centred", T, 1).latency_frames},
               "warmup": warmup, "iters": iters}
     result["stream_vs_recompute"] = round(result["per_frame_ms"] / result["clip_recompute_ms"], 4)

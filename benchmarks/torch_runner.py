@@ -44,9 +44,9 @@ class TorchRunner:
         """The checkpoint's model, checked to be the bundle's dataset and backbone."""
         model = mdhr.load_model(ckpt, bundle.dataset, bundle.backbone)
         runner = cls(model, precision)
-        if runner.output_names != list(bundle.card["outputs"]):
+        if runner.output_names != list(bundle.card.outputs):
             raise MDHRError(f"{ckpt}: model outputs {runner.output_names} differ from the bundle's "
-                            f"{bundle.card['outputs']}; use the checkpoint the bundle was exported from")
+                            f"{list(bundle.card.outputs)}; use the checkpoint the bundle was exported from")
         return runner
 
     def infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:

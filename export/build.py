@@ -13,7 +13,7 @@ from mdhr_runtime.backends.gpu import visible_gpu
 from mdhr_runtime.backends.selection import tensorrt_unavailable_reason
 from mdhr_runtime.backends.stages import STAGE_ENGINE_KINDS, STAGE_KINDS, StageRunner, has_stages, official_windows
 from mdhr_runtime.backends.tensorrt_runner import quiet_polygraphy
-from mdhr_runtime.bundle import Bundle, load_bundle, write_card
+from mdhr_runtime.bundle import Bundle, load_bundle, seal, write_card
 from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.files.outputs import check_output_file
 
@@ -27,8 +27,8 @@ def engine_source(bundle: Bundle, precision: str) -> Path:
     """The ONNX an engine of ``precision`` is built from: strongly typed, the
     engine computes in the ONNX's own types."""
     kind = ONNX_FOR_PRECISION[precision]
-    path = bundle.artifact(kind)
-    if path is None or not path.is_file():
+    path = bundle.verified(kind)
+    if path is None:
         raise MDHRError(f"{bundle.root}: no {precision} ONNX in this bundle to build the engine from; "
                         + bundle.export_hint(kind))
     return path
@@ -43,7 +43,7 @@ def engine_parity(bundle: Bundle, engine: Path, precision: str) -> tuple[dict, d
     from polygraphy.backend.trt import EngineFromPath, TrtRunner
 
     engine_runner = TrtRunner(EngineFromPath(str(engine)), name="tensorrt")
-    stored = bundle.artifact("parity_reference")
+    stored = bundle.verified("parity_reference")
     if bundle.artifact("onnx") is None and stored is not None:
         (candidate,) = comparator_outputs([engine_runner], bundle)
         reference = saved_reference(stored)
@@ -55,7 +55,7 @@ def engine_parity(bundle: Bundle, engine: Path, precision: str) -> tuple[dict, d
 def fp32_onnx_runner(bundle: Bundle):
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
 
-    return OnnxrtRunner(SessionFromOnnx(str(bundle.artifact("onnx")), providers=["cpu"]), name="onnxruntime")
+    return OnnxrtRunner(SessionFromOnnx(str(bundle.verified("onnx")), providers=["cpu"]), name="onnxruntime")
 
 
 def saved_reference(path: Path) -> dict:
@@ -76,9 +76,9 @@ def comparator_outputs(runners: list, bundle: Bundle) -> list[dict]:
     axis, as Polygraphy's Comparator ran them."""
     from polygraphy.comparator import Comparator
 
-    feeds = [{bundle.card["input"]["name"]: clips} for clips in parity.parity_clips(bundle.batch, bundle.frames)]
+    feeds = [{bundle.card.input.name: clips} for clips in parity.parity_clips(bundle.batch, bundle.frames)]
     results = Comparator.run(runners, data_loader=feeds)
-    return [parity.concat([{name: iteration[name] for name in bundle.card["outputs"]} for iteration in iterations])
+    return [parity.concat([{name: iteration[name] for name in bundle.card.outputs} for iteration in iterations])
             for _runner_name, iterations in results]
 
 
@@ -90,7 +90,7 @@ def build_into(folder: Path, card: dict, precision: str) -> dict:
     MDHRError says why."""
 
     quiet_polygraphy()
-    bundle = Bundle(Path(folder), card)
+    bundle = Bundle(Path(folder), seal(folder, card))
     source = engine_source(bundle, precision)
     serialized, seconds = build_engine(source, Path(folder) / TIMING_CACHE_FILE)
     # Staged beside the target: a rejected build leaves a previous engine as it was.
@@ -129,15 +129,15 @@ def build_stage_engines(folder: Path, card: dict, precision: str, reference: dic
     on the GPU), from the stage ONNX of ``precision``; kept, both or
     neither, when the stages run as the official windows agree with the
     fp32 ONNX ``reference`` as ``model.engine`` must."""
-    bundle = Bundle(folder, card)
+    bundle = Bundle(folder, seal(folder, card))
     with contextlib.ExitStack() as stack:
         staged = {}
         for kind, onnx_kind in zip(STAGE_ENGINE_KINDS, STAGE_KINDS[precision]):
-            serialized, _ = build_engine(bundle.artifact(onnx_kind), folder / TIMING_CACHE_FILE)
+            serialized, _ = build_engine(bundle.verified(onnx_kind), folder / TIMING_CACHE_FILE)
             staged[kind] = stack.enter_context(atomic_path(folder / STAGE_ENGINE_FILES[kind]))
             staged[kind].write_bytes(serialized)
-        trial = Bundle(folder, {**card, "artifacts": {**card["artifacts"],
-                                                      **{k: p.name for k, p in staged.items()}}})
+        trial = Bundle(folder, seal(folder, {**card, "artifacts": {**card["artifacts"],
+                                                                   **{k: p.name for k, p in staged.items()}}}))
         runner = StageRunner(trial, precision, engines=True)
         try:
             candidate = parity.concat(official_windows(runner, parity.parity_clips(trial.batch, trial.frames)))
@@ -158,6 +158,6 @@ def build_bundle_engine(bundle_dir: Path, precision: str) -> dict:
     reason = tensorrt_unavailable_reason()
     if reason is not None:
         raise MDHRError(f"cannot build a TensorRT engine here: {reason}; run mdhr-build on the target GPU machine")
-    card = build_into(bundle.root, dict(bundle.card), precision)
+    card = build_into(bundle.root, bundle.card.to_json(), precision)
     write_card(bundle.root, card)
     return card

@@ -24,7 +24,7 @@ from mdhr_runtime.backends.gates import gate_text
 from mdhr_runtime.backends.openvino_runner import OpenVINORunner, openvino_unavailable_reason
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 from mdhr_runtime.batch.corpus import VIDEO_SUFFIXES
-from mdhr_runtime.bundle import Bundle, load_bundle, write_card
+from mdhr_runtime.bundle import Bundle, load_bundle, seal, write_card
 from mdhr_runtime.pipeline import clip_batches
 
 INT8_FILE, INT8_WEIGHTS = "model_int8.xml", "model_int8.bin"
@@ -91,7 +91,7 @@ def quantize(staging: Path, card: dict, calibration: list[tuple[np.ndarray, int]
     import nncf
     import openvino as ov
 
-    search = Search(staging, Bundle(staging, card), calibration, judged, settings, say)
+    search = Search(staging, Bundle(staging, seal(staging, card)), calibration, judged, settings, say)
     try:
         record = search.run()
         chosen = record["frontier"][record["chosen"]]
@@ -120,7 +120,7 @@ def measure_gates(staging: Path, card: dict, judged: list[tuple[np.ndarray, int]
                   settings: SearchSettings, say: Callable[[str], None]) -> dict:
     """Each reduced-precision CPU runner (and OpenVINO fp32) against the fp32
     ONNX on ONNX Runtime, on the judged face clips."""
-    bundle = load_bundle(staging)
+    bundle = Bundle(staging, seal(staging, card))
     reference = outputs_on(OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"]), judged)
     runners = {}
     for backend in ("openvino", "openvino-bf16", "int8"):
@@ -147,7 +147,7 @@ def reduced_precision_step(staging: Path, card: dict, footage: Path, int8: bool,
                            settings: SearchSettings = SearchSettings()) -> None:
     """Face clips of ``footage`` -> the INT8 model (with ``int8``) and every
     gate, recorded in ``card`` (saved)."""
-    clips = face_clips(footage, Bundle(staging, card))
+    clips = face_clips(footage, Bundle(staging, seal(staging, card)))
     calibrate, judge = (clips[0::2], clips[1::2]) if len(clips) > 1 else (clips, clips)
     batch = card["input"]["shape"][0]
     if int8:

@@ -73,8 +73,8 @@ class Search:
         self.staging, self.bundle, self.settings, self.say = staging, bundle, settings, say
         self.calibration, self.judged = calibration, judged
         self.core = ov.Core()
-        self.model = self.core.read_model(str(bundle.artifact("onnx")))
-        self.groups = layer_groups(self.model, bundle.card["reduced_precision_islands"])
+        self.model = self.core.read_model(str(bundle.verified("onnx")))
+        self.groups = layer_groups(self.model, {part: list(nodes) for part, nodes in bundle.card.islands.items()})
         self.fp32 = OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"])
         self.reference = parity.concat([{k: v[:real] for k, v in self.fp32.infer(b).items()} for b, real in judged])
         self.folder = staging / CANDIDATES_DIR

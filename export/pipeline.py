@@ -202,11 +202,9 @@ def export_bundle(options: ExportOptions, progress: Progress | None = None) -> d
                 staging, card, Path(options.calibrate), options.int8, progress.say))
         if options.target == "gpu":
             keep_for_gpu(staging, card, onnx_fp32)
-        card["artifact_bytes"] = {kind: (staging / name).stat().st_size
-                                  for kind, name in card["artifacts"].items() if name is not None}
         card["timings_s"] = progress.timings
-        write_card(staging, card)
-    return card
+        written = write_card(staging, card)  # with each artifact's size and sha256
+    return written.to_json()
 
 
 def keep_for_gpu(staging: Path, card: dict, onnx_fp32: dict[str, np.ndarray]) -> None:

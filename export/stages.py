@@ -18,7 +18,7 @@ from mdhr_export import fp16 as fp16_tools
 from mdhr_export import graph, isolated, parity
 from mdhr_export.weights import WeightsFile
 from mdhr_runtime.backends import stages as runtime_stages
-from mdhr_runtime.bundle import Bundle
+from mdhr_runtime.bundle import Bundle, seal
 
 STAGES = ("frame_stage", "clip_stage")
 FILES = {"frame_stage": "frame_stage.onnx", "clip_stage": "clip_stage.onnx",
@@ -123,7 +123,7 @@ def stage_outputs(staging: Path, card: dict, clips: list[np.ndarray], precision:
     """Every clip of ``clips`` ([B, T, ...] batches) through the stages in
     ONNX Runtime CPU, as the official windows: outputs like ``model.onnx``'s."""
 
-    runner = runtime_stages.StageRunner(Bundle(staging, card), precision, providers=["CPUExecutionProvider"])
+    runner = runtime_stages.StageRunner(Bundle(staging, seal(staging, card)), precision, providers=["CPUExecutionProvider"])
     try:
         return parity.concat(runtime_stages.official_windows(runner, clips))
     finally:

@@ -17,14 +17,17 @@ model run requests concurrently.
 """
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
+import re
+import stat
 from pathlib import Path
 
 from mdhr.errors import MDHRError
 from mdhr_export.staging import staged_folder
-from mdhr_export.weights import files_of
+from mdhr_runtime import integrity
 from mdhr_runtime.bundle import Bundle, load_bundle
+from mdhr_runtime.card import Artifact
 from mdhr_runtime.files.outputs import check_output_folder
 
 # The ONNX Runtime backend can hand the graph to TensorRT itself; left as a
@@ -60,9 +63,10 @@ def config_text(bundle: Bundle, name: str, platform: str, instances: int, kind: 
     Triton's ModelConfig)."""
     B, T = bundle.batch, bundle.frames
     outputs = [_tensor("au_scores", [B, T, len(bundle.au_names)], label="au_names.txt")]
-    outputs += [_tensor(f"region_{region}", [B, T, size]) for region, size in bundle.card.get("regions", {}).items()]
+    outputs += [_tensor(name, shape) for name, shape in list(bundle.card.output_shapes().items())[1:]]
+    source = re.sub(r"[^\w.\- ]", "?", bundle.root.name)[:80]  # a comment line: no line breaks from a folder name
     lines = [
-        f"# MDHR {bundle.dataset}/{bundle.backbone} from {bundle.root.name}: one request = {B} clip(s) of {T} "
+        f"# MDHR {bundle.dataset}/{bundle.backbone} from {source}: one request = {B} clip(s) of {T} "
         "frames,",
         "# normalised RGB face crops (pixel / 255, minus ImageNet mean, over std). au_scores are cosines;",
         f"# an AU is active at score >= {bundle.threshold}. Static shapes: no batching by Triton.",
@@ -70,7 +74,7 @@ def config_text(bundle: Bundle, name: str, platform: str, instances: int, kind: 
         f'platform: "{platform}"',
         "max_batch_size: 0",
         "input [",
-        _tensor(bundle.card["input"].get("name", "clips"), bundle.input_shape),
+        _tensor(bundle.card.input.name, bundle.input_shape),
         "]",
         "output [",
         ",\n".join(outputs),
@@ -96,42 +100,60 @@ def check_new_or_empty(repo: Path) -> Path:
 
 
 def write_repository(bundle_dir: str | Path, repo: str | Path, instances: int = 1, kind: str = "KIND_GPU") -> list[Path]:
-    """Write ``repo`` (new or empty) whole or not at all; the model folders written."""
+    """Write ``repo`` (new or empty) whole or not at all; the model folders
+    written.  Every file comes from the bundle, verified against its card,
+    under a name the repository layout fixes or the card's checked one."""
     bundle = load_bundle(bundle_dir)
     repo = check_new_or_empty(repo)
     if instances < 1:
         raise MDHRError(f"--instances must be at least 1, got {instances}")
-    graph = bundle.artifact("onnx") or bundle.artifact("onnx_fp16")  # a --target gpu bundle has only the latter
-    models = [("onnxruntime_onnx", [(graph, "model.onnx"), *((p, p.name) for p in files_of(bundle.root, graph)[1:])],
-               "")]
-    missing = [str(path) for path, _ in models[0][1] if not path.is_file()]
-    if missing:
-        raise MDHRError(f"{bundle.root}: incomplete bundle: {', '.join(missing)} missing; export the bundle again")
+    models = [("onnxruntime_onnx", graph_files(bundle), "")]
     engine = bundle.artifact("engine")
     if engine is not None and engine.is_file():
-        models.append(("tensorrt_plan", [(engine, "model.plan")], "_trt"))
+        bundle.verified("engine")
+        models.append(("tensorrt_plan", [(bundle.card.artifacts["engine"], "model.plan")], "_trt"))
     written = []
     with staged_folder(repo, check=check_new_or_empty, option="REPO") as staging:
         for platform, files, suffix in models:
             name = model_name(bundle) + suffix
             folder = staging / name
             (folder / "1").mkdir(parents=True)
-            graph_file, *data_files = files  # the graph, then the weights file it reads, under its own name
-            _link_or_copy(*graph_file[:1], folder / "1" / graph_file[1])
-            for artifact, file_name in data_files:
-                # copied: the onnx package refuses external data with several hard links (a
-                # "hardlink attack"), so a link would leave the bundle's own graph unreadable to it
-                shutil.copy2(artifact, folder / "1" / file_name)
+            for artifact, file_name in files:
+                _copy_verified(bundle.root / artifact.name, folder / "1" / file_name, artifact)
             (folder / "config.pbtxt").write_text(config_text(bundle, name, platform, instances, kind))
             (folder / "au_names.txt").write_text("\n".join(bundle.au_names) + "\n")
             written.append(repo / name)
     return written
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    """A hard link shares the (hundreds of MB) weights with the bundle; a
-    copy where the two are on different file systems."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+def graph_files(bundle: Bundle) -> list[tuple[Artifact, str]]:
+    """The graph (as ``model.onnx``) and each weights file it reads (under
+    the name it reads it by), all verified artifacts of the bundle."""
+    kind = "onnx" if bundle.artifact("onnx") is not None else "onnx_fp16"  # a --target gpu bundle has only fp16
+    graph = bundle.verified(kind)
+    by_name = {artifact.name: artifact for artifact in bundle.card.artifacts.values()}
+    files = [(bundle.card.artifacts[kind], "model.onnx")]
+    for location in sorted(integrity.external_data_locations(graph)):
+        if location == "model.onnx":  # checked by verified(); here it would replace the graph
+            raise MDHRError(f"{graph}: reads its weights from a file named model.onnx; export the bundle again")
+        files.append((by_name[location], location))
+    return files
+
+
+def _copy_verified(source: Path, target: Path, artifact: Artifact) -> None:
+    """Copy ``source`` (a regular file, never followed through a link) and
+    check that the bytes copied are the artifact's: the repository holds
+    exactly what was verified, even if the bundle changed meanwhile.
+    Copied, not linked: the onnx package refuses external data with several
+    hard links (a "hardlink attack"), and a link would share later edits."""
+    digest, size = hashlib.sha256(), 0
+    handle = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(handle, "rb") as reader, open(target, "xb") as writer:
+        if not stat.S_ISREG(os.fstat(reader.fileno()).st_mode):
+            raise MDHRError(f"{source}: not a regular file; export the bundle again")
+        while block := reader.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+            writer.write(block)
+    if size != artifact.size or digest.hexdigest() != artifact.sha256:
+        raise MDHRError(f"{source}: changed while it was copied (not what the card says); export the bundle again")

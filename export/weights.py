@@ -76,11 +76,3 @@ def _point_at(tensor: onnx.TensorProto, location: str, offset: int, length: int)
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
     tensor.data_location = onnx.TensorProto.EXTERNAL
-
-
-def files_of(folder: Path, graph: Path) -> list[Path]:
-    """The files a graph in ``folder`` reads: itself and its external data."""
-    proto = onnx.load(str(graph), load_external_data=False)
-    locations = {entry.value for tensor in proto.graph.initializer for entry in tensor.external_data
-                 if entry.key == "location"}
-    return [graph, *(Path(folder) / location for location in sorted(locations))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 import pickletools
+import struct
 import zipfile
 from collections.abc import Mapping
 
@@ -19,6 +20,17 @@ _BACKBONE_MARKERS = {
     "swin_transformer": "Backbone.patch_embed.proj.weight",
 }
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+# The largest MDHR state dict, BP4D with Swin-B: 588 tensors, 434,278,080
+# bytes (tests/export/test_trust_card.py checks it against the model).  A training
+# checkpoint may add Adam's two moments and a spare copy (an EMA): four times
+# that bounds what a checkpoint can hold; more is refused before it is read.
+MAX_STATE_BYTES = 435_000_000
+MAX_CHECKPOINT_BYTES = 4 * MAX_STATE_BYTES
+MAX_ENTRIES = 8 * 1024  # one per tensor (x4 as above), and a few records
+MAX_PICKLE_BYTES = 64 << 20  # the pickle names tensors, it holds none
+# Float tensors deflate to no less than about 80% of their size; a whole
+# archive that inflates 20-fold is mostly one repeated byte: a zip bomb.
+MAX_INFLATION = 20
 
 
 def build_model(dataset: str = "BP4D", backbone: str = "resnet") -> MDHR:
@@ -35,6 +47,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MDHRError(f"{path}: no such checkpoint file; check the path")
+    check_archive(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load fails in many ways on foreign bytes (KeyError on text, ...)
@@ -48,6 +61,63 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                         "is the file complete and saved with torch.save?") from None
     state = _unwrap(obj, path)
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def check_archive(path: str) -> None:
+    """Before anything is unpickled or inflated: the file and, for torch's
+    zip format, what its archive declares (read from the central directory
+    alone) fit an MDHR checkpoint.  Costs a few kB of reading."""
+    size = os.path.getsize(path)
+    refuse = f"{path}: refused to load: "
+    if size > MAX_CHECKPOINT_BYTES:
+        raise MDHRError(f"{refuse}{size / 1e9:.2f} GB, more than any MDHR checkpoint "
+                        f"({MAX_CHECKPOINT_BYTES / 1e9:.2f} GB at most); check the file")
+    directory = _central_directory(path)
+    if directory is None:
+        return  # not a zip archive: torch's legacy format, bounded by the file's size above
+    entries, directory_bytes = directory
+    if entries > MAX_ENTRIES or directory_bytes > MAX_ENTRIES * 1024:
+        raise MDHRError(f"{refuse}its archive lists {entries} files, far more than an MDHR checkpoint's tensors; "
+                        "check the file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise MDHRError(f"{path}: not a PyTorch checkpoint (a damaged zip archive: {str(e)[:100]}); "
+                        "is the file complete and saved with torch.save?") from None
+    declared = sum(info.file_size for info in infos)
+    stored = sum(info.compress_size for info in infos)
+    pickled = max((info.file_size for info in infos if info.filename.endswith(".pkl")), default=0)
+    if declared > MAX_CHECKPOINT_BYTES or pickled > MAX_PICKLE_BYTES:
+        raise MDHRError(f"{refuse}its archive declares {declared / 1e9:.2f} GB of content, more than any MDHR "
+                        f"checkpoint ({MAX_CHECKPOINT_BYTES / 1e9:.2f} GB at most); check the file")
+    if declared > MAX_INFLATION * max(stored, 1) and declared > 1 << 20:
+        raise MDHRError(f"{refuse}its archive inflates {declared / max(stored, 1):.0f}-fold, which tensors of "
+                        "weights never do (a zip bomb?); check the file")
+
+
+def _central_directory(path: str) -> tuple[int, int] | None:
+    """(files listed, central directory bytes) from a zip's end record, or
+    None when the file is no zip archive."""
+    with open(path, "rb") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, end - (1 << 16) - 22))
+        tail = handle.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < 22:
+            return None
+        entries, directory_bytes = struct.unpack("<HI", tail[at + 10:at + 16])
+        locator = tail[at - 20:at] if at >= 20 else b""
+        if locator[:4] == b"PK\x06\x07":  # zip64: the counts live in their own record
+            (record,) = struct.unpack("<Q", locator[8:16])
+            if record + 56 > end:
+                return None
+            handle.seek(record)
+            zip64 = handle.read(56)
+            if zip64[:4] != b"PK\x06\x06":
+                return None
+            entries, directory_bytes = struct.unpack("<QQ", zip64[32:48])
+    return entries, directory_bytes
 
 
 def _pickled_globals(path: str) -> list[str]:

@@ -3,89 +3,110 @@ artifacts it names.  Written by ``mdhr_export``, read here without torch."""
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from mdhr.aus import IMAGE_SIZE
 from mdhr.errors import MDHRError
+from mdhr_runtime.integrity import external_data_locations, remember, remembered, sha256_of, verify_file
+from mdhr_runtime.card import (ARTIFACT_KINDS, CARD_FILE, DEFAULT_TARGET, FORMAT, TARGET_ARTIFACTS, TARGETS, Card,
+                               CardError, plain_file_name)
 from mdhr_runtime.files.atomic import write_atomically
 
-CARD_FILE = "mdhr.json"
-FORMAT = 1  # bump when the card or the graph's inputs/outputs change meaning
-ARTIFACT_KINDS = ("onnx", "onnx_fp16", "engine", "frame_stage", "clip_stage", "frame_stage_fp16", "clip_stage_fp16",
-                  "frame_stage_engine", "clip_stage_engine", "openvino_int8", "openvino_int8_weights", "weights",
-                  "weights_fp16", "parity_reference")
-# What ``mdhr-export --target`` writes: the CPU runners' fp32 graphs (and
-# INT8), what TensorRT engines are built from (the fp16 graphs, and the fp32
-# model's outputs on the parity clips to check the engines against), or both.
-TARGET_ARTIFACTS = {
-    "cpu": ("onnx", "frame_stage", "clip_stage", "weights", "openvino_int8", "openvino_int8_weights"),
-    "gpu": ("onnx_fp16", "frame_stage_fp16", "clip_stage_fp16", "weights_fp16", "parity_reference"),
-}
-TARGETS = (*TARGET_ARTIFACTS, "all")
-DEFAULT_TARGET = "all"
+__all__ = ["ARTIFACT_KINDS", "CARD_FILE", "DEFAULT_TARGET", "FORMAT", "TARGET_ARTIFACTS", "TARGETS", "Bundle", "Card",
+           "load_bundle", "seal", "write_card"]
+GRAPH_KINDS = ("onnx", "onnx_fp16", "frame_stage", "clip_stage", "frame_stage_fp16", "clip_stage_fp16")
+WEIGHTS_KINDS = ("weights", "weights_fp16")  # what a graph's external data may name
+# A card is a few kB (tens with the export's reports); far more is no card.
+CARD_LIMIT = 16 << 20
 
 
 @dataclass(frozen=True)
 class Bundle:
     root: Path
-    card: dict
+    card: Card
+    _verified: set = field(default_factory=set, compare=False, repr=False)
 
     @property
     def dataset(self) -> str:
-        return self.card["dataset"]
+        return self.card.dataset
 
     @property
     def backbone(self) -> str:
-        return self.card["backbone"]
+        return self.card.backbone
 
     @property
     def au_names(self) -> list[str]:
-        return list(self.card["au_names"])
+        return list(self.card.au_names)
 
     @property
     def threshold(self) -> float:
-        return float(self.card["threshold"])
+        return self.card.threshold
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.card["input"]["shape"])
+        return self.card.input.shape
 
     @property
     def batch(self) -> int:
-        return self.input_shape[0]
+        return self.card.input.batch
 
     @property
     def frames(self) -> int:
-        return self.input_shape[1]
+        return self.card.input.frames
 
     @property
     def mean(self) -> tuple[float, ...]:
-        return tuple(self.card["input"]["mean"])
+        return self.card.input.mean
 
     @property
     def std(self) -> tuple[float, ...]:
-        return tuple(self.card["input"]["std"])
+        return self.card.input.std
 
     @property
     def untrained(self) -> bool:
-        return bool(self.card.get("untrained"))
+        return self.card.untrained
 
     def artifact(self, kind: str) -> Path | None:
-        """Absolute path of an artifact, or None when the bundle has none."""
-        name = self.card["artifacts"].get(kind)
-        return None if name is None else self.root / name
+        """Path of an artifact, or None when the bundle has none (not yet
+        verified: open files through ``verified``)."""
+        found = self.card.artifacts.get(kind)
+        return None if found is None else self.root / found.name
+
+    def verified(self, kind: str) -> Path | None:
+        """The artifact's path once it (and, for a graph, every file its
+        external data names) is the file the card describes; None when the
+        bundle has no such artifact.  Raises MDHRError naming the file."""
+        path = self.artifact(kind)
+        if path is None or kind in self._verified:
+            return path
+        artifact = self.card.artifacts[kind]
+        verify_file(path, artifact.size, artifact.sha256)
+        if kind in GRAPH_KINDS:
+            for location in sorted(external_data_locations(path)):
+                self._check_location(path, location)
+        self._verified.add(kind)
+        return path
+
+    def _check_location(self, graph: Path, location: str) -> None:
+        """An external-data location is one of this bundle's own artifacts."""
+        try:
+            plain_file_name(location, "location")
+        except CardError:
+            raise MDHRError(f"{graph}: reads external data from {location[:80]!r}, outside the bundle; "
+                            "export the bundle again") from None
+        kind = next((k for k, a in self.card.artifacts.items() if a.name == location), None)
+        if kind not in WEIGHTS_KINDS:
+            raise MDHRError(f"{graph}: reads external data from {location!r}, which the card does not name as a "
+                            "weights file; export the bundle again")
+        self.verified(kind)
 
     def export_hint(self, kind: str) -> str:
         """Which ``mdhr-export --target`` writes the artifact ``kind`` this
         bundle lacks, as the end of a one-line message."""
         target = next((t for t, kinds in TARGET_ARTIFACTS.items() if kind in kinds), DEFAULT_TARGET)
-        return (f"this bundle was exported with --target {self.card.get('target', DEFAULT_TARGET)}; export it with "
+        return (f"this bundle was exported with --target {self.card.target}; export it with "
                 f"mdhr-export ... --target {target} (or all)" + (" --fp16" if target == "gpu" else ""))
-
-
-REQUIRED = ("format", "dataset", "backbone", "au_names", "threshold", "input", "outputs", "artifacts")
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -98,73 +119,71 @@ def load_bundle(path: str | Path) -> Bundle:
         raise MDHRError(f"{root}: no such bundle folder; create one with mdhr-export")
     if not card_path.is_file():
         raise MDHRError(f"{root}: not an MDHR bundle (no {CARD_FILE}); create one with mdhr-export")
-    try:
-        card = json.loads(card_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MDHRError(f"{card_path}: damaged model card ({e}); export the bundle again") from None
-    if not isinstance(card, dict) or card.get("format") != FORMAT:
-        found = card.get("format") if isinstance(card, dict) else None
-        raise MDHRError(f"{root}: bundle format {found!r} is not supported by this runtime (expects "
-                        f"{FORMAT}); export it again with the matching mdhr-toolkit version")
-    missing = [k for k in REQUIRED if k not in card]
-    if missing:
-        raise MDHRError(f"{card_path}: incomplete model card (missing {', '.join(missing)}); "
-                        "export the bundle again")
-    _check_types(card, card_path)
-    _check_supported(card, card_path)
+    card = read_card(card_path)
     bundle = Bundle(root, card)
     graphs = [kind for kind in ("onnx", "onnx_fp16") if bundle.artifact(kind) is not None]
-    missing = [card["artifacts"][kind] for kind in graphs if not bundle.artifact(kind).is_file()]
-    if not graphs or missing:
-        raise MDHRError(f"{root}: incomplete bundle: {', '.join(missing) or 'no model graph'} missing; "
-                        "export the bundle again")
+    missing = [card.artifacts[kind].name for kind in graphs if not bundle.artifact(kind).is_file()]
+    if missing:
+        raise MDHRError(f"{root}: incomplete bundle: {', '.join(missing)} missing; export the bundle again")
     return bundle
 
 
-def _check_types(card: dict, card_path: Path) -> None:
-    """The fields the runtime reads have the types it reads them as, so a
-    hand-edited or damaged card is named, not a crash later."""
-    def is_numbers(value, length=None, kind=(int, float)):
-        return (isinstance(value, list) and (length is None or len(value) == length)
-                and all(isinstance(v, kind) and not isinstance(v, bool) for v in value))
-
-    model_input = card["input"]
-    checks = {
-        "au_names": isinstance(card["au_names"], list) and card["au_names"]
-        and all(isinstance(n, str) for n in card["au_names"]),
-        "threshold": isinstance(card["threshold"], (int, float)) and -1 <= card["threshold"] <= 1,
-        "input": isinstance(model_input, dict) and is_numbers(model_input.get("shape"), 5, int)
-        and all(d > 0 for d in model_input["shape"]) and is_numbers(model_input.get("mean"), 3)
-        and is_numbers(model_input.get("std"), 3),
-        "outputs": isinstance(card["outputs"], list),
-        "artifacts": isinstance(card["artifacts"], dict)
-        and all(v is None or isinstance(v, str) for v in card["artifacts"].values()),
-    }
-    wrong = [field for field, ok in checks.items() if not ok]
-    if wrong:
-        raise MDHRError(f"{card_path}: damaged model card ({', '.join(wrong)} not as mdhr-export writes them); "
-                        "export the bundle again")
+def read_card(card_path: Path) -> Card:
+    """The typed card of ``card_path``; one line naming what is wrong."""
+    try:
+        if os.path.getsize(card_path) > CARD_LIMIT:
+            raise MDHRError(f"{card_path}: {os.path.getsize(card_path)} bytes, far more than a model card; "
+                            "export the bundle again")
+        data = json.loads(card_path.read_bytes())
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise MDHRError(f"{card_path}: damaged model card ({str(e)[:120] or type(e).__name__}); "
+                        "export the bundle again") from None
+    except OSError as e:
+        raise MDHRError(f"{card_path}: cannot read the model card ({e.strerror}); check the bundle") from None
+    if isinstance(data, dict) and data.get("format") != FORMAT:
+        raise MDHRError(f"{card_path.parent}: bundle format {data.get('format')!r} is not supported by this runtime "
+                        f"(expects {FORMAT}); export it again with the matching mdhr-toolkit version")
+    try:
+        return Card.from_json(data)
+    except CardError as e:
+        raise MDHRError(f"{card_path}: damaged model card: {e.field} {e.problem}; export the bundle again") from None
 
 
-def _check_supported(card: dict, card_path: Path) -> None:
-    """Values of the right types that this runtime still cannot honour are
-    refused, not ignored: faces are cropped to 3 x 224 x 224 RGB, and the
-    crops normalised with the card's own mean and std."""
-    shape, mean, std = card["input"]["shape"], card["input"]["mean"], card["input"]["std"]
-    names = card["au_names"]
-    problem = None
-    if tuple(shape[2:]) != (3, IMAGE_SIZE, IMAGE_SIZE):
-        problem = (f"input shape {shape} (this runtime feeds RGB face crops of {IMAGE_SIZE}x{IMAGE_SIZE}: "
-                   f"[B, T, 3, {IMAGE_SIZE}, {IMAGE_SIZE}])")
-    elif not all(math.isfinite(v) for v in mean) or not all(math.isfinite(v) and v > 0 for v in std):
-        problem = f"input mean {mean} / std {std} (finite numbers, every std above 0)"
-    elif len(set(names)) != len(names):
-        problem = f"au_names {names} (each AU once)"
-    if problem:
-        raise MDHRError(f"{card_path}: this runtime does not support the card's {problem}; "
-                        "export the bundle again with this mdhr-toolkit")
+def write_card(folder: str | Path, card: dict | Card) -> Card:
+    """Save ``card`` as the folder's mdhr.json (atomically), sealed (see
+    ``seal``); returns the card as written.  The export's one way to write a card."""
+    typed = seal(folder, card)
+    write_atomically(Path(folder) / CARD_FILE, (json.dumps(typed.to_json(), indent=2) + "\n").encode())
+    return typed
 
 
-def write_card(folder: str | Path, card: dict) -> Path:
-    """Save ``card`` as the folder's mdhr.json (atomically)."""
-    return write_atomically(Path(folder) / CARD_FILE, (json.dumps(card, indent=2) + "\n").encode())
+def seal(folder: str | Path, card: dict | Card) -> Card:
+    """``card`` as a typed card with the size and sha256 of every artifact
+    it names, as ``folder`` holds them now; raises CardError on a field the
+    export got wrong."""
+    folder = Path(folder)
+    data = dict(card.to_json() if isinstance(card, Card) else card)
+    data["artifact_bytes"], data["artifact_sha256"] = {}, {}
+    previous = _previous_digests(folder)
+    for kind, name in (data.get("artifacts") or {}).items():
+        if name is None:
+            continue
+        path = folder / plain_file_name(name, f"artifacts.{kind}")
+        info = os.stat(path)
+        digest = previous.get(name)
+        if digest is None or not remembered(info, digest):
+            digest = sha256_of(path)
+            remember(path, digest, info)
+        data["artifact_bytes"][kind], data["artifact_sha256"][kind] = info.st_size, digest
+    return Card.from_json(data)
+
+
+def _previous_digests(folder: Path) -> dict[str, str]:
+    """File name -> sha256 in the card the folder holds now (to skip hashing
+    a file unchanged since; checked against the verified-once record)."""
+    try:
+        data = json.loads((folder / CARD_FILE).read_bytes())
+        return {data["artifacts"][kind]: digest for kind, digest in data["artifact_sha256"].items()
+                if isinstance(digest, str) and isinstance(data["artifacts"].get(kind), str)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}

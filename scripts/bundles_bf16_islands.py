@@ -123,7 +123,7 @@ def run_emulated(bundle, clips: list[np.ndarray], islands: dict | None, precisio
     rounded = emulate(model, precision)
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1})
     request = compiled.create_infer_request()
-    names = list(bundle.card["outputs"])
+    names = list(bundle.card.outputs)
     outputs = []
     for batch in clips:
         results = request.infer({0: batch})
@@ -155,7 +155,7 @@ def measure(bundle_dir: Path, video: Path, max_clips: int | None = None) -> dict
     bundle = load_bundle(bundle_dir)
     clips = face_clips(bundle, video, max_clips)
     reference = fp32_reference(bundle, clips)
-    islands = bundle.card[ISLANDS]
+    islands = bundle.card.islands
     report = {"bundle": str(bundle_dir), "video": str(video), "clips": len(clips), "method": __doc__.split("\n\n")[1]}
     for label, kept in (("bf16 everywhere", None),
                         ("region modelling fp32", {"region_modelling": islands["region_modelling"]}),

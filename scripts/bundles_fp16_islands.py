@@ -66,7 +66,8 @@ def onnxruntime_fp16(bundle, clips: list, reference: dict, keep_nodes: list[str]
 
     target = folder / "model_fp16.onnx"
     isolated.run_isolated(isolated.to_fp16, bundle.artifact("onnx"), keep_nodes, target, None)
-    trial = Bundle(folder, {**bundle.card, "artifacts": {"onnx": None, "onnx_fp16": target.name}})
+    write_card(folder, {**bundle.card.to_json(), "artifacts": {"onnx_fp16": target.name}})
+    trial = load_bundle(folder)
     runner = OnnxRuntimeRunner(trial, "fp16", providers=["CPUExecutionProvider"])
     try:
         from mdhr_export.parity import concat
@@ -82,7 +83,7 @@ def measure(bundle_dir: Path, video: Path, max_clips: int | None = None, say=pri
     bundle = load_bundle(bundle_dir)
     clips = face_clips(bundle, video, max_clips)
     reference = fp32_reference(bundle, clips)
-    islands = bundle.card[ISLANDS]
+    islands = bundle.card.islands
     emulated = {}
     for label, parts in KEPT_SETS.items():
         outputs, rounded = run_emulated(bundle, clips, {part: islands[part] for part in parts}, "fp16")
@@ -103,7 +104,7 @@ def measure(bundle_dir: Path, video: Path, max_clips: int | None = None, say=pri
 
 def record(bundle_dir: Path, report: dict) -> None:
     bundle = load_bundle(bundle_dir)
-    write_card(bundle.root, {**bundle.card, CARD_KEY: report})
+    write_card(bundle.root, {**bundle.card.to_json(), CARD_KEY: report})
 
 
 def main() -> None:

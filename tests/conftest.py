@@ -30,7 +30,7 @@ def photo():
 # Daily work may reuse exported bundles across sessions: with
 # MDHR_TEST_BUNDLE_CACHE=DIR each bundle is exported once per version of the
 # exporting code (mdhr/, export/, the card) and shared read-only. CI never sets it.
-_EXPORTING_CODE = ("mdhr", "export", "runtime/bundle.py", "runtime/card")
+_EXPORTING_CODE = ("mdhr", "export", "runtime/bundle.py", "runtime/card", "runtime/card.py", "runtime/integrity.py")
 
 
 def _exporting_code_digest() -> str:

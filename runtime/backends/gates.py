@@ -28,8 +28,7 @@ GATED_CPU_BACKENDS = tuple(b.name for precision in ("int8", "bf16") for b in BAC
 
 def recorded(bundle: Bundle, backend: str) -> dict | None:
     """The card's gate entry for ``backend``, or None when never measured."""
-    runners = ((bundle.card.get("parity") or {}).get("reduced_precision") or {}).get("runners") or {}
-    return runners.get(backend)
+    return bundle.card.report("parity", "reduced_precision", "runners", backend)
 
 
 def summary(entry: dict) -> str:
@@ -59,6 +58,6 @@ def forced_warning(bundle: Bundle, backend: str) -> str | None:
     ok, measured = passed(bundle, backend)
     if ok:
         return None
-    gate = ((bundle.card.get("parity") or {}).get("reduced_precision") or {}).get("gate", GATE)
+    gate = bundle.card.report("parity", "reduced_precision", "gate") or GATE
     return (f"warning: {backend} did not pass the agreement gate against fp32 ({gate}): {measured}; "
             "its outputs may differ from the fp32 model's")

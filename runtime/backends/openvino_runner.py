@@ -23,9 +23,9 @@ import os
 import numpy as np
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.backends.runners import Runner
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.choices import BACKEND_TABLE
+from mdhr_runtime.backends.runners import Runner, check_outputs
 
 INSTALL = "pip install 'mdhr-toolkit[openvino]'"
 # backend name -> (precision, the bundle artifact it reads)
@@ -33,7 +33,7 @@ INSTALL = "pip install 'mdhr-toolkit[openvino]'"
 OPENVINO_BACKENDS = {b.name: (b.precision, "openvino_int8" if b.precision == "int8" else "onnx")
                      for b in BACKEND_TABLE if b.family == "openvino"}
 KEEP_ORIGINAL_PRECISION = "disable_fp16_compression_0"  # ov::DisableFP16Compression's key
-ISLANDS = "reduced_precision_islands"  # the card's entry: names of the float32 islands' first nodes
+from mdhr_runtime.card import ISLANDS  # the card's entry: names of the float32 islands' first nodes
 # What bf16 keeps float32.  Emulated bf16 on the BP4D ResNet model, 12 real
 # face clips (python -m scripts.bundles_bf16_islands): decisions at the AU
 # medians agreed on 91.1% with bf16 everywhere, 94.3% with the region
@@ -64,7 +64,7 @@ def openvino_unavailable_reason(backend: str, bundle: Bundle | None = None) -> s
         if path is None or not path.is_file():
             return ("the bundle has no INT8 model (export one with: mdhr-export ... --int8 --calibrate VIDEO)"
                     if precision == "int8" else f"the bundle has no fp32 ONNX model; {bundle.export_hint(kind)}")
-        if precision == "bf16" and not bundle.card.get(ISLANDS):
+        if precision == "bf16" and not bundle.card.islands:
             return "the bundle's card names no float32 islands for bf16 (export it again with this version)"
     return None
 
@@ -116,9 +116,12 @@ class OpenVINORunner(Runner):
         if reason:
             raise MDHRError(f"backend {backend} is unavailable: {reason}")
         self.name, (self.precision, kind) = backend, OPENVINO_BACKENDS[backend]
-        self.path = bundle.artifact(kind)
+        self.path = bundle.verified(kind)
+        if kind == "openvino_int8":
+            bundle.verified("openvino_int8_weights")  # read_model reads the .bin beside the .xml
         self.input_shape = tuple(bundle.input_shape)
-        self.output_names = list(bundle.card["outputs"])
+        self.output_names = list(bundle.card.outputs)
+        self._expected_shapes = bundle.card.output_shapes()
         core = ov.Core()
         try:
             model = core.read_model(str(self.path))
@@ -128,7 +131,7 @@ class OpenVINORunner(Runner):
         self._check_graph(model)
         self.fp32_nodes = 0
         if self.precision == "bf16":
-            kept = {part: bundle.card[ISLANDS][part] for part in BF16_FP32_PARTS}
+            kept = {part: list(bundle.card.islands[part]) for part in BF16_FP32_PARTS}
             self.fp32_nodes = len(mark_fp32_islands(model, kept))
         self._compiled = core.compile_model(model, "CPU", compile_config(self.precision, threads))
         del model
@@ -146,6 +149,9 @@ class OpenVINORunner(Runner):
             raise MDHRError(f"{self.path}: the graph (inputs {inputs}; outputs {sorted(outputs)}) is not the model "
                             f"its card describes (one input {list(self.input_shape)}, outputs "
                             f"{', '.join(self.output_names)}); export the bundle again")
+        shapes = {name: (list(o.get_partial_shape().to_shape()) if o.get_partial_shape().is_static else ["?"])
+                  for o in model.outputs for name in o.get_names()}
+        check_outputs(self.path, shapes, self._expected_shapes)
 
     def _infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         # Started and waited for in short steps rather than one blocking

@@ -53,6 +53,17 @@ def check_clips(clips: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(clips, dtype=np.float32)
 
 
+def check_outputs(path, found: dict[str, list], expected: dict[str, tuple[int, ...]]) -> None:
+    """A graph gives every output the card names, in the card's shape (its
+    AU and region counts), before any model call: a card that disagrees with
+    its graph is named here, not found wrong after the work."""
+    wrong = [f"{name} {list(found[name]) if name in found else 'missing'} (the card says {list(shape)})"
+             for name, shape in expected.items() if name not in found or tuple(found[name]) != shape]
+    if wrong:
+        raise MDHRError(f"{path}: the graph is not the model its card describes: {'; '.join(wrong[:2])}; "
+                        "export the bundle again")
+
+
 class Runner:
     """The base of every runner: ``infer`` takes clips [B, T, 3, 224, 224] as
     the bundle's input shape says, checks them, and hands them to
@@ -83,7 +94,7 @@ class OnnxRuntimeRunner(Runner):
         path = bundle.artifact(kind) if kind else None
         if path is None or not path.is_file():
             raise MDHRError(f"{bundle.root}: no {precision} ONNX model in this bundle; " + bundle.export_hint(kind))
-        self.session = onnx_session(path, threads, providers)
+        self.session = onnx_session(bundle.verified(kind), threads, providers)
         self.path = path
         self.input_shape = tuple(bundle.input_shape)
         self._check_graph(bundle)
@@ -94,13 +105,13 @@ class OnnxRuntimeRunner(Runner):
 
     def _check_graph(self, bundle: Bundle) -> None:
         """The graph's input and outputs are the ones the card describes."""
-        inputs, outputs = self.session.get_inputs(), [o.name for o in self.session.get_outputs()]
+        inputs = self.session.get_inputs()
         shape = tuple(inputs[0].shape) if len(inputs) == 1 else None
-        if shape != self.input_shape or "au_scores" not in outputs:
+        if shape != self.input_shape:
             found = ", ".join(f"{i.name} {i.shape}" for i in inputs)
-            raise MDHRError(f"{self.path}: the graph (inputs {found}; outputs {', '.join(outputs)}) is not the "
-                            f"model its card describes (one input {list(self.input_shape)}, output au_scores); "
-                            f"export the bundle again")
+            raise MDHRError(f"{self.path}: the graph (inputs {found}) is not the model its card describes (one "
+                            f"input {list(self.input_shape)}); export the bundle again")
+        check_outputs(self.path, {o.name: o.shape for o in self.session.get_outputs()}, bundle.card.output_shapes())
 
     def _infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         try:

@@ -86,7 +86,7 @@ def choose_backend(bundle: Bundle, backend: str = "auto", precision: str | None 
         if reason is None and (engine is None or not engine.is_file()):
             reason = f"the bundle has no TensorRT engine (build one with: mdhr-build {bundle.root} --fp16)"
         if reason is None:
-            built = (bundle.card.get("engine_build") or {}).get("precision", "unknown")
+            built = bundle.card.engine_build.precision if bundle.card.engine_build else "unknown"
             return Choice("tensorrt", "tensorrt", f"TensorRT {built} engine found and a CUDA GPU is visible")
         if backend == "tensorrt":
             raise MDHRError(f"backend tensorrt is unavailable: {reason}")

@@ -16,10 +16,12 @@ from mdhr.errors import MDHRError
 from mdhr_runtime.backends import tensorrt_runner
 from mdhr_runtime.backends.sessions import onnx_session, provider_name, run_options
 from mdhr_runtime.bundle import Bundle
+from mdhr_runtime.backends.runners import check_outputs
+from mdhr_runtime.card import PREVIOUS_TAPS
 
 STAGE_KINDS = {"fp32": ("frame_stage", "clip_stage"), "fp16": ("frame_stage_fp16", "clip_stage_fp16")}
 STAGE_ENGINE_KINDS = ("frame_stage_engine", "clip_stage_engine")
-FRAME_INPUT, PREVIOUS_TAPS = "frame", ("previous_tap1", "previous_tap2", "previous_tap3", "previous_tap4")
+FRAME_INPUT = "frame"
 STATIC, DYNAMICS, TAPS = "static", "dynamics", ("tap1", "tap2", "tap3", "tap4")
 
 
@@ -62,22 +64,28 @@ class StageRunner:
         if not has_stages(bundle, precision):
             raise MDHRError(f"{bundle.root}: this bundle has no {precision} stage graphs (frame_stage, clip_stage), "
                             "needed for centred windows and streaming; " + bundle.export_hint(STAGE_KINDS[precision][0]))
-        described = bundle.card["stages"]
-        self.tap_shapes = [tuple(described["frame_stage"]["inputs"][name]) for name in PREVIOUS_TAPS]
-        self.clip_outputs = list(described["clip_stage"]["outputs"])
+        described = bundle.card.stages
+        if described is None:
+            raise MDHRError(f"{bundle.root}: the card does not describe the stage graphs; export the bundle again")
+        self.tap_shapes = list(described.tap_shapes)
+        self.clip_outputs = list(described.clip_outputs)
         if engines:
             self.frame_session, self.clip_session = (tensorrt_runner.EngineSession(bundle, kind)
                                                   for kind in STAGE_ENGINE_KINDS)
-            self.name, self.precision = "tensorrt", bundle.card["engine_build"]["precision"]
+            self.name = "tensorrt"
+            self.precision = bundle.card.engine_build.precision if bundle.card.engine_build else "unknown"
         else:
             frame_kind, clip_kind = STAGE_KINDS[precision]
             # The two sessions alternate (a frame, then a window): neither spins.
-            self.frame_session = onnx_session(bundle.artifact(frame_kind), threads, providers, spinning=False)
-            self.clip_session = onnx_session(bundle.artifact(clip_kind), threads, providers, spinning=False)
+            self.frame_session = onnx_session(bundle.verified(frame_kind), threads, providers, spinning=False)
+            self.clip_session = onnx_session(bundle.verified(clip_kind), threads, providers, spinning=False)
             _check_graph(self.frame_session, bundle.artifact(frame_kind), (FRAME_INPUT, *PREVIOUS_TAPS),
                          (STATIC, DYNAMICS, *TAPS))
+            _check_tap_shapes(self.frame_session, bundle.artifact(frame_kind), self.tap_shapes)
             _check_graph(self.clip_session, bundle.artifact(clip_kind), (STATIC, DYNAMICS), self.clip_outputs)
             _check_window_length(self.clip_session, bundle.artifact(clip_kind), bundle.frames)
+            check_outputs(bundle.artifact(clip_kind), {o.name: o.shape for o in self.clip_session.get_outputs()},
+                          bundle.card.output_shapes(1, bundle.frames))
             self.name, self.precision = f"onnxruntime-{provider_name(self.frame_session)}", precision
         self.frames = bundle.frames
         self._still: np.ndarray | None = None
@@ -148,6 +156,16 @@ def _check_graph(session, path, inputs, outputs) -> None:
         raise MDHRError(f"{path}: the graph (inputs {', '.join(found_in)}; outputs {', '.join(found_out)}) is not the "
                         f"graph its card describes (inputs {', '.join(inputs)}; outputs {', '.join(outputs)}); "
                         "export the bundle again")
+
+
+def _check_tap_shapes(session, path, shapes) -> None:
+    """The taps the card says the frame stage takes (which the runtime
+    allocates for a first frame) are the ones the graph takes."""
+    found = {i.name: tuple(i.shape) for i in session.get_inputs()}
+    wrong = [name for name, shape in zip(PREVIOUS_TAPS, shapes) if found.get(name) != tuple(shape)]
+    if wrong:
+        raise MDHRError(f"{path}: the graph takes {wrong[0]} {list(found.get(wrong[0], ()))}, not the "
+                        f"{list(shapes[PREVIOUS_TAPS.index(wrong[0])])} its card describes; export the bundle again")
 
 
 def official_windows(runner: StageRunner, clips: list[np.ndarray]) -> list[dict[str, np.ndarray]]:

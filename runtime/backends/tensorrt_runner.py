@@ -39,7 +39,7 @@ def check_engine_build(bundle: Bundle, path) -> None:
     before TensorRT reads it, with the command that rebuilds it here."""
     import tensorrt as trt
 
-    built = bundle.card.get("engine_build") or {}
+    built = bundle.card.engine_build.described if bundle.card.engine_build else {}
     mismatch = engine_mismatch(built, trt.__version__, visible_gpu())
     if mismatch:
         raise MDHRError(f"{path}: cannot run this TensorRT engine: {mismatch}; rebuild it here with: "
@@ -47,7 +47,7 @@ def check_engine_build(bundle: Bundle, path) -> None:
 
 
 def rebuild_command(bundle: Bundle) -> str:
-    built = bundle.card.get("engine_build") or {}
+    built = bundle.card.engine_build.described if bundle.card.engine_build else {}
     return f"mdhr-build {bundle.root}" + (" --fp16" if built.get("precision") == "fp16" else "")
 
 
@@ -66,10 +66,10 @@ class TensorRTRunner(Runner):
     name = "tensorrt"
 
     def __init__(self, bundle: Bundle):
-        self.precision = (bundle.card.get("engine_build") or {}).get("precision", "unknown")
+        self.precision = bundle.card.engine_build.precision if bundle.card.engine_build else "unknown"
         self.input_shape = tuple(bundle.input_shape)
-        self.input_name = bundle.card["input"]["name"]
-        self.output_names = list(bundle.card["outputs"])
+        self.input_name = bundle.card.input.name
+        self.output_names = list(bundle.card.outputs)
         self._session = EngineSession(bundle, "engine")
 
     def _infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
@@ -89,7 +89,7 @@ class EngineSession:
         from polygraphy.backend.trt import EngineFromPath, TrtRunner
 
         quiet_polygraphy()
-        path = bundle.artifact(kind)
+        path = bundle.verified(kind)
         check_engine_build(bundle, path)
         self._runner = None
         try:

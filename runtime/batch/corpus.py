@@ -104,7 +104,7 @@ def bundle_hash(bundle: Bundle) -> str:
     """What identifies a bundle's numbers: its model card and every artifact
     it names, hashed (sha256, first 16 hex digits)."""
     digest = hashlib.sha256()
-    names = sorted(name for name in bundle.card["artifacts"].values() if name)
+    names = sorted(artifact.name for artifact in bundle.card.artifacts.values())
     paths = [bundle.root / CARD_FILE] + [bundle.root / name for name in names]
     for path in paths:
         if path.is_file():

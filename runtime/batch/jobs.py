@@ -58,7 +58,7 @@ from mdhr_runtime.faces.quality import QualityOptions
 from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.files.outputs import (check_input, check_names, check_output_folder, check_room,
                                         remove_stale_staging)
-from mdhr_runtime.results.index import INDEX_FILE, report_path
+from mdhr_runtime.results.index import is_batch_index, report_path
 from mdhr_runtime.sources.frames import FrameSource
 from mdhr_runtime.sources.live import quiet_ffmpeg
 from mdhr_runtime.windows.streams import WindowPlan
@@ -84,7 +84,7 @@ class BatchOptions:
     windows: str = DEFAULT_WINDOWS  # as mdhr-run's default, so the two tools agree
     hop: int | None = None
     quality: QualityOptions = QualityOptions()  # the rows' quality flags, as mdhr-run's --flag-*
-    reports: bool = False  # --report: OUT/<name>.html beside each CSV and OUT/index.html will be written
+    report: Path | None = None  # the index page; with it, OUT/<name>.html beside each CSV
 
 
 @dataclass(frozen=True)
@@ -236,10 +236,11 @@ class BatchJob:
         out = self.options.out_dir
         owned = {(out / r.output) for r in previous.values() if r.output}
         targets = [out / name for name in outputs]
-        if self.options.reports:
+        if self.options.report is not None:
             owned |= {report_path(out, r.output) for r in previous.values() if r.output}
-            owned |= {out / INDEX_FILE} if previous else set()
-            targets += [report_path(out, name) for name in outputs] + [out / INDEX_FILE]
+            index = Path(self.options.report)
+            owned |= {index} if is_batch_index(index) else set()
+            targets += [report_path(out, name) for name in outputs] + [index]
         for target in targets:
             if (target.is_symlink() or target.exists()) and (target not in owned or not target.is_file()
                                                                or target.is_symlink()):

@@ -1,20 +1,13 @@
 """mdhr-batch: AU tables for a corpus of videos, on Ray."""
 from __future__ import annotations
 
-import json
 import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import click
 
-from mdhr.errors import MDHRError
-from mdhr_runtime.backends.gates import forced_warning
-from mdhr_runtime.batch.corpus import expand_inputs
-from mdhr_runtime.batch.jobs import BatchJob, BatchOptions, check_out_dir
-from mdhr_runtime.bundle import load_bundle
-from mdhr_runtime.checks import check_faces
+from mdhr_runtime.batch.jobs import BatchOptions
 from mdhr_runtime.choices import BACKENDS, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_MODES, WINDOW_MODES
 from mdhr_runtime.cli.common import (
     EXIT_INTERRUPTED,
@@ -30,25 +23,13 @@ from mdhr_runtime.cli.common import (
 )
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.faces.quality import QualityOptions
-from mdhr_runtime.files.outputs import is_stdout
-from mdhr_runtime.results.index import write_corpus_reports
-from mdhr_runtime.windows.streams import WindowPlan
+from mdhr_runtime.runs.corpus import CorpusOutcome, run_corpus
 
 
 def _positive(ctx, param, value):
     if value is not None and value < 1:
         raise click.BadParameter(f"must be at least 1, got {value}")
     return value
-
-
-def _write_reports(job: BatchJob, model_dir: Path, out_dir: Path, backend: str, faces: str) -> None:
-    """A report per video of the folder's summary, and the index."""
-    bundle = load_bundle(model_dir)
-    chosen = backend + (" (chosen per worker)" if backend == "auto" else "")
-    write_corpus_reports(job.summary_rows(), out_dir, {
-        "bundle": str(model_dir), "dataset": bundle.dataset, "backbone": bundle.backbone,
-        "untrained": bundle.untrained, "backend": chosen, "windows": "official", "faces": faces,
-        "threshold": bundle.threshold}, say)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,13 +58,15 @@ def _write_reports(job: BatchJob, model_dir: Path, out_dir: Path, backend: str, 
                    "not with --segment-frames).")
 @click.option("--min-face", type=int, default=DEFAULT_MIN_FACE, show_default=True, metavar="PX",
               help="--faces all: ignore faces whose box is smaller than PX pixels.")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout at the end.")
-@click.option("--report", is_flag=True, help="Also write an HTML report beside each CSV (OUT/<name>.html) and "
-              "OUT/index.html, one row per video with a link to its report.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path),
+              help="Also write the job's summary as JSON (- for standard output), as mdhr-run's --json.")
+@click.option("--report", type=click.Path(path_type=Path),
+              help="Also write an HTML report beside each CSV (OUT/<name>.html) and the corpus's index page "
+                   "here (e.g. OUT/index.html), one row per video with a link to its report.")
 @quality_options
 @verbose_option
 def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segment_frames, windows, hop, backend,
-         faces, min_face, as_json, report, quality_flags, verbose):
+         faces, min_face, json_out, report, quality_flags, verbose):
     """Recognise facial action units in every frame of many videos.
 
     INPUT is any mix of video files, folders (searched for videos), glob
@@ -106,66 +89,45 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
       mdhr-batch corpus/ --model bundles/bp4d --out results/
       mdhr-batch @videos.txt --model bundles/bp4d --out results/ --address auto
     """
-    def work():
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise MDHRError("mdhr-batch needs Ray: pip install 'mdhr-toolkit[batch]'") from None
-        if is_stdout(out_dir):
-            raise MDHRError("--out - : mdhr-batch writes a folder (a CSV per video and summary.csv), not standard "
-                            "output; give a folder (--json prints the summary on standard output)")
-        if any(is_stdout(argument) or argument == "@-" for argument in inputs):
-            raise MDHRError("INPUT - (standard input) is not supported: give video files, folders, glob patterns "
-                            "or @list.txt (for a file named -, write ./-)")
-        check_faces(faces, min_face)
-        quality = QualityOptions(**quality_flags)
-        if faces == "all" and segment_frames is not None:
-            raise MDHRError("--faces all scores whole videos: face ids cannot be joined across segments yet; "
-                            "drop --segment-frames (or use --faces largest)")
-        WindowPlan.make(windows, load_bundle(model_dir).frames, hop)  # --hop, before any work
-        check_out_dir(out_dir)
-        videos = expand_inputs(list(inputs))
-        if not videos:
-            raise MDHRError(f"no videos found in {' '.join(inputs)}; give video files, folders of videos, "
-                            "glob patterns or @list.txt")
-        options = BatchOptions(bundle_dir=model_dir, out_dir=out_dir, backend=backend, workers=workers,
-                               threads_per_worker=threads_per_worker, segment_frames=segment_frames,
-                               address=address, faces=faces, min_face=min_face, windows=windows, hop=hop,
-                               quality=quality, reports=report)
-        job = BatchJob(videos, options, say)  # loads and hashes the bundle: refuses a bad one here
-        warning = forced_warning(load_bundle(model_dir), backend)
-        if warning:
-            say(warning)
-        try:
-            rows = job.run()
-        except (KeyboardInterrupt, Terminated) as stop:
-            terminated = isinstance(stop, Terminated) or job.terminated
-            say(f"{'terminated' if terminated else 'interrupted'}: the videos finished so far are in "
-                f"{out_dir / 'summary.csv'}, the ones in progress were not written; run the same command again "
-                "to do the rest")
-            # Ray is shut down and every file is whole or gone; leave without
-            # the interpreter's exit handlers, where Ray's native threads can
-            # crash the process (seen: SIGSEGV after an interrupt) and turn
-            # 130/143 into -11.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
-        if report:
-            _write_reports(job, model_dir, out_dir, backend, faces)
-        return _summarise(rows, out_dir, as_json, job.work_done)
-
-    run_reporting_errors(work, verbose, QUALITY_FLAG_NAMES)
+    options = BatchOptions(bundle_dir=model_dir, out_dir=out_dir, backend=backend, workers=workers,
+                           threads_per_worker=threads_per_worker, segment_frames=segment_frames, address=address,
+                           faces=faces, min_face=min_face, windows=windows, hop=hop,
+                           quality=QualityOptions(**quality_flags), report=report)
+    run_reporting_errors(lambda: _run(list(inputs), options, json_out), verbose, {**QUALITY_FLAG_NAMES, **FLAGS})
 
 
-def _summarise(rows, out_dir: Path, as_json: bool, tasks_run: int) -> int:
-    """The job's outcome in a few lines (and as JSON with --json); the exit code."""
-    ok = sum(r.fine for r in rows)
-    say(f"{len(rows)} videos: {ok} ok, {len(rows) - ok} not ({sum(r.status == 'skipped' for r in rows)} "
-        f"skipped as done before); summary in {out_dir / 'summary.csv'}")
+# run_corpus's parameters that this command names otherwise
+FLAGS = {"inputs": "INPUT", "out": "--out"}
+
+
+def _run(inputs: list[str], options: BatchOptions, json_out: Path | None) -> int:
+    jobs = []
+    try:
+        outcome = run_corpus(inputs, options, json_out, notify=say, on_job=jobs.append)
+    except (KeyboardInterrupt, Terminated) as stop:
+        _leave(options.out_dir, isinstance(stop, Terminated) or (jobs and jobs[0].terminated))
+    return _summarise(outcome)
+
+
+def _leave(out_dir: Path, terminated: bool) -> None:
+    say(f"{'terminated' if terminated else 'interrupted'}: the videos finished so far are in "
+        f"{out_dir / 'summary.csv'}, the ones in progress were not written; run the same command again "
+        "to do the rest")
+    # Ray is shut down and every file is whole or gone; leave without the
+    # interpreter's exit handlers, where Ray's native threads can crash the
+    # process (seen: SIGSEGV after an interrupt) and turn 130/143 into -11.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+
+
+def _summarise(outcome: CorpusOutcome) -> int:
+    """The job's outcome in a few lines; the exit code."""
+    rows = outcome.rows
+    say(f"{len(rows)} videos: {outcome.ok} ok, {len(rows) - outcome.ok} not "
+        f"({sum(r.status == 'skipped' for r in rows)} skipped as done before); summary in "
+        f"{outcome.out_dir / 'summary.csv'}")
     for row in rows:
         if not row.fine:
             say(f"  {row.status}: {row.path}: {row.error}")
-    if as_json:
-        click.echo(json.dumps({"out": str(out_dir), "videos": len(rows), "ok": ok,
-                               "tasks_run": tasks_run, "rows": [asdict(r) for r in rows]}, indent=1))
-    return 0 if ok == len(rows) else EXIT_SOME_FAILED
+    return 0 if outcome.all_ok else EXIT_SOME_FAILED

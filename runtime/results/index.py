@@ -7,6 +7,7 @@ most active AUs, and a link to its report.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -18,6 +19,17 @@ from mdhr_runtime.results.report import href, page_text, write_report
 from mdhr_runtime.results.summary import summarise
 
 INDEX_FILE = "index.html"
+# Marks a page as an index mdhr-batch wrote, so a rerun may replace it (and nothing else).
+GENERATOR = '<meta name="generator" content="mdhr-batch index">'
+
+
+def is_batch_index(path: Path) -> bool:
+    """``path`` is a regular file that an mdhr-batch job wrote as its index."""
+    try:
+        with open(path, "rb") as handle:
+            return path.is_file() and not path.is_symlink() and GENERATOR.encode() in handle.read(4096)
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -36,9 +48,11 @@ def report_path(out_dir: Path, output: str) -> Path:
     return (out_dir / output).with_suffix(".html")
 
 
-def write_corpus_reports(rows: Sequence, out_dir: Path, provenance: dict, say: Callable[[str], None]) -> Path:
-    """A report for every summary row with a CSV, then ``OUT/index.html``.
-    A video whose report cannot be made keeps its row, with the reason."""
+def write_corpus_reports(rows: Sequence, out_dir: Path, index: Path, provenance: dict,
+                         say: Callable[[str], None]) -> Path:
+    """A report for every summary row with a CSV (beside it), then the
+    ``index`` page linking them.  A video whose report cannot be made keeps
+    its row, with the reason."""
 
     entries = []
     for row in rows:
@@ -54,9 +68,9 @@ def write_corpus_reports(rows: Sequence, out_dir: Path, provenance: dict, say: C
             entries.append(IndexRow(row.path, row.status, row.frames, None, [], "", f"no report: {error}"))
             continue
         summary = summarise(table)
+        link = Path(os.path.relpath(target.absolute(), Path(index).absolute().parent)).as_posix()
         entries.append(IndexRow(row.path, row.status, summary.frames, summary.frames_with_face / summary.frames,
-                                summary.most_active(), target.relative_to(out_dir).as_posix(), row.error))
-    index = out_dir / INDEX_FILE
+                                summary.most_active(), link, row.error))
     with atomic_path(index) as temporary:
         temporary.write_text(index_html(entries, provenance), encoding="utf-8")
     say(f"reports: {sum(bool(e.report) for e in entries)} of {len(entries)} videos; index in {index}")
@@ -77,7 +91,7 @@ def index_html(entries: Sequence[IndexRow], provenance: dict) -> str:
                  "outputs are meaningless.</p>") if provenance.get("untrained") else ""
     made = ", ".join(f"{key} {e(str(value))}" for key, value in provenance.items()
                      if key in ("dataset", "backbone", "backend", "windows") and value is not None)
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>MDHR corpus</title><style>"
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + GENERATOR + "<title>MDHR corpus</title><style>"
             "body{font-family:system-ui,sans-serif;margin:1.2em auto;max-width:1200px;padding:0 1em}"
             "table{border-collapse:collapse;font-size:.9em}td,th{padding:.2em .7em;border-bottom:1px solid #eee;"
             "text-align:left}td.number{text-align:right}.note{color:#555}.status-failed,.status-partial{color:#b30000}"

@@ -1,5 +1,6 @@
 """mdhr-export on real models: bundle contents, graph properties, parity,
 FP16, TensorRT readiness, and refusals."""
+import hashlib
 import json
 import stat
 
@@ -35,17 +36,20 @@ def run(bundle_dir, artifact, clips):
 
 def test_bundle_card(bp4d_bundle):
     c = card(bp4d_bundle)
-    assert c["format"] == 1 and (c["dataset"], c["backbone"]) == ("BP4D", "resnet")
+    assert c["format"] == 2 and (c["dataset"], c["backbone"]) == ("BP4D", "resnet")
     assert c["au_names"] == list(mdhr.AU_SETS["BP4D"].au_names)
     assert c["threshold"] == 0.5 and c["untrained"] is False
     assert c["input"]["shape"] == [1, 16, 3, 224, 224]
     assert c["input"]["mean"] == [0.485, 0.456, 0.406] and c["input"]["std"] == [0.229, 0.224, 0.225]
     assert c["outputs"] == ["au_scores", "region_up", "region_mid", "region_down1", "region_down2"]
-    assert c["artifacts"] == {"onnx": "model.onnx", "onnx_fp16": "model_fp16.onnx", "engine": None,
-                              "frame_stage": "frame_stage.onnx", "clip_stage": "clip_stage.onnx",
-                              "frame_stage_fp16": "frame_stage_fp16.onnx", "clip_stage_fp16": "clip_stage_fp16.onnx",
-                              "weights": "weights.bin", "weights_fp16": "weights_fp16.bin"}
+    assert {k: v for k, v in c["artifacts"].items() if v} == {
+        "onnx": "model.onnx", "onnx_fp16": "model_fp16.onnx", "frame_stage": "frame_stage.onnx",
+        "clip_stage": "clip_stage.onnx", "frame_stage_fp16": "frame_stage_fp16.onnx",
+        "clip_stage_fp16": "clip_stage_fp16.onnx", "weights": "weights.bin", "weights_fp16": "weights_fp16.bin"}
     assert c["target"] == "all" and set(c["artifact_bytes"]) == {k for k, v in c["artifacts"].items() if v}
+    for kind, name in c["artifacts"].items():  # what each file is, for the runtime to check
+        if name:
+            assert c["artifact_sha256"][kind] == hashlib.sha256((bp4d_bundle / name).read_bytes()).hexdigest()
     assert len(c["source"]["checkpoint_sha256"]) == 64
     assert set(c["timings_s"]) >= {"load", "export", "simplify", "parity", "stages", "fp16", "stages_fp16", "engine"}
     fp32 = c["parity"]["onnxruntime_fp32_cpu"]
@@ -189,12 +193,12 @@ def test_swin_batch_2_and_12_frames(swin_batched_bundle):
     np.testing.assert_allclose(out["au_scores"].reshape(24, 8), au.numpy(), rtol=0, atol=1e-4)
 
 
-def test_short_clips_random_init_says_untrained(disfa_short_bundle):
-    c = card(disfa_short_bundle)
+def test_short_clips_random_init_says_untrained(disfa_model_bundle):
+    c = card(disfa_model_bundle)
     assert c["untrained"] is True and c["source"]["checkpoint_sha256"] is None
     assert c["input"]["shape"] == [1, 4, 3, 224, 224]
     assert c["parity"]["onnxruntime_fp32_cpu"]["region_argmax_agreement"] == 1.0
-    meta = {p.key: p.value for p in onnx.load(str(disfa_short_bundle / "model.onnx"),
+    meta = {p.key: p.value for p in onnx.load(str(disfa_model_bundle / "model.onnx"),
                                                load_external_data=False).metadata_props}
     assert meta["mdhr.untrained"] == "true"
 
@@ -245,10 +249,10 @@ def test_verbose_shows_the_traceback(tmp_path):
     assert result.exit_code != 0 and result.exception is not None
 
 
-def test_failed_write_keeps_the_previous_bundle(tmp_path, disfa_short_bundle):
+def test_failed_write_keeps_the_previous_bundle(tmp_path, disfa_model_bundle):
     target = tmp_path / "bundle"
     target.mkdir()
-    good = (disfa_short_bundle / "mdhr.json").read_text()
+    good = (disfa_model_bundle / "mdhr.json").read_text()
     (target / "mdhr.json").write_text(good)
     with pytest.raises(RuntimeError):
         with staged_folder(target) as staging:

@@ -53,7 +53,7 @@ def test_bf16_islands_cover_the_region_modelling_and_nothing_upstream(bp4d_bundl
     kept float32; the backbone and the frame differences are not, unless
     the frame differences are asked for too."""
     bundle = load_bundle(bp4d_bundle)
-    islands = bundle.card[ISLANDS]
+    islands = bundle.card.islands
     assert len(islands["region_modelling"]) > 100 and len(islands["frame_differences"]) == 8
     model = ov.Core().read_model(str(bundle.artifact("onnx")))
     marked = mark_fp32_islands(model, {"region_modelling": islands["region_modelling"]})
@@ -135,25 +135,25 @@ def searched_bundle(source, footage, folder, settings: dict):
 
 
 @pytest.fixture(scope="module")
-def int8_bundle(disfa_short_bundle, face_avi, tmp_path_factory):
+def int8_bundle(disfa_model_bundle, face_avi, tmp_path_factory):
     """The DISFA 4-frame session bundle with the INT8 model the search
     chose under a gate it can meet."""
-    return searched_bundle(disfa_short_bundle, face_avi, tmp_path_factory.mktemp("int8") / "bundle", MEETABLE)
+    return searched_bundle(disfa_model_bundle, face_avi, tmp_path_factory.mktemp("int8") / "bundle", MEETABLE)
 
 
 @pytest.fixture(scope="module")
-def failing_int8_bundle(disfa_short_bundle, face_avi, tmp_path_factory):
+def failing_int8_bundle(disfa_model_bundle, face_avi, tmp_path_factory):
     """The same, searched under a gate no INT8 model can meet."""
-    return searched_bundle(disfa_short_bundle, face_avi, tmp_path_factory.mktemp("int8_failing") / "bundle",
+    return searched_bundle(disfa_model_bundle, face_avi, tmp_path_factory.mktemp("int8_failing") / "bundle",
                            UNMEETABLE)
 
 
-def test_layer_groups_cover_every_node_once(disfa_short_bundle):
+def test_layer_groups_cover_every_node_once(disfa_model_bundle):
     from mdhr_export.int8_groups import layer_groups
 
-    bundle = load_bundle(disfa_short_bundle)
+    bundle = load_bundle(disfa_model_bundle)
     model = ov.Core().read_model(str(bundle.artifact("onnx")))
-    groups = layer_groups(model, bundle.card[ISLANDS])
+    groups = layer_groups(model, {part: list(nodes) for part, nodes in bundle.card.islands.items()})
     assert [g.name for g in groups] == ["Backbone.stem", "Backbone.layer1", "Backbone.layer2", "Backbone.layer3",
                                         "Backbone.layer4", "frame_differences", "MFD", "region_modelling"]
     nodes = [n for g in groups for n in g.nodes]
@@ -169,7 +169,7 @@ def test_layer_groups_cover_every_node_once(disfa_short_bundle):
 
 
 def test_int8_search_finds_a_model_that_passes_a_gate_it_can_meet(int8_bundle):
-    card = load_bundle(int8_bundle).card
+    card = load_bundle(int8_bundle).card.to_json()
     assert card["artifacts"]["openvino_int8"] == "model_int8.xml" and (int8_bundle / "model_int8.bin").is_file()
     assert not (int8_bundle / ".int8_candidates").exists()
     search = card["int8"]["search"]
@@ -209,7 +209,7 @@ def test_int8_search_finds_a_model_that_passes_a_gate_it_can_meet(int8_bundle):
 
 
 def test_int8_search_reports_failure_for_a_gate_it_cannot_meet(failing_int8_bundle):
-    card = load_bundle(failing_int8_bundle).card
+    card = load_bundle(failing_int8_bundle).card.to_json()
     search = card["int8"]["search"]
     assert not search["passed"] and len(search["frontier"]) == 1 and search["chosen"] == 0
     only = search["frontier"][0]
@@ -295,7 +295,7 @@ def test_parity_and_bench_know_the_cpu_backends(int8_bundle, face_avi, tmp_path)
     assert result.exit_code == 0, result.output
     rows = {r["backend"]: r for r in json.loads(bench_path.read_text())["results"]}
     assert rows["onnxruntime"]["speedup_vs_onnxruntime"] == 1.0 and rows["int8"]["speedup_vs_onnxruntime"] > 0
-    gate = load_bundle(int8_bundle).card["parity"]["reduced_precision"]["runners"]["int8"]
+    gate = load_bundle(int8_bundle).card.report("parity")["reduced_precision"]["runners"]["int8"]
     assert rows["int8"]["export_gate"]["median_decision_agreement"] == gate["median_decision_agreement"]
     assert rows["onnxruntime"]["export_gate"] is None
     assert "speed-up vs onnxruntime" in result.output and "agreement vs fp32 (export gate)" in result.output

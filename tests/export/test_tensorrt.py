@@ -5,6 +5,8 @@ through Polygraphy's Comparator (on ONNX Runtime), the GPU probe on the real
 CUDA runtime library, and every refusal.  tests/export/test_gpu.py builds and runs
 engines where TensorRT and a GPU exist."""
 import ast
+import dataclasses
+import os
 import re
 import shutil
 import subprocess
@@ -24,7 +26,7 @@ from mdhr_runtime.backends.gpu import Gpu
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 from mdhr_runtime.backends.selection import open_runner, tensorrt_unavailable_reason
 from mdhr_runtime.backends.tensorrt_runner import engine_mismatch
-from mdhr_runtime.bundle import load_bundle
+from mdhr_runtime.bundle import load_bundle, seal
 from tests.support import ROOT
 
 PACKAGES = ("mdhr", "export", "runtime", "benchmarks")
@@ -291,10 +293,11 @@ def test_gpu_extra_is_the_strongly_typed_set():
 def test_tools_take_the_engine_s_precision_from_the_card(bp4d_bundle):
     from mdhr_bench.backends import BACKENDS, for_bundle
     from mdhr_runtime.bundle import Bundle
+    from mdhr_runtime.card import EngineBuild
 
     card = load_bundle(bp4d_bundle).card
     for precision, reduced in (("fp32", False), ("fp16", True)):
-        bundle = Bundle(bp4d_bundle, {**card, "engine_build": {"precision": precision}})
+        bundle = Bundle(bp4d_bundle, dataclasses.replace(card, engine_build=EngineBuild(precision, {})))
         backend = for_bundle(BACKENDS["tensorrt"], bundle)
         assert backend.precision == precision and backend.reduced_precision is reduced
     assert for_bundle(BACKENDS["onnxruntime"], bundle) is BACKENDS["onnxruntime"]
@@ -335,7 +338,7 @@ def stage_engine_folder(disfa_short_bundle, tmp_path, monkeypatch):
     folder.mkdir()
     for path in disfa_short_bundle.iterdir():
         if path.suffix == ".onnx":
-            (folder / path.name).symlink_to(path)
+            os.link(path, folder / path.name)  # a bundle holds its files: no symlinks
         elif path.suffix == ".bin":  # a copy: ONNX Runtime refuses a symlink leading elsewhere, onnx hard links
             shutil.copy(path, folder / path.name)
         else:
@@ -346,7 +349,7 @@ def stage_engine_folder(disfa_short_bundle, tmp_path, monkeypatch):
     runner = OnnxRuntimeRunner(bundle, providers=["CPUExecutionProvider"])
     reference = parity.runner_outputs(runner, parity.parity_clips(bundle.batch, bundle.frames))
     runner.close()
-    card = {**bundle.card, "engine_build": {"precision": "fp32"}}
+    card = {**bundle.card.to_json(), "engine_build": {"precision": "fp32"}}
     return folder, card, reference
 
 
@@ -361,7 +364,7 @@ def test_stage_engines_are_kept_when_the_stages_agree(stage_engine_folder):
     assert {k: card["artifacts"][k] for k in STAGE_ENGINE_FILES} == STAGE_ENGINE_FILES
     assert sorted(p.name for p in folder.iterdir() if p.suffix == ".engine") == ["clip_stage.engine",
                                                                                   "frame_stage.engine"]
-    bundle = Bundle(folder, card)
+    bundle = Bundle(folder, seal(folder, card))
     assert has_stage_engines(bundle)
     runner = StageRunner(bundle, engines=True)
     assert runner.name == "tensorrt" and isinstance(runner.frame_session, EngineStandIn)
@@ -381,4 +384,4 @@ def test_stage_engines_that_disagree_are_not_kept(stage_engine_folder):
     finally:
         EngineStandIn.error = 0.0
     assert sorted(p.name for p in folder.iterdir()) == before  # no engine, no staging left
-    assert "frame_stage_engine" not in card["artifacts"]
+    assert card["artifacts"].get("frame_stage_engine") is None

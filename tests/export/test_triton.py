@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from mdhr_export.cli import triton_main
+from mdhr_runtime.bundle import write_card
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 text_format = pytest.importorskip("google.protobuf.text_format")
@@ -74,8 +75,8 @@ def test_a_bundle_with_an_engine_also_gets_a_tensorrt_plan_model(disfa_short_bun
     os.link(disfa_short_bundle / card["artifacts"]["onnx"], bundle / card["artifacts"]["onnx"])
     shutil.copy(disfa_short_bundle / card["artifacts"]["weights"], bundle)  # the weights file it reads: see above
     (bundle / "model.plan").write_bytes(b"stand-in engine")
-    card["artifacts"]["engine"] = "model.plan"
-    (bundle / "mdhr.json").write_text(json.dumps(card))
+    card["artifacts"] = {kind: card["artifacts"][kind] for kind in ("onnx", "weights")} | {"engine": "model.plan"}
+    write_card(bundle, card)  # records the stand-in's size and sha256
     repo = tmp_path / "models"
     run([bundle, repo, "--cpu"])
     config = parse(repo / "mdhr_disfa_resnet_trt" / "config.pbtxt")
@@ -107,5 +108,5 @@ def test_a_graph_without_its_weights_file_is_named(disfa_short_bundle, tmp_path)
     (bundle / "mdhr.json").write_text(json.dumps(card))
     result = run([bundle, tmp_path / "models"], expect=2)
     assert result.output.strip().splitlines() == [
-        f"error: {bundle}: incomplete bundle: {bundle / 'weights.bin'} missing; export the bundle again"]
+        f"error: {bundle / 'weights.bin'}: missing from the bundle (its card names it); export the bundle again"]
     assert not (tmp_path / "models").exists()

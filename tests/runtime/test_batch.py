@@ -89,7 +89,7 @@ def batch(args, expect):
 def first_run(local_ray, corpus, disfa_short_bundle, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     missing = corpus / "gone.mp4"
-    result = batch([corpus, missing, "--model", disfa_short_bundle, "--out", out, "--workers", 2, "--json"],
+    result = batch([corpus, missing, "--model", disfa_short_bundle, "--out", out, "--workers", 2, "--json", "-"],
                    EXIT_SOME_FAILED)
     return out, json.loads(result.stdout)
 
@@ -122,7 +122,7 @@ def test_outputs_mirror_the_inputs_and_equal_mdhr_run(first_run, corpus, referen
 def test_a_rerun_does_no_work(first_run, corpus, disfa_short_bundle):
     out, _ = first_run
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.csv") if p.name != "summary.csv"}
-    result = batch([corpus, "--model", disfa_short_bundle, "--out", out, "--json"], EXIT_SOME_FAILED)
+    result = batch([corpus, "--model", disfa_short_bundle, "--out", out, "--json", "-"], EXIT_SOME_FAILED)
     report = json.loads(result.stdout)
     statuses = {Path(r["path"]).name: r["status"] for r in report["rows"]}
     # Complete outputs are skipped (the faceless one with its reason kept);
@@ -142,7 +142,7 @@ def test_segments_on_workers_stitch_to_the_whole_run(local_ray, corpus, disfa_sh
     a --flag-* threshold reaches the workers."""
     out = tmp_path / "out"
     result = batch([corpus / "a" / "clip.mp4", "--model", disfa_short_bundle, "--out", out, "--workers", 2,
-                    "--segment-frames", 12, "--json", "--flag-face", 1000], 0)
+                    "--segment-frames", 12, "--json", "-", "--flag-face", 1000], 0)
     assert json.loads(result.stdout)["tasks_run"] == 3
     stitched, whole = read_rows(out / "clip.csv"), written_by_mdhr_run(reference["a/clip.mp4"], tmp_path)
     assert worst_difference(stitched, whole) <= STITCH_TOLERANCE
@@ -308,7 +308,7 @@ def test_batch_reports_and_their_index(first_run, corpus, disfa_short_bundle, tm
 
     out = tmp_path / "out"
     shutil.copytree(first_run[0], out)
-    batch([corpus, "--model", disfa_short_bundle, "--out", out, "--report"], EXIT_SOME_FAILED)
+    batch([corpus, "--model", disfa_short_bundle, "--out", out, "--report", out / "index.html"], EXIT_SOME_FAILED)
     summary = read_rows(out / "summary.csv")
     reports = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.html"))
     assert reports == ["a/clip.html", "b/clip.html", "b/cut.html", "b/faceless.html", "index.html"]
@@ -357,11 +357,13 @@ def test_a_file_it_did_not_write_is_never_replaced(kind, name, corpus, disfa_sho
     FOREIGN[kind](folder / name)
     before = snapshot(folder)
     result = CliRunner().invoke(batch_main, [str(folder), "--model", str(disfa_short_bundle), "--out", str(folder),
-                                             "--report"])
+                                             "--report", str(folder / "index.html")])
     assert result.exit_code == EXIT_USER_ERROR, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: --out: ") and "mdhr-batch never replaces" in lines[0], \
-        result.output
+    # the index is --report's own path: refused as any output that is not a regular file is, or as not ours
+    refusal = ("error: --out: ", "mdhr-batch never replaces") if name != "index.html" or kind == "file" else \
+        ("error: --report ", "")
+    assert len(lines) == 1 and lines[0].startswith(refusal[0]) and refusal[1] in lines[0], result.output
     assert name in lines[0]
     assert snapshot(folder) == before
 

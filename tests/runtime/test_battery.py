@@ -223,11 +223,11 @@ def replace(path: Path, data: bytes) -> None:
 # Centred windows (the default) open the stage graphs only; the whole-model
 # graph is opened, and so checked, by the official windows that run it.
 @pytest.mark.parametrize("harm,message,windows", [
-    ("model.onnx truncated", "ONNX Runtime cannot load it", "official"),
-    ("frame stage truncated", "ONNX Runtime cannot load it", "centred"),
-    ("weights file truncated", "ONNX Runtime cannot load it", "centred"),
-    ("model.onnx swapped", "is not the model its card describes", "official"),
-    ("stages swapped", "is not the graph its card describes", "centred"),
+    ("model.onnx truncated", "the card says", "official"),
+    ("frame stage truncated", "the card says", "centred"),
+    ("weights file truncated", "the card says", "centred"),
+    ("model.onnx swapped", "the card says", "official"),
+    ("stages swapped", "the card says", "centred"),
     ("card edited: 8 frames", "is not the model its card describes", "official"),
     ("card edited: 8 frames", "not the 8 its card describes", "centred"),
     ("frame stage missing", "is missing from the bundle", "centred"),
@@ -339,7 +339,7 @@ def test_a_batch_list_with_blanks_comments_folders_and_repeats(disfa_short_bundl
                        f"{videos / 'day 2' / 'vfr.mkv'}\nvideos/cut.mp4\n", encoding="utf-8")
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, "-c", BATCH, f"@{listing}", "--model", str(disfa_short_bundle),
-                             "--out", str(out), "--workers", "1", "--json"], capture_output=True, text=True,
+                             "--out", str(out), "--workers", "1", "--json", "-"], capture_output=True, text=True,
                             timeout=400, env={**os.environ, "RAY_ADDRESS": ""})
     assert result.returncode == 5, result.stderr[-2000:]
     rows = {Path(r["path"]).name: r for r in json.loads(result.stdout)["rows"]}

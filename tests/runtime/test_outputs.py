@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from mdhr.errors import MDHRError
 from mdhr_bench.cli import bench_main, parity_main
 from mdhr_export.cli import build_main
+from mdhr_runtime.bundle import FORMAT
 from mdhr_runtime.cli.run import main as run_main
 from mdhr_runtime.files.atomic import umask
 from mdhr_runtime.files.outputs import remove_stale_staging, staged_files
@@ -60,7 +61,7 @@ def test_input_as_output_and_same_path_twice(disfa_short_bundle, face_avi, tmp_p
                      "--out and --plot are the same file")
     card = disfa_short_bundle / "mdhr.json"
     one_line_refusal(run_main, run_args(face_avi, disfa_short_bundle, out, "--json", card), "would replace --model")
-    assert json.loads(card.read_text())["format"] == 1 and not out.exists()
+    assert json.loads(card.read_text())["format"] == FORMAT and not out.exists()
 
 
 def test_symlink_output_is_refused_and_left_alone(disfa_short_bundle, face_avi, tmp_path):
@@ -186,7 +187,8 @@ def test_build_checks_the_bundle_before_the_gpu(disfa_short_bundle, tmp_path):
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     shutil.copy(disfa_short_bundle / "mdhr.json", bundle)
-    (bundle / "model.onnx").symlink_to(disfa_short_bundle / "model.onnx")
+    for name in ("model.onnx", "weights.bin"):  # the bundle's own files (links of the files themselves)
+        os.link(disfa_short_bundle / name, bundle / name)
     (bundle / "model.engine").symlink_to(tmp_path / "elsewhere.engine")
     one_line_refusal(build_main, [bundle, "--fp32"], "model.engine is a symbolic link")
     one_line_refusal(build_main, [tmp_path / "nothing"], "no such bundle folder")
@@ -214,4 +216,4 @@ def test_a_damaged_card_is_named(disfa_short_bundle, face_avi, tmp_path):
     bundle.mkdir()
     (bundle / "mdhr.json").write_text(json.dumps({**card, "artifacts": "model.onnx", "input": {"shape": "big"}}))
     one_line_refusal(run_main, run_args(face_avi, bundle, tmp_path / "o.csv"),
-                     "damaged model card (input, artifacts not as mdhr-export writes them)")
+                     "damaged model card: input.shape", "export the bundle again")

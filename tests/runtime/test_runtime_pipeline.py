@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from mdhr.errors import MDHRError
 from mdhr_runtime import AUDetector
+from mdhr_runtime.bundle import write_card
 from mdhr_runtime.cli.run import main
 from mdhr_runtime.results.table import QUALITY_COLUMNS
 from mdhr_runtime.timing import STAGES
@@ -101,8 +102,9 @@ def test_a_foreign_onnx_graph_in_a_bundle_is_named(disfa_short_bundle, footage, 
                                    [clips], [scores])
     bundle = tmp_path / "strange"
     bundle.mkdir()
-    shutil.copy(disfa_short_bundle / "mdhr.json", bundle)
     onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)]), bundle / "model.onnx")
+    card = json.loads((disfa_short_bundle / "mdhr.json").read_text())
+    write_card(bundle, {**card, "artifacts": {"onnx": "model.onnx"}})  # a card that vouches for the foreign graph
     # Official windows run the whole-model graph (a centred run never opens it).
     refused([str(footage[0]), "--model", str(bundle), "--out", str(tmp_path / "o.csv"), "--windows", "official"],
             "is not the model its card describes", "export the bundle again")

@@ -26,7 +26,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from mdhr.aus import IMAGE_MEAN, IMAGE_SIZE, IMAGE_STD, au_set
-from mdhr_runtime.bundle import write_card
+from mdhr_runtime.bundle import FORMAT, write_card
 
 OPSET = 18
 WEIGHTS_FILE = "weights.bin"
@@ -210,7 +210,7 @@ def _card(dataset, frames, au_names, regions, outputs, tap_shapes, motion_shape,
     artifacts = {"onnx": files["onnx"], "onnx_fp16": None, "engine": None, "weights": WEIGHTS_FILE,
                  "frame_stage": files["frame_stage"], "clip_stage": files["clip_stage"]}
     return {
-        "format": 1, "dataset": dataset, "backbone": "resnet", "au_names": list(au_names), "threshold": 0.5,
+        "format": FORMAT, "dataset": dataset, "backbone": "resnet", "au_names": list(au_names), "threshold": 0.5,
         "input": {"name": "clips", "shape": [1, frames, 3, IMAGE_SIZE, IMAGE_SIZE],
                   "layout": "RGB, pixel/255 then (x - mean) / std", "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD)},
         "outputs": outputs, "regions": regions, "untrained": True, "target": "all",
