@@ -9,9 +9,8 @@ keep spinning after a call and would slow ONNX Runtime in the same process).
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -164,16 +163,47 @@ def skipped(backend: Backend, batch: int, frames: int, reason: str) -> dict:
 
 def measure_in_own_process(backend: Backend, bundle_dir: Path, ckpt: Path | None, clips: np.ndarray,
                            warmup: int, iters: int, threads: int) -> dict:
-    # spawn, not fork: a forked child would inherit this process's memory
-    # (and any thread pools), spoiling both the memory and the timing.
+    """``measure_backend`` in a child process.  spawn, not fork: a forked
+    child would inherit this process's memory (and any thread pools),
+    spoiling both the memory and the timing.  The parent waits in short,
+    interruptible polls; when it is interrupted or terminated it kills the
+    child (which writes nothing) at once, rather than waiting out a timing
+    run that ignores signals while the backend computes."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        try:
-            return pool.submit(measure_backend, backend.name, bundle_dir, ckpt, clips, warmup, iters,
-                               threads).result()
-        except BrokenProcessPool:
-            return skipped(backend, clips.shape[0], clips.shape[1],
-                           "the measuring process died (out of memory?)")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_measure_child, args=(send, backend.name, bundle_dir, ckpt, clips, warmup,
+                                                         iters, threads), daemon=True)
+    child.start()
+    send.close()
+    try:
+        while not receive.poll(0.1):
+            if not child.is_alive():
+                return skipped(backend, clips.shape[0], clips.shape[1],
+                               f"the measuring process died (exit {child.exitcode}; out of memory?)")
+        outcome, value = receive.recv()
+    except EOFError:
+        return skipped(backend, clips.shape[0], clips.shape[1], "the measuring process died (out of memory?)")
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        receive.close()
+    if outcome == "error":
+        raise value
+    return value
+
+
+def _measure_child(send, *args) -> None:
+    """The child's side: Ctrl-C goes to the whole process group, and the
+    parent decides (it kills this process); the result or the exception
+    goes back through the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = ("ok", measure_backend(*args))
+    except Exception as error:  # an MDHRError or a bug: the parent raises it
+        result = ("error", error)
+    send.send(result)
+    send.close()
 
 
 def measure_backend(name: str, bundle_dir: Path, ckpt: Path | None, clips: np.ndarray, warmup: int,

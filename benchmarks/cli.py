@@ -11,8 +11,8 @@ from mdhr_bench.bench import BenchOptions, run_benchmark
 from mdhr_bench.markdown import bench_markdown, parity_markdown
 from mdhr_bench.parity import ParityOptions, run_parity
 from mdhr_runtime.bundle import load_bundle
-from mdhr_runtime.cli.common import mdhr_command, run_reporting_errors, say, verbose_option
-from mdhr_runtime.files.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
+from mdhr_runtime.cli.common import OUTPUT_FILE, PATH, mdhr_command, run_reporting_errors, say, verbose_option
+from mdhr_runtime.files.outputs import check_distinct, check_room, check_run_paths, remove_stale_staging, staged_files
 
 # mdhr-parity's exit status when a backend breaks tolerance (2 is a user
 # error, 1 a bug: see mdhr_runtime.cli.common).
@@ -21,9 +21,9 @@ EXIT_PARITY_FAILED = 3
 BACKEND_HELP = ("Comma-separated backends: torch, torch-bf16, torch-fp16, onnxruntime, onnxruntime-cuda, "
                 "onnxruntime-fp16, onnxruntime-tensorrt, tensorrt, openvino, openvino-bf16, int8. Those that "
                 "cannot run here are reported as skipped, with the reason.")
-model_option = click.option("--model", required=True, type=click.Path(path_type=Path),
+model_option = click.option("--model", required=True, type=PATH,
                             help="Bundle folder written by mdhr-export.")
-ckpt_option = click.option("--ckpt", type=click.Path(path_type=Path),
+ckpt_option = click.option("--ckpt", type=PATH,
                            help="The checkpoint the bundle was exported from (for the PyTorch backends).")
 threads_option = click.option("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime "
                               "[default: every usable core].")
@@ -35,6 +35,7 @@ def check_paths(outputs: dict[str, Path | None], inputs: dict[str, Path | None])
 
     files = {what: path for what, path in inputs.items() if what != "--model"}
     check_run_paths(outputs, files)
+    check_room(outputs, None)
     load_bundle(inputs["--model"])
     check_distinct(outputs, inputs)
     for target in outputs.values():
@@ -60,12 +61,12 @@ def write_reports(*reports: tuple[Path | None, str]) -> None:
 @click.option("--warmup", default=3, show_default=True, help="Untimed calls before timing.")
 @click.option("--iters", default=20, show_default=True, help="Timed calls per backend.")
 @threads_option
-@click.option("--video", type=click.Path(path_type=Path), help="Also time the whole runtime pipeline "
+@click.option("--video", type=PATH, help="Also time the whole runtime pipeline "
               "(decode, detect, preprocess, model) on this video, in both window modes.")
 @click.option("--stream", is_flag=True, help="Also time streaming: frame stage, clip stage, one new frame "
               "at stride 1, and the whole clip recomputed per frame (JSON results with \"mode\": \"stream\").")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report as JSON here.")
-@click.option("--markdown", "markdown_out", type=click.Path(path_type=Path), help="Write the table as markdown here.")
+@click.option("--json", "json_out", type=OUTPUT_FILE, help="Write the report as JSON here.")
+@click.option("--markdown", "markdown_out", type=OUTPUT_FILE, help="Write the table as markdown here.")
 @verbose_option
 def bench_main(model, ckpt, backends, batch, warmup, iters, threads, video, stream, json_out, markdown_out,
                verbose):
@@ -93,14 +94,14 @@ def bench_main(model, ckpt, backends, batch, warmup, iters, threads, video, stre
     "mdhr-parity --model bundles/disfa --ckpt DISFA_resnet.pth --video face.mp4 --json parity.json"])
 @model_option
 @ckpt_option
-@click.option("--video", type=click.Path(path_type=Path), help="Compare on the face clips of this video "
+@click.option("--video", type=PATH, help="Compare on the face clips of this video "
               "(real faces exercise the temporal branch as random inputs cannot).")
 @click.option("--backends", help=BACKEND_HELP + " [default: all but the reference]")
-@click.option("--image-list", type=click.Path(path_type=Path), help="Labelled set: image-path list in the "
+@click.option("--image-list", type=PATH, help="Labelled set: image-path list in the "
               "official format (e.g. DISFA_test_path_fold1.txt).")
-@click.option("--label-list", type=click.Path(path_type=Path), help="Labelled set: label list in the official "
+@click.option("--label-list", type=PATH, help="Labelled set: label list in the official "
               "format (e.g. DISFA_test_label_fold1.txt; -1 = unlabelled).")
-@click.option("--image-root", type=click.Path(path_type=Path), help="Folder the listed image paths are "
+@click.option("--image-root", type=PATH, help="Folder the listed image paths are "
               "relative to [default: img/ (BP4D) or img_o/ (DISFA) beside the lists, else their folder].")
 @click.option("--fp32-tolerance", default=1e-4, show_default=True,
               help="Largest AU score error allowed for float32 backends.")
@@ -108,7 +109,7 @@ def bench_main(model, ckpt, backends, batch, warmup, iters, threads, video, stre
               "for reduced-precision backends (AU at threshold, AU at median, region argmax).")
 @click.option("--max-clips", type=int, help="Use at most this many clips of the video.")
 @threads_option
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report as JSON here.")
+@click.option("--json", "json_out", type=OUTPUT_FILE, help="Write the report as JSON here.")
 @verbose_option
 def parity_main(model, ckpt, video, backends, image_list, label_list, image_root, fp32_tolerance,
                 min_agreement, max_clips, threads, json_out, verbose):

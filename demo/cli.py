@@ -10,7 +10,7 @@ import click
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import load_bundle
-from mdhr_runtime.cli.common import mdhr_command, run_reporting_errors, say, verbose_option
+from mdhr_runtime.cli.common import PATH, mdhr_command, run_reporting_errors, say, verbose_option
 from mdhr_runtime.cli.run import report_run
 from mdhr_runtime.files.outputs import check_output_folder
 from mdhr_runtime.runs.video import RunOptions, run_video
@@ -78,9 +78,9 @@ def run_sample(bundle: Path, out: Path, verbose: bool) -> int:
 
 
 @mdhr_command("demo.md", ["mdhr-demo --out mdhr-demo"])
-@click.option("--out", type=click.Path(path_type=Path), default=Path("mdhr-demo"), show_default=True,
+@click.option("--out", type=PATH, default=Path("mdhr-demo"), show_default=True,
               help="Folder for the outputs: sample.csv, sample_timeline.png and report.html.")
-@click.option("--cache", type=click.Path(path_type=Path), default=None,
+@click.option("--cache", type=PATH, default=None,
               help="Folder that keeps the demo's bundle between runs [default: $XDG_CACHE_HOME/mdhr-toolkit, "
                    "else ~/.cache/mdhr-toolkit].")
 @verbose_option

@@ -2,20 +2,19 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
 from mdhr.aus import AU_SETS, BACKBONES
 from mdhr_runtime.backends.gates import summary
 from mdhr_runtime.bundle import DEFAULT_TARGET, TARGETS
-from mdhr_runtime.cli.common import mdhr_command, run_reporting_errors, verbose_option
+from mdhr_runtime.cli.common import PATH, mdhr_command, run_reporting_errors, verbose_option
 
 
 @mdhr_command("bundles.md", ["mdhr-export --ckpt BP4D_resnet.pth --out bundles/bp4d --fp16"])
-@click.option("--ckpt", type=click.Path(path_type=Path), help="Checkpoint trained with the official MDHR code "
+@click.option("--ckpt", type=PATH, help="Checkpoint trained with the official MDHR code "
               "(bare state dict or {'state_dict': ...}, DataParallel prefixes accepted).")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write "
+@click.option("--out", required=True, type=PATH, help="Bundle folder to write "
               "(created; an existing bundle there is replaced only when the new one is complete).")
 @click.option("--fp16", is_flag=True, help="Also write the FP16 graphs (float32 I/O) TensorRT engines are built from "
               "and, where TensorRT and a GPU are present, a TensorRT FP16 engine.")
@@ -34,7 +33,7 @@ from mdhr_runtime.cli.common import mdhr_command, run_reporting_errors, verbose_
               "on --calibrate), the layer groups it keeps float32 found by measurement: the fastest candidate that "
               "passes the agreement gate at >= 1.2x ONNX Runtime fp32, else the best found, marked failing; every "
               "candidate's speed and agreement go in the card (int8.search); backend int8.")
-@click.option("--calibrate", type=click.Path(path_type=Path), metavar="VIDEO_OR_FOLDER", help="Real face footage "
+@click.option("--calibrate", type=PATH, metavar="VIDEO_OR_FOLDER", help="Real face footage "
               "(a video, a folder of frames or of videos): calibrates --int8, and measures every reduced-precision "
               "CPU runner's agreement with fp32 on its face clips (written to the card; auto uses only runners that "
               "pass).")
@@ -82,7 +81,7 @@ def main(ckpt, out, fp16, target, dataset, backbone, batch, frames, opset, int8,
 
 
 @mdhr_command("gpu.md", ["mdhr-build bundles/bp4d --fp16"])
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=PATH)
 @click.option("--fp16/--fp32", default=True, show_default=True, help="Engine precision: --fp16 builds from "
               "model_fp16.onnx (FP16; the card's fp16 entry says what stays FP32), --fp32 from model.onnx. The engine is "
               "strongly typed: it computes in the types of the ONNX it is built from.")
@@ -118,8 +117,8 @@ def build_main(bundle, fp16, verbose):
     "mdhr-triton bundles/bp4d triton-models",
     "docker run --gpus all -p 8000:8000 -p 8001:8001 -v $PWD/triton-models:/models \\",
     "  nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models"])
-@click.argument("bundle", type=click.Path(path_type=Path))
-@click.argument("repo", type=click.Path(path_type=Path))
+@click.argument("bundle", type=PATH)
+@click.argument("repo", type=PATH)
 @click.option("--instances", default=1, show_default=True, help="Model copies Triton runs concurrently.")
 @click.option("--cpu", is_flag=True, help="Run the instances on CPU (KIND_CPU) instead of the GPU.")
 @verbose_option

@@ -24,7 +24,7 @@ from mdhr_runtime.backends.gates import gate_text
 from mdhr_runtime.backends.openvino_runner import OpenVINORunner, openvino_unavailable_reason
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 from mdhr_runtime.batch.corpus import VIDEO_SUFFIXES
-from mdhr_runtime.bundle import Bundle, load_bundle, seal, write_card
+from mdhr_runtime.bundle import Bundle, seal, write_card
 from mdhr_runtime.pipeline import clip_batches
 
 INT8_FILE, INT8_WEIGHTS = "model_int8.xml", "model_int8.bin"

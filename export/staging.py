@@ -8,8 +8,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.files.atomic import STAGING_SUFFIX, staging_prefix, usual_mode
 from mdhr_runtime.bundle import CARD_FILE
+from mdhr_runtime.files.atomic import (
+    FULL_DEVICE,
+    STAGING_SUFFIX,
+    full_device_error,
+    make_folders,
+    remove_folders,
+    staging_prefix,
+    usual_mode,
+)
 from mdhr_runtime.files.outputs import check_output_folder
 
 
@@ -30,17 +38,21 @@ def staged_folder(target: Path, check=check_bundle_target, option: str = "--out"
     previous one is swapped out only at the very end), on failure or
     interruption it is removed and ``target`` is untouched."""
     target = check(target)
+    created = make_folders(target.parent)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target), suffix=STAGING_SUFFIX, dir=target.parent))
     except OSError as e:
+        remove_folders(created)
         raise MDHRError(f"{target}: cannot write there ({e.strerror}); choose a writable {option} folder") from None
     try:
         yield staging
         os.chmod(staging, usual_mode(folder=True))  # mkdtemp's 0700 would hide the folder from other users
         _swap_in(staging, target)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        remove_folders(created)
+        if isinstance(error, OSError) and error.errno in FULL_DEVICE:
+            raise full_device_error(error, target) from None
         raise
 
 

@@ -22,9 +22,22 @@ The folders follow the flow (docs/pipeline.md has the tree):
 
 No part imports torch; graphs open when a run first needs them.
 """
-from mdhr_runtime.bundle import load_bundle
-from mdhr_runtime.detector import AUDetector
-from mdhr_runtime.faces.quality import QualityOptions
-from mdhr_runtime.results.table import FrameTable
-
 __all__ = ["AUDetector", "FrameTable", "QualityOptions", "load_bundle"]
+
+# Imported on first use (PEP 562): the commands' entry points
+# (mdhr_runtime.cli.launch) set up their signal handling before the
+# seconds that numpy, OpenCV and ONNX Runtime take to import.
+_PUBLIC = {"AUDetector": "mdhr_runtime.detector", "FrameTable": "mdhr_runtime.results.table",
+           "QualityOptions": "mdhr_runtime.faces.quality", "load_bundle": "mdhr_runtime.bundle"}
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        import importlib
+
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'mdhr_runtime' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -8,10 +8,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.integrity import external_data_locations, remember, remembered, sha256_of, verify_file
-from mdhr_runtime.card import (ARTIFACT_KINDS, CARD_FILE, DEFAULT_TARGET, FORMAT, TARGET_ARTIFACTS, TARGETS, Card,
-                               CardError, plain_file_name)
+from mdhr_runtime.card import (
+    ARTIFACT_KINDS,
+    CARD_FILE,
+    DEFAULT_TARGET,
+    FORMAT,
+    TARGET_ARTIFACTS,
+    TARGETS,
+    Card,
+    CardError,
+    plain_file_name,
+)
 from mdhr_runtime.files.atomic import write_atomically
+from mdhr_runtime.integrity import external_data_locations, remember, remembered, sha256_of, verify_file
 
 __all__ = ["ARTIFACT_KINDS", "CARD_FILE", "DEFAULT_TARGET", "FORMAT", "TARGET_ARTIFACTS", "TARGETS", "Bundle", "Card",
            "load_bundle", "seal", "write_card"]

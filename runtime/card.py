@@ -20,7 +20,6 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from mdhr.aus import AU_SETS, BACKBONES, IMAGE_SIZE
-from mdhr.errors import MDHRError
 
 CARD_FILE = "mdhr.json"
 FORMAT = 2  # bump when the card or the graph's inputs/outputs change meaning

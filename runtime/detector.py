@@ -14,18 +14,18 @@ from typing import Callable
 import numpy as np
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.bundle import load_bundle
-from mdhr_runtime.choices import DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS
-from mdhr_runtime.checks import check_faces, check_threshold
-from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
-from mdhr_runtime.faces.quality import QualityOptions
-from mdhr_runtime.faces.registry import check_face_detector
-from mdhr_runtime.pipeline import WHOLE, Scoring, ScoreOptions, Span
-from mdhr_runtime.sources.frames import FrameSource
 from mdhr_runtime.backends.runners import check_clip_values
 from mdhr_runtime.backends.selection import choose_backend, open_choice
 from mdhr_runtime.backends.stages import StageRunner, has_stage_engines
+from mdhr_runtime.bundle import load_bundle
+from mdhr_runtime.checks import check_faces, check_threshold
+from mdhr_runtime.choices import DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS
+from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
+from mdhr_runtime.faces.quality import QualityOptions
+from mdhr_runtime.faces.registry import check_face_detector
+from mdhr_runtime.pipeline import WHOLE, ScoreOptions, Scoring, Span
 from mdhr_runtime.results.table import FrameTable
+from mdhr_runtime.sources.frames import FrameSource
 from mdhr_runtime.timing import StageClock
 from mdhr_runtime.windows.clips import ClipWindows
 from mdhr_runtime.windows.streams import FrameStream, WindowPlan
@@ -72,6 +72,7 @@ class AUDetector:
         self.threads = threads
         self._runner = None
         self._stages = None
+        self._closed = False
         self._opening = threading.Lock()  # threads sharing a detector open each graph once
 
     @property
@@ -79,6 +80,7 @@ class AUDetector:
         """The whole-model runner of the chosen backend, opened on first use
         (official windows, ``predict_clips``): a centred run never opens it."""
         with self._opening:
+            self._check_open()
             if self._runner is None:
                 self._runner = open_choice(self.bundle, self.choice, self.threads)
         return self._runner
@@ -89,6 +91,7 @@ class AUDetector:
         TensorRT engines where the whole model runs as one and mdhr-build
         made them, else ONNX Runtime."""
         with self._opening:
+            self._check_open()
             if self._stages is None:
                 engines = self.choice.backend == "tensorrt" and has_stage_engines(self.bundle)
                 self._stages = StageRunner(self.bundle, threads=self.threads, engines=engines)
@@ -198,10 +201,20 @@ class AUDetector:
                   "stages": clock.report(frames, wall), "other_seconds": round(max(wall - clock.total(), 0.0), 4)}
         return report, table
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MDHRError("this AUDetector is closed (close() was called, or its with block ended); make a "
+                            "new AUDetector to score more")
+
     def close(self) -> None:
-        for graphs in (self._runner, self._stages):
-            if graphs is not None:
-                graphs.close()
+        """Release the model's graphs; using the detector afterwards raises an
+        ``MDHRError``.  Closing twice is harmless."""
+        with self._opening:
+            self._closed = True
+            graphs, self._runner, self._stages = (self._runner, self._stages), None, None
+        for opened in graphs:
+            if opened is not None:
+                opened.close()
 
     def __enter__(self) -> "AUDetector":
         return self

@@ -136,8 +136,8 @@ def main(argv=None) -> None:
     parser.add_argument("--hours", type=float, default=1.0)
     parser.add_argument("--screenshot", type=Path)
     args = parser.parse_args(argv)
-    from mdhr_runtime.results.readback import read_csv
     from mdhr_runtime.results.provenance import Provenance
+    from mdhr_runtime.results.readback import read_csv
     from mdhr_runtime.results.report import write_report
 
     args.out.mkdir(parents=True, exist_ok=True)

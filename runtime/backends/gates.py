@@ -13,6 +13,7 @@ from __future__ import annotations
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.choices import BACKEND_TABLE
 
+
 def gate_text(min_agreement: float = 0.99, min_rank: float | None = 0.99) -> str:
     """The gate in words, as the card records it."""
     rank = "" if min_rank is None else f" and every AU's rank correlation >= {min_rank:g}"

@@ -17,14 +17,15 @@ infer request: give each thread its own runner.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 
 from mdhr.errors import MDHRError
+from mdhr_runtime.backends.runners import Runner, check_outputs
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.choices import BACKEND_TABLE
-from mdhr_runtime.backends.runners import Runner, check_outputs
 
 INSTALL = "pip install 'mdhr-toolkit[openvino]'"
 # backend name -> (precision, the bundle artifact it reads)
@@ -32,13 +33,16 @@ INSTALL = "pip install 'mdhr-toolkit[openvino]'"
 OPENVINO_BACKENDS = {b.name: (b.precision, "openvino_int8" if b.precision == "int8" else "onnx")
                      for b in BACKEND_TABLE if b.family == "openvino"}
 KEEP_ORIGINAL_PRECISION = "disable_fp16_compression_0"  # ov::DisableFP16Compression's key
-from mdhr_runtime.card import ISLANDS  # the card's entry: names of the float32 islands' first nodes
 # What bf16 keeps float32.  Emulated bf16 on the BP4D ResNet model, 12 real
 # face clips (python -m scripts.bundles_bf16_islands): decisions at the AU
 # medians agreed on 91.1% with bf16 everywhere, 94.3% with the region
 # modelling in fp32 (lowest rank correlation 0.978 -> 0.995), and 94.3% with
 # the frame differences in fp32 too: those buy nothing, so they run bf16.
 BF16_FP32_PARTS = ("region_modelling",)
+
+
+# How long one wait for an inference lasts before Python checks for signals.
+WAIT_STEP_MS = 50
 
 
 def openvino_unavailable_reason(backend: str, bundle: Bundle | None = None) -> str | None:
@@ -149,7 +153,21 @@ class OpenVINORunner(Runner):
         check_outputs(self.path, shapes, self._expected_shapes)
 
     def _infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
-        results = self._request.infer({0: clips})
+        # Started and waited for in short steps rather than one blocking
+        # infer(): Python runs signal handlers between the steps, and a
+        # signal cancels the request instead of waiting out the call.
+        self._request.start_async({0: clips})
+        try:
+            while not self._request.wait_for(WAIT_STEP_MS):
+                pass
+        except BaseException:
+            # cancelled, the request still ends its work; freeing it before
+            # that would abort the process
+            self._request.cancel()
+            with contextlib.suppress(Exception):
+                self._request.wait()
+            raise
+        results = self._request.results
         return {name: np.array(results[self._compiled.output(name)], dtype=np.float32) for name in self.output_names}
 
     def close(self) -> None:

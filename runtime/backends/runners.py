@@ -14,9 +14,8 @@ import numpy as np
 
 from mdhr.aus import IMAGE_MEAN, IMAGE_STD
 from mdhr.errors import MDHRError
+from mdhr_runtime.backends.sessions import onnx_session, ort_errors, provider_name, run_options
 from mdhr_runtime.bundle import Bundle
-from mdhr_runtime.backends.sessions import onnx_session, ort_errors, provider_name
-
 
 # Normalised crops, (pixel / 255 - mean) / std with the ImageNet statistics,
 # lie within about -2.1..2.6.  Values far beyond (0..255 pixels, a wrong
@@ -116,7 +115,7 @@ class OnnxRuntimeRunner(Runner):
 
     def _infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         try:
-            outputs = self.session.run(self.output_names, {self.input_name: clips})
+            outputs = self.session.run(self.output_names, {self.input_name: clips}, run_options())
         except ort_errors() as e:
             raise MDHRError(f"{self.path}: ONNX Runtime cannot run it ({str(e).splitlines()[0][:200]}); "
                             "export the bundle again") from None

@@ -35,9 +35,62 @@ def onnx_session(path: Path, threads: int | None = None, providers: list[str] | 
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        return interruptible(lambda: ort.InferenceSession(str(path), options, providers=providers))
     except Exception as e:  # ORT raises its own exception types for bad files
         raise MDHRError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]}); {remedy}") from None
+
+
+def interruptible(make):
+    """``make()``, run in a helper thread while the main thread waits in short
+    steps: creating a session optimises the graph in C for seconds (the
+    full model's, longer on a loaded machine), and Python's signal handlers
+    run only in the main thread, between bytecodes.  ONNX Runtime releases
+    the GIL while it works, so the wait stays responsive; on a signal the
+    main thread goes on to stop, and the unfinished session is dropped with
+    the process (which then ends with os._exit: see
+    ``cli.common._exit_now``).  Off the main thread ``make`` simply runs."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return make()
+    outcome: dict = {}
+
+    def build():
+        try:
+            outcome["value"] = make()
+        except BaseException as error:  # handed to the main thread
+            outcome["error"] = error
+
+    helper = threading.Thread(target=build, name="mdhr-session", daemon=True)
+    helper.start()
+    while helper.is_alive():
+        helper.join(0.1)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+_RUN_OPTIONS = None
+
+
+def run_options():
+    """The RunOptions every long model call of this process runs with: one
+    object, so a signal can stop whichever call is running
+    (``stop_model_calls``); ONNX Runtime's run holds the main thread in C,
+    where Python's own signal handler cannot run until it returns."""
+    global _RUN_OPTIONS
+    if _RUN_OPTIONS is None:
+        import onnxruntime as ort
+
+        _RUN_OPTIONS = ort.RunOptions()
+    return _RUN_OPTIONS
+
+
+def stop_model_calls() -> None:
+    """Make every running and later ``run_options`` call end at once with an
+    ONNX Runtime error (the process is stopping: see mdhr_runtime.cli.common)."""
+    if _RUN_OPTIONS is not None:
+        _RUN_OPTIONS.terminate = True
 
 
 def provider_name(session) -> str:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.bundle import Bundle
-from mdhr_runtime.backends.sessions import onnx_session, provider_name
 from mdhr_runtime.backends import tensorrt_runner
 from mdhr_runtime.backends.runners import check_outputs
+from mdhr_runtime.backends.sessions import onnx_session, provider_name, run_options
+from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.card import PREVIOUS_TAPS
 
 STAGE_KINDS = {"fp32": ("frame_stage", "clip_stage"), "fp16": ("frame_stage_fp16", "clip_stage_fp16")}
@@ -102,7 +102,7 @@ class StageRunner:
 
     def _run_frame(self, crop: np.ndarray, previous: list[np.ndarray]) -> tuple[FrameFeatures, list[np.ndarray]]:
         feeds = {FRAME_INPUT: np.ascontiguousarray(crop, dtype=np.float32)[None], **dict(zip(PREVIOUS_TAPS, previous))}
-        static, dynamics, *taps = self.frame_session.run([STATIC, DYNAMICS, *TAPS], feeds)
+        static, dynamics, *taps = self.frame_session.run([STATIC, DYNAMICS, *TAPS], feeds, run_options())
         return FrameFeatures(static[0], dynamics[0]), taps
 
     def still_dynamics(self) -> np.ndarray:
@@ -124,7 +124,7 @@ class StageRunner:
             raise MDHRError(f"a window of {len(window)} frames given, the clip stage takes {self.frames}")
         static = np.stack([f.static for f in window])[None]
         dynamics = np.stack([f.dynamics for f in window[1:]])[None]
-        outputs = self.clip_session.run(self.clip_outputs, {STATIC: static, DYNAMICS: dynamics})
+        outputs = self.clip_session.run(self.clip_outputs, {STATIC: static, DYNAMICS: dynamics}, run_options())
         return {name: out[0] for name, out in zip(self.clip_outputs, outputs)}
 
     def clip(self, window: list[FrameFeatures]) -> np.ndarray:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.backends.gpu import Gpu, visible_gpu
 from mdhr_runtime.backends.runners import Runner
+from mdhr_runtime.bundle import Bundle
 
 
 def quiet_polygraphy(verbose: bool = False) -> None:

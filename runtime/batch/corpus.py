@@ -49,6 +49,9 @@ def expand_inputs(arguments: Sequence[str]) -> list[Path]:
 
 
 def _expand(argument: str) -> list[Path]:
+    if not argument.strip() or argument == "@":
+        raise MDHRError(f"INPUT {argument!r} is empty: an empty text is not a path; give a video, a folder, a "
+                        "pattern or @list.txt (. for the working folder)")
     if argument.startswith("@"):
         listing = Path(argument[1:])
         try:

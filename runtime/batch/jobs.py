@@ -56,7 +56,7 @@ from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.faces.quality import QualityOptions
 from mdhr_runtime.files.atomic import atomic_path
-from mdhr_runtime.files.outputs import check_input, check_output_folder, remove_stale_staging
+from mdhr_runtime.files.outputs import check_input, check_names, check_output_folder, check_room, remove_stale_staging
 from mdhr_runtime.results.index import is_batch_index, report_path
 from mdhr_runtime.sources.frames import FrameSource
 from mdhr_runtime.sources.live import quiet_ffmpeg
@@ -205,6 +205,7 @@ class BatchJob:
             if finished_before(before, self.options.out_dir, self.digest):
                 self.rows[video] = dataclasses.replace(before, status="skipped")
                 continue
+            check_names(self.options.out_dir / names[video], f"the output of {video}")
             remove_stale_staging(self.options.out_dir / names[video], self.say)
             try:
                 check_input(video, "input", folder_ok=False)
@@ -215,6 +216,7 @@ class BatchJob:
             segments = [WHOLE_VIDEO] if plan is None else plan.segments(source.frame_count)
             todo.append(_Video(video, names[video], source.frame_count, source.fps, segments))
         self._check_ours([v.output for v in todo] + [r.output for r in self.rows.values() if r.output], previous)
+        check_room({"--out": self.summary_path}, sum(v.frames or 0 for v in todo))
         return todo
 
     def _previous(self) -> dict[str, SummaryRow]:

@@ -13,6 +13,7 @@ from mdhr_runtime.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_SOME_FAILED,
     EXIT_TERMINATED,
+    PATH,
     QUALITY_FLAG_NAMES,
     Terminated,
     mdhr_command,
@@ -36,9 +37,9 @@ def _positive(ctx, param, value):
     "mdhr-batch corpus/ --model bundles/bp4d --out results/",
     "mdhr-batch @videos.txt --model bundles/bp4d --out results/ --address auto"])
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
-@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
+@click.option("--model", "model_dir", required=True, type=PATH,
               help="Bundle folder written by mdhr-export.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+@click.option("--out", "out_dir", required=True, type=PATH,
               help="Output folder: one CSV per video (mirroring the input names) and summary.csv.")
 @click.option("--address", help="Join this Ray cluster (e.g. ray://head:10001 or auto); default: start a local "
               "one sized to this machine.")

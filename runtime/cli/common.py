@@ -15,14 +15,17 @@ Exit codes (docs/errors.md lists the same, with the cases behind them):
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Callable, Sequence
 
 import click
 
 from mdhr.errors import MDHRError
+from mdhr_runtime.backends.sessions import stop_model_calls
 from mdhr_runtime.faces import quality
 from mdhr_runtime.sources.live import quiet_ffmpeg
 
@@ -57,6 +60,40 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
 
 
+class _SignalWatcher:
+    """Stops model calls the moment a signal arrives.  Python runs its
+    signal handlers in the main thread between bytecodes, so a handler
+    waits while ONNX Runtime holds that thread in one long call (seconds
+    for a clip of the full model).  Python's C-level handler also writes the
+    signal's number to a wakeup pipe; this thread reads it, records the
+    signal and sets ONNX Runtime's terminate flag, so the call returns at
+    once and the handler runs."""
+
+    def __init__(self):
+        self.read, self.write = os.pipe()
+        os.set_blocking(self.write, False)
+        self.previous = signal.set_wakeup_fd(self.write, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, name="mdhr-signal-watcher", daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                data = os.read(self.read, 16)
+            except OSError:
+                data = b""
+            if not data:
+                os.close(self.read)
+                return
+            numbers = [n for n in data if n in (signal.SIGINT, signal.SIGTERM)]
+            if numbers:
+                _Signals.received = _Signals.received or numbers[0]
+                stop_model_calls()
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self.previous)
+        os.close(self.write)  # the watcher's read then ends
+
+
 def _unless_terminated(work: Callable[[], int | None]) -> int | None:
     try:
         return work()
@@ -69,11 +106,24 @@ def _unless_terminated(work: Callable[[], int | None]) -> int | None:
         raise
 
 
+def _exit_now(code: int) -> None:
+    """End a process stopped by a signal without the interpreter's teardown.
+    Its outputs' staging is already removed (the exception unwound through
+    it); what may still run are C++ threads of ONNX Runtime or OpenVINO (a
+    session being built in a helper thread, a cancelled request's workers),
+    and tearing those libraries down under them aborts the process (exit
+    134, "terminate called without an active exception")."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def run_reporting_errors(work: Callable[[], int | None], verbose: bool, flags: dict[str, str] | None = None) -> None:
     quiet_ffmpeg(verbose)
     in_main_thread = threading.current_thread() is threading.main_thread()
     handled = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.signal(s, _interrupt) for s in handled} if in_main_thread else {}
+    watcher = _SignalWatcher() if in_main_thread else None
     _Signals.received = None
     try:
         code = _unless_terminated(work)
@@ -91,9 +141,13 @@ def run_reporting_errors(work: Callable[[], int | None], verbose: bool, flags: d
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         click.echo("interrupted; nothing was written", err=True)
+        if in_main_thread:
+            _exit_now(EXIT_INTERRUPTED)
         sys.exit(EXIT_INTERRUPTED)
     except Terminated:
         click.echo("terminated; nothing was written", err=True)
+        if in_main_thread:
+            _exit_now(EXIT_TERMINATED)
         sys.exit(EXIT_TERMINATED)
     except Exception as e:  # a bug: say so briefly unless asked for details
         if verbose:
@@ -102,9 +156,49 @@ def run_reporting_errors(work: Callable[[], int | None], verbose: bool, flags: d
                    "(run again with --verbose for the traceback, and please report it)", err=True)
         sys.exit(EXIT_BUG)
     finally:
+        if watcher is not None:
+            watcher.close()
         for number, handler in previous.items():
             signal.signal(number, signal.SIG_DFL if handler is None else handler)
     sys.exit(code or 0)
+
+
+class PathRefused(click.ClickException):
+    """A path argument that is no path, refused as the other user errors are:
+    one line, exit 2."""
+
+    exit_code = EXIT_USER_ERROR
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+class PathType(click.Path):
+    """click.Path giving a ``pathlib.Path``, refusing an empty text (it
+    would otherwise mean the working folder) and, for a file to write
+    (``output_file``), a name ending in a separator (it names a folder, and
+    the separator would be dropped: ``--out newdir/`` would become a file
+    named newdir)."""
+
+    def __init__(self, output_file: bool = False):
+        super().__init__(path_type=Path)
+        self.output_file = output_file
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (str, bytes)):
+            text = os.fsdecode(value)
+            name = "/".join(param.opts) if isinstance(param, click.Option) else param.human_readable_name
+            if not text.strip():
+                raise PathRefused(f"{name} is empty ({value!r}): an empty text is not a path; give a file or "
+                                  "folder name (. for the working folder)")
+            if self.output_file and text != "-" and text.endswith(("/", os.sep)):
+                raise PathRefused(f"{name} {text} ends with {text[-1]}, so it names a folder, and {name} is a file "
+                                  f"to write: give a file name (for example {text}NAME)")
+        return super().convert(value, param, ctx)
+
+
+PATH = PathType()
+OUTPUT_FILE = PathType(output_file=True)
 
 
 def say(line: str) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import click
 
@@ -19,6 +18,7 @@ from mdhr_runtime.choices import (
     WINDOW_MODES,
 )
 from mdhr_runtime.cli.common import (
+    PATH,
     QUALITY_FLAG_NAMES,
     mdhr_command,
     quality_options,
@@ -37,7 +37,7 @@ from mdhr_runtime.windows.streams import WindowPlan
 
 
 @mdhr_command("live.md", ["mdhr-live --model bundles/bp4d", "mdhr-live --model bundles/bp4d --faces all --port 8765"])
-@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
+@click.option("--model", "model_dir", required=True, type=PATH,
               help="Bundle folder written by mdhr-export.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Browsers give cameras only to localhost or HTTPS pages, so another "

@@ -10,8 +10,8 @@ from mdhr.aus import DECISION_THRESHOLD
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.checks import check_threshold
-from mdhr_runtime.cli.common import mdhr_command, run_reporting_errors, say, verbose_option
-from mdhr_runtime.files.outputs import check_run_paths, remove_stale_staging
+from mdhr_runtime.cli.common import OUTPUT_FILE, PATH, mdhr_command, run_reporting_errors, say, verbose_option
+from mdhr_runtime.files.outputs import check_room, check_run_paths, remove_stale_staging
 from mdhr_runtime.results.overlay import check_overlay_input
 from mdhr_runtime.results.provenance import Provenance, read_facts
 from mdhr_runtime.results.readback import read_csv
@@ -21,11 +21,11 @@ from mdhr_runtime.results.report import video_beside, write_report
 @mdhr_command("results.md", [
     "mdhr-report interview.csv --video interview.mp4 --html interview.html",
     "mdhr-report onnx.csv int8.csv --html compare.html"])
-@click.argument("csvs", metavar="CSV...", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--html", "html_path", required=True, type=click.Path(path_type=Path), help="The report to write.")
-@click.option("--video", type=click.Path(path_type=Path),
+@click.argument("csvs", metavar="CSV...", nargs=-1, required=True, type=PATH)
+@click.option("--html", "html_path", required=True, type=OUTPUT_FILE, help="The report to write.")
+@click.option("--video", type=PATH,
               help="The video the CSVs were scored from: the report then shows it annotated with the first CSV.")
-@click.option("--model", "model_dir", type=click.Path(path_type=Path),
+@click.option("--model", "model_dir", type=PATH,
               help="The bundle that made the CSVs, where their run facts (NAME.run.json, written beside each "
                    "CSV by mdhr-run and mdhr-batch) are missing: the report then names its dataset and "
                    "backbone and says whether it is untrained.")
@@ -60,6 +60,7 @@ def main(csvs, html_path, video, model_dir, threshold, verbose):
             cut = bundle.threshold
         runs = [_recorded(path, given, threshold, cut) for path in csvs]
         tables = [read_csv(path, facts.threshold) for path, facts in zip(csvs, runs)]
+        check_room(outputs, len(tables[0]))
         labels = _labels(csvs)
         remove_stale_staging(html_path, say)
         first = runs[0].replace(input=str(video)) if video is not None else runs[0]

@@ -2,8 +2,6 @@
 The work is ``mdhr_runtime.runs.video.run_video``; this maps flags to it."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 from tqdm import tqdm
 
@@ -18,6 +16,8 @@ from mdhr_runtime.choices import (
 )
 from mdhr_runtime.cli.common import (
     EXIT_INCOMPLETE_INPUT,
+    OUTPUT_FILE,
+    PATH,
     QUALITY_FLAG_NAMES,
     mdhr_command,
     quality_options,
@@ -35,10 +35,10 @@ from mdhr_runtime.runs.video import RunOptions, RunOutcome, run_video
     "mdhr-run interview.mp4 --model bundles/bp4d --out interview.csv --plot interview.png",
     "mdhr-run interview.mp4 --model bundles/bp4d --out interview.csv --report interview.html",
     "mdhr-run --camera 0 --model bundles/bp4d --out live.csv"])
-@click.argument("input_path", metavar="INPUT", required=False, type=click.Path(path_type=Path))
-@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
+@click.argument("input_path", metavar="INPUT", required=False, type=PATH)
+@click.option("--model", "model_dir", required=True, type=PATH,
               help="Bundle folder written by mdhr-export.")
-@click.option("--out", type=click.Path(path_type=Path),
+@click.option("--out", type=OUTPUT_FILE,
               help="CSV to write: one row per frame (frame, timestamp, success, confidence, face box, "
                    "AUxx_score, AUxx_c, then landmarks, head pose, face size and quality flags); - for standard "
                    "output (every message goes to standard error). "
@@ -50,12 +50,12 @@ from mdhr_runtime.runs.video import RunOptions, RunOutcome, run_video
                    "edges); official: the paper's non-overlapping windows.")
 @click.option("--hop", type=int, help="Centred windows: frames between window starts (default 1: every frame "
               "at the middle of its window, scores without a period).")
-@click.option("--json", "json_out", type=click.Path(path_type=Path),
+@click.option("--json", "json_out", type=OUTPUT_FILE,
               help="Also write the results as JSON (- for standard output, with --out a file).")
-@click.option("--plot", type=click.Path(path_type=Path), help="Also draw the AU activations over time (PNG).")
-@click.option("--overlay", type=click.Path(path_type=Path), help="Also write the video annotated with boxes, "
+@click.option("--plot", type=OUTPUT_FILE, help="Also draw the AU activations over time (PNG).")
+@click.option("--overlay", type=OUTPUT_FILE, help="Also write the video annotated with boxes, "
               "face ids and AU bars (H.264 MP4, plays in browsers).")
-@click.option("--report", type=click.Path(path_type=Path), help="Also write a self-contained HTML report: "
+@click.option("--report", type=OUTPUT_FILE, help="Also write a self-contained HTML report: "
               "annotated video, AU timeline per face, statistics and provenance.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: a TensorRT engine on a GPU when the bundle has one, else a reduced-precision CPU "

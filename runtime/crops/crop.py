@@ -18,9 +18,9 @@ import numpy as np
 
 from mdhr.aus import IMAGE_MEAN, IMAGE_SIZE, IMAGE_STD
 from mdhr.errors import MDHRError
-from mdhr_runtime.timing import StageClock
 from mdhr_runtime.faces.tracking import FaceResult, FaceTracker
 from mdhr_runtime.sources.frames import Frame
+from mdhr_runtime.timing import StageClock
 
 # The ImageNet mean colour normalises to 0 under the official statistics:
 # the neutral fill for parts of a crop outside the frame (black would read

@@ -18,6 +18,7 @@ import numpy as np
 from mdhr.errors import MDHRError
 from mdhr_runtime.faces.detection import Detection, FaceDetector, MTCNNDetector, box_iou
 
+
 @dataclass(frozen=True)
 class FaceResult:
     """The face of one frame as the rest of the runtime sees it.

@@ -1,6 +1,8 @@
 """Writing output files whole or not at all."""
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -15,12 +17,48 @@ from mdhr.errors import MDHRError
 STAGING_SUFFIX = ".part"
 
 
+# Room a staging name needs beyond its target's name: ".", ".mdhr-", a
+# process id (up to 7 digits), "-", mkstemp's 8 letters and ".part".
+STAGING_OVERHEAD = 1 + 6 + 7 + 1 + 8 + len(STAGING_SUFFIX)
+# File systems that do not say (pathconf fails) are taken to allow this.
+DEFAULT_NAME_MAX = 255
+
+# The errors of a device that cannot take more: no space, over quota, a
+# file larger than the file system allows.
+FULL_DEVICE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name, in bytes, the file system of ``folder`` (or of
+    its nearest existing ancestor) takes."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        return int(os.pathconf(existing, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return DEFAULT_NAME_MAX
+
+
 def staging_prefix(target: Path, pid: int | None = -1) -> str:
     """The staging name prefix for ``target``; ``pid=None`` gives the part
-    shared by every writer's staging (for globbing)."""
+    shared by every writer's staging (for globbing).  A name too long to
+    carry the staging decorations (a 255-byte name the file system itself
+    takes) is replaced by a digest of it, so such a target can be written."""
     if pid == -1:
         pid = os.getpid()
-    return f".{target.name}.mdhr-" + ("" if pid is None else f"{pid}-")
+    name = target.name
+    if len(os.fsencode(name)) + STAGING_OVERHEAD > name_max(target.parent):
+        name = "mdhr-long-" + hashlib.sha256(os.fsencode(name)).hexdigest()[:24]
+    return f".{name}.mdhr-" + ("" if pid is None else f"{pid}-")
+
+
+def full_device_error(error: OSError, target: Path) -> MDHRError:
+    """The one line for a write a full device refused."""
+    why = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is used up",
+           errno.EFBIG: "the file is larger than the file system allows"}[error.errno]
+    return MDHRError(f"cannot write {target}: {why}; free space there or choose another output folder "
+                     "(nothing was written)")
 
 
 def umask() -> int:
@@ -51,10 +89,13 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     if target.is_dir():
         raise MDHRError(f"output path {target} is a folder: give a file name")
+    created = make_folders(target.parent)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(prefix=staging_prefix(target), suffix=STAGING_SUFFIX, dir=target.parent)
     except OSError as error:
+        remove_folders(created)
+        if error.errno in FULL_DEVICE:
+            raise full_device_error(error, target) from None
         raise MDHRError(f"cannot write to {target.parent}: {error.strerror}; choose a writable output folder") from None
     os.close(handle)
     temporary = Path(name)
@@ -64,9 +105,44 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             return
         os.chmod(temporary, usual_mode())
         os.replace(temporary, target)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        remove_folders(created)
+        if error.errno in FULL_DEVICE:
+            raise full_device_error(error, target) from None
+        raise
     except BaseException:
         temporary.unlink(missing_ok=True)
+        remove_folders(created)
         raise
+
+
+def make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing ancestors; the ones created, the
+    deepest first (so a refused run can remove them again)."""
+    missing = []
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        for made in reversed(missing):
+            made.mkdir(exist_ok=True)
+    except OSError as error:
+        remove_folders(missing)
+        if error.errno in FULL_DEVICE:
+            raise full_device_error(error, missing[0]) from None
+        raise MDHRError(f"cannot create the folder {made}: {error.strerror}; choose a writable output folder") from None
+    return missing
+
+
+def remove_folders(created: list[Path]) -> None:
+    """Remove the folders ``make_folders`` created, where they are still empty."""
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def write_atomically(path: str | Path, data: bytes) -> Path:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.files.atomic import STAGING_SUFFIX, atomic_path, staging_prefix
+from mdhr_runtime.files.atomic import STAGING_SUFFIX, atomic_path, name_max, staging_prefix
 
 STDOUT = "-"
 
@@ -75,6 +75,7 @@ def check_output_file(path: str | Path, option: str) -> Path:
     """``path`` may be written: absent or a regular file, not a link, in a
     folder that exists (or can be created) and is writable."""
     path = Path(path)
+    check_names(path, option)
     if path.is_symlink():
         raise MDHRError(f"{option} {path} is a symbolic link (to {os.readlink(path)}); outputs never write "
                         "through or over links: give the real path or another name")
@@ -93,6 +94,7 @@ def check_output_folder(path: str | Path, option: str) -> Path:
     """A folder the command creates or replaces whole (a bundle): not a link,
     not a file, and its parent writable."""
     path = Path(path)
+    check_names(path, option)
     if path.is_symlink():
         raise MDHRError(f"{option} {path} is a symbolic link (to {os.readlink(path)}); give the real folder "
                         "or a new name")
@@ -101,6 +103,67 @@ def check_output_folder(path: str | Path, option: str) -> Path:
                         "folder name")
     check_writable_folder(path.absolute().parent, option)
     return path
+
+
+def check_names(path: Path, option: str) -> None:
+    """Every part of ``path`` is a name its file system takes: not longer
+    than its NAME_MAX (bytes), and the whole path within PATH_MAX."""
+    absolute = Path(os.path.abspath(path))
+    parts = absolute.parts[1:]
+    for depth, part in enumerate(parts):
+        folder = Path(absolute.anchor, *parts[:depth])
+        size, limit = len(os.fsencode(part)), name_max(folder)
+        if size > limit:
+            shown = part if len(part) <= 40 else part[:20] + "..." + part[-12:]
+            raise MDHRError(f"{option}: the name {shown} is {size} bytes long and the file system of {folder} takes "
+                            f"at most {limit}; choose a shorter name")
+    try:
+        path_max = int(os.pathconf("/", "PC_PATH_MAX"))
+    except (OSError, ValueError):
+        path_max = 4096
+    if len(os.fsencode(str(absolute))) >= path_max:
+        raise MDHRError(f"{option}: the path is {len(os.fsencode(str(absolute)))} bytes long and the system takes "
+                        f"less than {path_max}; choose a shorter path")
+
+
+def check_free_space(folder: str | Path, needed: int, option: str) -> None:
+    """The device holding ``folder`` (or its nearest existing ancestor) has
+    at least ``needed`` bytes free for an unprivileged writer: a full disk is
+    named before the work, not after it."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        info = os.statvfs(existing)
+    except OSError:
+        return
+    free = info.f_bavail * info.f_frsize
+    if free < needed:
+        raise MDHRError(f"{option}: the device holding {existing} has {_size(free)} free and this output needs "
+                        f"about {_size(needed)}; free space there or choose another output folder")
+
+
+# What an output takes at least: a table's row (CSV or JSON, per frame) and
+# a floor for any file (a plot, a report's page).  An estimate meant to find
+# a full disk before the work, not to promise that the outputs fit.
+TABLE_BYTES_PER_FRAME = 120
+OUTPUT_FLOOR_BYTES = 64 * 1024
+
+
+def check_room(outputs: Mapping[str, Path | None], frames: int | None) -> None:
+    """Each file output's device has room for it (``frames``: the input's
+    frame count where known)."""
+    needed = OUTPUT_FLOOR_BYTES + TABLE_BYTES_PER_FRAME * (frames or 0)
+    for option, path in outputs.items():
+        if path is not None and not is_stdout(path):
+            check_free_space(Path(path).absolute().parent, needed, option)
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
 
 
 def check_writable_folder(folder: str | Path, option: str) -> Path:

@@ -7,7 +7,6 @@ most active AUs, and a link to its report.
 """
 from __future__ import annotations
 
-import html
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from mdhr.errors import MDHRError
 from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.results.provenance import Provenance
 from mdhr_runtime.results.readback import read_csv
-from mdhr_runtime.results.report import write_report
+from mdhr_runtime.results.report import href, page_text, write_report
 from mdhr_runtime.results.summary import summarise
 
 INDEX_FILE = "index.html"
@@ -64,7 +63,8 @@ def write_corpus_reports(rows: Sequence, out_dir: Path, index: Path, provenance:
         target = report_path(out_dir, row.output)
         try:
             table = read_csv(out_dir / row.output, provenance.threshold)
-            write_report(table, row.path, target, provenance.replace(input=row.path, video_fps=row.fps))
+            partial = {"complete": False, "incomplete_reason": row.error} if row.status == "partial" else {}
+            write_report(table, row.path, target, provenance.replace(input=row.path, video_fps=row.fps, **partial))
         except MDHRError as error:
             entries.append(IndexRow(row.path, row.status, row.frames, None, [], "", f"no report: {error}"))
             continue
@@ -79,10 +79,10 @@ def write_corpus_reports(rows: Sequence, out_dir: Path, index: Path, provenance:
 
 
 def index_html(entries: Sequence[IndexRow], provenance: Provenance) -> str:
-    e = html.escape
+    e = page_text
     rows = []
     for entry in entries:
-        link = f"<a href=\"{e(entry.report)}\">report</a>" if entry.report else ""
+        link = f"<a href=\"{e(href(entry.report))}\">report</a>" if entry.report else ""
         share = "" if entry.face_share is None else f"{entry.face_share:.0%}"
         rows.append(f"<tr class=\"video\"><td>{e(entry.video)}</td><td class=\"status-{e(entry.status)}\">"
                     f"{e(entry.status)}</td><td class=\"number\">{'' if entry.frames is None else entry.frames}</td>"

@@ -302,14 +302,30 @@ class OverlayStats:
         return 1000 * (self.seconds_drawing + self.seconds_encoding) / max(self.frames, 1)
 
 
+# The clock of a variable-rate overlay: MPEG's 90 kHz, fine enough for any
+# frame time a container stores to the millisecond.
+VARIABLE_RATE_CLOCK = Fraction(1, 90000)
+
+
+def variable_rate(timestamps: Sequence[float], fps: float) -> bool:
+    """Frames whose presentation times stray from frame number / rate by
+    more than half a frame: a variable-rate video."""
+    times = np.asarray(timestamps, dtype=np.float64)
+    return bool(len(times) and np.abs(times - np.arange(len(times)) / fps).max() > 0.5 / fps)
+
+
 def encode_frames(path: Path, frames: Iterable[tuple[np.ndarray, float]], fps: float,
-                  draw=lambda image, number, timestamp: image) -> OverlayStats:
+                  draw=lambda image, number, timestamp: image, timed: bool = False) -> OverlayStats:
     """Encode (RGB image, timestamp) pairs to H.264 MP4 at ``path`` (written
     as is: callers stage it), each after ``draw``.  Frame k gets pts k at
-    1/fps, so count and rate equal the input's."""
+    1/fps, so count and rate equal the input's; with ``timed`` (a
+    variable-rate input) each frame keeps its own timestamp instead, so the
+    video shows every frame when the results' timeline says."""
     import av
 
     rate = Fraction(fps).limit_denominator(1001 * 1000)
+    clock = VARIABLE_RATE_CLOCK if timed else 1 / rate
+    last_pts = -1
     drawing = encoding = 0.0
     count = 0
     with av.open(str(path), mode="w", format="mp4") as container:
@@ -322,10 +338,11 @@ def encode_frames(path: Path, frames: Iterable[tuple[np.ndarray, float]], fps: f
                 stream = container.add_stream(CODEC, rate=rate, options=dict(ENCODER_OPTIONS))
                 stream.width, stream.height = image.shape[1], image.shape[0]
                 stream.pix_fmt = PIXEL_FORMAT
-                stream.codec_context.time_base = 1 / rate
+                stream.codec_context.time_base = clock
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            frame.pts = number - 1
-            frame.time_base = 1 / rate
+            frame.pts = max(last_pts + 1, round(timestamp / clock)) if timed else number - 1
+            frame.time_base = clock
+            last_pts = frame.pts
             for packet in stream.encode(frame):
                 container.mux(packet)
             drawing += middle - start
@@ -361,4 +378,5 @@ def render_overlay(table, video: str | Path, path: Path) -> OverlayStats:
             artist.append(FrameArtist(table.au_names, table.threshold, (image.shape[1], image.shape[0])))
         return artist[0].draw(image, marks.get(number - 1, []), number, timestamp)
 
-    return encode_frames(path, frames(), source.fps, draw)
+    times = sorted({row.index: row.timestamp for row in table.rows}.items())
+    return encode_frames(path, frames(), source.fps, draw, timed=variable_rate([t for _, t in times], source.fps))

@@ -45,6 +45,8 @@ class Provenance:
     video_fps: float | None = None
     scoring_fps: float | None = None
     quality_flags: dict | None = None  # the --flag-* thresholds (faces/quality.py's QualityOptions)
+    complete: bool | None = None  # False: the input was not read to its end (None: the table says)
+    incomplete_reason: str | None = None
 
     def facts(self) -> dict:
         """The recorded fields, in order (the JSON's ``metadata``)."""
@@ -61,7 +63,8 @@ class Provenance:
 # The type each field must have when read back (bool is not an int here).
 _TYPES = {"input": str, "bundle": str, "dataset": str, "backbone": str, "untrained": bool, "backend": str,
           "precision": str, "windows": dict, "faces": str, "min_face": int, "threshold": float,
-          "video_fps": float, "scoring_fps": float, "quality_flags": dict}
+          "video_fps": float, "scoring_fps": float, "quality_flags": dict, "complete": bool,
+          "incomplete_reason": str}
 _WINDOW_KEYS = {"mode": str, "frames": int, "hop": int, "latency_frames": int}
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import quote
 
 import numpy as np
 
@@ -152,9 +153,19 @@ def _relative(target: Path, html_path: Path) -> str:
     return Path(os.path.relpath(target.absolute(), html_path.absolute().parent)).as_posix()
 
 
+def href(relative: str) -> str:
+    """A relative file path as a link: every byte but letters, digits, '/'
+    and '-._~' percent-encoded, so a name with spaces, #, ?, %, quotes or
+    markup stays one path (not a fragment, a query or an escape), and
+    non-UTF-8 bytes of a file name go through as they are."""
+    return quote(os.fsencode(relative), safe="/")
+
+
 def _run(label: str, table, provenance: Provenance) -> Run:
     summary = summarise(table)
     facts = {**provenance.facts(), "threshold": table.threshold, "frames": summary.frames,
+             "complete": table.complete if provenance.complete is None else provenance.complete,
+             "incomplete_reason": provenance.incomplete_reason or table.shortfall or None,
              "frames_with_face": summary.frames_with_face,
              "frames_without_face": summary.frames - summary.frames_with_face}
     return Run(label, summary, facts)
@@ -198,6 +209,7 @@ def _page(runs: list[Run], video_bytes: bytes | None, video_link: str | None) ->
     if any(run.provenance.get("untrained") for run in runs):
         parts.append("<p class=\"untrained\" id=\"untrained\">UNTRAINED MODEL: this bundle was exported with "
                      "--random-init; its AU outputs are meaningless (a demonstration of the tools only).</p>")
+    parts += [_incomplete_note(run, len(runs)) for run in runs if run.provenance.get("complete") is False]
     parts.append(_video_section(video_bytes, video_link))
     parts.append(_timeline_section(runs, per_column))
     parts.append(_stats_section(runs))
@@ -212,17 +224,31 @@ def _page(runs: list[Run], video_bytes: bytes | None, video_link: str | None) ->
     return "\n".join(parts)
 
 
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)
+def page_text(value) -> str:
+    """Text for the page: escaped, and bytes of a file name that are not
+    UTF-8 shown as the replacement character (the page is UTF-8)."""
+    text = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return html.escape(text, quote=True)
+
+
+_e = page_text
+
+
+def _incomplete_note(run: Run, runs: int) -> str:
+    """The banner of a run that did not read its input to its end."""
+    who = f"{run.label}: " if runs > 1 else ""
+    reason = run.provenance.get("incomplete_reason") or "the run stopped before the end of its input"
+    return (f"<p class=\"untrained incomplete\" id=\"incomplete\">{_e(who)}INCOMPLETE RUN: the input was not read "
+            f"to its end ({_e(reason)}); these results cover only the {run.summary.frames} frames read.</p>")
 
 
 def _video_section(video_bytes: bytes | None, video_link: str | None) -> str:
     if video_bytes is None and video_link is None:
         return ("<p class=\"note\">No video in this report (give the video, e.g. mdhr-report --video, for the "
                 "annotated one).</p>")
-    source = "" if video_link is None else f" src=\"{_e(video_link)}\""
+    source = "" if video_link is None else f" src=\"{_e(href(video_link))}\""
     where = ("embedded in this file" if video_link is None else
-             f"beside this file: <a href=\"{_e(video_link)}\">{_e(video_link)}</a> (too large to embed; "
+             f"beside this file: <a href=\"{_e(href(video_link))}\">{_e(video_link)}</a> (too large to embed; "
              "keep the two together)")
     return (f"<h2>Annotated video</h2><video id=\"video\" controls muted playsinline preload=\"auto\"{source}>"
             f"</video><p class=\"note\">Video {where}. Boxes and ids per face, one bar per AU (orange: at or above "
@@ -386,7 +412,7 @@ def _differences_section(runs: list[Run]) -> str:
 def _provenance_section(runs: list[Run]) -> str:
     header = "".join(f"<th>{_e(run.label)}</th>" for run in runs) if len(runs) > 1 else "<th></th>"
     rows = []
-    for key, name in PROVENANCE_FIELDS + (("untrained", "untrained model"),):
+    for key, name in PROVENANCE_FIELDS + (("untrained", "untrained model"), ("complete", "input read to its end")):
         values = [run.provenance.get(key) for run in runs]
         cells = "".join(f"<td>{_fact(key, v)}</td>" for v in values)
         rows.append(f"<tr><th>{_e(name)}</th>{cells}</tr>")
@@ -399,6 +425,8 @@ def _fact(key: str, value) -> str:
         return "<span class=\"note\">not recorded</span>"
     if key == "untrained":
         return "<b class=\"differs\">YES: outputs meaningless</b>" if value else "no"
+    if key == "complete":
+        return "yes" if value else "<b class=\"differs\">NO: incomplete run</b>"
     if isinstance(value, float):
         return _e(f"{value:.4g}")
     if isinstance(value, dict):  # the window plan: "mode centred, frames 4, hop 2, ..."

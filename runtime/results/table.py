@@ -37,10 +37,10 @@ import numpy as np
 
 from mdhr.aus import DECISION_THRESHOLD
 from mdhr_runtime.crops.crop import CroppedFrame
-from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.faces.detection import LANDMARK_NAMES
 from mdhr_runtime.faces.quality import FaceQuality
 from mdhr_runtime.faces.tracking import FaceResult
+from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.results.plot import MAX_FACES_PLOTTED, faces_timeline_figure, timeline_figure
 
 

@@ -20,7 +20,14 @@ from mdhr_runtime.choices import DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_W
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.faces.quality import QualityOptions
-from mdhr_runtime.files.outputs import check_distinct, check_run_paths, is_stdout, remove_stale_staging, staged_files
+from mdhr_runtime.files.outputs import (
+    check_distinct,
+    check_room,
+    check_run_paths,
+    is_stdout,
+    remove_stale_staging,
+    staged_files,
+)
 from mdhr_runtime.results.overlay import check_overlay_input, render_overlay
 from mdhr_runtime.results.provenance import Provenance, facts_beside, write_facts
 from mdhr_runtime.results.report import report_html, video_beside
@@ -116,7 +123,9 @@ def check_run(options: RunOptions, notify: Notify = lambda line: None) -> FrameS
         if target is not None and not is_stdout(target):
             remove_stale_staging(target, notify)
     # the input's header (and, for a folder, every image's): a bad one is named before the model loads
-    return None if o.input is None else FrameSource(o.input)
+    source = None if o.input is None else FrameSource(o.input)
+    check_room(o.outputs(), source.frame_count if source else None)  # a full disk, before the model loads
+    return source
 
 
 def run_video(options: RunOptions, notify: Notify = lambda line: None, progress=None,

@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import cv2
+# OpenCV refuses images above this many pixels instead of allocating them
+# (its own default is 2^30, 3 GiB of RGB); read once, at its first imread.
+MAX_IMAGE_PIXELS = 1 << 27  # 134 Mpx: 16384 x 8192, 384 MiB of RGB
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
+
+import cv2  # noqa: E402  (after the limit above)
 import numpy as np
 
 from mdhr.errors import MDHRError
@@ -59,6 +66,80 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+# EXIF orientation (tag 0x0112) -> how to turn the stored pixels upright:
+# (transpose rows and columns first, then flip rows, then flip columns).
+_UPRIGHT = {1: (False, False, False), 2: (False, False, True), 3: (False, True, True), 4: (False, True, False),
+            5: (True, False, False), 6: (True, False, True), 7: (True, True, True), 8: (True, True, False)}
+EXIF_ORIENTATION = 0x0112
+
+
+def upright(image: np.ndarray, orientation: int | None) -> np.ndarray:
+    """``image`` (H x W [x C]) turned as its EXIF orientation says (a phone
+    stores a portrait photo sideways with orientation 6); unknown values
+    leave it as stored."""
+    transpose, flip_rows, flip_columns = _UPRIGHT.get(orientation or 1, _UPRIGHT[1])
+    if transpose:
+        image = image.swapaxes(0, 1)
+    if flip_rows:
+        image = image[::-1]
+    if flip_columns:
+        image = image[:, ::-1]
+    return np.ascontiguousarray(image)
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file declares before its pixels are decoded."""
+
+    width: int
+    height: int
+    frames: int  # more than 1: an animated image (GIF, WebP, APNG)
+    orientation: int | None  # EXIF orientation, None when not recorded
+
+
+def _too_large(path: Path, size: str) -> MDHRError:
+    return MDHRError(f"{path} declares {size}, and an input image may have at most {MAX_IMAGE_PIXELS:,} (a "
+                     "damaged or hostile file?); scale it down")
+
+
+def read_header(path: Path) -> ImageHeader | None:
+    """The header of an image Pillow identifies (None: one it does not, which
+    OpenCV may still read); a declared size beyond ``MAX_IMAGE_PIXELS`` is
+    refused before any pixel is decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, in one line
+            with Image.open(path) as image:
+                width, height = image.size
+                frames = int(getattr(image, "n_frames", 1) or 1)
+                orientation = image.getexif().get(EXIF_ORIENTATION)
+    except Image.DecompressionBombError:  # Pillow's own limit, above ours: no size to quote
+        raise _too_large(path, f"over {2 * Image.MAX_IMAGE_PIXELS:,} pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        return None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _too_large(path, f"{width} x {height} pixels")
+    return ImageHeader(width, height, frames, orientation if isinstance(orientation, int) else None)
+
+
+def animation_durations(path: Path) -> list[float]:
+    """How long each frame of an animated image is shown, in seconds.  A
+    frame that declares no duration (or 0, which browsers show for 0.1 s)
+    gets 0.1 s."""
+    from PIL import Image
+
+    durations = []
+    with Image.open(path) as image:
+        for index in range(image.n_frames):
+            image.seek(index)
+            image.load()  # WebP sets a frame's duration when it decodes it
+            milliseconds = image.info.get("duration") or 0
+            durations.append(float(milliseconds) / 1000.0 if milliseconds and milliseconds > 0 else 0.1)
+    return durations
+
+
 class FrameSource:
     """Stream the frames of ``path``: a video (anything FFmpeg decodes), a
     folder of images (natural order), or one image.
@@ -86,14 +167,18 @@ class FrameSource:
             self._images = self._list_images()
             self.fps = fps or DEFAULT_SEQUENCE_FPS
             self.frame_count: int | None = len(self._images)
-        elif self.path.suffix.lower() in IMAGE_SUFFIXES:
-            if not cv2.haveImageReader(str(self.path)):
-                raise MDHRError(f"{self.path} is not an image OpenCV reads (empty, damaged or another format "
-                                "under an image name)")
-            self.kind = "image"
+        elif self._is_image():
             self._images = [self.path]
-            self.fps = fps or DEFAULT_SEQUENCE_FPS
-            self.frame_count = 1
+            header = read_header(self.path)
+            if header is not None and header.frames > 1:
+                self.kind = "animation"
+                self._durations = animation_durations(self.path)
+                self.fps = fps or len(self._durations) / max(sum(self._durations), 1e-3)
+                self.frame_count = len(self._durations)
+            else:
+                self.kind = "image"
+                self.fps = fps or DEFAULT_SEQUENCE_FPS
+                self.frame_count = 1
         else:
             self.kind = "video"
             self._images = []
@@ -111,7 +196,27 @@ class FrameSource:
     def __iter__(self) -> Iterator[Frame]:
         if self.kind == "video":
             return self._video_frames()
+        if self.kind == "animation":
+            return self._animation_frames()
         return self._image_frames()
+
+    def _is_image(self) -> bool:
+        """A still image by its content: OpenCV knows its signature.  A file
+        under an image name that is none (a video saved as .jpg) is tried as
+        a video, and refused as an image only when FFmpeg cannot open it
+        either."""
+        if self.path.stat().st_size == 0 and self.path.suffix.lower() in IMAGE_SUFFIXES:
+            raise MDHRError(f"image {self.path} is empty (0 bytes)")
+        if cv2.haveImageReader(str(self.path)) or (read_header(self.path) or ImageHeader(0, 0, 1, None)).frames > 1:
+            return True
+        if self.path.suffix.lower() not in IMAGE_SUFFIXES:
+            return False
+        try:
+            probe(self.path)
+        except MDHRError:
+            raise MDHRError(f"{self.path} is not an image OpenCV reads (empty, damaged or another format "
+                            "under an image name)") from None
+        return False
 
     # -- images ------------------------------------------------------------
 
@@ -136,13 +241,31 @@ class FrameSource:
     def _image_frames(self) -> Iterator[Frame]:
         self.frames_read = 0
         for index, image_path in enumerate(self._images):
+            header = read_header(image_path)  # refuses a bomb before OpenCV allocates it
             # IMREAD_UNCHANGED keeps 16-bit depth so to_rgb can scale it
-            # properly; IMREAD_COLOR would silently truncate it.
+            # properly (IMREAD_COLOR would truncate it), and leaves the EXIF
+            # orientation to ``upright``.
             image = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
             if image is None or image.size == 0:
-                raise MDHRError(f"cannot read image {image_path}: the file is damaged or not an image")
+                raise MDHRError(f"cannot read image {image_path}: the file is damaged, not an image, or larger "
+                                f"than {MAX_IMAGE_PIXELS:,} pixels")
             self.frames_read = index + 1
-            yield Frame(index=index, timestamp=index / self.fps, rgb=to_rgb(image))
+            rgb = upright(to_rgb(image), header.orientation if header else None)
+            yield Frame(index=index, timestamp=index / self.fps, rgb=rgb)
+
+    def _animation_frames(self) -> Iterator[Frame]:
+        """Every frame of an animated GIF, WebP or PNG, composed as a viewer
+        shows it, at the time its display starts."""
+        from PIL import Image, ImageSequence
+
+        self.frames_read, start = 0, 0.0
+        with Image.open(self.path) as image:
+            orientation = image.getexif().get(EXIF_ORIENTATION)
+            for index, frame in enumerate(ImageSequence.Iterator(image)):
+                rgb = upright(np.asarray(frame.convert("RGB")), orientation if isinstance(orientation, int) else None)
+                self.frames_read = index + 1
+                yield Frame(index=index, timestamp=start, rgb=rgb)
+                start += self._durations[index] if index < len(self._durations) else 1.0 / self.fps
 
     # -- video -------------------------------------------------------------
 

@@ -65,32 +65,71 @@ def _declared_end(container, stream) -> float | None:
     return None
 
 
+# A header rate this high or higher may be a time base, not a rate
+# (Matroska's 1 kHz clock); such a rate is measured from the frames instead.
+SUSPECT_GUESSED_RATE = 1000.0
+# Frames decoded to measure a rate the header does not give.
+RATE_SAMPLE_FRAMES = 16
+
+
+def _header_rate(stream) -> float | None:
+    """The stream's average rate (frames over duration, from the container's
+    timing), else its guessed rate where that cannot be a time base."""
+    average = float(stream.average_rate) if stream.average_rate else 0.0
+    if 0 < average and math.isfinite(average):
+        return average
+    guessed = float(stream.guessed_rate) if stream.guessed_rate else 0.0
+    return guessed if 0 < guessed < SUSPECT_GUESSED_RATE else None
+
+
 def probe(path: Path) -> VideoInfo:
     """The header's rate, count and duration; one frame decoded, so a file
-    that opens but holds no picture fails here, before any output starts."""
+    that opens but holds no picture fails here, before any output starts.
+    A stream whose header gives no trustworthy rate has it measured from
+    the presentation times of its first frames."""
     container = _open(path)
     try:
         stream = container.streams.video[0]
-        rate = stream.guessed_rate or stream.average_rate
-        fps = float(rate) if rate and 0 < float(rate) < 1000 else None
+        fps = _header_rate(stream)
         end = _declared_end(container, stream)
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        count = stream.frames or (round((end - start) * fps) if end is not None and fps else None)
         if container.format.name == "avi" and stream.frames and fps:
             # An AVI's header keeps the frame count its writer finished with
             # (AVI has no edit lists), while FFmpeg's duration for an AVI cut
             # before its index is only what a scan found: the count declares.
             end = max(end or 0.0, start + stream.frames / fps)
+        frames_stored = stream.frames
     finally:
         container.close()
-    info = VideoInfo(fps, count or None, end)
-    frames = iter(VideoPass(path, info, fallback_fps=30.0))
+    times = _first_times(path, VideoInfo(fps, None, end), RATE_SAMPLE_FRAMES if fps is None else 1)
+    if fps is None:
+        fps = _measured_rate(times)
+    count = frames_stored or (round((end - start) * fps) if end is not None and fps else None)
+    return VideoInfo(fps, count or None, end)
+
+
+def _first_times(path: Path, info: VideoInfo, frames: int) -> list[float]:
+    """The presentation times of the first ``frames`` frames; refuses a video
+    of which not one frame decodes."""
+    times = []
+    decoded = iter(VideoPass(path, info, fallback_fps=30.0))
     try:
-        if next(frames, None) is None:
-            raise MDHRError(f"no frame could be decoded from {path}: the video is empty or damaged")
+        for time, _ in decoded:
+            times.append(time)
+            if len(times) >= frames:
+                break
     finally:
-        frames.close()
-    return info
+        decoded.close()
+    if not times:
+        raise MDHRError(f"no frame could be decoded from {path}: the video is empty or damaged")
+    return times
+
+
+def _measured_rate(times: list[float]) -> float | None:
+    """Frames per second from the median interval of presentation times."""
+    steps = np.diff(np.asarray(sorted(t for t in times if math.isfinite(t))))
+    steps = steps[steps > 0]
+    return float(1.0 / np.median(steps)) if len(steps) else None
 
 
 def _displayed(frame) -> np.ndarray:

@@ -17,7 +17,6 @@ from click.testing import CliRunner
 from mdhr.errors import MDHRError
 from mdhr_export.parity import agreement
 from mdhr_runtime.backends.openvino_runner import (
-    ISLANDS,
     KEEP_ORIGINAL_PRECISION,
     OpenVINORunner,
     mark_fp32_islands,

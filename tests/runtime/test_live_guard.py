@@ -5,7 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mdhr_runtime.live.frames import HEADER, MAX_SIDE, BadFrame, decode_rgb, jpeg_size, parse_frame
 from mdhr_runtime.live.guard import Guard

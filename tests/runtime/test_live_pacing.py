@@ -12,10 +12,10 @@ import time
 import numpy as np
 from click.testing import CliRunner
 
-from tests.support.synthetic import FootageMaker, Segment
 from mdhr_runtime.cli.run import main as run_main
 from mdhr_runtime.sources.latest import LatestSlot, PacedFrames
 from tests.support.streams import mjpeg_stream
+from tests.support.synthetic import FootageMaker, Segment
 
 PIXELS = np.zeros((4, 4, 3), np.uint8)
 

@@ -19,13 +19,13 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from tests.support.footage import write_y4m
-from tests.support.browser import chromium, fake_camera_flags, have_chromium
-from tests.support.synthetic import FootageMaker, Segment
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.live.server import LiveServer
 from mdhr_runtime.live.session import LiveOptions
+from tests.support.browser import chromium, fake_camera_flags, have_chromium
+from tests.support.footage import write_y4m
+from tests.support.synthetic import FootageMaker, Segment
 
 CENTRED = LiveOptions("centred", None, "largest", DEFAULT_MIN_FACE)
 
@@ -209,6 +209,7 @@ def test_mdhr_live_prints_its_address_serves_the_page_and_stops_on_ctrl_c(disfa_
 ])
 def test_bad_options_get_one_line_and_exit_2(disfa_short_bundle, args, message):
     from click.testing import CliRunner
+
     from mdhr_runtime.cli.live_page import main
 
     result = CliRunner().invoke(main, ["--model", str(disfa_short_bundle), *args])
@@ -217,9 +218,11 @@ def test_bad_options_get_one_line_and_exit_2(disfa_short_bundle, args, message):
 
 
 def test_a_port_in_use_is_refused_in_one_line(disfa_short_bundle):
-    from click.testing import CliRunner
-    from mdhr_runtime.cli.live_page import main
     import socket
+
+    from click.testing import CliRunner
+
+    from mdhr_runtime.cli.live_page import main
 
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
@@ -229,6 +232,7 @@ def test_a_port_in_use_is_refused_in_one_line(disfa_short_bundle):
 
 def test_a_missing_bundle_is_refused_before_anything_listens(tmp_path):
     from click.testing import CliRunner
+
     from mdhr_runtime.cli.live_page import main
 
     result = CliRunner().invoke(main, ["--model", str(tmp_path / "none")])
@@ -240,9 +244,9 @@ def test_a_session_with_faces_all_scores_every_face_with_its_id(live_detector, p
     sent as the page sends them (JPEG frame messages), captured 10 s apart
     so that the model keeps up with every one (each is put once the last
     was taken); rows and the CSV carry both face ids."""
-    from tests.support.crowd import CrowdMaker, side_by_side
     from mdhr_runtime.live.frames import HEADER, parse_frame
     from mdhr_runtime.live.session import LiveSession
+    from tests.support.crowd import CrowdMaker, side_by_side
 
     made = CrowdMaker(photo, 2, (320, 180)).frames(side_by_side(2, size=(320, 180)), 6)
     messages = []
@@ -270,11 +274,12 @@ def test_with_lsl_every_row_is_a_sample_on_the_lab_streaming_layer(live_detector
     """--lsl: a real outlet, resolved and read by a real inlet on this
     machine: one sample per row, face_id then the AU scores the page got."""
     pylsl = pytest.importorskip("pylsl")
-    from tests.support.synthetic import FootageMaker, Segment
+    import cv2
+
     from mdhr_runtime.live.frames import HEADER, parse_frame
     from mdhr_runtime.live.lsl import AUOutlet
     from mdhr_runtime.live.session import LiveSession
-    import cv2
+    from tests.support.synthetic import FootageMaker, Segment
 
     outlet = AUOutlet(live_detector.bundle.au_names)
     found = pylsl.resolve_byprop("source_id", outlet.source_id, timeout=10)
