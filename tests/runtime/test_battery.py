@@ -371,9 +371,9 @@ def started(command: list[str], marker: Path | None = None, wait_s: float = 8.0)
 
 
 @pytest.mark.parametrize("name,number,code", [("SIGINT", signal.SIGINT, 130), ("SIGTERM", signal.SIGTERM, 143)])
-def test_mdhr_run_stops_cleanly_on_a_signal(disfa_short_bundle, long_face_video, tmp_path, name, number, code):
+def test_mdhr_run_stops_cleanly_on_a_signal(disfa_model_bundle, long_face_video, tmp_path, name, number, code):
     out = tmp_path / "o.csv"
-    process = started([sys.executable, "-c", RUN, str(long_face_video), "--model", str(disfa_short_bundle),
+    process = started([sys.executable, "-c", RUN, str(long_face_video), "--model", str(disfa_model_bundle),
                        "--out", str(out), "--json", str(tmp_path / "o.json")])
     process.send_signal(number)
     _, stderr = process.communicate(timeout=120)
@@ -384,9 +384,9 @@ def test_mdhr_run_stops_cleanly_on_a_signal(disfa_short_bundle, long_face_video,
 
 
 @pytest.mark.parametrize("name,number,code", [("SIGINT", signal.SIGINT, 130), ("SIGTERM", signal.SIGTERM, 143)])
-def test_mdhr_batch_stops_cleanly_on_a_signal(disfa_short_bundle, long_face_video, tmp_path, name, number, code):
+def test_mdhr_batch_stops_cleanly_on_a_signal(disfa_model_bundle, long_face_video, tmp_path, name, number, code):
     out = tmp_path / "out"
-    process = started([sys.executable, "-c", BATCH, str(long_face_video), "--model", str(disfa_short_bundle),
+    process = started([sys.executable, "-c", BATCH, str(long_face_video), "--model", str(disfa_model_bundle),
                        "--out", str(out), "--workers", "1"], marker=out / "summary.csv", wait_s=3.0)
     process.send_signal(number)
     _, stderr = process.communicate(timeout=120)
