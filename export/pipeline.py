@@ -20,10 +20,10 @@ from mdhr_export import graph, isolated, parity
 from mdhr_export import stages as stage_graphs
 from mdhr_export import weights as shared_weights
 from mdhr_export.staging import check_bundle_target, staged_folder
-from mdhr_runtime.backends.openvino_runner import ISLANDS
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 from mdhr_runtime.backends.selection import tensorrt_unavailable_reason
 from mdhr_runtime.bundle import DEFAULT_TARGET, FORMAT, TARGET_ARTIFACTS, TARGETS, load_bundle, write_card
+from mdhr_runtime.card import ISLANDS
 from mdhr_runtime.files.outputs import check_input, remove_stale_staging
 
 ONNX_FILE, ONNX_FP16_FILE = "model.onnx", "model_fp16.onnx"

@@ -171,12 +171,13 @@ def test_empty_text_is_no_path_for_any_command(tmp_path, disfa_short_bundle, fac
 
 def test_names_the_file_system_takes_are_written_and_missing_folders_made(tmp_path, disfa_short_bundle,
                                                                            face_avi):
-    """A 255-byte name (the staging name cannot carry its decorations, so a
-    digest stands in), a name that is not UTF-8, and folders that do not
+    """The longest CSV name whose run facts (NAME.run.json, 5 bytes longer)
+    still fit a 255-byte name (the staging name cannot carry its decorations,
+    so a digest stands in), a name that is not UTF-8, and folders that do not
     exist yet: the run writes them all."""
     from mdhr_runtime.cli.run import main as run_main
 
-    longest = tmp_path / "new" / "deeper" / ("l" * 251 + ".csv")
+    longest = tmp_path / "new" / "deeper" / ("l" * 246 + ".csv")
     odd = Path(os.fsdecode(bytes(tmp_path) + b"/r\xe9sum\xe9 #1?%22<script>.html"))
     result = CliRunner().invoke(run_main, [str(face_avi), "--model", str(disfa_short_bundle), "--out",
                                            str(longest), "--report", str(odd)])
