@@ -24,7 +24,8 @@ from mdhr_runtime.files.atomic import write_atomically
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
                             ".mts", ".m2ts", ".3gp", ".ogv"})
 SUMMARY_FILE = "summary.csv"
-STATUSES = ("ok", "partial", "failed", "skipped")
+STATUSES = ("ok", "partial", "failed", "skipped")  # a video's outcome in summary.csv, defined once
+OK, PARTIAL, FAILED, SKIPPED = STATUSES
 
 
 # -- inputs --------------------------------------------------------------------
@@ -124,7 +125,7 @@ class SummaryRow:
     frames: int | None = None
     frames_with_face: int | None = None
     fps: float | None = None
-    status: str = "failed"
+    status: str = FAILED
     error: str = ""
     output: str = ""
     bundle_hash: str = ""
@@ -135,11 +136,11 @@ class SummaryRow:
     def output_complete(self) -> bool:
         """The run wrote an output from every frame of the video (a faceless
         video's too; a truncated one's is partial, and is redone)."""
-        return bool(self.output) and self.status in ("ok", "failed", "skipped")
+        return bool(self.output) and self.status in (OK, FAILED, SKIPPED)
 
     @property
     def fine(self) -> bool:
-        return self.status == "ok" or (self.status == "skipped" and not self.error)
+        return self.status == OK or (self.status == SKIPPED and not self.error)
 
 
 COLUMNS = [f.name for f in fields(SummaryRow)]

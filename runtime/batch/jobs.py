@@ -39,6 +39,10 @@ from typing import Callable
 from mdhr.errors import MDHRError
 from mdhr_runtime.batch import cluster
 from mdhr_runtime.batch.corpus import (
+    FAILED,
+    OK,
+    PARTIAL,
+    SKIPPED,
     SUMMARY_FILE,
     SummaryRow,
     bundle_hash,
@@ -203,7 +207,7 @@ class BatchJob:
         for video in self.videos:
             before = previous.get(str(video))
             if finished_before(before, self.options.out_dir, self.digest):
-                self.rows[video] = dataclasses.replace(before, status="skipped")
+                self.rows[video] = dataclasses.replace(before, status=SKIPPED)
                 continue
             check_names(self.options.out_dir / names[video], f"the output of {video}")
             remove_stale_staging(self.options.out_dir / names[video], self.say)
@@ -211,7 +215,7 @@ class BatchJob:
                 check_input(video, "input", folder_ok=False)
                 source = FrameSource(video)
             except MDHRError as e:
-                self.rows[video] = SummaryRow(str(video), status="failed", error=str(e), bundle_hash=self.digest)
+                self.rows[video] = SummaryRow(str(video), status=FAILED, error=str(e), bundle_hash=self.digest)
                 continue
             segments = [WHOLE_VIDEO] if plan is None else plan.segments(source.frame_count)
             todo.append(_Video(video, names[video], source.frame_count, source.fps, segments))
@@ -397,7 +401,7 @@ class BatchJob:
             return
         if video.error:
             self.rows[video.path] = SummaryRow(str(video.path), frames=video.frames, fps=video.fps,
-                                               status="failed", error=video.error, bundle_hash=self.digest,
+                                               status=FAILED, error=video.error, bundle_hash=self.digest,
                                                node=" ".join(video.nodes), retries=video.retries)
             self._write_summary()
         else:
@@ -424,14 +428,14 @@ class BatchJob:
                          bundle_hash=self.digest, frames_with_face=len({r.index for r in table.rows if r.face.success}),
                          node=" ".join(video.nodes), retries=video.retries)
         if len(table) == 0:
-            return dataclasses.replace(row, status="failed", output="",
+            return dataclasses.replace(row, status=FAILED, output="",
                                        error=f"{video.path}: no frames could be read; is it an empty video?")
         if not table.complete:
-            return dataclasses.replace(row, status="partial",
+            return dataclasses.replace(row, status=PARTIAL,
                                        error=f"{table.shortfall}: the file is truncated or damaged; the "
                                              f"{frames} frames read were written")
         # A video without a face, read to its end, is done like mdhr-run's: ok (docs/errors.md).
-        return dataclasses.replace(row, status="ok")
+        return dataclasses.replace(row, status=OK)
 
     # -- the summary -----------------------------------------------------
 

@@ -1,21 +1,12 @@
 """mdhr-report: the HTML report of results already written (mdhr-run or
-mdhr-batch CSVs), alone or compared."""
+mdhr-batch CSVs), alone or compared.  The work is
+``mdhr_runtime.runs.report.report_csvs``; this maps flags to it."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import click
 
-from mdhr.aus import DECISION_THRESHOLD
-from mdhr.errors import MDHRError
-from mdhr_runtime.bundle import load_bundle
-from mdhr_runtime.checks import check_threshold
 from mdhr_runtime.cli.common import OUTPUT_FILE, PATH, mdhr_command, run_reporting_errors, say, verbose_option
-from mdhr_runtime.files.outputs import check_room, check_run_paths, remove_stale_staging
-from mdhr_runtime.results.overlay import check_overlay_input
-from mdhr_runtime.results.provenance import Provenance, read_facts
-from mdhr_runtime.results.readback import read_csv
-from mdhr_runtime.results.report import video_beside, write_report
+from mdhr_runtime.runs.report import report_csvs
 
 
 @mdhr_command("results.md", [
@@ -41,47 +32,11 @@ def main(csvs, html_path, video, model_dir, threshold, verbose):
     Manual: mdhr-report --docs prints docs/results.md (installed with the package).
     """
     def work():
-        inputs = {f"CSV {path}": path for path in csvs}
-        inputs.update({"--video": video, "--model": model_dir})
-        outputs = {"--html": html_path, "--html's video": video_beside(html_path) if video else None}
-        check_run_paths(outputs, inputs)
-        if video is not None:
-            check_overlay_input(video, "--video")
-        for path in csvs:
-            if path.is_dir():
-                raise MDHRError(f"CSV {path} is a folder; give the CSV files written by mdhr-run or mdhr-batch")
-        if threshold is not None:
-            check_threshold(threshold)
-        given, cut = Provenance(), DECISION_THRESHOLD
-        if model_dir is not None:
-            bundle = load_bundle(model_dir)
-            given = Provenance(bundle=str(model_dir), dataset=bundle.dataset, backbone=bundle.backbone,
-                               untrained=bundle.untrained)
-            cut = bundle.threshold
-        runs = [_recorded(path, given, threshold, cut) for path in csvs]
-        tables = [read_csv(path, facts.threshold) for path, facts in zip(csvs, runs)]
-        check_room(outputs, len(tables[0]))
-        labels = _labels(csvs)
-        remove_stale_staging(html_path, say)
-        first = runs[0].replace(input=str(video)) if video is not None else runs[0]
-        info = write_report(tables[0], video, html_path, first, label=labels[0],
-                            others=list(zip(labels[1:], tables[1:], runs[1:])))
+        info = report_csvs(list(csvs), html_path, video, model_dir, threshold, notify=say)
         say(f"wrote {info.path} ({info.bytes / 1e6:.1f} MB; video: {info.video})")
 
-    run_reporting_errors(work, verbose)
+    run_reporting_errors(work, verbose, FLAGS)
 
 
-def _recorded(path: Path, given: Provenance, threshold: float | None, fallback: float) -> Provenance:
-    """What made the CSV at ``path``: the run facts written beside it, with
-    what --model gives taking precedence; the threshold is --threshold's,
-    else the one recorded, else ``fallback`` (the bundle's, or 0.5)."""
-    facts = (read_facts(path) or Provenance(input=str(path))).merged(given)
-    if threshold is None:
-        threshold = fallback if facts.threshold is None else facts.threshold
-    return facts.replace(threshold=threshold)
-
-
-def _labels(paths: tuple[Path, ...]) -> list[str]:
-    """Each CSV's name, or its path where names repeat."""
-    names = [p.name for p in paths]
-    return [str(p) if names.count(p.name) > 1 else p.name for p in paths]
+# report_csvs's parameters that this command names otherwise
+FLAGS = {"html": "--html", "model": "--model"}

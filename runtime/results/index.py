@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from mdhr.errors import MDHRError
+from mdhr_runtime.batch.corpus import PARTIAL
 from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.results.provenance import Provenance
 from mdhr_runtime.results.readback import read_csv
@@ -63,7 +64,7 @@ def write_corpus_reports(rows: Sequence, out_dir: Path, index: Path, provenance:
         target = report_path(out_dir, row.output)
         try:
             table = read_csv(out_dir / row.output, provenance.threshold)
-            partial = {"complete": False, "incomplete_reason": row.error} if row.status == "partial" else {}
+            partial = {"complete": False, "incomplete_reason": row.error} if row.status == PARTIAL else {}
             write_report(table, row.path, target, provenance.replace(input=row.path, video_fps=row.fps, **partial))
         except MDHRError as error:
             entries.append(IndexRow(row.path, row.status, row.frames, None, [], "", f"no report: {error}"))

@@ -14,7 +14,7 @@ from typing import Callable
 
 from mdhr.errors import InputError, param
 from mdhr_runtime.backends.gates import forced_warning
-from mdhr_runtime.batch.corpus import expand_inputs
+from mdhr_runtime.batch.corpus import SKIPPED, expand_inputs
 from mdhr_runtime.batch.jobs import BatchJob, BatchOptions, SummaryRow, check_out_dir
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.checks import check_faces
@@ -124,7 +124,7 @@ def record_facts(rows, out_dir: Path, provenance: Provenance) -> None:
     (the user's own, a link, a folder) is never replaced: that CSV has none."""
     for row in rows:
         target = facts_beside(out_dir / row.output) if row.output else None
-        if target is None or (row.status == "skipped" and target.exists()):
+        if target is None or (row.status == SKIPPED and target.exists()):
             continue
         if not os.path.lexists(target) or is_facts_file(target):
             write_facts_beside(out_dir / row.output, provenance.replace(input=row.path, video_fps=row.fps))
