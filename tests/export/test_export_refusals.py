@@ -79,5 +79,9 @@ def test_sigterm_during_export_leaves_nothing(tmp_path):
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr
-    assert stderr.strip().splitlines()[-1] == "terminated; nothing was written"
+    # multiprocessing's resource tracker may add its own warning about the
+    # stopped step's semaphores after the command's line (a known wart)
+    ours = [line for line in stderr.strip().splitlines() if "resource_tracker" not in line
+            and not line.startswith("  warnings.warn")]
+    assert ours[-1] == "terminated; nothing was written", stderr
     assert staging_in(tmp_path) == [] and not out.exists()
