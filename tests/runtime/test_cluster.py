@@ -88,10 +88,10 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def assert_outputs_whole(out: Path, expected: dict, names=VIDEOS) -> None:
-    """Exactly the videos' CSVs and the summary, each CSV mdhr-run's byte for
-    byte, no staging or partial file."""
+    """Exactly the videos' CSVs (each with its run facts, NAME.run.json) and
+    the summary, each CSV mdhr-run's byte for byte, no staging or partial file."""
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == sorted([f"{n}.csv" for n in names] + ["summary.csv"])
+    assert files == sorted([f"{n}.csv" for n in names] + [f"{n}.run.json" for n in names] + ["summary.csv"])
     for name in names:
         assert (out / f"{name}.csv").read_bytes() == expected[name], name
 
