@@ -14,13 +14,13 @@ from mdhr_runtime.files.atomic import write_atomically
 CARD_FILE = "mdhr.json"
 FORMAT = 1  # bump when the card or the graph's inputs/outputs change meaning
 ARTIFACT_KINDS = ("onnx", "onnx_fp16", "engine", "frame_stage", "clip_stage", "frame_stage_fp16", "clip_stage_fp16",
-                  "frame_stage_engine", "clip_stage_engine", "openvino_int8", "openvino_int8_weights", "weights",
+                  "frame_batch", "frame_stage_engine", "clip_stage_engine", "openvino_int8", "openvino_int8_weights", "weights",
                   "weights_fp16", "parity_reference")
 # What ``mdhr-export --target`` writes: the CPU runners' fp32 graphs (and
 # INT8), what TensorRT engines are built from (the fp16 graphs, and the fp32
 # model's outputs on the parity clips to check the engines against), or both.
 TARGET_ARTIFACTS = {
-    "cpu": ("onnx", "frame_stage", "clip_stage", "weights", "openvino_int8", "openvino_int8_weights"),
+    "cpu": ("onnx", "frame_stage", "clip_stage", "frame_batch", "weights", "openvino_int8", "openvino_int8_weights"),
     "gpu": ("onnx_fp16", "frame_stage_fp16", "clip_stage_fp16", "weights_fp16", "parity_reference"),
 }
 TARGETS = (*TARGET_ARTIFACTS, "all")

@@ -159,7 +159,7 @@ class AUDetector:
         is then False and ``shortfall`` says why."""
         scoring = self.scoring(windows, hop, faces, aligned, min_face, clock=clock)
         frames = FrameSource(source)
-        table = scoring.run(frames, after_frame=None if progress is None else lambda f: progress(f.index + 1))
+        table = scoring.run(frames, after_frame=None if progress is None else lambda index: progress(index + 1))
         if len(table) == 0:
             raise MDHRError(f"{source}: no frames could be read; is it an empty video?")
         return scoring.settle(complete=not frames.truncated, frames_declared=frames.frame_count,
