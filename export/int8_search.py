@@ -2,7 +2,7 @@
 
 Per-group sensitivity, then a greedy frontier:
 
-1. each layer group (``int8_groups``) alone in INT8, the rest float32:
+1. each layer group (``mdhr_runtime.backends.layer_groups``) alone in INT8, the rest float32:
    its agreement with fp32 on the judging clips says how much quantising
    it costs;
 2. groups in INT8 cumulatively, least costly first: 2, 3, ... while the
@@ -34,7 +34,7 @@ import numpy as np
 
 from mdhr.errors import MDHRError
 from mdhr_export import parity
-from mdhr_export.int8_groups import LayerGroup, layer_groups
+from mdhr_runtime.backends.layer_groups import LayerGroup, layer_groups
 
 # The bar: below this speed-up an INT8 model is not worth its agreement loss.
 MIN_SPEEDUP = 1.2

@@ -141,7 +141,7 @@ def failing_int8_bundle(disfa_short_bundle, face_avi, tmp_path_factory):
 
 
 def test_layer_groups_cover_every_node_once(disfa_short_bundle):
-    from mdhr_export.int8_groups import layer_groups
+    from mdhr_runtime.backends.layer_groups import layer_groups
 
     bundle = load_bundle(disfa_short_bundle)
     model = ov.Core().read_model(str(bundle.artifact("onnx")))

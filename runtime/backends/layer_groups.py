@@ -1,5 +1,6 @@
-"""The model's layer groups for the INT8 search: the parts that can stay
-float32 one at a time.
+"""The model's layer groups for the reduced-precision searches (INT8 and
+bf16, at export) and the bf16 runner: the parts that can stay float32 one
+at a time.
 
 The exported graph keeps the official module names only on its weights
 (``model.Backbone.layer3.0.conv1.weight``), so each weighted layer
@@ -13,6 +14,9 @@ differences (the subtractions and the convolutions that read them) and the
 region and AU modelling (its first nodes and everything downstream, as the
 bf16 runner keeps it).  Every node belongs to exactly one group; the nodes
 are OpenVINO's names, which NNCF's ignored scope takes.
+
+``keep_fp32`` marks the named groups' nodes to stay float32 in a model
+compiled for bf16 (what the export's bf16 search chose, card ``bf16``).
 """
 from __future__ import annotations
 
@@ -20,7 +24,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mdhr.errors import MDHRError
+
 REGION_MODELLING, FRAME_DIFFERENCES = "region_modelling", "frame_differences"
+KEEP_ORIGINAL_PRECISION = "disable_fp16_compression_0"  # ov::DisableFP16Compression's key
+ISLANDS = "reduced_precision_islands"  # the card's entry: names of the float32 islands' first nodes
+# What bf16 keeps float32.  Emulated bf16 on the BP4D ResNet model, 12 real
+# face clips (python -m mdhr_bench.bf16_islands): decisions at the AU
+# medians agreed on 91.1% with bf16 everywhere, 94.3% with the region
+# modelling in fp32 (lowest rank correlation 0.978 -> 0.995), and 94.3% with
+# the frame differences in fp32 too: those buy nothing, so they run bf16.
+BF16_FP32_PARTS = ("region_modelling",)
 WEIGHTED = {"Convolution", "GroupConvolution", "MatMul"}
 
 
@@ -62,8 +76,6 @@ def module_of(op) -> str | None:
 def layer_groups(model, islands: dict[str, list[str]]) -> list[LayerGroup]:
     """``model`` (OpenVINO, the fp32 ONNX as read) cut into groups, in the
     order their first node runs."""
-    from mdhr_runtime.backends.openvino_runner import mark_fp32_islands
-
     region = mark_fp32_islands(model.clone(), {REGION_MODELLING: islands[REGION_MODELLING]})
     differences = set(islands.get(FRAME_DIFFERENCES, []))
     ops = model.get_ordered_ops()
@@ -87,3 +99,52 @@ def layer_groups(model, islands: dict[str, list[str]]) -> list[LayerGroup]:
     total = sum(cost.values()) or 1
     return [LayerGroup(group, tuple(nodes), sum(1 for n in nodes if cost[n]),
                        round(sum(cost[n] for n in nodes) / total, 4)) for group, nodes in members.items()]
+
+
+def mark_fp32_islands(model, islands: dict[str, list[str]]) -> set[str]:
+    """Keep the islands' nodes in their original (float32) precision; returns
+    the friendly names of the nodes marked.  ``islands["region_modelling"]``
+    names the first nodes of a part whose every downstream node is marked
+    too (the part ends at the outputs; helper nodes OpenVINO adds when it
+    decomposes an ONNX operator have no ONNX name but lie downstream);
+    ``islands["frame_differences"]``, if given, names single nodes."""
+    ops = model.get_ordered_ops()  # topological order: producers first
+    seeds = set(islands.get("region_modelling", []))
+    exact = set(islands.get("frame_differences", []))
+    marked, downstream = set(), set()
+    for op in ops:
+        name = op.get_friendly_name()
+        onnx_name = name.split("/")[0]  # "node_Conv_7/WithoutBiases": the convolution of ONNX node node_Conv_7
+        reads_island = any(value.get_node().get_friendly_name() in downstream for value in op.input_values())
+        if onnx_name in seeds or (reads_island and op.get_type_name() != "Result"):
+            downstream.add(name)
+        if name in downstream or onnx_name in exact:
+            op.get_rt_info()[KEEP_ORIGINAL_PRECISION] = ""
+            marked.add(name)
+    found = {op.get_friendly_name().split("/")[0] for op in ops} & (seeds | exact)
+    if "region_modelling" in islands and not found & seeds:
+        raise MDHRError("none of the float32 islands named in the bundle's card is in its model; export it again")
+    return marked
+
+
+def keep_fp32(model, groups: list[str], islands: dict[str, list[str]]) -> int:
+    """Mark every node of ``groups`` (names of ``layer_groups``) to keep its
+    float32 precision when ``model`` compiles for bf16; how many were marked."""
+    wanted = set(groups)
+    nodes = {node for group in layer_groups(model, islands) if group.name in wanted for node in group.nodes}
+    marked = 0
+    for op in model.get_ordered_ops():
+        if op.get_friendly_name() in nodes:
+            op.get_rt_info()[KEEP_ORIGINAL_PRECISION] = ""
+            marked += 1
+    return marked
+
+
+def keep_bf16_islands(model, card: dict) -> int:
+    """What bf16 keeps float32: the layer groups the export's bf16 search
+    chose (card ``bf16.kept_fp32``), else ``BF16_FP32_PARTS``; how many
+    nodes were marked."""
+    chosen = (card.get("bf16") or {}).get("kept_fp32")
+    if chosen is None:
+        return len(mark_fp32_islands(model, {part: card[ISLANDS][part] for part in BF16_FP32_PARTS}))
+    return keep_fp32(model, chosen, card[ISLANDS])
