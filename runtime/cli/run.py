@@ -105,17 +105,18 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
         if overlay or report:
             check_overlay_input(input_path)
         # the card only: says what is wrong with a bundle, or --hop, before any model loads
-        WindowPlan.make(windows, load_bundle(model_dir).frames, hop)
+        bundle = load_bundle(model_dir)
+        WindowPlan.make(windows, bundle.frames, hop)
         check_distinct(outputs, {"--model": model_dir})
         for target in (out, json_out, plot, overlay, report):
             if target is not None and not is_stdout(target):
                 remove_stale_staging(target, say)
         # the input's header (and, for a folder, every image's): a bad one is named before the model loads
-        return None if input_path is None else FrameSource(input_path)
+        return bundle, None if input_path is None else FrameSource(input_path)
 
     def work():
-        source = check()
-        with AUDetector(model_dir, backend=backend, threshold=threshold, face_detector=face_detector) as detector:
+        bundle, source = check()  # both read once: the run uses them
+        with AUDetector(bundle, backend=backend, threshold=threshold, face_detector=face_detector) as detector:
             if detector.bundle.untrained:
                 click.echo("warning: this bundle holds an UNTRAINED model (exported with --random-init); "
                            "its AU outputs are meaningless", err=True)
@@ -138,7 +139,7 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
             else:
                 started = time.perf_counter()
                 with tqdm(total=source.frame_count, unit="frame", desc=input_path.name, disable=None, leave=False) as bar:
-                    table = detector.predict_video(input_path, aligned=aligned, windows=windows, hop=hop,
+                    table = detector.predict_video(source, aligned=aligned, windows=windows, hop=hop,
                                                    faces=faces, min_face=min_face,
                                                    progress=lambda done: bar.update(done - bar.n))
                 scoring_seconds = time.perf_counter() - started
