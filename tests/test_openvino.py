@@ -200,6 +200,38 @@ def test_int8_search_finds_a_model_that_passes_a_gate_it_can_meet(int8_bundle):
                             c["rank_correlation_min"]) for c in frontier])
 
 
+@pytest.mark.skipif(BF16_MISSING, reason="this CPU has no native bf16")
+def test_bf16_search_keeps_what_it_measured_float32(int8_bundle):
+    """The export's bf16 search on a CPU with bf16: each searched group alone
+    in bf16, then both; judged before timed; the runner keeps the chosen
+    groups float32, and its gate measures that model."""
+    from mdhr_runtime.backends.layer_groups import layer_groups
+
+    card = load_bundle(int8_bundle).card
+    search = card["bf16"]["search"]
+    frontier = search["frontier"]
+    assert [c["bf16_groups"] for c in frontier] == [["frame_differences"], ["region_modelling"],
+                                                   ["frame_differences", "region_modelling"]]
+    chosen = frontier[search["chosen"]]
+    assert search["passed"] and chosen["passed"]
+    # one passed, so only the candidates that passed agreement were timed
+    assert all((c["speedup_vs_onnxruntime"] is not None) == c["passed_agreement"] for c in frontier)
+    assert chosen["speedup_vs_onnxruntime"] == max(c["speedup_vs_onnxruntime"] for c in frontier if c["passed"])
+    assert card["bf16"]["kept_fp32"] == chosen["fp32_groups"]
+    assert "Backbone.layer3" in card["bf16"]["kept_fp32"]
+    bundle = load_bundle(int8_bundle)
+    runner = OpenVINORunner(bundle, "openvino-bf16")
+    try:
+        model = ov.Core().read_model(str(bundle.artifact("onnx")))
+        kept = sum(len(g.nodes) for g in layer_groups(model, card[ISLANDS]) if g.name in card["bf16"]["kept_fp32"])
+        assert runner.fp32_nodes == kept
+    finally:
+        runner.close()
+    gate = card["parity"]["reduced_precision"]["runners"]["openvino-bf16"]
+    assert gate["status"] == "measured" and gate["passed"]
+    assert gate["median_decision_agreement"] == chosen["median_decision_agreement"]
+
+
 def test_int8_search_reports_failure_for_a_gate_it_cannot_meet(failing_int8_bundle):
     card = load_bundle(failing_int8_bundle).card
     search = card["int8"]["search"]
