@@ -16,8 +16,11 @@ frames; ``synthetic.py``) once, then alternates, ``--rounds`` times:
   ``mdhr-run`` does after start-up): decode, detect, crop, model, rows;
   frames/s = frames / wall seconds.
 
-Printed: a small table of frames/s per round, the medians' ratios
-``run / model`` and ``run / stages``, the machine's load and CPU flags.
+Each round measures ``model`` and ``stages`` both before and after ``run``
+and compares ``run`` with their means, so a change of load during the round
+hits both sides.  Printed: a small table of frames/s per round, the
+median over rounds of ``run / model`` and ``run / stages``, the machine's
+load and CPU flags.
 Keep each run under about ten minutes: 480 frames take about a minute per
 round on a quiet 2-core host.
 """
@@ -117,16 +120,18 @@ def main(argv: list[str] | None = None) -> dict:
             T, B = bundle.frames, bundle.batch
             clips = np.stack([np.stack(crops[i * T:(i + 1) * T]) for i in range(B)])
             whole = OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"])
+            hop = max(T // 2, 1)
             rows = []
             for _ in range(args.rounds):
-                rows.append({"model": model_fps(whole, clips),
-                             "stages": stages_fps(detector.stage_runner, crops, max(T // 2, 1)),
-                             "run": run_fps(detector, video)})
+                model, stages = model_fps(whole, clips), stages_fps(detector.stage_runner, crops, hop)
+                run = run_fps(detector, video)
+                model = (model + model_fps(whole, clips)) / 2
+                stages = (stages + stages_fps(detector.stage_runner, crops, hop)) / 2
+                rows.append({"model": model, "stages": stages, "run": run})
             whole.close()
-    median = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     result = {"frames": args.frames, "rounds": [{k: round(v, 3) for k, v in r.items()} for r in rows],
-              "run_vs_model": round(median["run"] / median["model"], 3),
-              "run_vs_stages": round(median["run"] / median["stages"], 3),
+              "run_vs_model": round(statistics.median(r["run"] / r["model"] for r in rows), 3),
+              "run_vs_stages": round(statistics.median(r["run"] / r["stages"] for r in rows), 3),
               "batch_frames": getattr(detector.stage_runner, "batch_frames", 1),
               "machine": machine(), "date": time.strftime("%Y-%m-%d")}
     print(f"{'round':>5} {'model f/s':>10} {'stages f/s':>11} {'run f/s':>8}")
