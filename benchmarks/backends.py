@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import importlib.util
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.bundle import Bundle
+from mdhr_bench.machine import cpu_flags
 from mdhr_runtime.backends.openvino_runner import OpenVINORunner, openvino_unavailable_reason
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner, Runner
 from mdhr_runtime.backends.selection import open_runner, tensorrt_unavailable_reason
+from mdhr_runtime.bundle import Bundle
+from mdhr_runtime.choices import BACKEND_TABLE, BackendSpec
 
 NO_CHECKPOINT = "no checkpoint given (--ckpt)"
 
@@ -26,31 +28,9 @@ class BackendUnavailable(MDHRError):
     message is the reason shown in reports."""
 
 
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    family: str  # torch | onnxruntime | tensorrt | openvino
-    precision: str  # fp32 | bf16 | fp16 | int8
-    provider: str | None = None  # ONNX Runtime execution provider
-
-    @property
-    def reduced_precision(self) -> bool:
-        return self.precision != "fp32"
-
-
-BACKENDS = {b.name: b for b in (
-    Backend("torch", "torch", "fp32"),
-    Backend("torch-bf16", "torch", "bf16"),  # autocast; CPUs with native bfloat16, or CUDA
-    Backend("torch-fp16", "torch", "fp16"),  # autocast; CUDA only
-    Backend("onnxruntime", "onnxruntime", "fp32", "CPUExecutionProvider"),
-    Backend("onnxruntime-cuda", "onnxruntime", "fp32", "CUDAExecutionProvider"),
-    Backend("onnxruntime-fp16", "onnxruntime", "fp16", "CUDAExecutionProvider"),  # the bundle's FP16 ONNX
-    Backend("onnxruntime-tensorrt", "onnxruntime", "fp16", "TensorrtExecutionProvider"),
-    Backend("tensorrt", "tensorrt", "fp16"),  # the bundle's engine; for_bundle() reads its precision
-    Backend("openvino", "openvino", "fp32"),  # OpenVINO CPU, the bundle's model.onnx
-    Backend("openvino-bf16", "openvino", "bf16"),  # bf16 inference precision, region modelling kept fp32
-    Backend("int8", "openvino", "int8"),  # the bundle's INT8 model (mdhr-export --int8)
-)}
+# The benchmarks time and compare every backend of the one table.
+Backend = BackendSpec
+BACKENDS = {b.name: b for b in BACKEND_TABLE}
 TORCH_FP32 = BACKENDS["torch"]
 ONNXRUNTIME_FP32 = BACKENDS["onnxruntime"]
 
@@ -174,7 +154,6 @@ def cpu_has_native_bf16() -> bool:
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # private API: fall back to the CPU's flags
-        from mdhr_bench.machine import cpu_flags
 
         return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 

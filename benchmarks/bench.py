@@ -19,11 +19,23 @@ from typing import Callable
 import numpy as np
 
 from mdhr.errors import MDHRError
-from mdhr_bench.backends import (ONNXRUNTIME_FP32, TORCH_FP32, Backend, BackendUnavailable, BACKENDS, device_of, for_bundle,
-                                 open_backend, unavailable_reason)
+from mdhr_bench.backends import (
+    BACKENDS,
+    ONNXRUNTIME_FP32,
+    TORCH_FP32,
+    Backend,
+    BackendUnavailable,
+    device_of,
+    for_bundle,
+    open_backend,
+    unavailable_reason,
+)
 from mdhr_bench.machine import describe, device_memory_used_mb, peak_rss_mb, rss_mb, usable_cores
-from mdhr_runtime.bundle import Bundle, load_bundle
+from mdhr_bench.stream import measure_stream
+from mdhr_bench.video import profile_video, truncation_warning
+from mdhr_runtime.backends.gates import recorded
 from mdhr_runtime.backends.stages import has_stages
+from mdhr_runtime.bundle import Bundle, load_bundle
 
 RESULT_KEYS = ("mode", "backend", "precision", "device", "batch", "frames", "status", "reason", "load_s",
                "first_inference_ms", "latency_ms", "clips_per_s", "frames_per_s", "speedup_vs_torch",
@@ -93,12 +105,10 @@ def run_benchmark(options: BenchOptions, say: Callable[[str], None] = lambda lin
                                      "synchronised before the clock stops"},
               "results": results, "int8_search": int8_frontier(bundle), "video": None, "video_centred": None}
     if options.video is not None:
-        from mdhr_bench.video import profile_video
 
         say(f"video pipeline on {options.video}, official windows ...")
         report["video"] = profile_video(options.video, bundle, threads, "official")
         if not report["video"]["complete"]:
-            from mdhr_bench.video import truncation_warning
 
             say(truncation_warning(options.video, report["video"]["frames"], report["video"]["frames_declared"]))
         if has_stages(bundle):
@@ -109,7 +119,6 @@ def run_benchmark(options: BenchOptions, say: Callable[[str], None] = lambda lin
     if options.stream:
         if not has_stages(bundle):
             raise MDHRError(f"{bundle.root}: no frame and clip stage graphs to stream with; export it again")
-        from mdhr_bench.stream import measure_stream
 
         say(f"stream: frame stage, clip stage, stride-1 streaming and whole-clip recompute "
             f"({options.warmup} warm-up, {options.iters} timed) ...")
@@ -245,7 +254,6 @@ def latency_summary(seconds: list[float]) -> dict:
 def add_export_gates(results: list[dict], bundle: Bundle) -> None:
     """The agreement with fp32 that the export measured for each runner on
     real face clips (mdhr-export --calibrate), beside its speed."""
-    from mdhr_runtime.backends.gates import recorded
 
     for row in results:
         gate = recorded(bundle, row["backend"])

@@ -6,6 +6,11 @@ from pathlib import Path
 
 import click
 
+from mdhr_bench.backends import parse_backends
+from mdhr_bench.bench import BenchOptions, run_benchmark
+from mdhr_bench.markdown import bench_markdown, parity_markdown
+from mdhr_bench.parity import ParityOptions, run_parity
+from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.cli.common import run_reporting_errors, say, verbose_option
 from mdhr_runtime.files.outputs import check_distinct, check_run_paths, remove_stale_staging, staged_files
 
@@ -27,7 +32,6 @@ threads_option = click.option("--threads", type=int, help="CPU threads for PyTor
 def check_paths(outputs: dict[str, Path | None], inputs: dict[str, Path | None]) -> None:
     """Before any backend loads: inputs readable, outputs writable and
     distinct; staging left by a killed run removed."""
-    from mdhr_runtime.bundle import load_bundle
 
     files = {what: path for what, path in inputs.items() if what != "--model"}
     check_run_paths(outputs, files)
@@ -75,9 +79,6 @@ def bench_main(model, ckpt, backends, batch, warmup, iters, threads, video, stre
     Example:
       mdhr-bench --model bundles/bp4d --ckpt BP4D_resnet.pth --json bench.json --markdown bench.md
     """
-    from mdhr_bench.backends import parse_backends
-    from mdhr_bench.bench import BenchOptions, run_benchmark
-    from mdhr_bench.markdown import bench_markdown
 
     def work():
         check_paths({"--json": json_out, "--markdown": markdown_out},
@@ -127,9 +128,6 @@ def parity_main(model, ckpt, video, backends, image_list, label_list, image_root
     Example:
       mdhr-parity --model bundles/disfa --ckpt DISFA_resnet.pth --video face.mp4 --json parity.json
     """
-    from mdhr_bench.backends import parse_backends
-    from mdhr_bench.markdown import parity_markdown
-    from mdhr_bench.parity import ParityOptions, run_parity
 
     def work():
         check_paths({"--json": json_out}, {"--model": model, "--ckpt": ckpt, "--video": video,

@@ -9,6 +9,8 @@ import resource
 import sys
 from functools import lru_cache
 
+from mdhr_runtime.backends.gpu import memory_used_mb, visible_gpu
+
 # Packages whose versions change the numbers.
 _VERSIONED = ("mdhr-toolkit", "numpy", "onnxruntime", "onnxruntime-gpu", "torch", "tensorrt", "openvino", "nncf",
               "opencv-python-headless")
@@ -61,7 +63,6 @@ def gpu_names() -> list[str]:
             return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         return []
     try:
-        from mdhr_runtime.backends.gpu import visible_gpu
 
         return [visible_gpu().name]
     except Exception:  # no GPU, no Polygraphy or libcudart: only the GPU's name is lost
@@ -115,6 +116,5 @@ def device_memory_used_mb() -> float | None:
             return None
         free, total = torch.cuda.mem_get_info()
         return (total - free) / 2**20
-    from mdhr_runtime.backends.gpu import memory_used_mb
 
     return memory_used_mb()

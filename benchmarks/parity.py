@@ -24,14 +24,31 @@ import numpy as np
 from mdhr.aus import CLIP_FRAMES
 from mdhr.errors import MDHRError
 from mdhr_bench import metrics
-from mdhr_bench.backends import (BACKENDS, ONNXRUNTIME_FP32, TORCH_FP32, Backend, BackendUnavailable,
-                                 device_of, for_bundle, open_backend)
+from mdhr_bench.backends import (
+    BACKENDS,
+    ONNXRUNTIME_FP32,
+    TORCH_FP32,
+    Backend,
+    BackendUnavailable,
+    device_of,
+    for_bundle,
+    open_backend,
+)
 from mdhr_bench.bench import bundle_summary, checkpoint_summary
+from mdhr_bench.labelled import LabelledSet
 from mdhr_bench.machine import describe, usable_cores
-from mdhr_export.parity import (FP32_AU_TOLERANCE, REDUCED_PRECISION_MIN_AGREEMENT, agreement, concat,
-                                fp32_failures, parity_clips, reduced_precision_failures)
-from mdhr_runtime.bundle import Bundle, load_bundle
+from mdhr_bench.video import video_clip_batches
+from mdhr_export.parity import (
+    FP32_AU_TOLERANCE,
+    REDUCED_PRECISION_MIN_AGREEMENT,
+    agreement,
+    concat,
+    fp32_failures,
+    parity_clips,
+    reduced_precision_failures,
+)
 from mdhr_runtime.backends.runners import Runner
+from mdhr_runtime.bundle import Bundle, load_bundle
 
 if TYPE_CHECKING:
     from mdhr_bench.labelled import LabelledSet
@@ -155,7 +172,6 @@ def gather_inputs(options: ParityOptions, bundle: Bundle, say: Callable[[str], N
     frames do); the export's synthetic parity clips otherwise."""
     inputs = Inputs()
     if options.video is not None:
-        from mdhr_bench.video import video_clip_batches
 
         warned = set()  # every backend reads the video again: warn once
 
@@ -168,7 +184,6 @@ def gather_inputs(options: ParityOptions, bundle: Bundle, say: Callable[[str], N
                                                                    warn_once)))
         inputs.description.append(f"face clips of {options.video}")
     if options.image_list is not None:
-        from mdhr_bench.labelled import LabelledSet
 
         labelled = LabelledSet(options.image_list, options.label_list, options.image_root, bundle.dataset,
                                len(bundle.au_names), bundle.frames)

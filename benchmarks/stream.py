@@ -18,11 +18,11 @@ import time
 
 import numpy as np
 
+from mdhr_runtime.backends.runners import OnnxRuntimeRunner
+from mdhr_runtime.backends.stages import StageRunner
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.crops.crop import CroppedFrame
 from mdhr_runtime.faces.tracking import FaceResult
-from mdhr_runtime.backends.runners import OnnxRuntimeRunner
-from mdhr_runtime.backends.stages import StageRunner
 from mdhr_runtime.windows.streams import FrameStream, WindowPlan
 
 

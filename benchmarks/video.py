@@ -9,6 +9,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from mdhr_bench.stream import edge_change
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.pipeline import clip_batches
@@ -51,7 +52,6 @@ def profile_video(path: Path, bundle: Bundle, threads: int | None = None, window
     """Frames per second of the whole pipeline in one window mode, the time
     of each stage, and the frame-to-frame change of the scores at the
     official window edges against elsewhere."""
-    from mdhr_bench.stream import edge_change
 
     setup_start = time.perf_counter()
     with AUDetector(bundle.root, "auto", threads=threads) as detector:

@@ -9,7 +9,11 @@ from pathlib import Path
 import click
 
 from mdhr.errors import MDHRError
+from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.cli.common import run_reporting_errors, say, verbose_option
+from mdhr_runtime.cli.run import report_run
+from mdhr_runtime.files.outputs import check_output_folder
+from mdhr_runtime.runs.video import RunOptions, run_video
 
 SAMPLE_VIDEO = Path(__file__).parent / "data" / "sample.mp4"
 # The smallest sensible bundle: ResNet-50 (the lighter backbone), DISFA's 8
@@ -28,7 +32,6 @@ def default_cache() -> Path:
 
 def cached_bundle_problem(folder: Path) -> str | None:
     """Why the bundle in the cache cannot be reused, or None if it can."""
-    from mdhr_runtime.bundle import load_bundle
 
     if not folder.exists():
         return "none cached yet"
@@ -67,17 +70,11 @@ def ensure_bundle(cache: Path) -> Path:
 
 
 def run_sample(bundle: Path, out: Path, verbose: bool) -> int:
-    """mdhr-run itself on the sample video (the same code path and answer as
-    running it by hand); returns its exit status."""
-    from mdhr_runtime.cli.run import main as mdhr_run
-
-    args = [str(SAMPLE_VIDEO), "--model", str(bundle), "--out", str(out / OUTPUT_NAMES["csv"]),
-            "--plot", str(out / OUTPUT_NAMES["plot"]), "--report", str(out / OUTPUT_NAMES["report"])]
-    try:
-        mdhr_run.main(args + (["--verbose"] if verbose else []), prog_name="mdhr-run", standalone_mode=False)
-    except SystemExit as finished:
-        return finished.code or 0
-    return 0
+    """Score the sample video with mdhr-run's own job (the same code path and
+    answer as running it by hand); returns mdhr-run's exit status."""
+    options = RunOptions(model=bundle, input=SAMPLE_VIDEO, out=out / OUTPUT_NAMES["csv"],
+                         plot=out / OUTPUT_NAMES["plot"], report=out / OUTPUT_NAMES["report"])
+    return report_run(options, run_video(options, notify=say, verbose=verbose))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,8 +100,6 @@ def main(out, cache, verbose):
       mdhr-demo --out mdhr-demo
     """
     def work():
-        from mdhr_runtime.files.outputs import check_output_folder
-
         check_output_folder(out, "--out")
         cache_folder = cache or default_cache()
         if cache_folder.exists() and not cache_folder.is_dir():

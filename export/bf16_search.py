@@ -25,13 +25,13 @@ import numpy as np
 from mdhr_export import parity
 from mdhr_export.int8_search import SearchSettings, choose, score
 from mdhr_runtime.backends.layer_groups import ISLANDS, LayerGroup, keep_fp32, layer_groups
+from mdhr_runtime.backends.openvino_runner import compile_config
+from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 
 
 class Bf16Search:
     def __init__(self, bundle, judged, settings: SearchSettings, say: Callable[[str], None]):
         import openvino as ov
-
-        from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 
         self.bundle, self.judged, self.settings, self.say = bundle, judged, settings, say
         self.core = ov.Core()
@@ -47,8 +47,6 @@ class Bf16Search:
         self._requests.clear()
 
     def _compile(self, kept: list[str]):
-        from mdhr_runtime.backends.openvino_runner import compile_config
-
         model = self.core.read_model(str(self.bundle.artifact("onnx")))
         keep_fp32(model, kept, self.islands)
         return self.core.compile_model(model, "CPU", compile_config("bf16")).create_infer_request()

@@ -9,11 +9,13 @@ from pathlib import Path
 from mdhr.errors import MDHRError
 from mdhr_export import parity
 from mdhr_export.engine import build_engine
-from mdhr_runtime.files.atomic import atomic_path
-from mdhr_runtime.bundle import Bundle, load_bundle, write_card
-from mdhr_runtime.files.outputs import check_output_file
+from mdhr_runtime.backends.gpu import visible_gpu
 from mdhr_runtime.backends.selection import tensorrt_unavailable_reason
 from mdhr_runtime.backends.stages import STAGE_ENGINE_KINDS, STAGE_KINDS, StageRunner, has_stages, official_windows
+from mdhr_runtime.backends.tensorrt_runner import quiet_polygraphy
+from mdhr_runtime.bundle import Bundle, load_bundle, write_card
+from mdhr_runtime.files.atomic import atomic_path
+from mdhr_runtime.files.outputs import check_output_file
 
 ENGINE_FILE = "model.engine"
 TIMING_CACHE_FILE = "timing.cache"
@@ -86,7 +88,6 @@ def build_into(folder: Path, card: dict, precision: str) -> dict:
     saved); the same for the stage graphs where the bundle has them.  An
     engine that breaks tolerance is not kept (a previous one stays), and
     MDHRError says why."""
-    from mdhr_runtime.backends.tensorrt_runner import quiet_polygraphy
 
     quiet_polygraphy()
     bundle = Bundle(Path(folder), card)
@@ -107,8 +108,6 @@ def build_into(folder: Path, card: dict, precision: str) -> dict:
 
 def engine_build_facts(source: Path, precision: str, seconds: float) -> dict:
     import tensorrt as trt
-
-    from mdhr_runtime.backends.gpu import visible_gpu
 
     gpu = visible_gpu()
     return {"tensorrt": trt.__version__, "gpu": gpu.name, "compute_capability": gpu.compute_capability,

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from mdhr.aus import AU_SETS, BACKBONES
+from mdhr_runtime.backends.gates import summary
 from mdhr_runtime.bundle import DEFAULT_TARGET, TARGETS
 from mdhr_runtime.cli.common import run_reporting_errors, verbose_option
 
@@ -57,8 +58,6 @@ def main(ckpt, out, fp16, target, dataset, backbone, batch, frames, opset, int8,
 
     def work():
         from mdhr_export.pipeline import ExportOptions, Progress, export_bundle  # torch: see run_reporting_errors
-        from mdhr_runtime.backends.gates import summary
-
         options = ExportOptions(out=out, ckpt=ckpt, dataset=dataset, backbone=backbone, fp16=fp16, batch=batch,
                                 frames=frames, opset=opset, random_init=random_init, int8=int8,
                                 calibrate=calibrate, verbose=verbose, target=target)

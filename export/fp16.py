@@ -50,7 +50,7 @@ def in_topological_order(graph: onnx.GraphProto) -> None:
 
 
 # Which of the card's reduced-precision islands the FP16 graphs keep in
-# float32.  None: measured with ``python -m mdhr_bench.fp16_islands`` on the
+# float32.  None: measured with ``python -m scripts.bundles_fp16_islands`` on the
 # BP4D ResNet-50 bundle (docs/bundles.md, the card's ``fp16_islands``), the
 # frame differences in float32 bought less than the rule asks (0.2 points
 # of agreement at the AU medians, 0.002 of rank correlation).  Kept, they

@@ -20,12 +20,13 @@ import numpy as np
 
 from mdhr.errors import MDHRError
 from mdhr_export import parity
-from mdhr_runtime.bundle import Bundle, load_bundle, write_card
-from mdhr_runtime.batch.corpus import VIDEO_SUFFIXES
 from mdhr_export.int8_search import Search, SearchSettings
 from mdhr_runtime.backends.gates import gate_text
 from mdhr_runtime.backends.openvino_runner import OpenVINORunner, openvino_unavailable_reason
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner
+from mdhr_runtime.batch.corpus import VIDEO_SUFFIXES
+from mdhr_runtime.bundle import Bundle, load_bundle, write_card
+from mdhr_runtime.pipeline import clip_batches
 
 INT8_FILE, INT8_WEIGHTS = "model_int8.xml", "model_int8.bin"
 INSTALL = "pip install -e '.[export,int8]'"
@@ -56,7 +57,6 @@ def footage_files(path: Path) -> list[Path]:
 def face_clips(path: Path, bundle: Bundle) -> list[np.ndarray]:
     """Every window of the footage in which a face was found, each as one
     clip [T, 3, 224, 224] (windows without a face hold filler, not a face)."""
-    from mdhr_runtime.pipeline import clip_batches
 
     clips = []
     for source in footage_files(path):

@@ -35,6 +35,8 @@ import numpy as np
 from mdhr.errors import MDHRError
 from mdhr_export import parity
 from mdhr_runtime.backends.layer_groups import LayerGroup, layer_groups
+from mdhr_runtime.backends.openvino_runner import compile_config
+from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 
 # The issue's bar: below this speed-up an INT8 model is not worth its agreement loss.
 MIN_SPEEDUP = 1.2
@@ -71,8 +73,6 @@ class Search:
         import nncf
         import openvino as ov
 
-        from mdhr_runtime.backends.runners import OnnxRuntimeRunner
-
         nncf.set_log_level(logging.WARNING)  # not a line per node left in float32
         self.staging, self.bundle, self.settings, self.say = staging, bundle, settings, say
         self.calibration, self.judged = calibration, judged
@@ -93,8 +93,6 @@ class Search:
         """Quantise ``int8_groups`` (the rest float32), judge and time it."""
         import nncf
         import openvino as ov
-
-        from mdhr_runtime.backends.openvino_runner import compile_config
 
         names = {g.name for g in int8_groups}
         kept = [node for g in self.groups if g.name not in names for node in g.nodes]
@@ -135,8 +133,6 @@ class Search:
     def time(self, entry: dict, request=None) -> None:
         """Time a judged candidate (``request``: its compiled model, else
         compiled again from its file) and settle its verdict."""
-        from mdhr_runtime.backends.openvino_runner import compile_config
-
         if request is None:
             compiled = self.core.compile_model(str(self.folder / entry["file"]), "CPU", compile_config("int8"))
             request = compiled.create_infer_request()

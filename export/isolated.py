@@ -19,6 +19,7 @@ import onnx
 import torch
 
 import mdhr
+from mdhr_export import fp16 as fp16_tools
 from mdhr_export import graph
 from mdhr_export.weights import WeightsFile, save_sharing
 
@@ -98,21 +99,10 @@ def simplify(raw: Path, slim: Path, metadata: dict | None, weights: WeightsFile)
     return save_sharing(proto, slim, weights)
 
 
-def export_stage(recipe: ModelRecipe, kind: str, frames: int, opset: int, chatty: bool, raw: Path) -> list[str]:
-    """One stage graph (``frame_stage`` or ``clip_stage``) checked to ``raw``;
-    returns its precision-sensitive nodes."""
-    from mdhr_export.stages import export_stage_graph
-
-    proto = graph.check(export_stage_graph(recipe.build(), kind, frames, opset, chatty))
-    return save(proto, raw)
-
-
 def to_fp16(source: Path, keep_fp32: list[str], target: Path, weights: WeightsFile | None) -> WeightsFile | None:
     """The FP16 version of the graph in ``source`` (``keep_fp32`` nodes
     stay float32) to ``target``: its weights shared through ``weights``
     (returned with what it holds), or, without, inside the graph."""
-    from mdhr_export import fp16 as fp16_tools
-
     proto = fp16_tools.to_fp16(onnx.load(str(source)), keep_fp32)
     release_freed_memory()
     if weights is None:

@@ -11,12 +11,14 @@ import onnx
 import torch
 import torch.nn as nn
 
+from mdhr.errors import MDHRError
 from mdhr.model import MDHR
 from mdhr.stages import MOTION_CHANNELS, ClipStage, FrameRun, FrameStage, cached_floats_per_frame, tap_shapes
 from mdhr_export import fp16 as fp16_tools
 from mdhr_export import graph, isolated, parity
 from mdhr_export.weights import WeightsFile
 from mdhr_runtime.backends import stages as runtime_stages
+from mdhr_runtime.bundle import Bundle
 
 STAGES = ("frame_stage", "clip_stage")
 FILES = {"frame_stage": "frame_stage.onnx", "clip_stage": "clip_stage.onnx", "frame_batch": "frame_batch.onnx",
@@ -64,6 +66,14 @@ def export_stage_graph(model: MDHR, kind: str, frames: int, opset: int, chatty: 
                                [runtime_stages.STATIC, runtime_stages.DYNAMICS], graph.output_names(model))
 
 
+def export_stage(recipe: isolated.ModelRecipe, kind: str, frames: int, opset: int, chatty: bool, raw: Path) -> list[str]:
+    """One stage graph (``frame_stage`` or ``clip_stage``) checked to ``raw``,
+    in a process of its own (``isolated.run_isolated``); returns its
+    precision-sensitive nodes."""
+    proto = graph.check(export_stage_graph(recipe.build(), kind, frames, opset, chatty))
+    return isolated.save(proto, raw)
+
+
 def describe(model: MDHR, frames: int) -> dict:
     """The card's account of the stages."""
     return {
@@ -92,7 +102,7 @@ def write_stages(recipe: isolated.ModelRecipe, model: MDHR, frames: int, opset: 
     for kind in STAGES:
         raw = staging / f".unsimplified-{FILES[kind]}"
         try:
-            sensitive[kind] = isolated.run_isolated(isolated.export_stage, recipe, kind, frames, opset, chatty, raw)
+            sensitive[kind] = isolated.run_isolated(export_stage, recipe, kind, frames, opset, chatty, raw)
             metadata = {"stage": kind, "dataset": card["dataset"], "backbone": card["backbone"]}
             weights.stored = isolated.run_isolated(isolated.simplify, raw, staging / FILES[kind], metadata, weights).stored
         finally:
@@ -102,7 +112,6 @@ def write_stages(recipe: isolated.ModelRecipe, model: MDHR, frames: int, opset: 
     report = parity.compare(reference, stage_outputs(staging, card, clips, "fp32"), card["threshold"])
     problems = parity.fp32_failures(report)
     if problems:
-        from mdhr.errors import MDHRError
 
         raise MDHRError("the exported frame and clip stages disagree with PyTorch: " + "; ".join(problems)
                         + "; no bundle written (please report this with the checkpoint's configuration)")
@@ -164,7 +173,6 @@ def write_fp16_stages(staging: Path, card: dict, clips, reference, weights: Weig
 def stage_outputs(staging: Path, card: dict, clips: list[np.ndarray], precision: str) -> dict[str, np.ndarray]:
     """Every clip of ``clips`` ([B, T, ...] batches) through the stages in
     ONNX Runtime CPU, as the official windows: outputs like ``model.onnx``'s."""
-    from mdhr_runtime.bundle import Bundle
 
     runner = runtime_stages.StageRunner(Bundle(staging, card), precision, providers=["CPUExecutionProvider"])
     try:

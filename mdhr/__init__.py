@@ -5,9 +5,9 @@ official checkpoints.
 below load torch on first use, so torch-free code can share them.
 """
 from mdhr.aus import AU_SETS, BACKBONES, AUSet, au_set
-from mdhr.errors import MDHRError
+from mdhr.errors import BackendUnavailable, BundleError, InputError, MDHRError
 
-__all__ = ["AU_SETS", "BACKBONES", "AUSet", "MDHR", "MDHRError", "au_set", "build_model",
+__all__ = ["AU_SETS", "BACKBONES", "AUSet", "BackendUnavailable", "BundleError", "InputError", "MDHR", "MDHRError", "au_set", "build_model",
            "load_model", "read_state_dict"]
 __version__ = "0.1.0"
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mdhr.errors import MDHRError
+
 # Rows of the 7x7 backbone grid that each region pools over (top to bottom).
 # Regions overlap by one row, as in the official code.
 REGION_ROWS = {
@@ -114,7 +116,6 @@ CLIP_FRAMES = 16
 
 
 def au_set(dataset: str) -> AUSet:
-    from mdhr.errors import MDHRError
 
     try:
         return AU_SETS[dataset]

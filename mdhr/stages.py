@@ -27,7 +27,7 @@ the mixing weights are per pixel, so
     weight_i(avg(d_i))          = avg(W_i d_i) + bias_i
 
 hold exactly in arithmetic; in float32 only the order of additions changes
-(AU error about 1e-7, see tests/test_stages.py).  That moves the window's
+(AU error about 1e-7, see tests/export/test_stages.py).  That moves the window's
 largest convolution (2048 -> 512 channels on every frame of every window)
 into the frame stage, where it runs once per scale per frame, and shrinks
 the cache per frame from 1.71 MB to 0.51 MB for ResNet-50 (49 x 512 static

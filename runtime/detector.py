@@ -16,7 +16,7 @@ import numpy as np
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle, load_bundle
 from mdhr_runtime.choices import DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS
-from mdhr_runtime.cli.checks import check_faces, check_threshold
+from mdhr_runtime.checks import check_faces, check_threshold
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.faces.registry import check_face_detector
 from mdhr_runtime.pipeline import WHOLE, Scoring, ScoreOptions, Span

@@ -2,13 +2,11 @@ import fcntl
 import hashlib
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-# tests/golden.py and friends are plain modules beside the tests
-sys.path.insert(0, str(Path(__file__).parent))
+from tests.support import DATA, ROOT
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -26,7 +24,7 @@ def photo():
     """tests/data/face.jpg, a real face photo, as RGB."""
     import cv2
 
-    return cv2.cvtColor(cv2.imread(str(Path(__file__).parent / "data" / "face.jpg")), cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(cv2.imread(str(DATA / "face.jpg")), cv2.COLOR_BGR2RGB)
 
 
 # Daily work may reuse exported bundles across sessions: with
@@ -36,7 +34,7 @@ _EXPORTING_CODE = ("mdhr", "export", "runtime/bundle.py", "runtime/card")
 
 
 def _exporting_code_digest() -> str:
-    root = Path(__file__).parent.parent
+    root = ROOT
     digest = hashlib.sha256()
     for entry in _EXPORTING_CODE:
         path = root / entry
@@ -71,7 +69,7 @@ def _exported(tmp_path_factory, name: str, make) -> Path:
 def bp4d_bundle(tmp_path_factory):
     """BP4D/ResNet-50 bundle (batch 1, T 16, with FP16) exported from a
     checkpoint holding the golden recipe's weights."""
-    from bundles import export, golden_checkpoint
+    from tests.support.bundles import export, golden_checkpoint
 
     def make(folder):
         ckpt = golden_checkpoint(folder)
@@ -81,10 +79,11 @@ def bp4d_bundle(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def disfa_short_bundle(tmp_path_factory):
+def disfa_model_bundle(tmp_path_factory):
     """Untrained DISFA/ResNet-50 bundle with 4-frame clips (the short-clip
-    extension): the cheapest real bundle, for runtime and benchmark tests."""
-    from bundles import export
+    extension): the cheapest export of the full model, for the tests whose
+    answer depends on the model itself (the slow tier)."""
+    from tests.support.bundles import export
 
     def make(folder):
         export(["--random-init", "--dataset", "DISFA", "--backbone", "resnet", "--frames", "4",
@@ -93,12 +92,33 @@ def disfa_short_bundle(tmp_path_factory):
     return _exported(tmp_path_factory, "disfa", make)
 
 
+@pytest.fixture(scope="session")
+def disfa_short_bundle(tmp_path_factory):
+    """A DISFA bundle with 4-frame clips whose graphs are tiny stand-ins with
+    the bundle's contract (tests/support/tiny_bundle.py), built in a fraction
+    of a second: the fast tier's bundle for everything the runtime does
+    around the model (windows, faces, tables, outputs, commands, reports).
+    Tests whose answer depends on the real model take ``disfa_model_bundle``."""
+    from tests.support.tiny_bundle import make_tiny_bundle
+
+    return make_tiny_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
+
+
 @pytest.fixture(scope="module")
 def detector(disfa_short_bundle):
-    """An ONNX Runtime AUDetector on the DISFA 4-frame bundle, one per module."""
+    """An ONNX Runtime AUDetector on the tiny DISFA 4-frame bundle, one per module."""
     from mdhr_runtime.detector import AUDetector
 
     with AUDetector(disfa_short_bundle, backend="onnxruntime") as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def model_detector(disfa_model_bundle):
+    """An ONNX Runtime AUDetector on the exported DISFA 4-frame model, one per module."""
+    from mdhr_runtime.detector import AUDetector
+
+    with AUDetector(disfa_model_bundle, backend="onnxruntime") as d:
         yield d
 
 
@@ -106,7 +126,7 @@ def detector(disfa_short_bundle):
 def face_avi(tmp_path_factory, photo):
     """24 frames of a face, MJPG in AVI (a container that declares its frame
     count and still decodes when cut short)."""
-    from mdhr_bench.synthetic import FootageMaker, Segment, write_video
+    from tests.support.synthetic import FootageMaker, Segment, write_video
 
     frames = [f.rgb for f in FootageMaker(photo, size=(320, 240)).frames([Segment("clean", 24, speed=0.5)])]
     path = tmp_path_factory.mktemp("video") / "face.avi"
@@ -114,10 +134,18 @@ def face_avi(tmp_path_factory, photo):
     return path
 
 
-EXPORTED_BUNDLES = ("bp4d_bundle", "disfa_short_bundle")
+EXPORTED_BUNDLES = ("bp4d_bundle", "disfa_model_bundle")
 
 
 def pytest_collection_modifyitems(session, config, items):
+    """Tests on an exported full model are the slow tier (``-m "not slow"`` leaves them out)."""
+    for item in items:
+        if set(EXPORTED_BUNDLES) & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+    _exports_first(items)
+
+
+def _exports_first(items):
     """The first test of each exported bundle runs first: its export (a
     child process of gigabytes) then happens while this process is still
     small, which keeps the run's total memory low."""

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parent.parent
+from tests.support import ROOT
+
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"!?\[(?:[^\]]|\][^(])*?\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 FENCE = re.compile(r"^(```|~~~)")
@@ -110,3 +111,32 @@ def test_help_ends_with_an_example_and_names_its_docs_page(command):
                                                                 line.startswith("    ") for line in last[1:]), \
         f"{command} --help does not end with an example:\n{description}"
     assert any(line.strip().startswith(command) for line in last[1:])
+
+
+# A path in backquotes that starts at one of the repository's folders, e.g.
+# `runtime/pipeline.py` or `tests/support/`; the mdhr_runtime/... spelling of
+# a package path counts too (mapped to its folder).
+TOP_FOLDERS = ("mdhr", "export", "runtime", "benchmarks", "demo", "tests", "scripts", "docs", ".ci")
+PACKAGE_FOLDERS = {"mdhr_export": "export", "mdhr_runtime": "runtime", "mdhr_bench": "benchmarks", "mdhr_demo": "demo"}
+QUOTED_PATH = re.compile(r"`((?:%s)/[\w./-]*)`" % "|".join(re.escape(f) for f in (*TOP_FOLDERS, *PACKAGE_FOLDERS)))
+
+
+def quoted_paths(page: Path) -> list[str]:
+    return QUOTED_PATH.findall(page.read_text())
+
+
+def test_the_path_finder_sees_paths():
+    assert QUOTED_PATH.findall("see `runtime/pipeline.py`, `mdhr_runtime/bundle.py` and `tests/support/` but "
+                               "not `x/runtime/a.py` or `--out DIR/`") == \
+        ["runtime/pipeline.py", "mdhr_runtime/bundle.py", "tests/support/"]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_quoted_path_exists(page):
+    missing = []
+    for quoted in quoted_paths(page):
+        top, _, rest = quoted.partition("/")
+        path = ROOT / PACKAGE_FOLDERS.get(top, top) / rest
+        if not path.exists():
+            missing.append(quoted)
+    assert missing == [], f"{page.name} quotes paths that do not exist"

@@ -11,6 +11,7 @@ gets a one-line warning naming what was measured.
 from __future__ import annotations
 
 from mdhr_runtime.bundle import Bundle
+from mdhr_runtime.choices import BACKEND_TABLE
 
 def gate_text(min_agreement: float = 0.99, min_rank: float | None = 0.99) -> str:
     """The gate in words, as the card records it."""
@@ -20,7 +21,9 @@ def gate_text(min_agreement: float = 0.99, min_rank: float | None = 0.99) -> str
 
 GATE = gate_text()
 # Fastest first: the order in which auto considers them on a CPU.
-GATED_CPU_BACKENDS = ("int8", "openvino-bf16")
+# The runtime's reduced-precision CPU backends, fastest first (auto takes the first that passed).
+GATED_CPU_BACKENDS = tuple(b.name for precision in ("int8", "bf16") for b in BACKEND_TABLE
+                           if b.runtime and b.family == "openvino" and b.precision == precision)
 
 
 def recorded(bundle: Bundle, backend: str) -> dict | None:

@@ -30,7 +30,7 @@ REGION_MODELLING, FRAME_DIFFERENCES = "region_modelling", "frame_differences"
 KEEP_ORIGINAL_PRECISION = "disable_fp16_compression_0"  # ov::DisableFP16Compression's key
 ISLANDS = "reduced_precision_islands"  # the card's entry: names of the float32 islands' first nodes
 # What bf16 keeps float32.  Emulated bf16 on the BP4D ResNet model, 12 real
-# face clips (python -m mdhr_bench.bf16_islands): decisions at the AU
+# face clips (python -m scripts.bundles_bf16_islands): decisions at the AU
 # medians agreed on 91.1% with bf16 everywhere, 94.3% with the region
 # modelling in fp32 (lowest rank correlation 0.978 -> 0.995), and 94.3% with
 # the frame differences in fp32 too: those buy nothing, so they run bf16.

@@ -27,12 +27,13 @@ from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.backends.layer_groups import (BF16_FP32_PARTS, ISLANDS, KEEP_ORIGINAL_PRECISION,  # noqa: F401
                                                 keep_bf16_islands, mark_fp32_islands)
+from mdhr_runtime.choices import BACKEND_TABLE
 from mdhr_runtime.backends.runners import Runner
 
 INSTALL = "pip install 'mdhr-toolkit[openvino]'"
-# backend name -> (precision, the bundle artifact it reads)
-OPENVINO_BACKENDS = {"openvino": ("fp32", "onnx"), "openvino-bf16": ("bf16", "onnx"),
-                     "int8": ("int8", "openvino_int8")}
+# backend -> (inference precision, the bundle artifact it compiles)
+OPENVINO_BACKENDS = {b.name: (b.precision, "openvino_int8" if b.precision == "int8" else "onnx")
+                     for b in BACKEND_TABLE if b.family == "openvino"}
 
 
 def openvino_unavailable_reason(backend: str, bundle: Bundle | None = None) -> str | None:

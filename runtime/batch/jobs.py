@@ -31,7 +31,7 @@ from mdhr_runtime.batch.corpus import (SUMMARY_FILE, SummaryRow, bundle_hash, fi
                                  read_summary, write_summary)
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.choices import DEFAULT_FACES, DEFAULT_WINDOWS
-from mdhr_runtime.cli.common import quiet_ffmpeg
+from mdhr_runtime.sources.live import quiet_ffmpeg
 from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.files.outputs import check_input, check_output_folder, remove_stale_staging

@@ -39,7 +39,7 @@ from mdhr_runtime.sources.frames import FrameSource
 from mdhr_runtime.windows.streams import WindowPlan
 
 # Frames of tracking before a segment's first scored frame.  Measured
-# (benchmarks/measure_warmup.py, 2026-11-25): on 460 frames of synthetic
+# (scripts/corpora_segment_warmup.py, 2026-11-25): on 460 frames of synthetic
 # footage (a still, a slow and a fast face, a faceless stretch), trackers
 # started cold on 12 grid frames matched the single run's smoothed box and
 # roll within 1e-3 px after at most 54 frames, 1e-5 after 88 and 1e-8 after

@@ -17,7 +17,7 @@ from mdhr_runtime.batch.corpus import expand_inputs
 from mdhr_runtime.batch.jobs import BatchJob, BatchOptions, check_out_dir
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.choices import BACKENDS, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_MODES, WINDOW_MODES
-from mdhr_runtime.cli.checks import check_faces
+from mdhr_runtime.checks import check_faces
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.files.outputs import is_stdout
 from mdhr_runtime.results.index import write_corpus_reports

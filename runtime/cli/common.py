@@ -14,7 +14,6 @@ Exit codes (docs/errors.md lists the same, with the cases behind them):
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -23,6 +22,7 @@ from typing import Callable
 import click
 
 from mdhr.errors import MDHRError
+from mdhr_runtime.sources.live import quiet_ffmpeg
 
 EXIT_BUG = 1
 EXIT_USER_ERROR = 2
@@ -55,14 +55,6 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
 
 
-def quiet_ffmpeg(verbose: bool) -> None:
-    """FFmpeg (inside OpenCV) prints its own decoder complaints to stderr;
-    the commands say what matters in one line, so silence it unless
-    --verbose.  OpenCV reads the setting once, when it first opens a video."""
-    if not verbose:
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-
-
 def _unless_terminated(work: Callable[[], int | None]) -> int | None:
     try:
         return work()
@@ -75,7 +67,7 @@ def _unless_terminated(work: Callable[[], int | None]) -> int | None:
         raise
 
 
-def run_reporting_errors(work: Callable[[], int | None], verbose: bool) -> None:
+def run_reporting_errors(work: Callable[[], int | None], verbose: bool, flags: dict[str, str] | None = None) -> None:
     quiet_ffmpeg(verbose)
     in_main_thread = threading.current_thread() is threading.main_thread()
     handled = (signal.SIGINT, signal.SIGTERM)
@@ -86,7 +78,7 @@ def run_reporting_errors(work: Callable[[], int | None], verbose: bool) -> None:
     except MDHRError as e:
         if verbose:
             raise
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {e.phrased(flags)}", err=True)
         sys.exit(EXIT_USER_ERROR)
     except ModuleNotFoundError as e:
         extra = OPTIONAL_MODULES.get((e.name or "").partition(".")[0])

@@ -9,7 +9,7 @@ import click
 from mdhr.aus import DECISION_THRESHOLD
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import load_bundle
-from mdhr_runtime.cli.checks import check_threshold
+from mdhr_runtime.checks import check_threshold
 from mdhr_runtime.cli.common import run_reporting_errors, say, verbose_option
 from mdhr_runtime.files.outputs import check_run_paths, remove_stale_staging
 from mdhr_runtime.results.overlay import check_overlay_input

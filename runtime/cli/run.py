@@ -1,27 +1,18 @@
-"""mdhr-run: AU occurrence per frame of a video, as an OpenFace-style CSV."""
+"""mdhr-run: AU occurrence per frame of a video, as an OpenFace-style CSV.
+The work is ``mdhr_runtime.runs.video.run_video``; this maps flags to it."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
-from mdhr.errors import MDHRError
-from mdhr_runtime.backends.gates import forced_warning
-from mdhr_runtime.backends.openvino_runner import OPENVINO_BACKENDS
-from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.choices import (BACKENDS, DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_DETECTORS,
                                   FACE_MODES, WINDOW_MODES)
 from mdhr_runtime.cli.common import EXIT_INCOMPLETE_INPUT, run_reporting_errors, say, verbose_option
-from mdhr_runtime.cli.checks import check_faces, check_threshold
-from mdhr_runtime.cli.live import run_live
-from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
-from mdhr_runtime.files.outputs import check_distinct, check_run_paths, is_stdout, remove_stale_staging, staged_files
-from mdhr_runtime.results.overlay import check_overlay_input, render_overlay
-from mdhr_runtime.results.report import report_html, video_beside
-from mdhr_runtime.sources.frames import FrameSource
-from mdhr_runtime.windows.streams import WindowPlan
+from mdhr_runtime.files.outputs import is_stdout
+from mdhr_runtime.runs.video import RunOptions, RunOutcome, run_video
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,115 +71,53 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
       mdhr-run interview.mp4 --model bundles/bp4d --out interview.csv --report interview.html
       mdhr-run --camera 0 --model bundles/bp4d --out live.csv
     """
-    from tqdm import tqdm
+    options = RunOptions(model=model_dir, input=input_path, camera=camera, out=out, json=json_out, plot=plot,
+                         overlay=overlay, report=report, windows=windows, hop=hop, backend=backend, aligned=aligned,
+                         threshold=threshold, faces=faces, min_face=min_face, face_detector=face_detector)
+    run_reporting_errors(lambda: _run(options, verbose), verbose, FLAGS)
 
-    def check():
-        if (input_path is None) == (camera is None):
-            raise MDHRError("give either INPUT (a video, folder or image) or --camera N|URL")
-        if camera is None and out is None:
-            raise MDHRError("--out is required: the CSV to write (- for standard output)")
-        if input_path is not None and is_stdout(input_path):
-            raise MDHRError("INPUT - (a video on standard input) is not supported: save it to a file and give "
-                            "its path (for a file named -, write ./-)")
-        if is_stdout(plot):
-            raise MDHRError("--plot - : a PNG is not written to standard output; give a file name")
-        if camera is not None and aligned:
-            raise MDHRError("--aligned applies to files of face crops, not to --camera")
-        if threshold is not None:
-            check_threshold(threshold)
-        check_faces(faces, min_face, aligned)
-        if camera is not None and (overlay or report):
-            raise MDHRError("--overlay and --report annotate a video file: give INPUT instead of --camera")
-        outputs = {"--out": out, "--json": json_out, "--plot": plot, "--overlay": overlay, "--report": report,
-                   "--report's video": video_beside(report) if report else None}
-        check_run_paths(outputs, {"INPUT": input_path})
-        if overlay or report:
-            check_overlay_input(input_path)
-        # the card only: says what is wrong with a bundle, or --hop, before any model loads
-        bundle = load_bundle(model_dir)
-        WindowPlan.make(windows, bundle.frames, hop)
-        check_distinct(outputs, {"--model": model_dir})
-        for target in (out, json_out, plot, overlay, report):
-            if target is not None and not is_stdout(target):
-                remove_stale_staging(target, say)
-        # the input's header (and, for a folder, every image's): a bad one is named before the model loads
-        return bundle, None if input_path is None else FrameSource(input_path)
 
-    def work():
-        bundle, source = check()  # both read once: the run uses them
-        with AUDetector(bundle, backend=backend, threshold=threshold, face_detector=face_detector) as detector:
-            if detector.bundle.untrained:
-                click.echo("warning: this bundle holds an UNTRAINED model (exported with --random-init); "
-                           "its AU outputs are meaningless", err=True)
-            if verbose:
-                click.echo(f"backend: {detector.why}", err=True)
-            warning = forced_warning(detector.bundle, backend)
-            if warning:
-                click.echo(warning, err=True)
-            if windows == "centred" and detector.backend in OPENVINO_BACKENDS:
-                click.echo(f"note: {detector.backend} runs the whole model per window (--windows official); "
-                           "centred windows run the bundle's frame and clip stages on ONNX Runtime", err=True)
-            plan = WindowPlan.make(windows, detector.bundle.frames, hop)
-            if camera is not None:
-                live = run_live(detector, camera, windows, hop, status=status, faces=faces, min_face=min_face)
-                click.echo("\nstopped (Ctrl-C)" if live.interrupted else "\nsource ended", err=True)
-                table = live.table
-                if out is None:
-                    click.echo(f"{len(table)} frames scored; nothing written (no --out)", err=True)
-                    return
-            else:
-                started = time.perf_counter()
-                with tqdm(total=source.frame_count, unit="frame", desc=input_path.name, disable=None, leave=False) as bar:
-                    table = detector.predict_video(source, aligned=aligned, windows=windows, hop=hop,
-                                                   faces=faces, min_face=min_face,
-                                                   progress=lambda done: bar.update(done - bar.n))
-                scoring_seconds = time.perf_counter() - started
-            if len(table) == 0:
-                raise MDHRError(f"no frame could be read from {camera}; nothing written")
-            metadata = {"input": str(input_path or camera), "bundle": str(model_dir),
-                        "windows": plan.describe(), "faces": faces,
-                        **({"min_face": min_face} if faces == "all" else {}),
-                        "backend": detector.backend if windows == "official" else detector.stage_runner.name,
-                        "dataset": detector.bundle.dataset, "backbone": detector.bundle.backbone,
-                        "untrained": detector.bundle.untrained}
-            # a report without --overlay stages its annotated video too, so a
-            # video too large to embed joins the other outputs, all or nothing
-            beside = video_beside(report) if report and not overlay else None
-            targets = [out, json_out, plot, overlay, report, beside]
-            with staged_files(targets) as (csv_file, json_file, plot_file, overlay_file, report_file, beside_file):
-                table.write_csv(csv_file)
-                if json_file:
-                    table.write_json(json_file, metadata)
-                if plot_file:
-                    title = f"{input_path.name if input_path else camera}: MDHR {detector.bundle.dataset}" + (
-                        " (UNTRAINED)" if detector.bundle.untrained else "")
-                    table.plot_timeline(plot_file, title=title)
-                if overlay_file or beside_file:
-                    render_overlay(table, input_path, overlay_file or beside_file)
-                if report_file:
-                    runner = detector.runner if windows == "official" else detector.stage_runner
-                    facts = {**metadata, "precision": runner.precision, "video_fps": source.fps,
-                             "scoring_fps": round(len({r.index for r in table.rows}) / scoring_seconds, 2)}
-                    page, where_video, _ = report_html(table, report, facts, input_path, overlay_file or beside_file,
-                                                       overlay_link=overlay or beside)
-                    report_file.write_text(page, encoding="utf-8")
-                    if beside_file and where_video == "embedded":
-                        beside_file.unlink()  # embedded: nothing to place beside the report
-        where = "standard output" if is_stdout(out) else out
-        if not table.complete:
-            say(f"error: {input_path} was not read to its end: {table.shortfall}; the file is truncated or "
-                f"damaged, and the {len(table)} frames read were written to {where}")
-            return EXIT_INCOMPLETE_INPUT
-        if table.other_faces:
-            say(f"note: up to {table.other_faces} other face(s) were in the frame besides the one scored; "
-                "--faces all scores every face")
-        frames = len({row.index for row in table.rows})
-        found = len({row.index for row in table.rows if row.face.success})
-        people = f", {len(table.ids())} face track(s)" if table.face_ids else ""
-        say(f"wrote {where}: {frames} frames, face found in {found}{people}"
-            + ("" if found else " (no face anywhere: AU cells are empty)"))
+# run_video's parameters that this command names otherwise
+FLAGS = {"input": "INPUT", "model": "--model", "json": "--json"}
+
+
+def _run(options: RunOptions, verbose: bool) -> int:
+    bars = []
+
+    def progress(total: int | None):
+        name = options.input.name if options.input else ""
+        bars.append(tqdm(total=total, unit="frame", desc=name, disable=None, leave=False))
+        return lambda done: bars[-1].update(done - bars[-1].n)
 
     def status(line: str) -> None:
         click.echo("\r" + line[:150].ljust(150), nl=False, err=True)
 
-    run_reporting_errors(work, verbose)
+    try:
+        outcome = run_video(options, notify=say, progress=progress, status=status, verbose=verbose)
+    finally:
+        for bar in bars:
+            bar.close()
+    return report_run(options, outcome)
+
+
+def report_run(options: RunOptions, outcome: RunOutcome) -> int:
+    """The outcome in a line or two, and mdhr-run's exit code."""
+    table = outcome.table
+    if options.camera is not None:
+        say("\nstopped (Ctrl-C)" if outcome.interrupted else "\nsource ended")
+        if options.out is None:
+            say(f"{len(table)} frames scored; nothing written (no --out)")
+            return 0
+    where = "standard output" if is_stdout(options.out) else options.out
+    if not outcome.complete:
+        say(f"error: {options.input} was not read to its end: {table.shortfall}; the file is truncated or "
+            f"damaged, and the {len(table)} frames read were written to {where}")
+        return EXIT_INCOMPLETE_INPUT
+    if table.other_faces:
+        say(f"note: up to {table.other_faces} other face(s) were in the frame besides the one scored; "
+            "--faces all scores every face")
+    found = outcome.frames_with_face
+    people = f", {len(table.ids())} face track(s)" if table.face_ids else ""
+    say(f"wrote {where}: {outcome.frames} frames, face found in {found}{people}"
+        + ("" if found else " (no face anywhere: AU cells are empty)"))
+    return 0

@@ -20,7 +20,7 @@ Which detection belongs to which track (``cue``):
   comes back after leaving, within ``KEEP_S`` seconds, gets its id back when
   it looks like the face that left.  Otherwise it gets a new id.
 
-``python -m mdhr_bench.multiface`` measures the identity switches of each
+``python -m scripts.faces_multiface`` measures the identity switches of each
 cue on crossing footage.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ DEFAULT_MIN_FACE = 40
 # A face that left is remembered this long for its id to be given back.
 KEEP_S = 3.0
 # Least appearance similarity at which a returning face is the one that
-# left.  Measured (mdhr_bench.multiface, ``likeness``): the same face 0.93 to
+# left.  Measured (scripts.faces_multiface, ``likeness``): the same face 0.93 to
 # 1.0 at three places, sizes and rolls; the footage's other "people"
 # (crowd.py: mirrored, hue-turned, darker, desaturated) 0.40 to 0.74.
 SAME_FACE = 0.85

@@ -5,6 +5,7 @@ frames and timeline, as ``FrameSource`` reads them), so scoring it live
 gives what scoring the file gives."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Iterator
@@ -47,3 +48,11 @@ def live_source(source: str) -> Iterator[Frame]:
     if not source.isdigit() and Path(source).is_file():
         return iter(FrameSource(source))
     return live_frames(open_source(source))
+
+
+def quiet_ffmpeg(verbose: bool) -> None:
+    """FFmpeg (inside OpenCV) prints its own decoder complaints to stderr;
+    the commands say what matters in one line, so silence it unless
+    --verbose.  OpenCV reads the setting once, when it first opens a video."""
+    if not verbose:
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
