@@ -146,8 +146,6 @@ def write_frame_batch(recipe: isolated.ModelRecipe, frames: int, opset: int, sta
 def batch_differences(staging: Path, card: dict, clips) -> list[str]:
     """The outputs (static, dynamics, taps) in which ``frame_batch`` and the
     frame stage one frame per call differ in any bit on the parity clips."""
-    from mdhr_runtime.bundle import Bundle
-
     runner = runtime_stages.StageRunner(Bundle(staging, card), "fp32", providers=["CPUExecutionProvider"])
     try:
         crops = [crop for batch in clips for clip in batch for crop in clip]

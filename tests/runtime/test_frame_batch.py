@@ -9,12 +9,12 @@ import itertools
 import numpy as np
 import pytest
 
-from footage import face_video
-from mdhr_bench.synthetic import Segment
 from mdhr_runtime.backends.stages import StageRunner, batch_differences
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.pipeline import crops
 from mdhr_runtime.windows.streams import FrameStream, WindowPlan
+from tests.support.footage import face_video
+from tests.support.synthetic import Segment
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,14 @@ def check_bundle(bundle, frames, hops) -> None:
 
 
 def test_hop_batches_equal_one_frame_per_call(disfa_short_bundle, gaps):
+    """The tiny bundle's graphs (the stages' contract)."""
     check_bundle(disfa_short_bundle, gaps, hops=(1, 2, 3, 4))
+
+
+@pytest.mark.slow
+def test_hop_batches_equal_one_frame_per_call_exported_model(disfa_model_bundle, gaps):
+    """The exported DISFA ResNet-50, 4-frame windows: 2 frames per call."""
+    check_bundle(disfa_model_bundle, gaps, hops=(1, 2, 3, 4))
 
 
 @pytest.mark.slow
