@@ -136,23 +136,23 @@ def searched_bundle(source, footage, folder, settings: dict):
 
 
 @pytest.fixture(scope="module")
-def int8_bundle(disfa_short_bundle, face_avi, tmp_path_factory):
+def int8_bundle(disfa_model_bundle, face_avi, tmp_path_factory):
     """The DISFA 4-frame session bundle with the INT8 model the search
     chose under a gate it can meet."""
-    return searched_bundle(disfa_short_bundle, face_avi, tmp_path_factory.mktemp("int8") / "bundle", MEETABLE)
+    return searched_bundle(disfa_model_bundle, face_avi, tmp_path_factory.mktemp("int8") / "bundle", MEETABLE)
 
 
 @pytest.fixture(scope="module")
-def failing_int8_bundle(disfa_short_bundle, face_avi, tmp_path_factory):
+def failing_int8_bundle(disfa_model_bundle, face_avi, tmp_path_factory):
     """The same, searched under a gate no INT8 model can meet."""
-    return searched_bundle(disfa_short_bundle, face_avi, tmp_path_factory.mktemp("int8_failing") / "bundle",
+    return searched_bundle(disfa_model_bundle, face_avi, tmp_path_factory.mktemp("int8_failing") / "bundle",
                            UNMEETABLE)
 
 
-def test_layer_groups_cover_every_node_once(disfa_short_bundle):
+def test_layer_groups_cover_every_node_once(disfa_model_bundle):
     from mdhr_runtime.backends.layer_groups import layer_groups
 
-    bundle = load_bundle(disfa_short_bundle)
+    bundle = load_bundle(disfa_model_bundle)
     model = ov.Core().read_model(str(bundle.artifact("onnx")))
     groups = layer_groups(model, bundle.card[ISLANDS])
     assert [g.name for g in groups] == ["Backbone.stem", "Backbone.layer1", "Backbone.layer2", "Backbone.layer3",
