@@ -14,17 +14,17 @@ from typing import Callable
 import numpy as np
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.bundle import Bundle, load_bundle
-from mdhr_runtime.choices import DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS
-from mdhr_runtime.checks import check_faces, check_threshold
-from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
-from mdhr_runtime.faces.registry import check_face_detector
-from mdhr_runtime.pipeline import WHOLE, Scoring, ScoreOptions, Span
-from mdhr_runtime.sources.frames import FrameSource
 from mdhr_runtime.backends.runners import check_clip_values
 from mdhr_runtime.backends.selection import choose_backend, open_choice
 from mdhr_runtime.backends.stages import StageRunner, has_stage_engines
+from mdhr_runtime.bundle import Bundle, load_bundle
+from mdhr_runtime.checks import check_faces, check_threshold
+from mdhr_runtime.choices import DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS
+from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
+from mdhr_runtime.faces.registry import check_face_detector
+from mdhr_runtime.pipeline import WHOLE, ScoreOptions, Scoring, Span
 from mdhr_runtime.results.table import FrameTable
+from mdhr_runtime.sources.frames import FrameSource
 from mdhr_runtime.timing import StageClock
 from mdhr_runtime.windows.clips import ClipWindows
 from mdhr_runtime.windows.streams import FrameStream, WindowPlan

@@ -100,12 +100,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     import openvino as ov
 
-    from scripts.pipeline_speed import machine, make_video
     from mdhr_export import parity
     from mdhr_export.int8 import batched, face_clips
     from mdhr_runtime.backends.layer_groups import ISLANDS, layer_groups
     from mdhr_runtime.backends.runners import OnnxRuntimeRunner
     from mdhr_runtime.bundle import load_bundle
+    from scripts.pipeline_speed import machine, make_video
 
     bundle = load_bundle(args.bundle)
     groups = [g.name for g in layer_groups(ov.Core().read_model(str(bundle.artifact("onnx"))), bundle.card[ISLANDS])]

@@ -24,11 +24,16 @@ import os
 import numpy as np
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.bundle import Bundle
-from mdhr_runtime.backends.layer_groups import (BF16_FP32_PARTS, ISLANDS, KEEP_ORIGINAL_PRECISION,  # noqa: F401
-                                                keep_bf16_islands, mark_fp32_islands)
-from mdhr_runtime.choices import BACKEND_TABLE
+from mdhr_runtime.backends.layer_groups import (  # noqa: F401
+    BF16_FP32_PARTS,
+    ISLANDS,
+    KEEP_ORIGINAL_PRECISION,
+    keep_bf16_islands,
+    mark_fp32_islands,
+)
 from mdhr_runtime.backends.runners import Runner
+from mdhr_runtime.bundle import Bundle
+from mdhr_runtime.choices import BACKEND_TABLE
 
 INSTALL = "pip install 'mdhr-toolkit[openvino]'"
 # backend -> (inference precision, the bundle artifact it compiles)

@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.bundle import Bundle
-from mdhr_runtime.choices import BACKENDS
 from mdhr_runtime.backends.gates import GATED_CPU_BACKENDS, forced_warning, passed
 from mdhr_runtime.backends.gpu import visible_gpu
 from mdhr_runtime.backends.openvino_runner import OPENVINO_BACKENDS, OpenVINORunner, openvino_unavailable_reason
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner, Runner
 from mdhr_runtime.backends.tensorrt_runner import TensorRTRunner
+from mdhr_runtime.bundle import Bundle
+from mdhr_runtime.choices import BACKENDS
 
 MIN_TENSORRT = (10, 12)  # strongly typed ONNX networks as built by mdhr-build
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.bundle import Bundle
-from mdhr_runtime.backends.sessions import onnx_session, provider_name
 from mdhr_runtime.backends import tensorrt_runner
+from mdhr_runtime.backends.sessions import onnx_session, provider_name
+from mdhr_runtime.bundle import Bundle
 
 STAGE_KINDS = {"fp32": ("frame_stage", "clip_stage"), "fp16": ("frame_stage_fp16", "clip_stage_fp16")}
 STAGE_ENGINE_KINDS = ("frame_stage_engine", "clip_stage_engine")

@@ -18,10 +18,10 @@ from __future__ import annotations
 from typing import Callable
 
 from mdhr_runtime.crops.crop import IMAGENET, CroppedFrame, Cropper, Normaliser
-from mdhr_runtime.sources.frames import Frame
 from mdhr_runtime.faces.multitrack import TrackedFaces
-from mdhr_runtime.timing import StageClock
 from mdhr_runtime.faces.tracking import FaceResult
+from mdhr_runtime.sources.frames import Frame
+from mdhr_runtime.timing import StageClock
 from mdhr_runtime.windows.streams import FrameStream, StreamRow
 
 FaceRow = tuple[int | None, StreamRow]  # (face_id or None for "no face in this frame", row)

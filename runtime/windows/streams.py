@@ -39,10 +39,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.crops.crop import CroppedFrame
 from mdhr_runtime.backends.stages import FrameFeatures, StageRunner
-
 from mdhr_runtime.choices import WINDOW_MODES
+from mdhr_runtime.crops.crop import CroppedFrame
 
 
 def default_hop(frames: int) -> int:

@@ -4,7 +4,8 @@ fastest passing one, else the most faithful at the minimum speed-up (else
 the fastest), marked failing."""
 from __future__ import annotations
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mdhr_export.int8_search import SearchSettings, choose
 
