@@ -217,6 +217,11 @@ def test_bf16_search_keeps_what_it_measured_float32(int8_bundle):
     from mdhr_runtime.backends.layer_groups import layer_groups
 
     card = load_bundle(int8_bundle).card
+    gate = card["parity"]["reduced_precision"]["runners"]["openvino-bf16"]
+    assert gate["status"] == "measured"
+    if "skipped" in card["bf16"]:  # this CPU computes marked nodes in bf16 anyway: no search, the default islands
+        assert "did not keep the marked nodes float32" in card["bf16"]["skipped"] and card["bf16"]["kept_fp32"] is None
+        return
     search = card["bf16"]["search"]
     frontier = search["frontier"]
     assert [c["bf16_groups"] for c in frontier] == [["frame_differences"], ["region_modelling"],
@@ -236,9 +241,7 @@ def test_bf16_search_keeps_what_it_measured_float32(int8_bundle):
         assert runner.fp32_nodes == kept
     finally:
         runner.close()
-    gate = card["parity"]["reduced_precision"]["runners"]["openvino-bf16"]
-    assert gate["status"] == "measured" and gate["passed"]
-    assert gate["median_decision_agreement"] == chosen["median_decision_agreement"]
+    assert gate["passed"] and gate["median_decision_agreement"] == chosen["median_decision_agreement"]
 
 
 def test_int8_search_reports_failure_for_a_gate_it_cannot_meet(failing_int8_bundle):
