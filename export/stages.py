@@ -128,7 +128,7 @@ def write_frame_batch(recipe: isolated.ModelRecipe, frames: int, opset: int, sta
     frames were grouped); the card says which (``stages.frame_batch``)."""
     raw = staging / f".unsimplified-{FILES['frame_batch']}"
     try:
-        isolated.run_isolated(isolated.export_stage, recipe, "frame_batch", frames, opset, chatty, raw)
+        isolated.run_isolated(export_stage, recipe, "frame_batch", frames, opset, chatty, raw)
         metadata = {"stage": "frame_batch", "dataset": card["dataset"], "backbone": card["backbone"]}
         weights.stored = isolated.run_isolated(isolated.simplify, raw, staging / FILES["frame_batch"], metadata,
                                                weights).stored
