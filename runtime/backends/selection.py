@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mdhr.errors import MDHRError
-from mdhr_runtime.bundle import Bundle
-from mdhr_runtime.choices import BACKENDS
 from mdhr_runtime.backends.gates import GATED_CPU_BACKENDS, forced_warning, passed
 from mdhr_runtime.backends.gpu import visible_gpu
 from mdhr_runtime.backends.openvino_runner import OPENVINO_BACKENDS, OpenVINORunner, openvino_unavailable_reason
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner, Runner
 from mdhr_runtime.backends.tensorrt_runner import TensorRTRunner
+from mdhr_runtime.bundle import Bundle
+from mdhr_runtime.choices import BACKENDS
 
 MIN_TENSORRT = (10, 12)  # strongly typed ONNX networks as built by mdhr-build
 
@@ -123,7 +123,8 @@ def gated_cpu_backend(bundle: Bundle) -> tuple[str | None, list[str]]:
     why_not = []
     for backend in GATED_CPU_BACKENDS:
         ok, measured = passed(bundle, backend)
-        reason = openvino_unavailable_reason(backend, bundle) or (None if ok else f"failed its gate: {measured}")
+        # OpenVINO is asked (a second's import) only for a runner that passed: start-up
+        reason = openvino_unavailable_reason(backend, bundle) if ok else f"failed its gate: {measured}"
         if reason is None:
             return backend, why_not + [f"{backend} passed its agreement gate: {measured}"]
         why_not.append(f"{backend} not used: {reason}")
