@@ -387,7 +387,7 @@ def test_mdhr_run_stops_cleanly_on_a_signal(disfa_short_bundle, long_face_video,
 def test_mdhr_batch_stops_cleanly_on_a_signal(disfa_short_bundle, long_face_video, tmp_path, name, number, code):
     out = tmp_path / "out"
     process = started([sys.executable, "-c", BATCH, str(long_face_video), "--model", str(disfa_short_bundle),
-                       "--out", str(out), "--workers", "1"], marker=out / "summary.csv", wait_s=3.0)
+                       "--out", str(out), "--workers", "1"], wait_s=10.0)  # summary.csv comes with the first row
     process.send_signal(number)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == code, stderr[-1500:]
