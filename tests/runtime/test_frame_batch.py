@@ -39,12 +39,12 @@ def rows(runner: StageRunner, plan: WindowPlan, frames) -> list[tuple[int, np.nd
 
 
 def check_bundle(bundle, frames, hops) -> None:
-    card = load_bundle(bundle).card
-    assert card["stages"]["frame_batch"]["bit_identical"] is True
+    described = load_bundle(bundle).card.stages.frame_batch
+    assert described.bit_identical is True
     batched = StageRunner(load_bundle(bundle), providers=["CPUExecutionProvider"])
     reference = one_per_call(bundle)
     T = batched.frames
-    assert batched.batch_frames == card["stages"]["frame_batch"]["frames"] == T // 2 > 1
+    assert batched.batch_frames == described.frames == T // 2 > 1
     face_crops = [f.crop for f in frames if f.crop is not None]
     assert batch_differences(batched, face_crops) == []
     for hop in hops:
