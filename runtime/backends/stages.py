@@ -135,6 +135,7 @@ class StageRunner:
             self._batch_session = onnx_session(self._bundle.verified("frame_batch"), threads, providers,
                                                spinning=False)
             _check_graph(self._batch_session, self._batch_path, (FRAME_INPUT, *PREVIOUS_TAPS), (STATIC, DYNAMICS, *TAPS))
+            _check_frames_per_call(self._batch_session, self._batch_path, self.batch_frames)
         first = previous is None
         if first:
             previous = [np.zeros(s, dtype=np.float32) for s in self.tap_shapes]
@@ -182,6 +183,15 @@ class StageRunner:
             if hasattr(session, "close"):  # an engine's context and buffers; ORT needs no call
                 session.close()
         self.frame_session = self.clip_session = self._batch_session = None
+
+
+def _check_frames_per_call(session, path, frames: int) -> None:
+    """``frame_batch`` takes the card's frames per call (a card edited to
+    another count would otherwise fail inside ONNX Runtime)."""
+    found = next(i.shape for i in session.get_inputs() if i.name == FRAME_INPUT)[0]
+    if isinstance(found, int) and found != frames:
+        raise MDHRError(f"{path}: the graph takes {found} frames per call, not the {frames} its card describes; "
+                        "export the bundle again")
 
 
 def _check_window_length(session, path, frames: int) -> None:
