@@ -188,16 +188,18 @@ class Card:
         source = _source(data.get("source"), untrained)
         reports = {key: value for key, value in data.items() if key not in TYPED_KEYS}
         backbone = _choice(data["backbone"], "backbone", BACKBONES)
-        artifacts, stages = _artifacts(data), _stages(data.get("stages"), outputs)
+        threshold, input_spec = _number(data["threshold"], "threshold", -1, 1), _input(data["input"])
+        target = _choice(data.get("target", DEFAULT_TARGET), "target", TARGETS)
+        artifacts = _artifacts(data)
+        islands = _islands(data.get(ISLANDS))
+        stages = _stages(data.get("stages"), outputs)
         if "frame_batch" in artifacts and not (stages and stages.frame_batch and stages.frame_batch.bit_identical):
             raise CardError("stages.frame_batch", "does not say the frame_batch graph it names gives the frame "
                                                   "stage's bits (bit_identical: true)")
         return cls(
-            dataset=dataset, backbone=backbone, au_names=au_names,
-            threshold=_number(data["threshold"], "threshold", -1, 1), input=_input(data["input"]),
-            outputs=outputs, regions=regions, untrained=untrained,
-            target=_choice(data.get("target", DEFAULT_TARGET), "target", TARGETS), source=source,
-            artifacts=MappingProxyType(artifacts), islands=MappingProxyType(_islands(data.get(ISLANDS))),
+            dataset=dataset, backbone=backbone, au_names=au_names, threshold=threshold, input=input_spec,
+            outputs=outputs, regions=regions, untrained=untrained, target=target, source=source,
+            artifacts=MappingProxyType(artifacts), islands=MappingProxyType(islands),
             stages=stages, engine_build=_engine_build(data.get("engine_build")),
             bf16=_bf16(data.get("bf16")),
             reports=MappingProxyType(_checked_reports(reports)))
