@@ -143,6 +143,7 @@ LEGITIMATE = {
     (("source", "onnx"), "missing"): "a version for the record",
     (("source", "opset"), "missing"): "absent is the default opset",
     (("stages",), "missing"): "a bundle without stage graphs",
+    (("artifacts", "frame_batch"), "missing"): "a bundle without the hop-per-call frame stage: one frame per call",
     (("stages", "cached_bytes_per_frame"), "missing"): "a figure for the record",
     (("reduced_precision_islands",), "missing"): "bf16 then says the card names no islands",
     (("reduced_precision_islands",), "another bundle's value"):
