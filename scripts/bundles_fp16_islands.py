@@ -24,9 +24,8 @@ import tempfile
 from pathlib import Path
 
 from mdhr_export import fp16 as fp16_tools
-from mdhr_runtime.backends.openvino_runner import ISLANDS
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner
-from mdhr_runtime.bundle import Bundle, load_bundle, write_card
+from mdhr_runtime.bundle import load_bundle, write_card
 from scripts.bundles_bf16_islands import face_clips, fp32_reference, run_emulated, summarise
 
 CARD_KEY = "fp16_islands"
