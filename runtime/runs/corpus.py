@@ -16,7 +16,7 @@ from mdhr.errors import InputError, param
 from mdhr_runtime.backends.gates import forced_warning
 from mdhr_runtime.batch.corpus import SKIPPED, expand_inputs
 from mdhr_runtime.batch.jobs import BatchJob, BatchOptions, SummaryRow, check_out_dir
-from mdhr_runtime.bundle import load_bundle
+from mdhr_runtime.bundle import Bundle, load_bundle
 from mdhr_runtime.checks import check_faces
 from mdhr_runtime.files.atomic import write_atomically
 from mdhr_runtime.files.outputs import check_output_file, is_stdout
@@ -87,12 +87,12 @@ def run_corpus(inputs: list[str], options: BatchOptions, json_out: Path | None =
     runs (a command keeps it to say, after an interrupt, how it ended)."""
     videos = check_corpus(inputs, options, json_out)
     job = BatchJob(videos, options, notify)  # loads and hashes the bundle: refuses a bad one here
-    warning = forced_warning(load_bundle(options.bundle_dir), options.backend)
+    warning = forced_warning(job.bundle, options.backend)
     if warning:
         notify(warning)
     on_job(job)
     outcome = CorpusOutcome(job.run(), options.out_dir, job.work_done)
-    provenance = _provenance(options)
+    provenance = _provenance(options, job.bundle)
     record_facts(outcome.rows, options.out_dir, provenance)
     if options.report is not None:
         outcome.written.append(write_corpus_reports(job.summary_rows(), options.out_dir, options.report, provenance,
@@ -106,10 +106,9 @@ def run_corpus(inputs: list[str], options: BatchOptions, json_out: Path | None =
     return outcome
 
 
-def _provenance(options: BatchOptions) -> Provenance:
+def _provenance(options: BatchOptions, bundle: Bundle) -> Provenance:
     """The job's facts, once, for every writer (each CSV's run facts, the
     reports and the index)."""
-    bundle = load_bundle(options.bundle_dir)
     return Provenance(bundle=str(options.bundle_dir), dataset=bundle.dataset, backbone=bundle.backbone,
                       untrained=bundle.untrained,
                       backend=options.backend + (" (chosen per worker)" if options.backend == "auto" else ""),

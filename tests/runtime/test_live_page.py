@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from mdhr_runtime.detector import AUDetector
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.live.server import LiveServer
 from mdhr_runtime.live.session import LiveOptions
@@ -28,12 +27,6 @@ from tests.support.footage import write_y4m
 from tests.support.synthetic import FootageMaker, Segment
 
 CENTRED = LiveOptions("centred", None, "largest", DEFAULT_MIN_FACE)
-
-
-@pytest.fixture(scope="module")
-def live_detector(disfa_short_bundle):
-    with AUDetector(disfa_short_bundle, backend="onnxruntime") as detector:
-        yield detector
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +83,8 @@ def ws_url(server: LiveServer, token: str | None = "same") -> str:
     return f"ws://127.0.0.1:{server.port}/ws" + ("" if token is None else f"?token={token}")
 
 
-def test_every_request_needs_the_token_the_host_and_the_websocket_its_own_origin(live_detector):
-    with LiveServer(live_detector, CENTRED) as server:
+def test_every_request_needs_the_token_the_host_and_the_websocket_its_own_origin(detector):
+    with LiveServer(detector, CENTRED) as server:
         assert server.url.startswith("http://127.0.0.1:") and server.sock.getsockname()[0] == "127.0.0.1"
         status, page = get(server.url)
         assert status == 200 and b"mdhr-live" in page and b"<script" in page and b"src=" not in page
@@ -108,8 +101,8 @@ def test_every_request_needs_the_token_the_host_and_the_websocket_its_own_origin
         assert websocket_status(ws_url(server, "guess"), own) == 403
 
 
-def test_bound_beyond_localhost_it_still_needs_the_token(live_detector):
-    with LiveServer(live_detector, CENTRED, host="0.0.0.0") as server:
+def test_bound_beyond_localhost_it_still_needs_the_token(detector):
+    with LiveServer(detector, CENTRED, host="0.0.0.0") as server:
         assert server.sock.getsockname()[0] == "0.0.0.0" and f"token={server.guard.token}" in server.url
         local = f"http://127.0.0.1:{server.port}/?token={server.guard.token}"
         assert get(local, host=f"192.0.2.7:{server.port}")[0] == 200  # any name of the machine, with the token
@@ -121,11 +114,11 @@ def read_csv(data: bytes) -> list[dict]:
     return list(csv.DictReader(data.decode().splitlines()))
 
 
-def test_the_page_scores_the_camera_live_and_its_csv_is_the_servers_table(live_detector, browser, tmp_path):
+def test_the_page_scores_the_camera_live_and_its_csv_is_the_servers_table(detector, browser, tmp_path):
     """Start: rows arrive, the face is found, the bars move, latency is
     measured; Stop: the CSV downloaded from the page is, byte for byte, the
     server's table written by FrameTable.write_csv."""
-    with LiveServer(live_detector, CENTRED) as server:
+    with LiveServer(detector, CENTRED) as server:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         errors = []
         page.on("pageerror", lambda error: errors.append(str(error)))
@@ -164,10 +157,10 @@ def bar_widths(page) -> list[str]:
     return page.evaluate("[...document.querySelectorAll('.bar .fill')].map(e => e.style.width)")
 
 
-def test_a_page_from_another_origin_cannot_drive_the_camera_server(live_detector, browser, tmp_path):
+def test_a_page_from_another_origin_cannot_drive_the_camera_server(detector, browser, tmp_path):
     """A page served from another local port (another origin), even one that
     knows the token, gets no WebSocket."""
-    with LiveServer(live_detector, CENTRED) as server:
+    with LiveServer(detector, CENTRED) as server:
         (tmp_path / "index.html").write_text(f"""<!doctype html><script>
           window.result = "pending";
           const ws = new WebSocket("{ws_url(server)}");
@@ -239,7 +232,7 @@ def test_a_missing_bundle_is_refused_before_anything_listens(tmp_path):
     assert result.exit_code == 2 and result.output.startswith("error:")
 
 
-def test_a_session_with_faces_all_scores_every_face_with_its_id(live_detector, photo, tmp_path):
+def test_a_session_with_faces_all_scores_every_face_with_its_id(detector, photo, tmp_path):
     """The session's code path with several faces: two people side by side,
     sent as the page sends them (JPEG frame messages), captured 10 s apart
     so that the model keeps up with every one (each is put once the last
@@ -250,7 +243,7 @@ def test_a_session_with_faces_all_scores_every_face_with_its_id(live_detector, p
 
     made = CrowdMaker(photo, 2, (320, 180)).frames(side_by_side(2, size=(320, 180)), 6)
     messages = []
-    session = LiveSession(live_detector, LiveOptions("centred", None, "all", DEFAULT_MIN_FACE),
+    session = LiveSession(detector, LiveOptions("centred", None, "all", DEFAULT_MIN_FACE),
                           messages.append, tmp_path / "session.csv")
     import cv2
 
@@ -270,7 +263,7 @@ def test_a_session_with_faces_all_scores_every_face_with_its_id(live_detector, p
     assert [r["timestamp"] for r in table][::2] == [f"{10.0 * k:.3f}" for k in range(6)]
 
 
-def test_with_lsl_every_row_is_a_sample_on_the_lab_streaming_layer(live_detector, photo, tmp_path):
+def test_with_lsl_every_row_is_a_sample_on_the_lab_streaming_layer(detector, photo, tmp_path):
     """--lsl: a real outlet, resolved and read by a real inlet on this
     machine: one sample per row, face_id then the AU scores the page got."""
     pylsl = pytest.importorskip("pylsl")
@@ -281,13 +274,13 @@ def test_with_lsl_every_row_is_a_sample_on_the_lab_streaming_layer(live_detector
     from mdhr_runtime.live.session import LiveSession
     from tests.support.synthetic import FootageMaker, Segment
 
-    outlet = AUOutlet(live_detector.bundle.au_names)
+    outlet = AUOutlet(detector.bundle.au_names)
     found = pylsl.resolve_byprop("source_id", outlet.source_id, timeout=10)
-    assert found and found[0].channel_count() == 1 + len(live_detector.bundle.au_names)
+    assert found and found[0].channel_count() == 1 + len(detector.bundle.au_names)
     inlet = pylsl.StreamInlet(found[0])
     inlet.open_stream(timeout=10)
     messages = []
-    session = LiveSession(live_detector, CENTRED, messages.append, tmp_path / "session.csv", outlet)
+    session = LiveSession(detector, CENTRED, messages.append, tmp_path / "session.csv", outlet)
     for k, made in enumerate(FootageMaker(photo, size=(320, 240)).frames((Segment("clean", 5),))):
         jpeg = cv2.imencode(".jpg", cv2.cvtColor(made.rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
         session.put(parse_frame(HEADER.pack(k, 10_000.0 * (k + 1)) + jpeg))
