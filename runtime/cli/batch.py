@@ -13,6 +13,7 @@ from mdhr_runtime.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_SOME_FAILED,
     EXIT_TERMINATED,
+    OUTPUT_FILE,
     PATH,
     QUALITY_FLAG_NAMES,
     Terminated,
@@ -62,9 +63,9 @@ def _positive(ctx, param, value):
                    "not with --segment-frames).")
 @click.option("--min-face", type=int, default=DEFAULT_MIN_FACE, show_default=True, metavar="PX",
               help="--faces all: ignore faces whose box is smaller than PX pixels.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path),
+@click.option("--json", "json_out", type=OUTPUT_FILE,
               help="Also write the job's summary as JSON (- for standard output), as mdhr-run's --json.")
-@click.option("--report", type=click.Path(path_type=Path),
+@click.option("--report", type=OUTPUT_FILE,
               help="Also write an HTML report beside each CSV (OUT/<name>.html) and the corpus's index page "
                    "here (e.g. OUT/index.html), one row per video with a link to its report.")
 @quality_options
