@@ -89,7 +89,8 @@ def int8_frontier_markdown(search: dict) -> str:
         mark = (lambda text: f"**{text}**") if i == search["chosen"] else (lambda text: text)
         rank = "–" if c["rank_correlation_min"] is None else f"{c['rank_correlation_min']:.3f}"
         rows.append([mark(", ".join(c["int8_groups"])), percent(c["int8_macs_share"], 1),
-                     f"{c['speedup_vs_onnxruntime']:.2f}×", percent(c["median_decision_agreement"]), rank,
+                     "not timed" if c["speedup_vs_onnxruntime"] is None else f"{c['speedup_vs_onnxruntime']:.2f}×",
+                     percent(c["median_decision_agreement"]), rank,
                      percent(c["region_argmax_agreement"]), "passed" if c["passed"] else "failed"])
     return "\n".join(lines + [table(["in INT8 (the rest float32)", "share of MACs", "speed-up vs onnxruntime fp32",
                                      "decisions @median", "min rank corr", "region argmax", "gate"], rows)])

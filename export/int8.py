@@ -1,6 +1,7 @@
 """Reduced precision for the CPU, at export: the INT8 model (OpenVINO IR,
 static per-channel weights and per-tensor activations, calibrated by NNCF on
-real face clips, with the float32 layer groups found by ``int8_search``)
+real face clips, with the float32 layer groups found by ``int8_search``),
+where the CPU has bf16 the groups bf16 keeps float32 (``bf16_search``),
 and the agreement gates of every reduced-precision CPU
 runner, measured against the fp32 ONNX on real face clips and written to
 the card (read by ``mdhr_runtime.backends.gates``).
@@ -132,10 +133,11 @@ def measure_gates(staging: Path, card: dict, judged: list[tuple[np.ndarray, int]
         report = parity.judged(reference, outputs_on(OpenVINORunner(bundle, backend), judged),
                                bundle.threshold, bundle.au_names, fp32=backend == "openvino",
                                min_agreement=settings.min_agreement, min_rank=settings.min_rank)
-        search = (card.get("int8") or {}).get("search")
-        if backend == "int8" and search and not search["passed"]:  # the best found ships, marked failing
-            report["failures"].append(f"no INT8 candidate passed the gate at >= {settings.min_speedup:g}x ONNX "
-                                      f"Runtime fp32 (the search's frontier: card int8.search)")
+        entry = {"int8": "int8", "openvino-bf16": "bf16"}.get(backend)
+        search = (card.get(entry) or {}).get("search") if entry else None
+        if search and not search["passed"]:  # the best found ships, marked failing
+            report["failures"].append(f"no {entry.upper()} candidate passed the gate at >= {settings.min_speedup:g}x "
+                                      f"ONNX Runtime fp32 (the search's frontier: card {entry}.search)")
             report["passed"] = False
         runners[backend] = {"status": "measured", "clips": int(sum(r for _, r in judged)), **report}
         say(f"gate {backend}: " + ("passed" if report["passed"] else "failed: " + "; ".join(report["failures"])))
@@ -152,6 +154,11 @@ def reduced_precision_step(staging: Path, card: dict, footage: Path, int8: bool,
     batch = card["input"]["shape"][0]
     if int8:
         card["int8"] = quantize(staging, card, batched(calibrate, batch), batched(judge, batch), settings, say)
+        write_card(staging, card)
+    if openvino_unavailable_reason("openvino-bf16", Bundle(staging, seal(staging, card))) is None:
+        from mdhr_export.bf16_search import search_bf16
+
+        card["bf16"] = search_bf16(Bundle(staging, seal(staging, card)), batched(judge if int8 else clips, batch), settings, say)
         write_card(staging, card)
     split = "odd clips (even clips calibrated the INT8 model)" if len(clips) > 1 and int8 else "all clips"
     card.setdefault("parity", {})["reduced_precision"] = measure_gates(

@@ -2,19 +2,23 @@
 
 Per-group sensitivity, then a greedy frontier:
 
-1. each layer group (``int8_groups``) alone in INT8, the rest float32:
+1. each layer group (``mdhr_runtime.backends.layer_groups``) alone in INT8, the rest float32:
    its agreement with fp32 on the judging clips says how much quantising
    it costs;
-2. groups in INT8 cumulatively, least costly first: 2, 3, ... all of them.
+2. groups in INT8 cumulatively, least costly first: 2, 3, ... while the
+   last one passed the agreement gate (a model with one more group in INT8
+   than a failing one fails too, so the rest are not quantised).
 
 Every candidate is a real NNCF quantisation (the float32 groups in its
 ignored scope, so they keep their original weights and biases), judged
-against the fp32 ONNX on ONNX Runtime by the export's agreement gate and
-timed against it in alternating runs on the same clip (load changes hit
-both alike).  The shipped model is the fastest candidate that passes the
-gate at ``min_speedup`` or more; when none does, the most faithful one
-that reaches ``min_speedup`` (else the fastest), marked failing.  All
-candidates, with speed and agreement, are the frontier in the card.
+against the fp32 ONNX on ONNX Runtime by the export's agreement gate
+first, and only then timed against it in alternating runs on the same clip
+(load changes hit both alike): a candidate that fails agreement is timed
+only if none passes and the fallback below needs its speed.  The shipped
+model is the fastest candidate that passes the gate at ``min_speedup`` or
+more; when none does, the most faithful one that reaches ``min_speedup``
+(else the fastest), marked failing.  All candidates, with agreement and
+(where timed) speed, are the frontier in the card.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ import numpy as np
 
 from mdhr.errors import MDHRError
 from mdhr_export import parity
-from mdhr_export.int8_groups import LayerGroup, layer_groups
+from mdhr_runtime.backends.layer_groups import LayerGroup, islands_of, layer_groups
 from mdhr_runtime.backends.openvino_runner import compile_config
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 
@@ -74,7 +78,7 @@ class Search:
         self.calibration, self.judged = calibration, judged
         self.core = ov.Core()
         self.model = self.core.read_model(str(bundle.verified("onnx")))
-        self.groups = layer_groups(self.model, {part: list(nodes) for part, nodes in bundle.card.islands.items()})
+        self.groups = layer_groups(self.model, islands_of(bundle.card))
         self.fp32 = OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"])
         self.reference = parity.concat([{k: v[:real] for k, v in self.fp32.infer(b).items()} for b, real in judged])
         self.folder = staging / CANDIDATES_DIR
@@ -106,21 +110,34 @@ class Search:
                                   for name in self.reference} for b, real in self.judged])
         report = parity.judged(self.reference, outputs, self.bundle.threshold, self.bundle.au_names, fp32=False,
                                min_agreement=self.settings.min_agreement, min_rank=self.settings.min_rank)
-        speedup = self._speedup(request)
-        del request, compiled
         entry = {"int8_groups": sorted(names, key=self._order), "fp32_groups": [g.name for g in self.groups
                                                                                 if g.name not in names],
                  "int8_macs_share": round(sum(g.macs_share for g in int8_groups), 4),
-                 "speedup_vs_onnxruntime": speedup, "score": round(score(report), 5),
+                 "speedup_vs_onnxruntime": None, "score": round(score(report), 5),
                  **{k: report[k] for k in ("au_max_abs_error", "au_decision_agreement", "median_decision_agreement",
                                            "region_argmax_agreement", "rank_correlation_min", "failures")},
-                 "passed_agreement": report["passed"], "calibration_seconds": round(seconds, 1), "file": path.name}
-        entry["passed"] = report["passed"] and speedup >= self.settings.min_speedup
+                 "passed_agreement": report["passed"], "calibration_seconds": round(seconds, 1), "file": path.name,
+                 "passed": False}
         self.tried.append(entry)
-        self.say(f"int8 search: {'+'.join(entry['int8_groups'])} in INT8: {speedup:.2f}x fp32, "
+        if report["passed"]:
+            self.time(entry, request)
+        del request, compiled
+        self.say(f"int8 search: {'+'.join(entry['int8_groups'])} in INT8: "
                  f"{100 * report['median_decision_agreement']:.2f}% at the AU medians, rank correlation "
-                 f"{report['rank_correlation_min'] or 0:.3f}" + (" (passes)" if entry["passed"] else ""))
+                 f"{report['rank_correlation_min'] or 0:.3f}"
+                 + (f", {entry['speedup_vs_onnxruntime']:.2f}x fp32" if entry["speedup_vs_onnxruntime"] else
+                    " (fails agreement: not timed)")
+                 + (" (passes)" if entry["passed"] else ""))
         return entry
+
+    def time(self, entry: dict, request=None) -> None:
+        """Time a judged candidate (``request``: its compiled model, else
+        compiled again from its file) and settle its verdict."""
+        if request is None:
+            compiled = self.core.compile_model(str(self.folder / entry["file"]), "CPU", compile_config("int8"))
+            request = compiled.create_infer_request()
+        entry["speedup_vs_onnxruntime"] = self._speedup(request)
+        entry["passed"] = entry["passed_agreement"] and entry["speedup_vs_onnxruntime"] >= self.settings.min_speedup
 
     def _order(self, name: str) -> int:
         return [g.name for g in self.groups].index(name)
@@ -147,9 +164,12 @@ class Search:
         singles = {g.name: self.candidate([g]) for g in searched}
         ranked = sorted(searched, key=lambda g: (-singles[g.name]["score"], self._order(g.name)))
         for size in range(2, len(ranked) + 1):
-            self.candidate(ranked[:size])
-        chosen = choose(self.tried, self.settings)
-        return {"method": "per-group sensitivity (each group alone in INT8), then groups added least costly first",
+            if not self.candidate(ranked[:size])["passed_agreement"]:
+                break
+        chosen = choose(self.tried, self.settings, self.time)
+        return {"method": "per-group sensitivity (each group alone in INT8), then groups added least costly first "
+                          "while the agreement gate passes; only candidates that pass agreement are timed (and, "
+                          "when none passes, failing ones from the most faithful down until one is fast enough)",
                 "gate": self.settings.gate(), "groups": [{"name": g.name, "weighted_layers": g.weighted_layers,
                                                           "macs_share": g.macs_share, "nodes": len(g.nodes)}
                                                          for g in self.groups],
@@ -161,13 +181,17 @@ class Search:
                                  "after": [round(x, 2) for x in os.getloadavg()]}}
 
 
-def choose(tried: list[dict], settings: SearchSettings) -> dict:
+def choose(tried: list[dict], settings: SearchSettings, time: Callable[[dict], None]) -> dict:
     """The fastest passing candidate; else the most faithful one at the
-    minimum speed-up (else the fastest), which ships marked failing."""
+    minimum speed-up (else the fastest), which ships marked failing.
+    ``time`` times a candidate not yet timed: failing ones are timed here
+    from the most faithful down, only until one reaches the minimum."""
     passing = [c for c in tried if c["passed"]]
     if passing:
         return max(passing, key=lambda c: c["speedup_vs_onnxruntime"])
-    fast = [c for c in tried if c["speedup_vs_onnxruntime"] >= settings.min_speedup]
-    if fast:
-        return max(fast, key=lambda c: (c["score"], c["speedup_vs_onnxruntime"]))
+    for candidate in sorted(tried, key=lambda c: -c["score"]):
+        if candidate["speedup_vs_onnxruntime"] is None:
+            time(candidate)
+        if candidate["speedup_vs_onnxruntime"] >= settings.min_speedup:
+            return candidate
     return max(tried, key=lambda c: c["speedup_vs_onnxruntime"])

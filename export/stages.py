@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from mdhr.errors import MDHRError
 from mdhr.model import MDHR
-from mdhr.stages import MOTION_CHANNELS, ClipStage, FrameStage, cached_floats_per_frame, tap_shapes
+from mdhr.stages import MOTION_CHANNELS, ClipStage, FrameRun, FrameStage, cached_floats_per_frame, tap_shapes
 from mdhr_export import fp16 as fp16_tools
 from mdhr_export import graph, isolated, parity
 from mdhr_export.weights import WeightsFile
@@ -21,7 +21,7 @@ from mdhr_runtime.backends import stages as runtime_stages
 from mdhr_runtime.bundle import Bundle, seal
 
 STAGES = ("frame_stage", "clip_stage")
-FILES = {"frame_stage": "frame_stage.onnx", "clip_stage": "clip_stage.onnx",
+FILES = {"frame_stage": "frame_stage.onnx", "clip_stage": "clip_stage.onnx", "frame_batch": "frame_batch.onnx",
          "frame_stage_fp16": "frame_stage_fp16.onnx", "clip_stage_fp16": "clip_stage_fp16.onnx"}
 
 
@@ -39,9 +39,22 @@ class ClipStageOutputs(nn.Module):
         return tuple(o.unflatten(0, (B, T)) for o in (au, *regions))
 
 
+def frame_batch_size(frames: int) -> int:
+    """Frames per call of ``frame_batch``: the default hop (T/2), the frames
+    a centred window's hop brings in."""
+    return max(frames // 2, 1)
+
+
 def export_stage_graph(model: MDHR, kind: str, frames: int, opset: int, chatty: bool = False) -> onnx.ModelProto:
     """One stage as a static graph: one frame per frame stage call, one
-    window of ``frames`` per clip stage call."""
+    window of ``frames`` per clip stage call, ``frame_batch_size`` frames
+    per ``frame_batch`` call."""
+    if kind == "frame_batch":
+        previous = tuple(torch.zeros(1, *shape) for shape in tap_shapes(model))
+        return graph.export_module(
+            FrameRun(model).eval(), (torch.zeros(frame_batch_size(frames), 3, 224, 224), *previous), opset, chatty,
+            [runtime_stages.FRAME_INPUT, *runtime_stages.PREVIOUS_TAPS],
+            [runtime_stages.STATIC, runtime_stages.DYNAMICS, *runtime_stages.TAPS])
     if kind == "frame_stage":
         previous = tuple(torch.zeros(1, *shape) for shape in tap_shapes(model))
         return graph.export_module(
@@ -102,7 +115,48 @@ def write_stages(recipe: isolated.ModelRecipe, model: MDHR, frames: int, opset: 
 
         raise MDHRError("the exported frame and clip stages disagree with PyTorch: " + "; ".join(problems)
                         + "; no bundle written (please report this with the checkpoint's configuration)")
+    if frame_batch_size(frames) > 1:
+        write_frame_batch(recipe, frames, opset, staging, card, clips, weights, chatty)
     return report
+
+
+def write_frame_batch(recipe: isolated.ModelRecipe, frames: int, opset: int, staging: Path, card: dict, clips,
+                      weights: WeightsFile, chatty: bool = False) -> None:
+    """The frame stage over a hop of frames per call (``FrameRun``), kept
+    only where ONNX Runtime gives every frame's outputs bit for bit as the
+    one-frame graph does on the parity clips (rows must not depend on how
+    frames were grouped); the card says which (``stages.frame_batch``)."""
+    raw = staging / f".unsimplified-{FILES['frame_batch']}"
+    try:
+        isolated.run_isolated(export_stage, recipe, "frame_batch", frames, opset, chatty, raw)
+        metadata = {"stage": "frame_batch", "dataset": card["dataset"], "backbone": card["backbone"]}
+        weights.stored = isolated.run_isolated(isolated.simplify, raw, staging / FILES["frame_batch"], metadata,
+                                               weights).stored
+    finally:
+        raw.unlink(missing_ok=True)
+    described = {"frames": frame_batch_size(frames), "bit_identical": True}
+    # The card as the runtime would read it were the graph kept (a card names
+    # frame_batch only when it is bit-identical): the check runs it so.
+    trial = {**card, "artifacts": {**card["artifacts"], "frame_batch": FILES["frame_batch"]},
+             "stages": {**card["stages"], "frame_batch": described}}
+    differing = batch_differences(staging, trial, clips)
+    card["stages"]["frame_batch"] = {**described, "bit_identical": not differing}
+    if differing:  # one frame per call stays the only way; its weights are the other graphs' (shared file)
+        card["stages"]["frame_batch"]["differing_outputs"] = differing
+        (staging / FILES["frame_batch"]).unlink()
+    else:
+        card["artifacts"]["frame_batch"] = FILES["frame_batch"]
+
+
+def batch_differences(staging: Path, card: dict, clips) -> list[str]:
+    """The outputs (static, dynamics, taps) in which ``frame_batch`` and the
+    frame stage one frame per call differ in any bit on the parity clips."""
+    runner = runtime_stages.StageRunner(Bundle(staging, seal(staging, card)), "fp32", providers=["CPUExecutionProvider"])
+    try:
+        crops = [crop for batch in clips for clip in batch for crop in clip]
+        return runtime_stages.batch_differences(runner, crops)
+    finally:
+        runner.close()
 
 
 def write_fp16_stages(staging: Path, card: dict, clips, reference, weights: WeightsFile) -> dict:

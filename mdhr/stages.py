@@ -77,11 +77,13 @@ class FrameStage(nn.Module):
 
     def forward(self, frames: torch.Tensor, *previous: torch.Tensor):
         tokens, taps = self.model.Backbone(frames)
-        static = self.model.global_linear(tokens)
+        return (self.model.global_linear(tokens), self.motions(taps, previous), *taps)
+
+    def motions(self, taps, befores) -> torch.Tensor:
+        """[N, 4, 528, 7, 7]: the motion of each pair (befores[n], taps[n])."""
         mfd = self.model.MFD
-        motion = torch.stack([self.motion(i, mfd.pair_dynamics(i, tap - before))
-                              for i, (tap, before) in enumerate(zip(taps, previous), start=1)], dim=1)
-        return (static, motion, *taps)
+        return torch.stack([self.motion(i, mfd.pair_dynamics(i, tap - before))
+                            for i, (tap, before) in enumerate(zip(taps, befores), start=1)], dim=1)
 
     def motion(self, i: int, dynamics: torch.Tensor) -> torch.Tensor:
         """[N, width, 7, 7] dynamics of scale i -> [N, 528, 7, 7]: its
@@ -90,6 +92,26 @@ class FrameStage(nn.Module):
         mfd = self.model.MFD
         return torch.cat([F.conv2d(dynamics, mfd.convcat.weight),
                           F.conv2d(dynamics, getattr(mfd, f"weight_{i}").weight)], dim=1)
+
+
+class FrameRun(nn.Module):
+    """The frame stage over N consecutive frames in one call:
+    ``forward(frames [N, 3, 224, 224], *previous taps [1, C, H, W])`` ->
+    ``(static [N, 49, 512], motion [N, 4, 528, 7, 7], *taps of the last
+    frame [1, C, H, W])``.  ``previous`` are the taps of the frame before
+    ``frames[0]``; each later frame's predecessor is the frame before it in
+    the call.  Every operator computes each frame alone, as ``FrameStage``
+    does (the export checks the bits agree, ``export/stages.py``)."""
+
+    def __init__(self, model: MDHR):
+        super().__init__()
+        self.stage = FrameStage(model)
+
+    def forward(self, frames: torch.Tensor, *previous: torch.Tensor):
+        tokens, taps = self.stage.model.Backbone(frames)
+        befores = [torch.cat([before, tap[:-1]]) for before, tap in zip(previous, taps)]
+        return (self.stage.model.global_linear(tokens), self.stage.motions(taps, befores),
+                *(tap[-1:] for tap in taps))
 
 
 class ClipStage(nn.Module):

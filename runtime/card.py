@@ -24,13 +24,13 @@ from mdhr.aus import AU_SETS, BACKBONES, IMAGE_SIZE
 CARD_FILE = "mdhr.json"
 FORMAT = 2  # bump when the card or the graph's inputs/outputs change meaning
 ARTIFACT_KINDS = ("onnx", "onnx_fp16", "engine", "frame_stage", "clip_stage", "frame_stage_fp16", "clip_stage_fp16",
-                  "frame_stage_engine", "clip_stage_engine", "openvino_int8", "openvino_int8_weights", "weights",
+                  "frame_batch", "frame_stage_engine", "clip_stage_engine", "openvino_int8", "openvino_int8_weights", "weights",
                   "weights_fp16", "parity_reference")
 # What ``mdhr-export --target`` writes: the CPU runners' fp32 graphs (and
 # INT8), what TensorRT engines are built from (the fp16 graphs, and the fp32
 # model's outputs on the parity clips to check the engines against), or both.
 TARGET_ARTIFACTS = {
-    "cpu": ("onnx", "frame_stage", "clip_stage", "weights", "openvino_int8", "openvino_int8_weights"),
+    "cpu": ("onnx", "frame_stage", "clip_stage", "frame_batch", "weights", "openvino_int8", "openvino_int8_weights"),
     "gpu": ("onnx_fp16", "frame_stage_fp16", "clip_stage_fp16", "weights_fp16", "parity_reference"),
 }
 TARGETS = (*TARGET_ARTIFACTS, "all")
@@ -39,6 +39,10 @@ ISLANDS = "reduced_precision_islands"
 # The parts of the model whose first nodes the card names for reduced
 # precision to keep float32 (the export finds both).
 ISLAND_PARTS = ("frame_differences", "region_modelling")
+# The layer groups the reduced-precision searches name (runtime/backends/layer_groups.py):
+# a backbone stage, a top-level module of the official model, or an island part.
+LAYER_GROUP_MODULES = ("global_linear", "MFD", "LRM", "CRM", "TCN", "node_classifier")
+LAYER_GROUP = re.compile(r"Backbone\.[A-Za-z_][A-Za-z0-9_]{0,63}|" + "|".join((*LAYER_GROUP_MODULES, *ISLAND_PARTS)))
 ENGINE_PRECISIONS = ("fp32", "fp16")
 # The frame stage's inputs for the previous frame's backbone taps (the stage runner's names too).
 PREVIOUS_TAPS = ("previous_tap1", "previous_tap2", "previous_tap3", "previous_tap4")
@@ -57,7 +61,7 @@ IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # Keys the card holds beside the typed ones; written back unchanged.
 TYPED_KEYS = ("format", "dataset", "backbone", "au_names", "threshold", "input", "outputs", "regions", "untrained",
               "target", "source", "artifacts", "artifact_bytes", "artifact_sha256", ISLANDS, "stages",
-              "engine_build")
+              "engine_build", "bf16")
 REQUIRED = ("format", "dataset", "backbone", "au_names", "threshold", "input", "outputs", "artifacts",
             "artifact_bytes", "artifact_sha256")
 
@@ -105,12 +109,29 @@ class Source:
 
 
 @dataclass(frozen=True)
+class FrameBatch:
+    """``stages.frame_batch``: frames per call of the hop-per-call frame
+    stage, and whether it gave the one-frame graph's bits at export."""
+    frames: int
+    bit_identical: bool
+
+
+@dataclass(frozen=True)
 class Stages:
     """What the stage runner reads of the card's account of the stages."""
     tap_shapes: tuple[tuple[int, ...], ...]  # the frame stage's previous taps, batch first
     clip_outputs: tuple[str, ...]
     cached_bytes_per_frame: int | None
     described: Mapping[str, Any]  # the whole account, written back unchanged
+    frame_batch: FrameBatch | None = None
+
+
+@dataclass(frozen=True)
+class Bf16Choice:
+    """``bf16``: the layer groups the export's bf16 search kept float32
+    (None: no search ran, the runner keeps its default islands)."""
+    kept_fp32: tuple[str, ...] | None
+    described: Mapping[str, Any]  # the search's frontier and timings: written back unchanged
 
 
 @dataclass(frozen=True)
@@ -138,6 +159,7 @@ class Card:
     islands: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     stages: Stages | None = None
     engine_build: EngineBuild | None = None
+    bf16: Bf16Choice | None = None
     reports: Mapping[str, Any] = field(default_factory=dict)  # parity, timings, fp16, int8: data only
     format: int = FORMAT
 
@@ -166,13 +188,20 @@ class Card:
         source = _source(data.get("source"), untrained)
         reports = {key: value for key, value in data.items() if key not in TYPED_KEYS}
         backbone = _choice(data["backbone"], "backbone", BACKBONES)
+        threshold, input_spec = _number(data["threshold"], "threshold", -1, 1), _input(data["input"])
+        target = _choice(data.get("target", DEFAULT_TARGET), "target", TARGETS)
+        artifacts = _artifacts(data)
+        islands = _islands(data.get(ISLANDS))
+        stages = _stages(data.get("stages"), outputs)
+        if "frame_batch" in artifacts and not (stages and stages.frame_batch and stages.frame_batch.bit_identical):
+            raise CardError("stages.frame_batch", "does not say the frame_batch graph it names gives the frame "
+                                                  "stage's bits (bit_identical: true)")
         return cls(
-            dataset=dataset, backbone=backbone, au_names=au_names,
-            threshold=_number(data["threshold"], "threshold", -1, 1), input=_input(data["input"]),
-            outputs=outputs, regions=regions, untrained=untrained,
-            target=_choice(data.get("target", DEFAULT_TARGET), "target", TARGETS), source=source,
-            artifacts=MappingProxyType(_artifacts(data)), islands=MappingProxyType(_islands(data.get(ISLANDS))),
-            stages=_stages(data.get("stages"), outputs), engine_build=_engine_build(data.get("engine_build")),
+            dataset=dataset, backbone=backbone, au_names=au_names, threshold=threshold, input=input_spec,
+            outputs=outputs, regions=regions, untrained=untrained, target=target, source=source,
+            artifacts=MappingProxyType(artifacts), islands=MappingProxyType(islands),
+            stages=stages, engine_build=_engine_build(data.get("engine_build")),
+            bf16=_bf16(data.get("bf16")),
             reports=MappingProxyType(_checked_reports(reports)))
 
     def to_json(self) -> dict:
@@ -198,6 +227,8 @@ class Card:
             data["stages"] = _plain(self.stages.described)
         if self.engine_build is not None:
             data["engine_build"] = _plain(self.engine_build.described)
+        if self.bf16 is not None:
+            data["bf16"] = _plain(self.bf16.described)
         data.update(_plain(self.reports))
         return data
 
@@ -390,7 +421,26 @@ def _stages(value: Any, outputs: tuple[str, ...]) -> Stages | None:
         raise CardError("stages.clip_stage.outputs", f"{list(clip_outputs)} are not the model's outputs")
     cached = value.get("cached_bytes_per_frame")
     cached = None if cached is None else _integer(cached, "stages.cached_bytes_per_frame", 0, MAX_ARTIFACT_BYTES)
-    return Stages(tuple(shapes), clip_outputs, cached, MappingProxyType(_checked_reports(value)))
+    return Stages(tuple(shapes), clip_outputs, cached, MappingProxyType(_checked_reports(value)),
+                  _frame_batch(value.get("frame_batch")))
+
+
+def _frame_batch(value: Any) -> FrameBatch | None:
+    if value is None:
+        return None
+    value = _object(value, "stages.frame_batch")
+    return FrameBatch(_integer(value.get("frames"), "stages.frame_batch.frames", 1, MAX_FRAMES),
+                      _bool(value.get("bit_identical"), "stages.frame_batch.bit_identical"))
+
+
+def _bf16(value: Any) -> Bf16Choice | None:
+    if value is None:
+        return None
+    value = _object(value, "bf16")
+    kept = value.get("kept_fp32")
+    if kept is not None:
+        kept = tuple(_text(g, f"bf16.kept_fp32[{i}]", LAYER_GROUP) for i, g in enumerate(_list(kept, "bf16.kept_fp32")))
+    return Bf16Choice(kept, MappingProxyType(_checked_reports(value, "bf16")))
 
 
 def _engine_build(value: Any) -> EngineBuild | None:

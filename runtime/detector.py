@@ -17,7 +17,7 @@ from mdhr.errors import MDHRError
 from mdhr_runtime.backends.runners import check_clip_values
 from mdhr_runtime.backends.selection import choose_backend, open_choice
 from mdhr_runtime.backends.stages import StageRunner, has_stage_engines
-from mdhr_runtime.bundle import load_bundle
+from mdhr_runtime.bundle import Bundle, load_bundle
 from mdhr_runtime.checks import check_faces, check_threshold
 from mdhr_runtime.choices import DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
@@ -55,7 +55,7 @@ class AUDetector:
     each thread its own.
     """
 
-    def __init__(self, bundle_dir: str | Path, backend: str = "auto", threshold: float | None = None,
+    def __init__(self, bundle_dir: str | Path | Bundle, backend: str = "auto", threshold: float | None = None,
                  threads: int | None = None, face_detector: str = DEFAULT_FACE_DETECTOR,
                  quality: QualityOptions = QualityOptions()):
         check_face_detector(face_detector)
@@ -64,7 +64,8 @@ class AUDetector:
         self.quality = quality
         if threshold is not None:
             check_threshold(threshold)
-        self.bundle = load_bundle(bundle_dir)
+        # a Bundle already loaded (mdhr-run checked its card first): not read again
+        self.bundle = bundle_dir if isinstance(bundle_dir, Bundle) else load_bundle(bundle_dir)
         self.choice = choose_backend(self.bundle, backend)
         self.why = self.choice.why
         self.threshold = self.bundle.threshold if threshold is None else float(threshold)
@@ -145,7 +146,7 @@ class AUDetector:
             scores.append(self.runner.infer(padded)["au_scores"][:len(chunk)])
         return np.concatenate(scores)
 
-    def predict_video(self, source: str | Path, aligned: bool = False,
+    def predict_video(self, source: str | Path | FrameSource, aligned: bool = False,
                       progress: Callable[[int], None] | None = None,
                       clock: StageClock | None = None, windows: str = DEFAULT_WINDOWS,
                       hop: int | None = None, faces: str = DEFAULT_FACES,
@@ -170,10 +171,10 @@ class AUDetector:
         not an error: the frames read are in the table, whose ``complete``
         is then False and ``shortfall`` says why."""
         scoring = self.scoring(windows, hop, faces, aligned, min_face, clock=clock)
-        frames = FrameSource(source)
-        table = scoring.run(frames, after_frame=None if progress is None else lambda f: progress(f.index + 1))
+        frames = source if isinstance(source, FrameSource) else FrameSource(source)
+        table = scoring.run(frames, after_frame=None if progress is None else lambda index: progress(index + 1))
         if len(table) == 0:
-            raise MDHRError(f"{source}: no frames could be read; is it an empty video?")
+            raise MDHRError(f"{frames.path}: no frames could be read; is it an empty video?")
         return scoring.settle(complete=not frames.truncated, frames_declared=frames.frame_count,
                               shortfall=frames.shortfall)
 

@@ -18,6 +18,13 @@ another copy of the loop:
 The tracker is made here (``make_tracker``) and nowhere else.  Windows in
 which no frame has a face never run the clip stage or the whole model, and
 a faceless frame never runs the frame stage.
+
+Each frame is first *prepared* (tracked and cropped: ``_prepare``) and then
+*scored* (the model: ``_score``).  ``run`` prepares on a reader thread up to
+``READ_AHEAD`` frames ahead (``prefetch.py``) while the model scores, so
+decoding and detection overlap the model; the frames go through both steps
+in order either way, so the rows are the same.  ``push`` (the live loop)
+does both steps at once.
 """
 from __future__ import annotations
 
@@ -32,10 +39,11 @@ from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.choices import DEFAULT_FACE_DETECTOR, DEFAULT_FACES
 from mdhr_runtime.crops.crop import CroppedFrame, Cropper, Normaliser, aligned_crop, crop_stream, face_crop
-from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE, MultiFaceTracker
+from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE, MultiFaceTracker, TrackedFaces
 from mdhr_runtime.faces.quality import QualityOptions, assess
 from mdhr_runtime.faces.registry import make_face_detector
 from mdhr_runtime.faces.tracking import FaceTracker
+from mdhr_runtime.prefetch import prefetched
 from mdhr_runtime.results.table import FrameTable, RunFacts
 from mdhr_runtime.sources.frames import Frame, FrameSource
 from mdhr_runtime.timing import StageClock
@@ -69,6 +77,25 @@ class Span:
 
 
 WHOLE = Span()
+
+
+# Frames prepared ahead of the model: a window's worth keeps the reader busy
+# while the model runs a hop of frames and a window.
+READ_AHEAD = 16
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A frame tracked and cropped, ready for the model: ``cropped`` (one
+    face, or aligned) or ``tracked`` (every face), neither when the frame is
+    not scored (before the span's first scored frame); ``prime``: the crop
+    a segment's stream starts from (its first scored frame only)."""
+
+    index: int
+    frame: Frame | None = None  # kept only for every-face scoring, which crops each face when scoring
+    cropped: CroppedFrame | None = None
+    tracked: TrackedFaces | None = None
+    prime: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -124,40 +151,60 @@ class Scoring:
 
     # -- the loop ----------------------------------------------------------
 
-    def run(self, frames: Iterable[Frame], after_frame: Callable[[Frame], None] | None = None) -> FrameTable:
-        frames = iter(frames)
+    def run(self, frames: Iterable[Frame], after_frame: Callable[[int], None] | None = None) -> FrameTable:
+        """Score every frame; ``after_frame`` hears each frame's index once
+        the model has taken it."""
+        reader = StageClock()  # the reader thread's stages (they overlap the model's)
         try:
-            for frame in self.clock.timed(itertools.islice(frames, self.span.read_to), "decode"):
-                self.push(frame)
+            for prepared in prefetched(self._prepare_all(frames, reader), READ_AHEAD):
+                self._score(prepared)
                 if after_frame is not None:
-                    after_frame(frame)
+                    after_frame(prepared.index)
         finally:
-            if hasattr(frames, "close"):
-                frames.close()
+            self.clock.add(reader)
         self.finish()
         return self.table
 
     def push(self, frame: Frame) -> list[FaceRow]:
+        return self._score(self._prepare(frame, self.clock))
+
+    def _prepare_all(self, frames: Iterable[Frame], clock: StageClock) -> Iterator[Prepared]:
+        frames = iter(frames)
+        try:
+            for frame in clock.timed(itertools.islice(frames, self.span.read_to), "decode"):
+                yield self._prepare(frame, clock)
+        finally:
+            if hasattr(frames, "close"):
+                frames.close()
+
+    def _prepare(self, frame: Frame, clock: StageClock) -> Prepared:
+        """Track and crop one frame (in frame order: the tracker's state)."""
         if frame.index < self.span.read_from:
-            return []
+            return Prepared(frame.index)
         if frame.index < self.span.score_from:
-            self._warm_up(frame)
-            return []
-        if not self._primed:
-            self._prime()
+            self._warm_up(frame, clock)
+            return Prepared(frame.index)
+        prime = self._prime_crop(clock)
         if self.streams is not None:
-            with self.clock.stage("detect"):
+            with clock.stage("detect"):
                 faces = self.tracker.update(frame.rgb, frame.timestamp)
-            return self._keep(self.streams.push(frame, self.tracker, faces, self.clock))
+            return Prepared(frame.index, frame, tracked=self.tracker.snapshot(faces))
         if self.tracker is None:
-            cropped = aligned_crop(frame, self.cropper, self.normalise, self.clock)
-        else:
-            with self.clock.stage("detect"):
-                face = self.tracker.update(frame.rgb, frame.timestamp)
-            cropped = face_crop(frame, face, self.cropper, self.normalise, self.clock)
+            return Prepared(frame.index, cropped=aligned_crop(frame, self.cropper, self.normalise, clock), prime=prime)
+        with clock.stage("detect"):
+            face = self.tracker.update(frame.rgb, frame.timestamp)
+        return Prepared(frame.index, cropped=face_crop(frame, face, self.cropper, self.normalise, clock), prime=prime)
+
+    def _score(self, prepared: Prepared) -> list[FaceRow]:
+        """The model's part of one prepared frame: the rows it made final."""
+        if prepared.tracked is not None:
+            return self._keep(self.streams.push(prepared.frame, prepared.tracked, self.clock))
+        if prepared.cropped is None:
+            return []
         with self.clock.stage("model"):
-            rows = [(None, row) for row in self.stream.push(cropped)]
-        return self._keep(rows)
+            if prepared.prime is not None:
+                self.stream.prime(prepared.prime)
+            return self._keep([(None, row) for row in self.stream.push(prepared.cropped)])
 
     def finish(self) -> list[FaceRow]:
         with self.clock.stage("model"):
@@ -182,20 +229,24 @@ class Scoring:
 
     # -- segments ----------------------------------------------------------
 
-    def _warm_up(self, frame: Frame) -> None:
+    def _warm_up(self, frame: Frame, clock: StageClock) -> None:
         """Track only, before the first scored frame; remember the last face."""
-        with self.clock.stage("detect"):
+        with clock.stage("detect"):
             face = self.tracker.update(frame.rgb, frame.timestamp)
         if face.success:
             self._carry = (frame, face)
 
-    def _prime(self) -> None:
-        """Give the stream the last face crop before the first scored frame,
-        which a run from frame 0 would hold there."""
+    def _prime_crop(self, clock: StageClock) -> np.ndarray | None:
+        """At the first scored frame, the last face crop before it, which a
+        run from frame 0 would hold there (None elsewhere, or without one)."""
+        if self._primed:
+            return None
         self._primed = True
-        if self._carry is not None:
-            frame, face = self._carry
-            self.stream.prime(face_crop(frame, face, self.cropper, self.normalise, self.clock).crop)
+        if self._carry is None:
+            return None
+        frame, face = self._carry
+        self._carry = None
+        return face_crop(frame, face, self.cropper, self.normalise, clock).crop
 
     def _keep(self, rows: list[FaceRow]) -> list[FaceRow]:
         span, kept = self.span, []

@@ -25,6 +25,11 @@ class StageClock:
         finally:
             self.seconds[name] += time.perf_counter() - start
 
+    def add(self, other: "StageClock") -> None:
+        """Book ``other``'s seconds here too (a reader thread's clock)."""
+        for name, seconds in other.seconds.items():
+            self.seconds[name] += seconds
+
     def total(self) -> float:
         return sum(self.seconds.values())
 

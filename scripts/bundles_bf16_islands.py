@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from mdhr_export.parity import agreement, concat, reduced_precision_failures
-from mdhr_runtime.backends.openvino_runner import KEEP_ORIGINAL_PRECISION, mark_fp32_islands
+from mdhr_runtime.backends.layer_groups import KEEP_ORIGINAL_PRECISION, mark_fp32_islands
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 from mdhr_runtime.bundle import load_bundle
 

@@ -1,7 +1,7 @@
 """Start-up of ``mdhr-run`` on one image, against ONNX Runtime alone opening
 the graphs that run uses, measured in one run (docs/pipeline.md).
 
-    python -m scripts.pipeline_startup BUNDLE IMAGE [--repeats 3]
+    python -m scripts.pipeline_startup BUNDLE IMAGE [--repeats 3] [--before OTHER_PYTHON]
 
 Each measure runs in a fresh process (imports, sessions and page cache as a
 user's first command meets them, after one warm-up of the file cache):
@@ -12,7 +12,9 @@ user's first command meets them, after one warm-up of the file cache):
   (centred windows, the default) and MTCNN's three networks.
 
 The ratio is the medians' ratio.  Print the machine's load beside it: the
-figures are only comparable within one run.
+figures are only comparable within one run.  ``--before`` names the Python
+of another checkout's environment (an older commit): its ``mdhr-run`` is
+measured too, interleaved with the others, for a before/after in one run.
 """
 from __future__ import annotations
 
@@ -50,8 +52,8 @@ print(time.perf_counter() - start, next(int(l.split()[1]) for l in open('/proc/s
 """
 
 
-def measure(code: str, args: list[str]) -> tuple[float, int]:
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+def measure(code: str, args: list[str], python: str = sys.executable) -> tuple[float, int]:
+    done = subprocess.run([python, "-c", code, *args], capture_output=True, text=True, check=True)
     seconds, peak = done.stdout.split()[-2:]
     return float(seconds), int(peak)
 
@@ -70,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("bundle", type=Path)
     parser.add_argument("image", type=Path)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--before", help="another environment's Python: its mdhr-run measured alongside")
     args = parser.parse_args(argv)
     graphs = graphs_used(args.bundle)
     os.environ.setdefault("THREADS", str(min(os.cpu_count() or 1, 8)))
@@ -77,13 +80,19 @@ def main(argv: list[str] | None = None) -> None:
         out = str(Path(folder) / "one.csv")
         run_args = [str(args.image), str(args.bundle), out]
         measure(RUN, run_args)  # warm the file cache
-        runs, alone = [], []
+        runs, alone, before = [], [], []
         for _ in range(args.repeats):  # interleaved, so load changes hit both alike
             runs.append(measure(RUN, run_args))
             alone.append(measure(ORT_ALONE, graphs))
+            if args.before:
+                before.append(measure(RUN, run_args, args.before))
     run_s, ort_s = statistics.median(r[0] for r in runs), statistics.median(a[0] for a in alone)
+    extra = {}
+    if before:
+        before_s = statistics.median(b[0] for b in before)
+        extra = {"before_run_s": round(before_s, 3), "before_ratio": round(before_s / ort_s, 3)}
     print(json.dumps({"mdhr_run_s": round(run_s, 3), "ort_alone_s": round(ort_s, 3),
-                      "ratio": round(run_s / ort_s, 3),
+                      "ratio": round(run_s / ort_s, 3), **extra,
                       "mdhr_run_peak_gib": round(max(r[1] for r in runs) / 2**30, 3),
                       "ort_alone_peak_gib": round(max(a[1] for a in alone) / 2**30, 3),
                       "graphs": [Path(g).name for g in graphs], "load_average": os.getloadavg()}, indent=1))

@@ -2,7 +2,9 @@
 ``model.onnx`` in float32 (``openvino``) or with bfloat16 inference
 precision (``openvino-bf16``), and the bundle's INT8 model (``int8``).
 
-Under bfloat16 the region and AU modelling stays float32.  Measured with
+Under bfloat16 the layer groups the export's bf16 search chose stay
+float32 (card ``bf16.kept_fp32``: ``layer_groups.py``); a bundle exported
+without that search keeps the region and AU modelling float32.  Measured with
 PyTorch autocast, one part of the model at a time (shared/reference
 "Where reduced precision hurts"): the region heads are where bfloat16
 damages agreement, since their argmax switches the cross-region graph,
@@ -23,22 +25,15 @@ import os
 import numpy as np
 
 from mdhr.errors import MDHRError
+from mdhr_runtime.backends.layer_groups import keep_bf16_islands
 from mdhr_runtime.backends.runners import Runner, check_outputs
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.choices import BACKEND_TABLE
 
 INSTALL = "pip install 'mdhr-toolkit[openvino]'"
-# backend name -> (precision, the bundle artifact it reads)
 # backend -> (inference precision, the bundle artifact it compiles)
 OPENVINO_BACKENDS = {b.name: (b.precision, "openvino_int8" if b.precision == "int8" else "onnx")
                      for b in BACKEND_TABLE if b.family == "openvino"}
-KEEP_ORIGINAL_PRECISION = "disable_fp16_compression_0"  # ov::DisableFP16Compression's key
-# What bf16 keeps float32.  Emulated bf16 on the BP4D ResNet model, 12 real
-# face clips (python -m scripts.bundles_bf16_islands): decisions at the AU
-# medians agreed on 91.1% with bf16 everywhere, 94.3% with the region
-# modelling in fp32 (lowest rank correlation 0.978 -> 0.995), and 94.3% with
-# the frame differences in fp32 too: those buy nothing, so they run bf16.
-BF16_FP32_PARTS = ("region_modelling",)
 
 
 # How long one wait for an inference lasts before Python checks for signals.
@@ -66,32 +61,6 @@ def openvino_unavailable_reason(backend: str, bundle: Bundle | None = None) -> s
         if precision == "bf16" and not bundle.card.islands:
             return "the bundle's card names no float32 islands for bf16 (export it again with this version)"
     return None
-
-
-def mark_fp32_islands(model, islands: dict[str, list[str]]) -> set[str]:
-    """Keep the islands' nodes in their original (float32) precision; returns
-    the friendly names of the nodes marked.  ``islands["region_modelling"]``
-    names the first nodes of a part whose every downstream node is marked
-    too (the part ends at the outputs; helper nodes OpenVINO adds when it
-    decomposes an ONNX operator have no ONNX name but lie downstream);
-    ``islands["frame_differences"]``, if given, names single nodes."""
-    ops = model.get_ordered_ops()  # topological order: producers first
-    seeds = set(islands.get("region_modelling", []))
-    exact = set(islands.get("frame_differences", []))
-    marked, downstream = set(), set()
-    for op in ops:
-        name = op.get_friendly_name()
-        onnx_name = name.split("/")[0]  # "node_Conv_7/WithoutBiases": the convolution of ONNX node node_Conv_7
-        reads_island = any(value.get_node().get_friendly_name() in downstream for value in op.input_values())
-        if onnx_name in seeds or (reads_island and op.get_type_name() != "Result"):
-            downstream.add(name)
-        if name in downstream or onnx_name in exact:
-            op.get_rt_info()[KEEP_ORIGINAL_PRECISION] = ""
-            marked.add(name)
-    found = {op.get_friendly_name().split("/")[0] for op in ops} & (seeds | exact)
-    if "region_modelling" in islands and not found & seeds:
-        raise MDHRError("none of the float32 islands named in the bundle's card is in its model; export it again")
-    return marked
 
 
 def compile_config(precision: str, threads: int | None = None) -> dict:
@@ -130,8 +99,7 @@ class OpenVINORunner(Runner):
         self._check_graph(model)
         self.fp32_nodes = 0
         if self.precision == "bf16":
-            kept = {part: list(bundle.card.islands[part]) for part in BF16_FP32_PARTS}
-            self.fp32_nodes = len(mark_fp32_islands(model, kept))
+            self.fp32_nodes = keep_bf16_islands(model, bundle.card)
         self._compiled = core.compile_model(model, "CPU", compile_config(self.precision, threads))
         del model
         used = self._compiled.get_property("INFERENCE_PRECISION_HINT")

@@ -3,8 +3,12 @@
 ONNX Runtime, without torch.
 
 ``StageRunner.frame`` takes one normalised crop [3, 224, 224] and the taps
-it returned for the previous frame; ``StageRunner.clip`` takes one window's
-static tokens [T, 49, 512] and its T-1 in-window pair motions.
+it returned for the previous frame; ``StageRunner.run_frames`` takes a run
+of consecutive crops, and where the bundle has ``frame_batch`` (the frame
+stage over a hop of frames per call, fp32, kept by the export only where
+it gives the one-frame graph's bits) runs them a hop per call;
+``StageRunner.clip`` takes one window's static tokens [T, 49, 512] and
+its T-1 in-window pair motions.
 """
 from __future__ import annotations
 
@@ -89,6 +93,12 @@ class StageRunner:
             self.name, self.precision = f"onnxruntime-{provider_name(self.frame_session)}", precision
         self.frames = bundle.frames
         self._still: np.ndarray | None = None
+        # The hop-per-call frame stage: ONNX Runtime fp32 only, opened when a run first has a hop of frames.
+        # (The card names frame_batch only where it was bit-identical at export.)
+        batch_path = bundle.artifact("frame_batch") if not engines and precision == "fp32" else None
+        self._batch_path = batch_path if batch_path is not None and batch_path.is_file() else None
+        self._bundle, self._batch_session, self._batch_options = bundle, None, (threads, providers)
+        self.batch_frames = described.frame_batch.frames if self._batch_path is not None else 1
 
     def frame(self, crop: np.ndarray, previous: list[np.ndarray] | None
               ) -> tuple[FrameFeatures, list[np.ndarray]]:
@@ -99,6 +109,44 @@ class StageRunner:
             features, taps = self._run_frame(crop, zeros)
             return FrameFeatures(features.static, self.still_dynamics()), taps
         return self._run_frame(crop, previous)
+
+    def run_frames(self, crops: list[np.ndarray], previous: list[np.ndarray] | None
+               ) -> tuple[list[FrameFeatures], list[np.ndarray]]:
+        """Features of consecutive crops (each the next one's predecessor)
+        and the last one's taps: ``frame`` on each in turn, to the bit, in
+        ``batch_frames`` per call where the bundle allows."""
+        features: list[FrameFeatures] = []
+        start = 0
+        while start < len(crops):
+            if len(crops) - start >= self.batch_frames > 1:
+                chunk, previous = self._run_batch(crops[start:start + self.batch_frames], previous)
+                features += chunk
+                start += self.batch_frames
+            else:
+                one, previous = self.frame(crops[start], previous)
+                features.append(one)
+                start += 1
+        return features, previous
+
+    def _run_batch(self, crops: list[np.ndarray], previous: list[np.ndarray] | None
+                   ) -> tuple[list[FrameFeatures], list[np.ndarray]]:
+        if self._batch_session is None:
+            threads, providers = self._batch_options
+            self._batch_session = onnx_session(self._bundle.verified("frame_batch"), threads, providers,
+                                               spinning=False)
+            _check_graph(self._batch_session, self._batch_path, (FRAME_INPUT, *PREVIOUS_TAPS), (STATIC, DYNAMICS, *TAPS))
+            _check_frames_per_call(self._batch_session, self._batch_path, self.batch_frames)
+        first = previous is None
+        if first:
+            previous = [np.zeros(s, dtype=np.float32) for s in self.tap_shapes]
+        frames = np.stack(crops).astype(np.float32, copy=False)
+        static, dynamics, *taps = self._batch_session.run([STATIC, DYNAMICS, *TAPS],
+                                                          {FRAME_INPUT: frames, **dict(zip(PREVIOUS_TAPS, previous))},
+                                                          run_options())
+        features = [FrameFeatures(s, d) for s, d in zip(static, dynamics)]
+        if first:  # no predecessor: a repeated frame, as ``frame`` says
+            features[0] = FrameFeatures(features[0].static, self.still_dynamics())
+        return features, taps
 
     def _run_frame(self, crop: np.ndarray, previous: list[np.ndarray]) -> tuple[FrameFeatures, list[np.ndarray]]:
         feeds = {FRAME_INPUT: np.ascontiguousarray(crop, dtype=np.float32)[None], **dict(zip(PREVIOUS_TAPS, previous))}
@@ -135,7 +183,16 @@ class StageRunner:
         for session in (self.frame_session, self.clip_session):
             if hasattr(session, "close"):  # an engine's context and buffers; ORT needs no call
                 session.close()
-        self.frame_session = self.clip_session = None
+        self.frame_session = self.clip_session = self._batch_session = None
+
+
+def _check_frames_per_call(session, path, frames: int) -> None:
+    """``frame_batch`` takes the card's frames per call (a card edited to
+    another count would otherwise fail inside ONNX Runtime)."""
+    found = next(i.shape for i in session.get_inputs() if i.name == FRAME_INPUT)[0]
+    if isinstance(found, int) and found != frames:
+        raise MDHRError(f"{path}: the graph takes {found} frames per call, not the {frames} its card describes; "
+                        "export the bundle again")
 
 
 def _check_window_length(session, path, frames: int) -> None:
@@ -181,3 +238,17 @@ def official_windows(runner: StageRunner, clips: list[np.ndarray]) -> list[dict[
                 window.append(features)
             runs.append({k: v[None] for k, v in runner.clip_all(window).items()})
     return runs
+
+
+def batch_differences(runner: StageRunner, crops: list[np.ndarray]) -> list[str]:
+    """The outputs in which ``runner.run_frames`` (a hop per call) and ``frame``
+    one crop at a time differ in any bit over consecutive ``crops``."""
+    batched, last_taps = runner.run_frames(crops, None)
+    previous, differing = None, set()
+    for crop, together in zip(crops, batched):
+        alone, previous = runner.frame(crop, previous)
+        for name in ("static", "dynamics"):
+            if not np.array_equal(getattr(alone, name), getattr(together, name)):
+                differing.add(name)
+    differing |= {name for name, a, b in zip(TAPS, previous, last_taps) if not np.array_equal(a, b)}
+    return sorted(differing)

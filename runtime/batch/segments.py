@@ -133,7 +133,7 @@ def predict_segment(detector, source: str | Path, segment: Segment, windows: str
     of ``detector.predict_video`` from frame 0 would give them."""
     frames = FrameSource(source)
     scoring = detector.scoring(windows, hop, span=segment.span)
-    report = None if progress is None else lambda f: progress(max(0, f.index + 1 - segment.start))
+    report = None if progress is None else lambda index: progress(max(0, index + 1 - segment.start))
     table = scoring.run(frames, after_frame=report)
     # A segment that got all its frames stopped on purpose; one that did not
     # saw the stream end, and the source's timeline says whether too soon

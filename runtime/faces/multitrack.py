@@ -78,6 +78,16 @@ class TrackedFace:
     face: FaceResult
 
 
+@dataclass(frozen=True)
+class TrackedFaces:
+    """What one ``MultiFaceTracker.update`` left: the faces found, the ids
+    given up, the ids alive (a copy: the tracker moves on to the next frame)."""
+
+    faces: list[TrackedFace]
+    expired: list[int]
+    ids: list[int]
+
+
 class _Track:
     def __init__(self, face_id: int, detection: Detection, appearance: Appearance, timestamp: float,
                  smoother: BoxSmoother):
@@ -158,6 +168,10 @@ class MultiFaceTracker:
     def ids(self) -> list[int]:
         """Ids of the tracks alive (found or missing but remembered)."""
         return [t.face_id for t in self.tracks]
+
+    def snapshot(self, faces: list[TrackedFace]) -> TrackedFaces:
+        """``faces`` (what ``update`` just returned) with the ids given up and alive now."""
+        return TrackedFaces(faces, list(self.expired), self.ids)
 
     def update(self, rgb: np.ndarray, timestamp: float) -> list[TrackedFace]:
         number = self._frames_seen

@@ -14,7 +14,7 @@ from typing import Callable
 from mdhr.errors import InputError, param
 from mdhr_runtime.backends.gates import forced_warning
 from mdhr_runtime.backends.openvino_runner import OPENVINO_BACKENDS
-from mdhr_runtime.bundle import load_bundle
+from mdhr_runtime.bundle import Bundle, load_bundle
 from mdhr_runtime.checks import check_faces, check_threshold
 from mdhr_runtime.choices import DEFAULT_FACE_DETECTOR, DEFAULT_FACES, DEFAULT_WINDOWS
 from mdhr_runtime.detector import AUDetector
@@ -92,9 +92,10 @@ class RunOutcome:
         return len({row.index for row in self.table.rows if row.face.success})
 
 
-def check_run(options: RunOptions, notify: Notify = lambda line: None) -> FrameSource | None:
+def check_run(options: RunOptions, notify: Notify = lambda line: None) -> tuple[Bundle, FrameSource | None]:
     """Everything that can be refused before the model loads, refused in one
-    line; the opened input (None for a live source)."""
+    line; the bundle and the opened input (None for a live source), which
+    the run then uses rather than reading them again."""
     o = options
     if (o.input is None) == (o.camera is None):
         raise InputError(f"give either {param('input')} (a video, folder or image) or {param('camera')} N|URL")
@@ -117,7 +118,8 @@ def check_run(options: RunOptions, notify: Notify = lambda line: None) -> FrameS
     if o.overlay or o.report:
         check_overlay_input(o.input, param("overlay") if o.overlay else param("report"))
     # the card only: says what is wrong with a bundle, or the hop, before any model loads
-    WindowPlan.make(o.windows, load_bundle(o.model).frames, o.hop)
+    bundle = load_bundle(o.model)
+    WindowPlan.make(o.windows, bundle.frames, o.hop)
     check_distinct(o.outputs(), {param("model"): o.model})
     for target in o.outputs().values():
         if target is not None and not is_stdout(target):
@@ -125,7 +127,7 @@ def check_run(options: RunOptions, notify: Notify = lambda line: None) -> FrameS
     # the input's header (and, for a folder, every image's): a bad one is named before the model loads
     source = None if o.input is None else FrameSource(o.input)
     check_room(o.outputs(), source.frame_count if source else None)  # a full disk, before the model loads
-    return source
+    return bundle, source
 
 
 def run_video(options: RunOptions, notify: Notify = lambda line: None, progress=None,
@@ -134,9 +136,9 @@ def run_video(options: RunOptions, notify: Notify = lambda line: None, progress=
     untrained bundle, a forced backend), ``progress(total)`` may return a
     callable told the frames done so far, ``status`` gets a live source's
     status line.  Raises ``MDHRError`` for anything the user can fix."""
-    source = check_run(options, notify)
+    bundle, source = check_run(options, notify)
     o = options
-    with AUDetector(o.model, backend=o.backend, threshold=o.threshold, face_detector=o.face_detector,
+    with AUDetector(bundle, backend=o.backend, threshold=o.threshold, face_detector=o.face_detector,
                     quality=o.quality) as detector:
         _notes(detector, o, notify, verbose)
         plan = WindowPlan.make(o.windows, detector.bundle.frames, o.hop)
@@ -146,7 +148,7 @@ def run_video(options: RunOptions, notify: Notify = lambda line: None, progress=
         else:
             started = time.perf_counter()
             told = progress(source.frame_count) if progress else None
-            table = detector.predict_video(o.input, aligned=o.aligned, windows=o.windows, hop=o.hop, faces=o.faces,
+            table = detector.predict_video(source, aligned=o.aligned, windows=o.windows, hop=o.hop, faces=o.faces,
                                            min_face=o.min_face, progress=told)
             outcome = RunOutcome(table, scoring_seconds=time.perf_counter() - started)
         if len(outcome.table) == 0:

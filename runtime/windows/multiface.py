@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Callable
 
 from mdhr_runtime.crops.crop import IMAGENET, CroppedFrame, Cropper, Normaliser
-from mdhr_runtime.faces.multitrack import MultiFaceTracker
+from mdhr_runtime.faces.multitrack import TrackedFaces
 from mdhr_runtime.faces.tracking import FaceResult
 from mdhr_runtime.sources.frames import Frame
 from mdhr_runtime.timing import StageClock
@@ -38,13 +38,14 @@ class TrackStreams:
         self.streams: dict[int, FrameStream] = {}
         self.closed_calls = 0  # model calls of the streams already closed
 
-    def push(self, frame: Frame, tracker: MultiFaceTracker, faces, clock: StageClock) -> list[FaceRow]:
-        """The rows made final by this frame, whose faces ``tracker`` just found."""
+    def push(self, frame: Frame, tracked: TrackedFaces, clock: StageClock) -> list[FaceRow]:
+        """The rows made final by this frame, whose faces the tracker found."""
         rows: list[FaceRow] = []
-        for face_id in tracker.expired:
+        for face_id in tracked.expired:
             rows += self._close(face_id)
+        faces = tracked.faces
         found = {f.face_id: f.face for f in faces}
-        for face_id in tracker.ids:
+        for face_id in tracked.ids:
             face = found.get(face_id)
             with clock.stage("preprocess"):
                 crop = None if face is None else self.normalise(self.cropper.crop(frame.rgb, face))

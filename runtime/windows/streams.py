@@ -18,8 +18,12 @@ one formula serves both.
 ``FrameStream`` scores a stream frame by frame: ``push`` a ``CroppedFrame``,
 get back the rows that became final; ``finish`` at the end flushes the
 rest.  Each frame runs the frame stage once; each window runs the clip
-stage once.  Memory is bounded: at most one window (T frames) of features,
-the previous frame's backbone taps, and at most T rows waiting.
+stage once.  Crops wait in a queue until a window needs their features
+(or a call's worth, ``StageRunner.batch_frames``, has come), then run the
+frame stage together: a hop of frames per call where the bundle has the
+graph for it.  Rows come out when they did frame by frame, with the same
+bits.  Memory is bounded: at most one window (T frames) of features, the
+previous frame's backbone taps, at most T crops queued and T rows waiting.
 
 Frames without a face are scored like the official path fills them: they
 repeat the last face crop (no motion), or, before the first face, the
@@ -124,6 +128,7 @@ class FrameStream:
         self.windows_run = 0
         self.frames_run = 0
         self._taps: list[np.ndarray] | None = None  # backbone taps of the last face crop
+        self._queued: list[np.ndarray | None] = []  # crops (None: no face) not yet through the frame stage
         self._last_static: np.ndarray | None = None
         self._faceless_lead = 0  # face-less frames before the first face
         self._scored: tuple[int, np.ndarray] | None = None  # the last window run: start, scores
@@ -153,18 +158,45 @@ class FrameStream:
 
     @property
     def cached_bytes(self) -> int:
+        """The feature cache and the last face's taps."""
         return sum(f.nbytes for f in self.cache) + sum(t.nbytes for t in self._taps or [])
+
+    @property
+    def queued_bytes(self) -> int:
+        """Crops waiting for the frame stage."""
+        return sum(crop.nbytes for crop in self._queued if crop is not None)
 
     # -- features ------------------------------------------------------------
 
     def _add_features(self, frame: CroppedFrame) -> None:
-        if frame.crop is None:
-            if self._last_static is None:
-                self._faceless_lead += 1  # filled in when the first face comes
-                return
-            self.cache.append(FrameFeatures(self._last_static, self.runner.still_dynamics()))
+        self._queued.append(frame.crop)
+        faces = sum(crop is not None for crop in self._queued)
+        if faces >= self.runner.batch_frames or len(self._queued) >= self.plan.frames:
+            self._run_queued()
+
+    def _run_queued(self) -> None:
+        """Every queued frame's features into the cache, in order: each run
+        of consecutive face crops through the frame stage together."""
+        queued, self._queued = self._queued, []
+        start = 0
+        while start < len(queued):
+            if queued[start] is None:
+                self._add_faceless()
+                start += 1
+                continue
+            stop = next((i for i in range(start, len(queued)) if queued[i] is None), len(queued))
+            features, self._taps = self.runner.run_frames(queued[start:stop], self._taps)
+            for one in features:
+                self._add_face(one)
+            start = stop
+
+    def _add_faceless(self) -> None:
+        if self._last_static is None:
+            self._faceless_lead += 1  # filled in when the first face comes
             return
-        features, self._taps = self.runner.frame(frame.crop, self._taps)
+        self.cache.append(FrameFeatures(self._last_static, self.runner.still_dynamics()))
+
+    def _add_face(self, features: FrameFeatures) -> None:
         self.frames_run += 1
         if self._last_static is None:
             lead = min(self._faceless_lead, self.plan.frames - 1)
@@ -192,6 +224,7 @@ class FrameStream:
 
     def _window_scores(self, start: int) -> np.ndarray:
         if self._scored is None or self._scored[0] != start:
+            self._run_queued()
             first = self.count - len(self.cache)
             assert start >= first, "a window reached past the cache"
             window = list(self.cache)[start - first:start - first + self.plan.frames]

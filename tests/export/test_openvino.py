@@ -16,15 +16,12 @@ from click.testing import CliRunner
 
 from mdhr.errors import MDHRError
 from mdhr_export.parity import agreement
-from mdhr_runtime.backends.openvino_runner import (
-    KEEP_ORIGINAL_PRECISION,
-    OpenVINORunner,
-    mark_fp32_islands,
-    openvino_unavailable_reason,
-)
+from mdhr_runtime.backends.layer_groups import KEEP_ORIGINAL_PRECISION, mark_fp32_islands
+from mdhr_runtime.backends.openvino_runner import OpenVINORunner, openvino_unavailable_reason
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 from mdhr_runtime.backends.selection import open_runner
 from mdhr_runtime.bundle import load_bundle
+from mdhr_runtime.card import ISLANDS
 from tests.support.golden import golden, reference_input
 
 # Exports or runs the full model: the slow tier.
@@ -86,7 +83,8 @@ def test_bf16_says_why_it_cannot_run_on_a_cpu_without_bfloat16(bp4d_bundle):
         OpenVINORunner(bundle, "openvino-bf16")
     runner, why = open_runner(bundle, "auto")
     runner.close()
-    assert runner.name == "onnxruntime-cpu" and "openvino-bf16 not used: this CPU has no native bfloat16" in why
+    # its gate never passed, so auto passes it over without asking OpenVINO
+    assert runner.name == "onnxruntime-cpu" and "openvino-bf16 not used: failed its gate" in why
 
 
 @pytest.mark.skipif(BF16_MISSING is not None, reason=str(BF16_MISSING))
@@ -148,7 +146,7 @@ def failing_int8_bundle(disfa_model_bundle, face_avi, tmp_path_factory):
 
 
 def test_layer_groups_cover_every_node_once(disfa_model_bundle):
-    from mdhr_export.int8_groups import layer_groups
+    from mdhr_runtime.backends.layer_groups import layer_groups
 
     bundle = load_bundle(disfa_model_bundle)
     model = ov.Core().read_model(str(bundle.artifact("onnx")))
@@ -205,6 +203,42 @@ def test_int8_search_finds_a_model_that_passes_a_gate_it_can_meet(int8_bundle):
     assert bf16["status"] == ("skipped" if BF16_MISSING else "measured")
     print("int8 search:", [(c["int8_groups"], c["speedup_vs_onnxruntime"], c["median_decision_agreement"],
                             c["rank_correlation_min"]) for c in frontier])
+
+
+@pytest.mark.skipif(BF16_MISSING, reason="this CPU has no native bf16")
+def test_bf16_search_keeps_what_it_measured_float32(int8_bundle):
+    """The export's bf16 search on a CPU with bf16: each searched group alone
+    in bf16, then both; judged before timed; the runner keeps the chosen
+    groups float32, and its gate measures that model."""
+    from mdhr_runtime.backends.layer_groups import layer_groups
+
+    typed = load_bundle(int8_bundle).card
+    card = typed.to_json()
+    gate = card["parity"]["reduced_precision"]["runners"]["openvino-bf16"]
+    assert gate["status"] == "measured"
+    if "skipped" in card["bf16"]:  # this CPU computes marked nodes in bf16 anyway: no search, the default islands
+        assert "did not keep the marked nodes float32" in card["bf16"]["skipped"] and typed.bf16.kept_fp32 is None
+        return
+    search = card["bf16"]["search"]
+    frontier = search["frontier"]
+    assert [c["bf16_groups"] for c in frontier] == [["frame_differences"], ["region_modelling"],
+                                                   ["frame_differences", "region_modelling"]]
+    chosen = frontier[search["chosen"]]
+    assert search["passed"] and chosen["passed"]
+    # one passed, so only the candidates that passed agreement were timed
+    assert all((c["speedup_vs_onnxruntime"] is not None) == c["passed_agreement"] for c in frontier)
+    assert chosen["speedup_vs_onnxruntime"] == max(c["speedup_vs_onnxruntime"] for c in frontier if c["passed"])
+    assert card["bf16"]["kept_fp32"] == chosen["fp32_groups"] == list(typed.bf16.kept_fp32)
+    assert "Backbone.layer3" in card["bf16"]["kept_fp32"]
+    bundle = load_bundle(int8_bundle)
+    runner = OpenVINORunner(bundle, "openvino-bf16")
+    try:
+        model = ov.Core().read_model(str(bundle.artifact("onnx")))
+        kept = sum(len(g.nodes) for g in layer_groups(model, card[ISLANDS]) if g.name in typed.bf16.kept_fp32)
+        assert runner.fp32_nodes == kept
+    finally:
+        runner.close()
+    assert gate["passed"] and gate["median_decision_agreement"] == chosen["median_decision_agreement"]
 
 
 def test_int8_search_reports_failure_for_a_gate_it_cannot_meet(failing_int8_bundle):

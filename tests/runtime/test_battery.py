@@ -355,8 +355,9 @@ def test_a_batch_list_with_blanks_comments_folders_and_repeats(disfa_short_bundl
 
 @pytest.fixture(scope="module")
 def long_face_video(photo, tmp_path_factory):
-    """Long enough (300 frames) that a run is still going when signalled."""
-    return h264(tmp_path_factory.mktemp("long") / "long.mp4", face_frames(photo, 300))
+    """Long enough (4000 frames) that a run is still going when signalled, at
+    the pipeline's speed on the tiny bundle on an idle machine."""
+    return h264(tmp_path_factory.mktemp("long") / "long.mp4", face_frames(photo, 4000))
 
 
 def started(command: list[str], marker: Path | None = None, wait_s: float = 8.0) -> subprocess.Popen:

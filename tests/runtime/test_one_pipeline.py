@@ -113,14 +113,15 @@ def test_segments_equal_the_whole_run_exactly(detector, gap_video, whole_run, wi
 
 
 class CallCounter:
-    """Counts the calls of a graph runner's method (the real one runs)."""
+    """Counts the calls of a graph runner's method (the real one runs), or
+    what ``weigh(*args)`` says each call did."""
 
-    def __init__(self, monkeypatch, owner, name):
+    def __init__(self, monkeypatch, owner, name, weigh=lambda *args: 1):
         self.calls = 0
         real = getattr(owner, name)
 
         def counted(*args, **kwargs):
-            self.calls += 1
+            self.calls += weigh(*args)
             return real(*args, **kwargs)
 
         monkeypatch.setattr(owner, name, counted)
@@ -130,7 +131,8 @@ def test_windows_without_a_face_never_run_the_model(detector, gap_video, tmp_pat
     video, has_face = gap_video
     T, n = detector.bundle.frames, len(has_face)
     whole_model = CallCounter(monkeypatch, detector.runner, "infer")
-    frame_stage = CallCounter(monkeypatch, detector.stage_runner, "frame")
+    # frames through the frame stage, however many a call takes
+    frame_stage = CallCounter(monkeypatch, detector.stage_runner, "run_frames", weigh=lambda crops, previous: len(crops))
     clip_stage = CallCounter(monkeypatch, detector.stage_runner, "clip")
     official = detector.predict_video(video, windows="official")
     faced_windows = sum(any(has_face[s:s + T]) for s in range(0, n, T))

@@ -81,6 +81,10 @@ class CountingRunner(StageRunner):
         self.frame_runs += 1
         return super().frame(crop, previous)
 
+    def _run_batch(self, crops, previous):  # a hop of frames in one call
+        self.frame_runs += len(crops)
+        return super()._run_batch(crops, previous)
+
 
 def filled(frames: list[CroppedFrame]) -> np.ndarray:
     """Every frame's crop as the official path fills face-less frames: the

@@ -1,6 +1,7 @@
 """A tiny real bundle for the fast tier: the bundle's contract without the model.
 
-Three ONNX graphs (``model.onnx``, ``frame_stage.onnx``, ``clip_stage.onnx``)
+Four ONNX graphs (``model.onnx``, ``frame_stage.onnx``, ``clip_stage.onnx`` and
+``frame_batch.onnx``, the frame stage over T/2 consecutive frames per call)
 with the inputs, outputs and shapes of an exported MDHR bundle, sharing one
 external weights file of about 100 kB, and a card like the exporter's. The
 arithmetic is a few pools, 1x1 convolutions and matrix products instead of
@@ -71,6 +72,7 @@ def _weights(num_aus: int, regions: dict[str, int], seed: int) -> dict[str, np.n
     weights = {f"tap{k}.w": normal(c, 3, 1, 1) for k, (c, _) in enumerate(TAPS, 1)}
     weights["static.w"] = normal(STATIC_WIDTH, 3, 1, 1)
     weights.update({f"motion{k}.w": normal(1, MOTION_WIDTH, 1, 1) for k in range(1, 5)})
+    weights.update({f"mean{k}.w": np.full((1, c, 1, 1), 1 / c, dtype=np.float32) for k, (c, _) in enumerate(TAPS, 1)})
     for name, width in {"au": num_aus, **{f"region_{r}": n for r, n in regions.items()}}.items():
         weights[f"{name}.w"] = normal(STATIC_WIDTH, width, scale=0.5 / np.sqrt(STATIC_WIDTH))
         weights[f"{name}.motion"] = normal(1, 1, width, scale=4.0)
@@ -91,7 +93,7 @@ def _static(g: _Graph, frames: str, leading: list[int]) -> str:
     pooled = g.op("Conv", g.op("GlobalAveragePool", frames), "static.w")  # [n, 512, 1, 1]
     tokens = g.op("Expand", g.op("Reshape", pooled, g.const("shape.static", [-1, 1, STATIC_WIDTH])),
                   g.const("shape.tokens", [1, STATIC_TOKENS, STATIC_WIDTH]))
-    return g.op("Reshape", tokens, g.const(f"shape.static{len(leading)}", [*leading, STATIC_TOKENS, STATIC_WIDTH]))
+    return g.op("Reshape", tokens, g.const("shape.static" + "x".join(map(str, leading)), [*leading, STATIC_TOKENS, STATIC_WIDTH]))
 
 
 def _motion(g: _Graph, taps: list[str], previous: list[str]) -> str:
@@ -100,7 +102,9 @@ def _motion(g: _Graph, taps: list[str], previous: list[str]) -> str:
     for k, (tap, before, (_, stride)) in enumerate(zip(taps, previous, TAPS), 1):
         size = IMAGE_SIZE // stride // GRID
         change = g.op("AveragePool", g.op("Sub", tap, before), kernel_shape=[size, size], strides=[size, size])
-        mixed = g.op("Mul", g.op("ReduceMean", change, g.const("axes.channels", [1]), keepdims=1), f"motion{k}.w")
+        # the channel mean as a 1x1 convolution: computed per frame, so a batch of
+        # frames gives each frame's bits as one frame does (ReduceMean's order varies with the batch)
+        mixed = g.op("Mul", g.op("Conv", change, f"mean{k}.w"), f"motion{k}.w")
         scales.append(g.op("Unsqueeze", mixed, g.const("axes.one", [1])))
     return g.op("Concat", *scales, axis=1)
 
@@ -167,6 +171,7 @@ def make_tiny_bundle(out: Path, dataset: str = "DISFA", frames: int = 4, seed: i
                          [_value("static", [1, STATIC_TOKENS, STATIC_WIDTH]), _value("dynamics", [1, *motion_shape]),
                           *(_value(t, shape) for t, shape in tap_shapes.items())])
     del frame_outputs
+    batch_model, batch = _frame_batch(weights, tap_shapes, motion_shape, max(frames // 2, 1))
 
     clip = _Graph(weights)
     _clip(clip, "static", "dynamics", frames, heads)
@@ -195,9 +200,10 @@ def make_tiny_bundle(out: Path, dataset: str = "DISFA", frames: int = 4, seed: i
         offsets[name] = (len(blob), len(data))
         blob += data
     (out / WEIGHTS_FILE).write_bytes(bytes(blob))
-    files = {"onnx": "model.onnx", "frame_stage": "frame_stage.onnx", "clip_stage": "clip_stage.onnx"}
+    files = {"onnx": "model.onnx", "frame_stage": "frame_stage.onnx", "clip_stage": "clip_stage.onnx",
+             "frame_batch": "frame_batch.onnx"}
     for kind, model, graph in (("onnx", whole_model, whole), ("frame_stage", frame_model, frame),
-                               ("clip_stage", clip_model, clip)):
+                               ("clip_stage", clip_model, clip), ("frame_batch", batch_model, batch)):
         _with_external_weights(model, graph, offsets)
         onnx.save(model, out / files[kind])
         onnx.checker.check_model(str(out / files[kind]))
@@ -205,10 +211,32 @@ def make_tiny_bundle(out: Path, dataset: str = "DISFA", frames: int = 4, seed: i
     return out
 
 
+def _frame_batch(weights, tap_shapes: dict, motion_shape: list[int], n: int) -> tuple[onnx.ModelProto, _Graph]:
+    """The frame stage over ``n`` consecutive frames: each frame's
+    predecessor is the one before it, the first's the ``previous_*`` taps;
+    the last frame's taps come out (the exporter's ``FrameRun`` contract)."""
+    g = _Graph(weights)
+    taps = _taps(g, "frame")
+    before = [g.op("Concat", f"previous_{t}", g.op("Slice", tap, g.const("zero", [0]), g.const("batch.last", [n - 1]),
+                                                  g.const("axes.zero", [0])), axis=0)
+              for tap, t in zip(taps, tap_shapes)]
+    g.rename(_static(g, "frame", [n]), "static")
+    g.rename(_motion(g, taps, before), "dynamics")
+    for tap, name in zip(taps, tap_shapes):
+        g.rename(g.op("Slice", tap, g.const("batch.last", [n - 1]), g.const("batch.end", [n]),
+                      g.const("axes.zero", [0])), name)
+    model = _model(g, [_value("frame", [n, 3, IMAGE_SIZE, IMAGE_SIZE]),
+                       *(_value(f"previous_{t}", shape) for t, shape in tap_shapes.items())],
+                   [_value("static", [n, STATIC_TOKENS, STATIC_WIDTH]), _value("dynamics", [n, *motion_shape]),
+                    *(_value(t, shape) for t, shape in tap_shapes.items())])
+    return model, g
+
+
 def _card(dataset, frames, au_names, regions, outputs, tap_shapes, motion_shape, files, out) -> dict:
     """The card mdhr-export writes for an untrained model (default target, no --fp16), with these graphs' facts."""
     artifacts = {"onnx": files["onnx"], "onnx_fp16": None, "engine": None, "weights": WEIGHTS_FILE,
-                 "frame_stage": files["frame_stage"], "clip_stage": files["clip_stage"]}
+                 "frame_stage": files["frame_stage"], "clip_stage": files["clip_stage"],
+                 "frame_batch": files["frame_batch"]}
     return {
         "format": FORMAT, "dataset": dataset, "backbone": "resnet", "au_names": list(au_names), "threshold": 0.5,
         "input": {"name": "clips", "shape": [1, frames, 3, IMAGE_SIZE, IMAGE_SIZE],
@@ -224,6 +252,7 @@ def _card(dataset, frames, au_names, regions, outputs, tap_shapes, motion_shape,
                    "clip_stage": {"inputs": {"static": [1, frames, STATIC_TOKENS, STATIC_WIDTH],
                                              "dynamics": [1, frames - 1, *motion_shape]},
                                   "outputs": outputs},
-                   "cached_bytes_per_frame": 4 * (STATIC_TOKENS * STATIC_WIDTH + 4 * MOTION_WIDTH * GRID * GRID)},
+                   "cached_bytes_per_frame": 4 * (STATIC_TOKENS * STATIC_WIDTH + 4 * MOTION_WIDTH * GRID * GRID),
+                   "frame_batch": {"frames": max(frames // 2, 1), "bit_identical": True}},
         "artifact_bytes": {kind: (out / name).stat().st_size for kind, name in artifacts.items() if name},
     }
