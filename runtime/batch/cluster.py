@@ -17,6 +17,7 @@ replacement is started, used if and when the cluster finds room for it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from mdhr.errors import MDHRError
+from mdhr_runtime.batch.head import LocalHead
 
 PROBE_TIMEOUT_S = 120  # a node starts a Python worker for its probe: seconds on a busy machine
 NO_WORKER_TIMEOUT_S = 300  # no worker alive and none placed for this long: the job cannot go on
@@ -35,23 +37,40 @@ _HOST_PORT = re.compile(r"^(?:ray://)?(\[[0-9a-fA-F:]+\]|[^:/\[\]]+):(\d{1,5})$"
 # -- joining -------------------------------------------------------------------
 
 
-def connect(ray, address: str | None) -> bool:
-    """Join ``address``, or a Ray already running in this process (tests), or
-    start a local cluster sized to this machine; True when this call
-    connected (and the caller shuts down)."""
-    if address:
-        _check_reachable(address)
+@contextlib.contextmanager
+def joined(ray, address: str | None):
+    """In the block, this process is joined to ``address``, or to a Ray
+    already running in this process (tests), or to a local cluster sized to
+    this machine, started for the block in a session of its own
+    (``head.LocalHead``: a signal to the command's process group does not
+    reach Ray's processes); on the way out it leaves the cluster and stops
+    the local one, whatever ended the block."""
+    if not address and ray.is_initialized():
+        yield
+        return
+    head = None
+    try:
+        if address:
+            _check_reachable(address)
+        else:
+            head = LocalHead()
+            address = head.wait_until_up()
         try:
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
         except Exception as e:  # Ray raises many kinds here (connection, authentication, version)
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if head is not None:
+                raise MDHRError(f"cannot join the local Ray cluster started for this job ({first}); check that "
+                                "Ray works here ('ray start --head', then 'ray stop') or give --address") from None
             raise MDHRError(f"--address {address}: cannot join a Ray cluster there ({first}); start one with "
                             "'ray start --head' or give the head's address (host:port)") from None
-        return True
-    if ray.is_initialized():
-        return False
-    ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    return True
+        yield
+    finally:
+        try:
+            ray.shutdown()
+        finally:
+            if head is not None:
+                head.stop()
 
 
 def _check_reachable(address: str) -> None:

@@ -271,32 +271,27 @@ class BatchJob:
 
         # Ray prints its own notices (a worker died, a task is retried) from
         # a thread to sys.stdout; stdout is for results (--json).
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), contextlib.ExitStack() as stack:
             try:
-                started_here = cluster.connect(ray, self.options.address)
+                stack.enter_context(cluster.joined(ray, self.options.address))
             except SystemExit as stop:
-                # SIGTERM while Ray starts: Ray's own handler exits with the
+                # SIGTERM while Ray connects: Ray's own handler exits with the
                 # signal's number; stop as the handler below would.
                 if stop.code != signal.SIGTERM:
                     raise
-                ray.shutdown()
                 self.terminated = True
                 raise KeyboardInterrupt() from None
             if threading.current_thread() is threading.main_thread():
                 # Ray's start installs a SIGTERM handler that kills the process
                 # on the spot; this one stops the job as Ctrl-C does.
                 signal.signal(signal.SIGTERM, self._stop_on_sigterm)
-            try:
-                nodes = cluster.live_nodes(ray)
-                slots = cluster.worker_slots(nodes, self.options.threads_per_worker, self.options.address)
-                if self.options.address:
-                    cluster.check_nodes(ray, nodes, str(self.options.bundle_dir.absolute()), CARD_FILE,
-                                        [str(v.path) for v in todo])
-                self._write_summary()
-                self._run_pool(ray, todo, slots)
-            finally:
-                if started_here:
-                    ray.shutdown()
+            nodes = cluster.live_nodes(ray)
+            slots = cluster.worker_slots(nodes, self.options.threads_per_worker, self.options.address)
+            if self.options.address:
+                cluster.check_nodes(ray, nodes, str(self.options.bundle_dir.absolute()), CARD_FILE,
+                                    [str(v.path) for v in todo])
+            self._write_summary()
+            self._run_pool(ray, todo, slots)
 
     def _stop_on_sigterm(self, signum, frame):
         """Raised as an interrupt: Ray's waits let KeyboardInterrupt through

@@ -1,15 +1,25 @@
 """Every command stops within 5 s of SIGINT or SIGTERM, sent to its process
 or to its process group (a terminal's Ctrl-C, a scheduler, ``timeout``),
-exits 130 or 143 and leaves nothing half-written: each command x signal x
-target, at different moments of the run (starting, loading, working)."""
+exits 130 or 143, leaves nothing half-written and nothing running: each
+command x signal x target, at different moments of the run (starting,
+loading, working), with real signals to the installed commands.
+
+"Nothing running": every process a command starts (Ray's GCS, raylet and
+workers for mdhr-batch, the measuring process of mdhr-bench, the export's
+steps) inherits its environment, so a mark put there finds them all in
+/proc, as ``ps e`` would, and none may be left once the 5 s are up."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Union
 
 import pytest
 
@@ -63,16 +73,109 @@ def command(name: str, bundle: Path, video: Path, csv: Path, out: Path, report_v
             "mdhr-bench": ["--model", str(bundle), "--backends", "onnxruntime", "--iters", "100000",
                            "--json", str(out / "b.json")],
             "mdhr-parity": ["--model", str(bundle), "--video", str(video), "--json", str(out / "p.json")],
-            "mdhr-demo": ["--out", str(out / "demo"), "--cache", str(out / "cache")]}[name]
+            "mdhr-demo": ["--out", str(out / "demo"), "--cache", str(out / "cache")],
+            "mdhr-live": ["--model", str(bundle), "--port", "0", "--backend", "onnxruntime"],
+            "mdhr-triton": [str(bundle), str(out / "repo"), "--cpu"]}[name]
     return [str(script), *args]
 
 
-def stop_once(argv: list[str], out: Path, number: int, target: str, moment: float) -> tuple[int, float, str]:
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-                               cwd=out, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+# -- when the signal goes ------------------------------------------------------
+
+MARK = "MDHR_SIGNAL_TEST_RUN"
+
+
+def marked_processes(mark: str) -> list[str]:
+    """The live processes (not zombies) whose environment holds ``mark``:
+    the command and whatever it started, with their command lines."""
+    needle = f"{MARK}={mark}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+            if state in (b"Z", b"X") or needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError):
+            continue  # gone meanwhile, or another user's
+        found.append(f"{entry.name} {line[:100]}")
+    return found
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a trigger may look at: the run's mark, its output folder and
+    what it printed on standard output so far."""
+
+    mark: str
+    out: Path
+    stdout: str
+
+
+# A moment: seconds after the start, or a condition on the run (polled).
+Moment = Union[float, Callable[[Seen], bool]]
+
+
+def serving(seen: Seen) -> bool:
+    """mdhr-live printed its address: its model is loaded and it serves."""
+    return "http://" in seen.stdout
+
+
+def staging(seen: Seen) -> bool:
+    """The command stages its output folder (mdhr-triton: copying the
+    bundle's graph and weights into the repository)."""
+    return any(p.name.endswith(".part") for p in seen.out.iterdir())
+
+
+def ray_process(title: str) -> Callable[[Seen], bool]:
+    def up(seen: Seen) -> bool:
+        return any(title in line for line in marked_processes(seen.mark))
+    up.__name__ = f"ray_process({title!r})"
+    return up
+
+
+class Collected:
+    """A pipe read to its end by a thread (a command's output must never
+    block it)."""
+
+    def __init__(self, stream):
+        self.chunks: list[bytes] = []
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream) -> None:
+        while chunk := stream.read1(65536):
+            self.chunks.append(chunk)
+
+    def text(self, wait: float = 0.0) -> str:
+        self.thread.join(wait)
+        return b"".join(self.chunks).decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class Stopped:
+    code: int | None
+    took: float  # seconds from the signal to the exit
+    stderr: str
+    printed: str  # standard output before the signal
+    running: list[str]  # its processes still alive when the 5 s were up
+
+
+def stop_once(argv: list[str], out: Path, number: int, target: str, moment: Moment) -> Stopped:
+    mark = uuid.uuid4().hex
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                               cwd=out, env={**os.environ, "PYTHONWARNINGS": "ignore", "RAY_ADDRESS": "", MARK: mark})
+    stdout, stderr = Collected(process.stdout), Collected(process.stderr)
     try:
-        time.sleep(moment)
-        assert process.poll() is None, f"ended before the signal: {process.stderr.read().decode()[-800:]}"
+        began = time.monotonic()
+        while not (time.monotonic() - began >= moment if isinstance(moment, float)
+                   else moment(Seen(mark, out, stdout.text()))):
+            assert process.poll() is None, f"ended before the signal: {stderr.text(5)[-800:]}"
+            assert time.monotonic() - began < 300, f"{moment} never came: {stderr.text()[-800:]}"
+            time.sleep(0.02)
+        assert process.poll() is None, f"ended before the signal: {stderr.text(5)[-800:]}"
+        printed = stdout.text()
         sent = time.perf_counter()
         if target == "pid":
             os.kill(process.pid, number)
@@ -83,12 +186,18 @@ def stop_once(argv: list[str], out: Path, number: int, target: str, moment: floa
         except subprocess.TimeoutExpired:
             code = None
         took = time.perf_counter() - sent
-        return code, took, process.stderr.read().decode()
+        running = marked_processes(mark)
+        while running and time.perf_counter() < sent + STOP_WITHIN:
+            time.sleep(0.05)
+            running = marked_processes(mark)
+        return Stopped(code, took, stderr.text(5), printed, running)
     finally:
         # only while the process is unreaped: its id cannot then name another group
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        for line in marked_processes(mark):  # nothing of this case may spill into the next
+            os.kill(int(line.split()[0]), signal.SIGKILL)
 
 
 def left_behind(out: Path) -> list[str]:
@@ -96,7 +205,40 @@ def left_behind(out: Path) -> list[str]:
                   and not str(p.relative_to(out)).startswith("cache"))
 
 
-COMMANDS = ["mdhr-run", "mdhr-report", "mdhr-bench", "mdhr-parity", "mdhr-export", "mdhr-demo", "mdhr-batch"]
+def problems_of(name: str, stopped: Stopped, number: int, out: Path) -> list[str]:
+    """What is wrong with how ``name`` stopped on signal ``number``."""
+    # mdhr-live, once it serves, stops on Ctrl-C as a server does: that is
+    # its way to end (exit 0, "stopped"; docs/errors.md, "Signals")
+    ends_normally = name == "mdhr-live" and number == signal.SIGINT and serving(Seen("", out, stopped.printed))
+    expected = 0 if ends_normally else 128 + number
+    problems = []
+    if stopped.code != expected:
+        problems.append(f"exit {stopped.code}, not {expected}")
+    if ends_normally and "stopped" not in stopped.stderr:
+        problems.append("did not say it stopped")
+    if stopped.took > STOP_WITHIN:
+        problems.append(f"took {stopped.took:.1f} s")
+    leftovers = [p for p in left_behind(out) if name != "mdhr-batch" or p.endswith(".part")]
+    if leftovers:
+        problems.append(f"left {leftovers}")
+    if stopped.running:
+        problems.append(f"left running {stopped.running}")
+    if "Traceback" in stopped.stderr:
+        problems.append("printed a traceback")
+    return problems
+
+
+# mdhr-build is not here: without TensorRT and a GPU it refuses in one line
+# before any work (exit 2, tests/export), so there is no run to stop; on a
+# GPU machine its build is TensorRT's, which this machine must not start.
+COMMANDS = ["mdhr-run", "mdhr-report", "mdhr-bench", "mdhr-parity", "mdhr-export", "mdhr-demo", "mdhr-batch",
+            "mdhr-live", "mdhr-triton"]
+# Commands whose interesting moments are events, not times: mdhr-live
+# serves for ever once its model is loaded (signalled while loading, then
+# while serving); mdhr-triton runs for a second or two (signalled while it
+# imports and verifies the bundle, then while it copies into its staging).
+COMMAND_MOMENTS: dict[str, tuple[Moment, ...]] = {"mdhr-live": (1.0, 3.0, serving, serving),
+                                                  "mdhr-triton": (0.5, staging, 1.0, staging)}
 
 
 @pytest.mark.slow
@@ -104,43 +246,31 @@ COMMANDS = ["mdhr-run", "mdhr-report", "mdhr-bench", "mdhr-parity", "mdhr-export
 def test_every_command_stops_on_a_signal_to_its_process_or_group(name, tmp_path, disfa_model_bundle, long_video,
                                                                   long_csv, report_video):
     failures = []
+    moments = COMMAND_MOMENTS.get(name, MOMENTS)
     for run, (number, target) in enumerate(CASES):
-        if (name, number, target) == KNOWN_LIMIT:
-            continue  # test_mdhr_batch_sigterm_to_its_group, below
-        moment = MOMENTS[run % len(MOMENTS)]
+        moment = moments[run % len(moments)]
         out = tmp_path / f"run{run}"
         out.mkdir()
         argv = command(name, disfa_model_bundle, long_video, long_csv, out, report_video)
-        code, took, stderr = stop_once(argv, out, number, target, moment)
-        expected = 128 + number
-        last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
-        problems = []
-        if code != expected:
-            problems.append(f"exit {code}, not {expected}")
-        if took > STOP_WITHIN:
-            problems.append(f"took {took:.1f} s")
-        leftovers = [p for p in left_behind(out) if name != "mdhr-batch" or p.endswith(".part")]
-        if leftovers:
-            problems.append(f"left {leftovers}")
-        if "Traceback" in stderr:
-            problems.append("printed a traceback")
+        stopped = stop_once(argv, out, number, target, moment)
+        problems = problems_of(name, stopped, number, out)
         if problems:
-            failures.append(f"{signal.Signals(number).name} to the {target} at {moment} s: {'; '.join(problems)}"
+            last = stopped.stderr.strip().splitlines()[-1] if stopped.stderr.strip() else ""
+            when = f"{moment} s" if isinstance(moment, float) else getattr(moment, "__name__", moment)
+            failures.append(f"{signal.Signals(number).name} to the {target} at {when}: {'; '.join(problems)}"
                             f" (last line: {last[:200]})")
     assert not failures, "\n".join(failures)
 
 
-# docs/errors.md, "Signals": a SIGTERM to mdhr-batch's whole group reaches the
-# local Ray cluster's processes too, and their death under the driver's Ray
-# core can abort it (exit -6) or slow it past the limit.  Open: measured here,
-# not hidden; it passes when the driver wins the race.
-KNOWN_LIMIT = ("mdhr-batch", signal.SIGTERM, "group")
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(reason="known limit: SIGTERM to mdhr-batch's process group also kills its local Ray cluster",
-                   strict=False)
-def test_mdhr_batch_sigterm_to_its_group(tmp_path, disfa_model_bundle, long_video, long_csv, report_video):
+@pytest.mark.parametrize("moment", [ray_process("raylet"), ray_process("AUWorker.run")], ids=["cluster-up", "working"])
+def test_mdhr_batch_stops_on_sigterm_to_its_group_leaving_no_ray_process(moment, tmp_path, disfa_model_bundle,
+                                                                          long_video, long_csv, report_video):
+    """A scheduler's (or ``timeout``'s) SIGTERM to mdhr-batch's whole group
+    reaches the command alone: its local Ray cluster runs in a session of
+    its own, and the command stops it.  Signalled once the cluster is up,
+    and while a worker scores the video."""
     argv = command("mdhr-batch", disfa_model_bundle, long_video, long_csv, tmp_path, report_video)
-    code, took, stderr = stop_once(argv, tmp_path, signal.SIGTERM, "group", MOMENTS[-1])
-    assert code == 143 and took <= STOP_WITHIN and "Traceback" not in stderr, stderr[-500:]
+    stopped = stop_once(argv, tmp_path, signal.SIGTERM, "group", moment)
+    assert problems_of("mdhr-batch", stopped, signal.SIGTERM, tmp_path) == [], stopped.stderr[-800:]
+    assert "terminated: the videos finished so far are in" in stopped.stderr

@@ -1,0 +1,146 @@
+"""The local Ray cluster of ``mdhr-batch`` (no ``--address``), held by a
+process in a session of its own.
+
+Started by ``ray.init()`` in the command's process, Ray's processes (GCS,
+raylet, workers) would share the command's process group, and a signal to
+that group (a scheduler's SIGTERM, ``timeout``, ``kill -TERM -PGID``) would
+kill them under the command while it is still stopping its job: its Ray
+core can then abort it or hold it past its stop.  So the command starts
+this module (``python -m mdhr_runtime.batch.head``) in a new session; it
+starts the cluster, says its address on standard output and holds it until
+its standard input closes, which happens when the command is done with it
+and when the command dies, however it dies.  The command joins the cluster
+by its address (``cluster.joined``), as it would join a remote one, and a
+signal to its group reaches the command alone, which then stops the
+cluster itself (``LocalHead.stop``): gracefully, then by killing whatever
+is left in the session.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+from mdhr.errors import MDHRError
+
+START_TIMEOUT_S = 300  # starting Ray takes seconds; much longer on a busy machine
+STOP_GRACE_S = 2.0  # for Ray's own shutdown; then what is left of the session is killed
+_ADDRESS, _ERROR = "address ", "error "
+
+
+class LocalHead:
+    """The process holding a local cluster; ``address`` once it is up."""
+
+    def __init__(self):
+        self.process = subprocess.Popen([sys.executable, "-m", "mdhr_runtime.batch.head"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.address = ""
+
+    def wait_until_up(self) -> str:
+        """The cluster's address; MDHRError when it could not start."""
+        line = _read_line(self.process.stdout, START_TIMEOUT_S)
+        if line.startswith(_ADDRESS):
+            self.address = line[len(_ADDRESS):]
+            return self.address
+        why = line[len(_ERROR):] if line.startswith(_ERROR) else \
+            f"it did not start within {START_TIMEOUT_S} s" if line is None else "it ended at its start"
+        raise MDHRError(f"cannot start a local Ray cluster ({why}); check that Ray works here ('ray start --head', "
+                        "then 'ray stop') or give --address of a running cluster")
+
+    def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """Ray's shutdown, for up to ``grace`` seconds; then every process
+        left in the session is killed.  Bounded even when a second signal
+        interrupts the wait: the kill still happens."""
+        try:
+            self.process.stdin.close()
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            kill_session(self.process.pid)
+            self.process.wait()
+            self.process.stdout.close()
+
+
+def _read_line(stream, timeout: float) -> str | None:
+    """One line from ``stream``, None when none came within ``timeout``;
+    waits in short steps so that a signal's handler runs at once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([stream], [], [], 0.2)
+        if ready:
+            return stream.readline().decode(errors="replace").strip()
+    return None
+
+
+def kill_session(session: int) -> None:
+    """SIGKILL every process of ``session`` (Ray's workers make process
+    groups of their own inside it); on a system without /proc, its leader's
+    process group."""
+    if not os.path.isdir("/proc/self"):
+        try:
+            os.killpg(session, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        return
+    for _ in range(20):  # processes starting while this runs are caught by the next round
+        alive = _session_members(session)
+        if not alive:
+            return
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.02)
+
+
+def _session_members(session: int) -> list[int]:
+    """Live (not yet dead) processes of ``session``."""
+    members = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        # after the command's name: state, ppid, pgrp, session
+        if int(fields[3]) == session and fields[0] not in (b"Z", b"X"):
+            members.append(int(name))
+    return members
+
+
+def main() -> int:
+    """The holding process: start the cluster, say its address, hold it
+    until standard input closes, shut it down."""
+    channel = os.fdopen(os.dup(1), "w")  # not inherited: Ray's processes keep no end of the command's pipes
+    holder = os.dup(0)
+    quiet = os.open(os.devnull, os.O_RDWR)
+    os.dup2(quiet, 0)
+    os.dup2(quiet, 1)
+    try:
+        import ray
+
+        ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        address = ray.get_runtime_context().gcs_address
+    except Exception as e:  # Ray raises many kinds here
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        channel.write(f"{_ERROR}{first[:300]}\n")
+        channel.close()
+        return 2
+    channel.write(f"{_ADDRESS}{address}\n")
+    channel.close()
+    while os.read(holder, 4096):  # until the command closes its end, or ends
+        pass
+    ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
