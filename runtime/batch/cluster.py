@@ -48,13 +48,15 @@ def joined(ray, address: str | None):
     if not address and ray.is_initialized():
         yield
         return
-    head = None
-    try:
+    with contextlib.ExitStack() as stack:
+        head = None
         if address:
             _check_reachable(address)
         else:
-            head = LocalHead()
+            head = stack.enter_context(LocalHead.running())
             address = head.wait_until_up()
+            stack.enter_context(head.credentials())
+        stack.callback(ray.shutdown)  # also after a start cut short
         try:
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
         except Exception as e:  # Ray raises many kinds here (connection, authentication, version)
@@ -65,12 +67,6 @@ def joined(ray, address: str | None):
             raise MDHRError(f"--address {address}: cannot join a Ray cluster there ({first}); start one with "
                             "'ray start --head' or give the head's address (host:port)") from None
         yield
-    finally:
-        try:
-            ray.shutdown()
-        finally:
-            if head is not None:
-                head.stop()
 
 
 def _check_reachable(address: str) -> None:

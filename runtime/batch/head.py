@@ -17,8 +17,10 @@ is left in the session.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import secrets
 import select
 import signal
 import subprocess
@@ -28,7 +30,11 @@ import time
 from mdhr.errors import MDHRError
 
 START_TIMEOUT_S = 300  # starting Ray takes seconds; much longer on a busy machine
-STOP_GRACE_S = 2.0  # for Ray's own shutdown; then what is left of the session is killed
+# Ray's own shutdown may take this long (2 s measured at load 8 on 2 cores);
+# then what is left of the session is killed.  A job cut short (a signal: the
+# command has 5 s to stop) waits less.
+STOP_GRACE_S = 5.0
+STOP_GRACE_CUT_SHORT_S = 1.0
 _ADDRESS, _ERROR = "address ", "error "
 
 
@@ -36,34 +42,93 @@ class LocalHead:
     """The process holding a local cluster; ``address`` once it is up."""
 
     def __init__(self):
+        self.grace = STOP_GRACE_S  # for stop()
+        self.environment = authentication()
         self.process = subprocess.Popen([sys.executable, "-m", "mdhr_runtime.batch.head"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+                                        env={**os.environ, **self.environment})
         self.address = ""
 
     def wait_until_up(self) -> str:
         """The cluster's address; MDHRError when it could not start."""
         line = _read_line(self.process.stdout, START_TIMEOUT_S)
-        if line.startswith(_ADDRESS):
+        if line is not None and line.startswith(_ADDRESS):
             self.address = line[len(_ADDRESS):]
             return self.address
-        why = line[len(_ERROR):] if line.startswith(_ERROR) else \
-            f"it did not start within {START_TIMEOUT_S} s" if line is None else "it ended at its start"
+        if line is None:
+            why = f"it did not start within {START_TIMEOUT_S} s"
+        else:
+            why = line[len(_ERROR):] if line.startswith(_ERROR) else "it ended as it started"
         raise MDHRError(f"cannot start a local Ray cluster ({why}); check that Ray works here ('ray start --head', "
                         "then 'ray stop') or give --address of a running cluster")
 
-    def stop(self, grace: float = STOP_GRACE_S) -> None:
+    @contextlib.contextmanager
+    def credentials(self):
+        """In the block, this process's Ray uses the cluster's token."""
+        before = {name: os.environ.get(name) for name in self.environment}
+        _apply(self.environment)
+        try:
+            yield
+        finally:
+            _apply(before)
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls):
+        """A head for the block, stopped on the way out: sooner when the
+        block ends by an exception (an interrupt, an error)."""
+        head = cls()
+        try:
+            yield head
+        except BaseException:
+            head.grace = STOP_GRACE_CUT_SHORT_S
+            raise
+        finally:
+            head.stop()
+
+    def stop(self) -> None:
         """Ray's shutdown, for up to ``grace`` seconds; then every process
         left in the session is killed.  Bounded even when a second signal
         interrupts the wait: the kill still happens."""
         try:
             self.process.stdin.close()
-            self.process.wait(grace)
+            self.process.wait(self.grace)
         except subprocess.TimeoutExpired:
             pass
         finally:
             kill_session(self.process.pid)
             self.process.wait()
             self.process.stdout.close()
+
+
+def authentication() -> dict[str, str]:
+    """What the cluster's processes and the command add to their environment:
+    token authentication, as Ray gives its own local clusters, with a token
+    of this job's own.  Ray's default token is the file ~/.ray/auth_token,
+    which another Ray on the machine may replace between the cluster's
+    start and the command's joining; a mode the user set is kept."""
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return {}
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+
+
+def _apply(environment: dict[str, str | None]) -> None:
+    """Set (or, for None, remove) these variables, and have an imported
+    Ray read them again: it reads its authentication settings when it is
+    imported, and ``ray.init`` refreshes them the same way for the local
+    clusters it starts itself."""
+    for name, value in environment.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    if environment and "ray._raylet" in sys.modules:
+        try:
+            from ray._raylet import AuthenticationTokenLoader, Config
+        except ImportError:  # a Ray without token authentication: nothing to read again
+            return
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _read_line(stream, timeout: float) -> str | None:

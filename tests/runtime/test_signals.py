@@ -10,6 +10,8 @@ steps) inherits its environment, so a mark put there finds them all in
 /proc, as ``ps e`` would, and none may be left once the 5 s are up."""
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -20,9 +22,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Union
+from urllib.parse import urlsplit
 
 import pytest
 
+from tests.support import DATA
 from tests.support.io_files import write_video
 
 STOP_WITHIN = 5.0
@@ -122,6 +126,55 @@ def serving(seen: Seen) -> bool:
     return "http://" in seen.stdout
 
 
+class Camera:
+    """The page's part without the page: opens mdhr-live's WebSocket (its own
+    origin, the printed token), starts a session and sends the face photo
+    as camera frames, 30 a second, until the server goes away; ``scored``
+    is set once rows came back (the model is scoring)."""
+
+    def __init__(self, url: str):
+        self.scored = threading.Event()
+        threading.Thread(target=asyncio.run, args=(self._run(url),), daemon=True).start()
+
+    async def _run(self, url: str) -> None:
+        import aiohttp
+
+        from mdhr_runtime.live.frames import HEADER
+
+        where = urlsplit(url)
+        jpeg = (DATA / "face.jpg").read_bytes()
+        try:
+            async with aiohttp.ClientSession() as client:
+                async with client.ws_connect(f"ws://{where.netloc}/ws?{where.query}",
+                                             origin=f"http://{where.netloc}") as ws:
+                    await ws.send_str(json.dumps({"type": "start"}))
+                    reader = asyncio.create_task(self._read(ws))
+                    number = 0
+                    while not ws.closed and not reader.done():
+                        await ws.send_bytes(HEADER.pack(number, 1000 / 30 * (number + 1)) + jpeg)
+                        number += 1
+                        await asyncio.sleep(1 / 30)
+        except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError):
+            pass  # the server stopped
+
+    async def _read(self, ws) -> None:
+        import aiohttp
+
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.TEXT and json.loads(message.data).get("type") == "rows":
+                self.scored.set()
+
+
+_cameras: dict[str, Camera] = {}  # by run mark
+
+
+def scoring(seen: Seen) -> bool:
+    """mdhr-live serves a page's session and its model scores the frames."""
+    if seen.mark not in _cameras and serving(seen):
+        _cameras[seen.mark] = Camera(seen.stdout.split()[0])
+    return seen.mark in _cameras and _cameras[seen.mark].scored.is_set()
+
+
 def staging(seen: Seen) -> bool:
     """The command stages its output folder (mdhr-triton: copying the
     bundle's graph and weights into the repository)."""
@@ -162,10 +215,12 @@ class Stopped:
     running: list[str]  # its processes still alive when the 5 s were up
 
 
-def stop_once(argv: list[str], out: Path, number: int, target: str, moment: Moment) -> Stopped:
+def stop_once(argv: list[str], out: Path, number: int, target: str, moment: Moment,
+              env: dict[str, str] | None = None) -> Stopped:
     mark = uuid.uuid4().hex
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                               cwd=out, env={**os.environ, "PYTHONWARNINGS": "ignore", "RAY_ADDRESS": "", MARK: mark})
+                               cwd=out, env={**os.environ, "PYTHONWARNINGS": "ignore", "RAY_ADDRESS": "", **(env or {}),
+                                                        MARK: mark})
     stdout, stderr = Collected(process.stdout), Collected(process.stderr)
     try:
         began = time.monotonic()
@@ -234,10 +289,10 @@ def problems_of(name: str, stopped: Stopped, number: int, out: Path) -> list[str
 COMMANDS = ["mdhr-run", "mdhr-report", "mdhr-bench", "mdhr-parity", "mdhr-export", "mdhr-demo", "mdhr-batch",
             "mdhr-live", "mdhr-triton"]
 # Commands whose interesting moments are events, not times: mdhr-live
-# serves for ever once its model is loaded (signalled while loading, then
-# while serving); mdhr-triton runs for a second or two (signalled while it
+# serves for ever once its model is loaded (signalled while loading, while
+# it serves, and while it scores a page's frames); mdhr-triton runs for a second or two (signalled while it
 # imports and verifies the bundle, then while it copies into its staging).
-COMMAND_MOMENTS: dict[str, tuple[Moment, ...]] = {"mdhr-live": (1.0, 3.0, serving, serving),
+COMMAND_MOMENTS: dict[str, tuple[Moment, ...]] = {"mdhr-live": (3.0, serving, scoring, scoring),
                                                   "mdhr-triton": (0.5, staging, 1.0, staging)}
 
 
@@ -252,8 +307,14 @@ def test_every_command_stops_on_a_signal_to_its_process_or_group(name, tmp_path,
         out = tmp_path / f"run{run}"
         out.mkdir()
         argv = command(name, disfa_model_bundle, long_video, long_csv, out, report_video)
-        stopped = stop_once(argv, out, number, target, moment)
+        # mdhr-live keeps a session's CSV in a temporary folder: it must go too
+        temporary = tmp_path / f"tmp{run}"
+        temporary.mkdir()
+        stopped = stop_once(argv, out, number, target, moment,
+                            env={"TMPDIR": str(temporary)} if name == "mdhr-live" else None)
         problems = problems_of(name, stopped, number, out)
+        if any(temporary.iterdir()):
+            problems.append(f"left temporary files {sorted(p.name for p in temporary.iterdir())}")
         if problems:
             last = stopped.stderr.strip().splitlines()[-1] if stopped.stderr.strip() else ""
             when = f"{moment} s" if isinstance(moment, float) else getattr(moment, "__name__", moment)
