@@ -93,6 +93,12 @@ def stop_model_calls() -> None:
         _RUN_OPTIONS.terminate = True
 
 
+def model_calls_stopped() -> bool:
+    """True once ``stop_model_calls`` was called: a model call's error is
+    then the stop, not a failure."""
+    return _RUN_OPTIONS is not None and bool(_RUN_OPTIONS.terminate)
+
+
 def provider_name(session) -> str:
     """The execution provider a session runs on, as reports name it: cpu, cuda."""
     return session.get_providers()[0].replace("ExecutionProvider", "").lower()

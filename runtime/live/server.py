@@ -16,6 +16,7 @@ to the page are JSON: ``hello`` (AU names, threshold, options), ``rows``
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import shutil
 import socket
@@ -165,7 +166,7 @@ class LiveServer:
         self._sockets.add(ws)
         outbox: asyncio.Queue = asyncio.Queue()
         sender = asyncio.create_task(_send_all(ws, outbox))
-        send = lambda message: self._loop.call_soon_threadsafe(outbox.put_nowait, message)  # noqa: E731
+        send = functools.partial(self._send, outbox)
         try:
             send(self._hello())
             async for message in ws:
@@ -178,6 +179,14 @@ class LiveServer:
             outbox.put_nowait(None)
             await sender
         return ws
+
+    def _send(self, outbox: asyncio.Queue, message: dict) -> None:
+        """Queue ``message`` for the page, from any thread; dropped once the
+        server has stopped (a session's thread may still end after it)."""
+        try:
+            self._loop.call_soon_threadsafe(outbox.put_nowait, message)
+        except RuntimeError:  # the event loop is closed: the page is gone
+            pass
 
     async def _on_message(self, message, send) -> None:
         if message.type == self.web.WSMsgType.BINARY:

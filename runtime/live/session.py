@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from mdhr_runtime.backends.sessions import model_calls_stopped
 from mdhr_runtime.live.frames import SentFrame, decode_rgb
 from mdhr_runtime.live.lsl import AUOutlet
 from mdhr_runtime.pipeline import Scoring
@@ -91,6 +92,9 @@ class LiveSession:
             self.send({"type": "stopped", "rows": len(self.table), "frames": self.paced.count,
                        "skipped": self.paced.skipped})
         except Exception as error:  # the page says it; the server goes on for the next session
+            if model_calls_stopped():
+                self.error = "the server is stopping"  # a signal ended the model's calls: no failure
+                return
             log.exception("live session failed")
             self.error = f"{type(error).__name__}: {error}"
             self.send({"type": "error", "message": f"scoring stopped: {self.error}"})
