@@ -35,6 +35,7 @@ from mdhr_bench.video import profile_video, truncation_warning
 from mdhr_runtime.backends.gates import recorded
 from mdhr_runtime.backends.stages import has_stages
 from mdhr_runtime.bundle import Bundle, load_bundle
+from mdhr_runtime.held import signals_held
 
 RESULT_KEYS = ("mode", "backend", "precision", "device", "batch", "frames", "status", "reason", "load_s",
                "first_inference_ms", "latency_ms", "clips_per_s", "frames_per_s", "speedup_vs_torch",
@@ -173,9 +174,10 @@ def measure_in_own_process(backend: Backend, bundle_dir: Path, ckpt: Path | None
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_measure_child, args=(send, backend.name, bundle_dir, ckpt, clips, warmup,
                                                          iters, threads), daemon=True)
-    child.start()
-    send.close()
     try:
+        with signals_held():  # a child cut off while it is sent its work would fail with a traceback of its own
+            child.start()
+        send.close()
         while not receive.poll(0.1):
             if not child.is_alive():
                 return skipped(backend, clips.shape[0], clips.shape[1],
@@ -186,7 +188,8 @@ def measure_in_own_process(backend: Backend, bundle_dir: Path, ckpt: Path | None
     finally:
         if child.is_alive():
             child.kill()
-        child.join()
+        if child.pid is not None:  # started
+            child.join()
         receive.close()
     if outcome == "error":
         raise value
@@ -198,6 +201,7 @@ def _measure_child(send, *args) -> None:
     parent decides (it kills this process); the result or the exception
     goes back through the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # held while it was started
     try:
         result = ("ok", measure_backend(*args))
     except Exception as error:  # an MDHRError or a bug: the parent raises it

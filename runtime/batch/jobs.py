@@ -61,6 +61,7 @@ from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.faces.quality import QualityOptions
 from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.files.outputs import check_input, check_names, check_output_folder, check_room, remove_stale_staging
+from mdhr_runtime.held import signals_held
 from mdhr_runtime.results.index import is_batch_index, report_path
 from mdhr_runtime.sources.frames import FrameSource
 from mdhr_runtime.sources.live import quiet_ffmpeg
@@ -412,7 +413,7 @@ class BatchJob:
             self.rows[video.path] = row
             self._write_summary()
             return
-        with _signals_held(), atomic_path(self.options.out_dir / video.output) as staged:
+        with signals_held(), atomic_path(self.options.out_dir / video.output) as staged:
             table.write_csv(staged)
             self.rows[video.path] = row
             self._write_summary()
@@ -448,21 +449,6 @@ class BatchJob:
     def _counts(self) -> dict[str, int]:
         rows = self.rows.values()
         return {"done": sum(r.fine for r in rows), "failed": sum(not r.fine for r in rows)}
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """SIGINT and SIGTERM wait (they are delivered at the end of the block)
-    while a video's row and its CSV go in together."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held = {signal.SIGINT, signal.SIGTERM}
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def check_out_dir(out_dir: Path) -> None:

@@ -70,7 +70,7 @@ class LiveServer:
         self.guard = Guard.make(host)
         self.sock = bind(host, port)
         self.port = self.sock.getsockname()[1]
-        self.folder = Path(tempfile.mkdtemp(prefix="mdhr-live-"))
+        self.folder: Path | None = None  # the sessions' CSV, made by start()
         self.session: LiveSession | None = None  # the current or last session
         self.busy = False  # a page is connected
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -90,18 +90,30 @@ class LiveServer:
         return self.folder / "session.csv"
 
     def start(self) -> "LiveServer":
-        self._thread.start()
-        self._ready.wait()
+        """Listening when it returns; interrupted (a signal), it leaves
+        nothing: the serving thread's set-up (milliseconds) is let finish
+        and the server closed."""
+        try:
+            self.folder = Path(tempfile.mkdtemp(prefix="mdhr-live-"))
+            self._thread.start()
+            self._ready.wait()
+        except BaseException:
+            if self._thread.is_alive():
+                self._ready.wait(10)
+            self.close()
+            raise
         return self
 
     def close(self) -> None:
         if self._loop is not None and self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=60)
             self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
         if self.session is not None:
             self.session.stop(timeout=30)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> "LiveServer":
         return self.start()
