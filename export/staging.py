@@ -5,7 +5,9 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, Mapping, TypeVar
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.bundle import CARD_FILE
@@ -19,6 +21,18 @@ from mdhr_runtime.files.atomic import (
     usual_mode,
 )
 from mdhr_runtime.files.outputs import check_output_folder
+
+Section = TypeVar("Section")
+
+
+@dataclass(frozen=True)
+class Written(Generic[Section]):
+    """What one export step added to the staging folder: its section of
+    the card, the files it wrote (kind -> file name; None: a kind it
+    removed) and the agreement it measured (a parity report)."""
+    section: Section
+    files: Mapping[str, str | None] = field(default_factory=dict)
+    report: dict | None = None
 
 
 def check_bundle_target(target: Path) -> Path:

@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.card import (
@@ -158,23 +159,27 @@ def read_card(card_path: Path) -> Card:
         raise MDHRError(f"{card_path}: damaged model card: {e.field} {e.problem}; export the bundle again") from None
 
 
-def write_card(folder: str | Path, card: dict | Card) -> Card:
+def write_card(folder: str | Path, card: dict | Card, files: Mapping[str, str | None] | None = None) -> Card:
     """Save ``card`` as the folder's mdhr.json (atomically), sealed (see
     ``seal``); returns the card as written.  The export's one way to write a card."""
-    typed = seal(folder, card)
+    typed = seal(folder, card, files)
     write_atomically(Path(folder) / CARD_FILE, (json.dumps(typed.to_json(), indent=2) + "\n").encode())
     return typed
 
 
-def seal(folder: str | Path, card: dict | Card) -> Card:
-    """``card`` as a typed card with the size and sha256 of every artifact
-    it names, as ``folder`` holds them now; raises CardError on a field the
+def seal(folder: str | Path, card: dict | Card, files: Mapping[str, str | None] | None = None) -> Card:
+    """``card`` naming ``files`` too (kind -> file name; None: the kind is
+    gone) as a typed card with the size and sha256 of every artifact it
+    names, as ``folder`` holds them now; raises CardError on a field the
     export got wrong."""
     folder = Path(folder)
     data = dict(card.to_json() if isinstance(card, Card) else card)
+    data["artifacts"] = {**(data.get("artifacts") or {}), **(files or {})}
     data["artifact_bytes"], data["artifact_sha256"] = {}, {}
     previous = _previous_digests(folder)
-    for kind, name in (data.get("artifacts") or {}).items():
+    if isinstance(card, Card):  # a file unchanged since the card was sealed
+        previous.update((a.name, a.sha256) for a in card.artifacts.values())
+    for kind, name in data["artifacts"].items():
         if name is None:
             continue
         path = folder / plain_file_name(name, f"artifacts.{kind}")
