@@ -570,9 +570,8 @@ def _precision_choice(value: Any, where: str) -> PrecisionChoice | None:
         kept = tuple(_text(g, f"{where}.kept_fp32[{i}]", LAYER_GROUP)
                      for i, g in enumerate(_list(kept, f"{where}.kept_fp32")))
     search = value.get("search")
-    passed = None
-    if search is not None:
-        passed = _bool(_object(search, f"{where}.search").get("passed"), f"{where}.search.passed")
+    passed = None if search is None else _object(search, f"{where}.search").get("passed")
+    passed = None if passed is None else _bool(passed, f"{where}.search.passed")
     return PrecisionChoice(kept, MappingProxyType(_checked_reports(value, where, 1)), passed)
 
 
