@@ -638,7 +638,7 @@ def _checked_reports(value: Any, where: str = "card", depth: int = 0) -> Any:
         raise CardError(where, "is nested too deeply")
     if isinstance(value, dict):
         return {str(k): _checked_reports(v, f"{where}.{k}", depth + 1) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):  # a writer's tuple is written, and read back, as a list
         return [_checked_reports(v, f"{where}[]", depth + 1) for v in value]
     return value
 
