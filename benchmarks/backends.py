@@ -20,7 +20,7 @@ from mdhr_runtime.backends.selection import open_runner, tensorrt_unavailable_re
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.choices import BACKEND_TABLE, BackendSpec
 
-NO_CHECKPOINT = "no checkpoint given (--ckpt)"
+NO_CHECKPOINT = "no checkpoint given (the PyTorch backends run the checkpoint the bundle was exported from)"
 
 
 class BackendUnavailable(MDHRError):

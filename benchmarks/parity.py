@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 
 from mdhr.aus import CLIP_FRAMES
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, MDHRError, param
 from mdhr_bench import metrics
 from mdhr_bench.backends import (
     BACKENDS,
@@ -85,15 +85,15 @@ class Inputs:
 
 def validate(options: ParityOptions) -> None:
     if (options.image_list is None) != (options.label_list is None):
-        raise MDHRError("a labelled set needs both --image-list and --label-list")
+        raise InputError(f"a labelled set needs both {param('image_list')} and {param('label_list')}")
     if options.ckpt is not None and not Path(options.ckpt).is_file():
-        raise MDHRError(f"{options.ckpt}: no such checkpoint file; check --ckpt")
+        raise InputError(f"{options.ckpt}: no such checkpoint file; check {param('ckpt')}")
     if options.video is not None and not Path(options.video).exists():
-        raise MDHRError(f"{options.video}: no such video; check --video")
+        raise InputError(f"{options.video}: no such video; check {param('video')}")
     if not 0 <= options.min_agreement <= 1:
-        raise MDHRError(f"--min-agreement must be between 0 and 1, got {options.min_agreement}")
+        raise InputError(f"{param('min_agreement')} must be between 0 and 1, got {options.min_agreement}")
     if options.max_clips is not None and options.max_clips < 1:
-        raise MDHRError(f"--max-clips must be 1 or more, got {options.max_clips}")
+        raise InputError(f"{param('max_clips')} must be 1 or more, got {options.max_clips}")
 
 
 def run_parity(options: ParityOptions, say: Callable[[str], None] = lambda line: None) -> dict:
@@ -117,7 +117,7 @@ def run_parity(options: ParityOptions, say: Callable[[str], None] = lambda line:
         "checkpoint": checkpoint_summary(options.ckpt, bundle),
         "machine": machine,
         "reference": {"backend": reference.name, "precision": reference.precision, "device": ref_device,
-                      "why": "checkpoint given (--ckpt)" if options.ckpt else "no checkpoint: the fp32 ONNX on CPU",
+                      "why": "a checkpoint was given" if options.ckpt else "no checkpoint: the fp32 ONNX on CPU",
                       "ground_truth": ground_truth(ref_outputs, labels, bundle)},
         "inputs": {"clips": int(ref_outputs["au_scores"].shape[0]),
                    "frames": int(np.prod(ref_outputs["au_scores"].shape[:2])),
@@ -193,8 +193,8 @@ def gather_inputs(options: ParityOptions, bundle: Bundle, say: Callable[[str], N
         inputs.description.append(f"labelled set {options.image_list} ({len(labelled.clips)} clips)")
     if not inputs.sources:
         inputs.sources.append(("synthetic", lambda: ((c, c.shape[0]) for c in synthetic_clips(bundle))))
-        inputs.description.append("synthetic clips (white noise and smooth drifting images); "
-                                  "give --video for real faces")
+        inputs.description.append("synthetic clips (white noise and smooth drifting images), as no "
+                                  "video of real faces was given")
     return inputs
 
 

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from mdhr.errors import MDHRError
+from mdhr.errors import BackendUnavailable, InputError, param
 from mdhr_export import parity
 from mdhr_export.int8_search import Search, SearchSettings
 from mdhr_runtime.backends.gates import gate_text
@@ -36,7 +36,8 @@ def check_tools(int8: bool) -> None:
     """Before any work: OpenVINO (and NNCF for --int8) are importable."""
     missing = [name for name in (("openvino", "nncf") if int8 else ("openvino",)) if not _importable(name)]
     if missing:
-        raise MDHRError(f"{' and '.join(missing)} not installed: --int8 and --calibrate need them ({INSTALL})")
+        raise BackendUnavailable(f"{' and '.join(missing)} not installed: {param('int8')} and {param('calibrate')} need "
+                                 f"them ({INSTALL})")
 
 
 def _importable(name: str) -> bool:
@@ -63,7 +64,7 @@ def face_clips(path: Path, bundle: Bundle) -> list[np.ndarray]:
         for batch in clip_batches(source, bundle.input_shape):
             clips += [clip for clip, face in zip(batch.clips, batch.has_face.any(axis=1)) if face]
     if not clips:
-        raise MDHRError(f"--calibrate {path}: no face found in its frames; give footage of faces (a video, a "
+        raise InputError(f"{param('calibrate')} {path}: no face found in its frames; give footage of faces (a video, a "
                         "folder of frames or a folder of videos)")
     return clips
 

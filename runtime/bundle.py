@@ -114,7 +114,7 @@ class Bundle:
         """Which ``mdhr-export --target`` writes the artifact ``kind`` this
         bundle lacks, as the end of a one-line message."""
         target = next((t for t, kinds in TARGET_ARTIFACTS.items() if kind in kinds), DEFAULT_TARGET)
-        return (f"this bundle was exported with --target {self.card.target}; export it with "
+        return (f"this bundle was exported for target {self.card.target}; export it with "
                 f"mdhr-export ... --target {target} (or all)" + (" --fp16" if target == "gpu" else ""))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from mdhr.aus import IMAGE_MEAN, IMAGE_STD
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, MDHRError
 from mdhr_runtime.backends.sessions import onnx_session, ort_errors, provider_name, run_options
 from mdhr_runtime.bundle import Bundle
 
@@ -47,8 +47,9 @@ def check_clip_values(clips: np.ndarray) -> None:
 def check_clips(clips: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if not isinstance(clips, np.ndarray) or clips.shape != tuple(shape):
         got = getattr(clips, "shape", type(clips).__name__)
-        raise MDHRError(f"clips of shape {got} given, the bundle takes {list(shape)} float32 "
-                        "(normalised RGB); pad the batch or export with matching --batch/--frames")
+        raise InputError(f"clips of shape {got} given, the bundle takes {list(shape)} float32 "
+                         "(normalised RGB); pad the batch, or export a bundle for this shape (mdhr-export --batch "
+                         "B --frames T)")
     check_clip_values(clips)
     return np.ascontiguousarray(clips, dtype=np.float32)
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, MDHRError, param
 from mdhr_runtime.bundle import CARD_FILE, Bundle
 from mdhr_runtime.files.atomic import write_atomically
 
@@ -169,7 +169,8 @@ def summary_lock(out_dir: Path) -> Iterator[None]:
         out_dir.mkdir(parents=True, exist_ok=True)
         handle = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as e:
-        raise MDHRError(f"--out: cannot write in {out_dir} ({e.strerror}); choose a writable output folder") from None
+        raise InputError(f"{param('out_dir')}: cannot write in {out_dir} ({e.strerror}); choose a writable output "
+                         "folder") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield

@@ -15,7 +15,6 @@ from mdhr_runtime.cli.common import (
     EXIT_TERMINATED,
     OUTPUT_FILE,
     PATH,
-    QUALITY_FLAG_NAMES,
     Terminated,
     mdhr_command,
     quality_options,
@@ -93,11 +92,11 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
                            threads_per_worker=threads_per_worker, segment_frames=segment_frames, address=address,
                            faces=faces, min_face=min_face, windows=windows, hop=hop,
                            quality=QualityOptions(**quality_flags), report=report)
-    run_reporting_errors(lambda: _run(list(inputs), options, json_out), verbose, {**QUALITY_FLAG_NAMES, **FLAGS})
+    run_reporting_errors(lambda: _run(list(inputs), options, json_out), verbose, FLAGS)
 
 
-# run_corpus's parameters that this command names otherwise
-FLAGS = {"inputs": "INPUT", "out": "--out"}
+# BatchOptions' fields that this command's options name otherwise
+FLAGS = {"bundle_dir": "--model"}
 
 
 def _run(inputs: list[str], options: BatchOptions, json_out: Path | None) -> int:

@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import click
 
@@ -118,7 +118,20 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def run_reporting_errors(work: Callable[[], int | None], verbose: bool, flags: dict[str, str] | None = None) -> None:
+def command_flags(command: click.Command, aliases: Mapping[str, str] | None = None) -> dict[str, str]:
+    """How ``command`` names each library parameter (for MDHRError.phrased):
+    an option's parameter by its first flag, an argument by its metavar, and
+    ``aliases`` for the library's names that differ from the command's."""
+    named = {p.name: p.opts[0] if isinstance(p, click.Option) else (p.metavar or p.name.upper()).rstrip(".")
+             for p in command.params if p.name}
+    return {**named, **(aliases or {})}
+
+
+def run_reporting_errors(work: Callable[[], int | None], verbose: bool, aliases: dict[str, str] | None = None) -> None:
+    """Run ``work`` as a command's body: an MDHRError becomes its one line,
+    its parameters named as this command's flags (``command_flags``)."""
+    context = click.get_current_context(silent=True)
+    flags = command_flags(context.command, aliases) if context is not None else dict(aliases or {})
     quiet_ffmpeg(verbose)
     in_main_thread = threading.current_thread() is threading.main_thread()
     handled = (signal.SIGINT, signal.SIGTERM)
@@ -253,9 +266,6 @@ _QUALITY_OPTIONS = (
      f"Flag the first N frames after the face was not found (0 to {quality.MAX_GAP_FRAMES}; 0: never)."),
 )
 
-
-# QualityOptions' fields, by the flag that sets each (for MDHRError.phrased)
-QUALITY_FLAG_NAMES = {field: flag for flag, field, *_ in _QUALITY_OPTIONS}
 
 
 def quality_options(command):

@@ -19,7 +19,6 @@ from mdhr_runtime.choices import (
 )
 from mdhr_runtime.cli.common import (
     PATH,
-    QUALITY_FLAG_NAMES,
     mdhr_command,
     quality_options,
     run_reporting_errors,
@@ -84,7 +83,7 @@ def main(model_dir, host, port, faces, min_face, windows, hop, backend, threshol
         with AUDetector(model_dir, backend=backend, threshold=threshold, face_detector=face_detector,
                         quality=quality) as detector:
             if detector.bundle.untrained:
-                say("warning: this bundle holds an UNTRAINED model (exported with --random-init); "
+                say("warning: this bundle holds an UNTRAINED model (made by mdhr-export --random-init); "
                     "its AU outputs are meaningless")
             warning = forced_warning(detector.bundle, backend)
             if warning:
@@ -99,4 +98,8 @@ def main(model_dir, host, port, faces, min_face, windows, hop, backend, threshol
                 except KeyboardInterrupt:  # the way to stop a server: not an interruption
                     say("stopped")
 
-    run_reporting_errors(work, verbose, QUALITY_FLAG_NAMES)
+    run_reporting_errors(work, verbose, FLAGS)
+
+
+# AUDetector's parameters that this command's options name otherwise
+FLAGS = {"bundle_dir": "--model"}

@@ -18,7 +18,6 @@ from mdhr_runtime.cli.common import (
     EXIT_INCOMPLETE_INPUT,
     OUTPUT_FILE,
     PATH,
-    QUALITY_FLAG_NAMES,
     mdhr_command,
     quality_options,
     run_reporting_errors,
@@ -96,8 +95,8 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
     run_reporting_errors(lambda: _run(options(), verbose), verbose, FLAGS)
 
 
-# run_video's parameters that this command names otherwise
-FLAGS = {"input": "INPUT", "model": "--model", "json": "--json", **QUALITY_FLAG_NAMES}
+# RunOptions' fields that this command's options name otherwise
+FLAGS = {"input": "INPUT", "model": "--model", "json": "--json"}
 
 
 def _run(options: RunOptions, verbose: bool) -> int:

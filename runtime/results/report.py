@@ -207,8 +207,8 @@ def _page(runs: list[Run], video_bytes: bytes | None, video_link: str | None) ->
              f"<title>MDHR report: {title}</title><style>{_asset('report.css')}</style></head><body>",
              f"<h1>MDHR action units: {title}</h1>"]
     if any(run.provenance.get("untrained") for run in runs):
-        parts.append("<p class=\"untrained\" id=\"untrained\">UNTRAINED MODEL: this bundle was exported with "
-                     "--random-init; its AU outputs are meaningless (a demonstration of the tools only).</p>")
+        parts.append("<p class=\"untrained\" id=\"untrained\">UNTRAINED MODEL: this bundle was made by "
+                     "mdhr-export --random-init; its AU outputs are meaningless (a demonstration of the tools only).</p>")
     parts += [_incomplete_note(run, len(runs)) for run in runs if run.provenance.get("complete") is False]
     parts.append(_video_section(video_bytes, video_link))
     parts.append(_timeline_section(runs, per_column))
