@@ -38,7 +38,7 @@ from mdhr_runtime.backends.layer_groups import LayerGroup, islands_of, layer_gro
 from mdhr_runtime.backends.openvino_runner import compile_config
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 
-# The bar: below this speed-up an INT8 model is not worth its agreement loss.
+# The bar: below this speed-up an INT8 model is not worth its agreement loss.
 MIN_SPEEDUP = 1.2
 CANDIDATES_DIR = ".int8_candidates"
 

@@ -282,7 +282,7 @@ def _alive(pid: int) -> bool:
 
 def remove_stale_staging(target: str | Path, say: Callable[[str], None]) -> list[Path]:
     """Remove staging files or folders for ``target`` left by processes that
-    no longer run, telling ``say`` about each.  Live writers' staging is kept."""
+    have ended, telling ``say`` about each.  Live writers' staging is kept."""
     target = Path(target).absolute()
     removed = []
     try:

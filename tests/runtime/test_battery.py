@@ -147,8 +147,9 @@ def test_a_video_whose_first_seconds_are_black(disfa_short_bundle, photo, tmp_pa
 
 
 def test_a_phone_mp4_with_an_edit_list_exits_0(disfa_short_bundle, photo, tmp_path):
-    """Issue 18's file: B-frames, and an edit list hiding three priming
-    samples; the old count check exited 4 on it."""
+    """A phone's file: B-frames, and an edit list hiding three priming
+    samples; a check of the samples stored against the frames shown would
+    exit 4 on it."""
     plain = h264(tmp_path / "plain.mp4", face_frames(photo, 11))
     video = with_edit_list(plain, tmp_path / "phone.mp4", hidden=3)
     js = tmp_path / "o.json"

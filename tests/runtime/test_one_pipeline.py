@@ -261,7 +261,7 @@ def test_normalisation_comes_from_the_card(disfa_short_bundle, tmp_path):
 # Measured 2026-12-02 (scripts/pipeline_startup.py): 0.89 GiB at peak since the
 # graphs read their weights from the bundle's shared weights file (1.24 GiB
 # with the weights inside each graph, 1.63 GiB when every graph opened).  The
-# bound (the issue's 1.0 GB, with room for other CPUs' kernels) fails if the
+# bound (the 1.0 GB target, with room for other CPUs' kernels) fails if the
 # whole-model graph (+0.4 GiB) opens again.
 LIGHT_START_BYTES = 1.0 * 2**30
 
