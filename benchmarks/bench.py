@@ -17,13 +17,12 @@ from typing import Callable
 
 import numpy as np
 
-from mdhr.errors import InputError, MDHRError, param
+from mdhr.errors import BackendUnavailable, InputError, MDHRError, param
 from mdhr_bench.backends import (
     BACKENDS,
     ONNXRUNTIME_FP32,
     TORCH_FP32,
     Backend,
-    BackendUnavailable,
     device_of,
     for_bundle,
     open_backend,

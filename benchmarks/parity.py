@@ -22,18 +22,9 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 
 from mdhr.aus import CLIP_FRAMES
-from mdhr.errors import InputError, MDHRError, param
-from mdhr_bench import metrics
-from mdhr_bench.backends import (
-    BACKENDS,
-    ONNXRUNTIME_FP32,
-    TORCH_FP32,
-    Backend,
-    BackendUnavailable,
-    device_of,
-    for_bundle,
-    open_backend,
-)
+from mdhr.errors import BackendUnavailable, InputError, MDHRError, param
+from mdhr_bench import backends, metrics
+from mdhr_bench.backends import Backend
 from mdhr_bench.bench import bundle_summary, checkpoint_summary
 from mdhr_bench.labelled import LabelledSet
 from mdhr_bench.machine import describe, usable_cores
@@ -100,17 +91,17 @@ def run_parity(options: ParityOptions, say: Callable[[str], None] = lambda line:
     validate(options)
     bundle = load_bundle(options.model)
     threads = options.threads or usable_cores()
-    reference = TORCH_FP32 if options.ckpt is not None else ONNXRUNTIME_FP32
+    reference = backends.TORCH_FP32 if options.ckpt is not None else backends.ONNXRUNTIME_FP32
     inputs = gather_inputs(options, bundle, say)
     machine = describe(threads)
     try:
-        reference_runner = open_backend(reference, bundle, options.ckpt, threads)
+        reference_runner = backends.open_backend(reference, bundle, options.ckpt, threads)
     except BackendUnavailable as e:
         raise MDHRError(f"the reference ({reference.name}) cannot run: {e}") from None
     ref_outputs, ref_device = run_through(reference, reference_runner, inputs, say)
     labels = inputs.labelled.labels() if inputs.labelled is not None else None
     results = [check_backend(backend, reference, ref_outputs, bundle, inputs, labels, options, threads, say)
-               for backend in (for_bundle(b, bundle) for b in candidates(options.backends, reference))]
+               for backend in (backends.for_bundle(b, bundle) for b in candidates(options.backends, reference))]
     report = {
         "tool": "mdhr-parity",
         "bundle": {**bundle_summary(bundle), "au_names": bundle.au_names, "threshold": bundle.threshold},
@@ -146,7 +137,7 @@ def check_backend(backend: Backend, reference: Backend, ref_outputs: dict, bundl
     try:
         # On a CPU-only machine the FP16 ONNX still says something about
         # accuracy (its rounding), though nothing about speed.
-        runner = open_backend(backend, bundle, options.ckpt, threads, cpu_fp16_estimate=True)
+        runner = backends.open_backend(backend, bundle, options.ckpt, threads, cpu_fp16_estimate=True)
     except BackendUnavailable as e:
         say(f"{backend.name}: skipped ({e})")
         return skipped(backend, str(e))
@@ -157,7 +148,7 @@ def check_backend(backend: Backend, reference: Backend, ref_outputs: dict, bundl
 def candidates(chosen: list[Backend] | None, reference: Backend) -> list[Backend]:
     if chosen is not None:
         return chosen
-    return [b for b in BACKENDS.values() if b.name != reference.name]
+    return [b for b in backends.BACKENDS.values() if b.name != reference.name]
 
 
 def skipped(backend: Backend, reason: str) -> dict:
@@ -213,7 +204,7 @@ def run_through(backend: Backend, runner: Runner, inputs: Inputs, say: Callable[
             for batch, real in batches():
                 collected.append({k: v[:real] for k, v in runner.infer(batch).items()})
                 clips += real
-        device = device_of(runner)
+        device = backends.device_of(runner)
     finally:
         runner.close()
     if clips == 0:

@@ -1,9 +1,8 @@
 """One scoring pipeline for every entry point: the same answer from
 predict_video (mdhr-run), a live source, and segments (mdhr-batch), in both
 window modes and both face modes, on real encoded videos; no model run for
-windows without a face; the layout rules (choice lists defined once, no
-import cycles, no own-module imports inside functions); the card as the
-truth; and a light start (one image without the whole-model graph)."""
+windows without a face; choice lists defined once (the import rules are
+tests/test_layout.py's); the card as the truth; and a light start (one image without the whole-model graph)."""
 from __future__ import annotations
 
 import ast
@@ -180,42 +179,6 @@ def test_choice_lists_are_defined_once():
                 found = frozenset(e.value for e in node.elts)
                 retyped += [f"{path}:{node.lineno} retypes {name}" for name, value in lists.items() if found == value]
     assert retyped == []
-
-
-def runtime_modules() -> dict[str, Path]:
-    modules = {}
-    for path in RUNTIME.rglob("*.py"):
-        parts = path.relative_to(RUNTIME).with_suffix("").parts
-        name = ".".join(("mdhr_runtime",) + (parts[:-1] if parts[-1] == "__init__" else parts))
-        modules[name] = path
-    return modules
-
-
-def test_no_import_cycles_and_no_own_imports_inside_functions():
-    modules = runtime_modules()
-    graph, inside = {}, []
-    for name, path in modules.items():
-        tree = ast.parse(path.read_text())
-        graph[name] = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module in modules}
-        for function in ast.walk(tree):
-            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                inside += [f"{name}: {n.module} in {function.name}" for n in ast.walk(function)
-                           if isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] in ("mdhr_runtime", "mdhr")]
-    assert inside == []
-    visiting, done = [], set()
-
-    def visit(module):
-        assert module not in visiting, "import cycle: " + " -> ".join(visiting[visiting.index(module):] + [module])
-        if module in done:
-            return
-        visiting.append(module)
-        for imported in graph[module]:
-            visit(imported)
-        visiting.pop()
-        done.add(module)
-
-    for module in graph:
-        visit(module)
 
 
 # -- the card --------------------------------------------------------------------
