@@ -14,7 +14,6 @@ Exit codes (docs/errors.md lists the same, with the cases behind them):
 """
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import sys
@@ -26,7 +25,6 @@ import click
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.backends.sessions import stop_model_calls
-from mdhr_runtime.faces import quality
 from mdhr_runtime.sources.live import quiet_ffmpeg
 
 EXIT_BUG = 1
@@ -248,34 +246,3 @@ def mdhr_command(page: str, examples: Sequence[str]):
 
 
 verbose_option = click.option("--verbose", "-v", is_flag=True, help="Show progress details and full tracebacks.")
-
-
-# The quality flags' thresholds (faces/quality.py), as options: the command
-# gets them as one ``quality_flags`` dict of QualityOptions' fields and makes
-# the QualityOptions (which checks them) with its other checks.
-_QUALITY_OPTIONS = (
-    ("--flag-yaw", "max_yaw_deg", float, quality.MAX_YAW_DEG, "DEG",
-     "Flag rows whose head yaw (pose_Ry) exceeds DEG degrees either way."),
-    ("--flag-pitch", "max_pitch_deg", float, quality.MAX_PITCH_DEG, "DEG",
-     "Flag rows whose head pitch (pose_Rx) exceeds DEG degrees either way."),
-    ("--flag-face", "min_face_px", int, quality.MIN_FACE_PX, "PX",
-     "Flag rows whose face box's longer side is under PX pixels."),
-    ("--flag-confidence", "min_confidence", float, quality.MIN_CONFIDENCE, "C",
-     "Flag rows whose detector confidence is under C."),
-    ("--flag-gap", "gap_frames", int, quality.GAP_FRAMES, "N",
-     f"Flag the first N frames after the face was not found (0 to {quality.MAX_GAP_FRAMES}; 0: never)."),
-)
-
-
-
-def quality_options(command):
-    """The --flag-* options, handed to ``command`` as ``quality_flags``."""
-    @functools.wraps(command)
-    def gathered(*args, **kwargs):
-        kwargs["quality_flags"] = {field: kwargs.pop(field) for _, field, *_ in _QUALITY_OPTIONS}
-        return command(*args, **kwargs)
-
-    for flag, field, kind, default, metavar, text in reversed(_QUALITY_OPTIONS):
-        gathered = click.option(flag, field, type=kind, default=default, show_default=True, metavar=metavar,
-                                help=text)(gathered)
-    return gathered

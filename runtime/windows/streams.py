@@ -64,7 +64,7 @@ class WindowPlan:
     @classmethod
     def make(cls, mode: str, frames: int, hop: int | None = None) -> "WindowPlan":
         if mode not in WINDOW_MODES:
-            raise InputError(f"unknown {param('windows')} {mode!r}: choose {' or '.join(WINDOW_MODES)}")
+            raise InputError(f"unknown window mode {mode!r} for {param('windows')}: choose {' or '.join(WINDOW_MODES)}")
         if mode == "official":
             if hop not in (None, frames):
                 raise InputError(f"{param('hop')} applies to centred windows only (official windows hop by T = {frames})")
