@@ -49,7 +49,7 @@ def parse_backends(text: str | None) -> list[Backend]:
     unknown = [n for n in names if n not in BACKENDS]
     if unknown or not names:
         raise InputError(f"unknown backend {', '.join(unknown) or '(none given)'}: choose from "
-                        f"{', '.join(BACKENDS)} (comma-separated)")
+                         f"{', '.join(BACKENDS)} (comma-separated)")
     return [BACKENDS[n] for n in dict.fromkeys(names)]
 
 

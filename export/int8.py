@@ -65,7 +65,7 @@ def face_clips(path: Path, bundle: Bundle) -> list[np.ndarray]:
             clips += [clip for clip, face in zip(batch.clips, batch.has_face.any(axis=1)) if face]
     if not clips:
         raise InputError(f"{param('calibrate')} {path}: no face found in its frames; give footage of faces (a video, a "
-                        "folder of frames or a folder of videos)")
+                         "folder of frames or a folder of videos)")
     return clips
 
 

@@ -82,12 +82,12 @@ def validate(options: ExportOptions) -> None:
                          f"(and {param('dataset')}, {param('backbone')}) to try the pipeline with an untrained one")
     if options.opset not in graph.OPSETS:
         raise InputError(f"{param('opset')} {options.opset} is not supported; choose {graph.OPSETS.start}.."
-                        f"{graph.OPSETS.stop - 1} (default {graph.DEFAULT_OPSET})")
+                         f"{graph.OPSETS.stop - 1} (default {graph.DEFAULT_OPSET})")
     if not 1 <= options.batch <= MAX_BATCH:
         raise InputError(f"{param('batch')} must be 1 to {MAX_BATCH}, got {options.batch}")
     if not 2 <= options.frames <= MAX_FRAMES:
         raise InputError(f"{param('frames')} must be 2 to {MAX_FRAMES} (MDHR differences consecutive frames; the official "
-                        f"clip is 16), got {options.frames}")
+                         f"clip is 16), got {options.frames}")
     if options.ckpt is not None:
         check_input(options.ckpt, "checkpoint", folder_ok=False)
     if options.target not in TARGETS:
@@ -100,7 +100,7 @@ def validate(options: ExportOptions) -> None:
                          f"gpu leaves out; give {param('target')} cpu or all with them")
     if options.int8 and options.calibrate is None:
         raise InputError(f"{param('int8')} needs {param('calibrate')} VIDEO_OR_FOLDER: real face footage (a video, a folder of frames "
-                        "or a folder of videos) to calibrate the INT8 model on and to measure its agreement")
+                         "or a folder of videos) to calibrate the INT8 model on and to measure its agreement")
     if options.calibrate is not None:
         check_input(options.calibrate, "calibration footage", folder_ok=True)
         from mdhr_export.int8 import check_tools

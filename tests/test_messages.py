@@ -200,3 +200,20 @@ def test_export_options_are_named_for_python_callers(tmp_path):
         validate(ExportOptions(out=tmp_path / "b", ckpt=None, random_init=True, frames=1))
     assert str(refused.value).startswith("frames must be 2 to") and "--frames" in refused.value.phrased()
     assert isinstance(refused.value, MDHRError)
+
+
+def test_each_kind_of_problem_raises_its_kind(disfa_short_bundle, tmp_path):
+    """What a caller can catch: a damaged bundle, a bad input, a backend this
+    machine cannot run, each its own MDHRError."""
+    from mdhr_runtime import AUDetector
+    from mdhr_runtime.bundle import load_bundle
+    from mdhr_runtime.sources.frames import FrameSource
+
+    with pytest.raises(BundleError, match="no such bundle folder"):
+        load_bundle(tmp_path / "none")
+    with pytest.raises(InputError, match="input not found"):
+        FrameSource(tmp_path / "none.mp4")
+    with pytest.raises(BackendUnavailable, match="^backend tensorrt is unavailable"):
+        AUDetector(disfa_short_bundle, backend="tensorrt")
+    with pytest.raises(InputError, match="^unknown backend 'warp'"):
+        AUDetector(disfa_short_bundle, backend="warp")

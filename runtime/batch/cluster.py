@@ -46,7 +46,7 @@ def connect(ray, address: str | None) -> bool:
         except Exception as e:  # Ray raises many kinds here (connection, authentication, version)
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise InputError(f"{param('address')} {address}: cannot join a Ray cluster there ({first}); start one with "
-                            "'ray start --head' or give the head's address (host:port)") from None
+                             "'ray start --head' or give the head's address (host:port)") from None
         return True
     if ray.is_initialized():
         return False
@@ -66,7 +66,7 @@ def _check_reachable(address: str) -> None:
             pass
     except OSError as e:
         raise InputError(f"{param('address')} {address}: nothing answers there ({e.strerror or e}); start the cluster's "
-                        "head with 'ray start --head' or check the address and port") from None
+                         "head with 'ray start --head' or check the address and port") from None
 
 
 # -- the nodes -------------------------------------------------------------------

@@ -475,4 +475,4 @@ def check_out_dir(out_dir: Path) -> None:
     check_output_folder(out_dir, param("out_dir"))
     if out_dir.is_dir() and not os.access(out_dir, os.W_OK | os.X_OK):
         raise InputError(f"{param('out_dir')}: cannot write in {out_dir} (permission denied or read-only); "
-                        "choose a writable output folder")
+                         "choose a writable output folder")

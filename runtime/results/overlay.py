@@ -288,7 +288,7 @@ def check_overlay_input(path: str | Path, option: str = param("overlay")) -> Non
             return
     except MDHRError as error:
         raise InputError(f"{option}: {error}") from None
-    raise MDHRError(f"{option}: {path} has no frame to annotate; give a video or image with frames")
+    raise InputError(f"{option}: {path} has no frame to annotate; give a video or image with frames")
 
 
 @dataclass

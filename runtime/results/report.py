@@ -32,7 +32,7 @@ from urllib.parse import quote
 import numpy as np
 
 from mdhr.aus import au_description
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError
 from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.results import palette
 from mdhr_runtime.results.overlay import face_colour, render_overlay
@@ -139,8 +139,8 @@ def _annotated_video(table, video: str | Path, html_path: Path) -> tuple[bytes |
             drawn = render_overlay(table, video, staged).frames
             frames = len({row.index for row in table.rows})
             if drawn != frames:
-                raise MDHRError(f"{video} has {drawn} frames and the results {frames}: give the video they "
-                                "were scored from")
+                raise InputError(f"{video} has {drawn} frames and the results {frames}: give the video they "
+                                 "were scored from")
             if staged.stat().st_size <= EMBED_LIMIT:
                 embedded = staged.read_bytes()
                 raise _Embedded()
@@ -176,11 +176,11 @@ def _check_same_video(runs: list[Run]) -> None:
     for run in runs[1:]:
         other = run.summary
         if not np.array_equal(other.frame_indices, first.frame_indices):
-            raise MDHRError(f"{run.label} has {other.frames} frames and {runs[0].label} {first.frames} (or other "
-                            "frame numbers): a comparison needs tables of the same video")
+            raise InputError(f"{run.label} has {other.frames} frames and {runs[0].label} {first.frames} (or other "
+                             "frame numbers): a comparison needs tables of the same video")
         if other.au_names != first.au_names:
-            raise MDHRError(f"{run.label} scores {', '.join(other.au_names)} and {runs[0].label} "
-                            f"{', '.join(first.au_names)}: a comparison needs tables of the same AUs")
+            raise InputError(f"{run.label} scores {', '.join(other.au_names)} and {runs[0].label} "
+                             f"{', '.join(first.au_names)}: a comparison needs tables of the same AUs")
 
 
 # -- the page ---------------------------------------------------------------------
