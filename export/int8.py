@@ -87,13 +87,14 @@ def outputs_on(runner, batches: list[tuple[np.ndarray, int]]) -> dict[str, np.nd
 
 
 def quantize(staging: Path, card: dict, calibration: list[tuple[np.ndarray, int]],
-             judged: list[tuple[np.ndarray, int]], settings: SearchSettings, say: Callable[[str], None]) -> dict:
+             judged: list[tuple[np.ndarray, int]], reference: dict[str, np.ndarray], settings: SearchSettings,
+             say: Callable[[str], None]) -> dict:
     """Search the layer groups to keep float32 (``int8_search``) and write
     the chosen INT8 IR beside the fp32 ONNX; returns how it was made."""
     import nncf
     import openvino as ov
 
-    search = Search(staging, Bundle(staging, seal(staging, card)), calibration, judged, settings, say)
+    search = Search(staging, Bundle(staging, seal(staging, card)), calibration, judged, reference, settings, say)
     try:
         record = search.run()
         chosen = record["frontier"][record["chosen"]]
@@ -118,12 +119,11 @@ def quantize(staging: Path, card: dict, calibration: list[tuple[np.ndarray, int]
             "speedup_vs_onnxruntime_at_export": chosen["speedup_vs_onnxruntime"], "search": record}
 
 
-def measure_gates(staging: Path, card: dict, judged: list[tuple[np.ndarray, int]], source: str,
-                  settings: SearchSettings, say: Callable[[str], None]) -> dict:
+def measure_gates(staging: Path, card: dict, judged: list[tuple[np.ndarray, int]], reference: dict[str, np.ndarray],
+                  source: str, settings: SearchSettings, say: Callable[[str], None]) -> dict:
     """Each reduced-precision CPU runner (and OpenVINO fp32) against the fp32
-    ONNX on ONNX Runtime, on the judged face clips."""
+    ONNX on ONNX Runtime (``reference``), on the judged face clips."""
     bundle = Bundle(staging, seal(staging, card))
-    reference = outputs_on(OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"]), judged)
     runners = {}
     for backend in ("openvino", "openvino-bf16", "int8"):
         reason = openvino_unavailable_reason(backend, bundle)
@@ -153,16 +153,19 @@ def reduced_precision_step(staging: Path, card: dict, footage: Path, int8: bool,
     clips = face_clips(footage, Bundle(staging, seal(staging, card)))
     calibrate, judge = (clips[0::2], clips[1::2]) if len(clips) > 1 else (clips, clips)
     batch = card["input"]["shape"][0]
+    judged = batched(judge if int8 else clips, batch)
+    # the fp32 ONNX's outputs on the judging clips, computed once for the searches and the gates
+    reference = outputs_on(OnnxRuntimeRunner(Bundle(staging, seal(staging, card)), "fp32",
+                                             providers=["CPUExecutionProvider"]), judged)
     if int8:
-        card["int8"] = quantize(staging, card, batched(calibrate, batch), batched(judge, batch), settings, say)
+        card["int8"] = quantize(staging, card, batched(calibrate, batch), judged, reference, settings, say)
         write_card(staging, card)
     if openvino_unavailable_reason("openvino-bf16", Bundle(staging, seal(staging, card))) is None:
         from mdhr_export.bf16_search import search_bf16
 
-        card["bf16"] = search_bf16(Bundle(staging, seal(staging, card)), batched(judge if int8 else clips, batch), settings, say)
+        card["bf16"] = search_bf16(Bundle(staging, seal(staging, card)), judged, reference, settings, say)
         write_card(staging, card)
     split = "odd clips (even clips calibrated the INT8 model)" if len(clips) > 1 and int8 else "all clips"
     card.setdefault("parity", {})["reduced_precision"] = measure_gates(
-        staging, card, batched(judge if int8 else clips, batch), f"{split} of the face clips of {footage}", settings,
-        say)
+        staging, card, judged, reference, f"{split} of the face clips of {footage}", settings, say)
     write_card(staging, card)
