@@ -3,7 +3,6 @@ The work is ``mdhr_runtime.runs.video.run_video``; this maps flags to it."""
 from __future__ import annotations
 
 import click
-from tqdm import tqdm
 
 from mdhr_runtime.cli import scoring
 from mdhr_runtime.cli.common import (
@@ -83,6 +82,10 @@ def _run(options: RunOptions, verbose: bool) -> int:
     bars = []
 
     def progress(total: int | None):
+        if total is not None and total <= 1:  # one image: no bar, and no tqdm import in its start-up
+            return lambda done: None
+        from tqdm import tqdm
+
         name = options.input.name if options.input else ""
         bars.append(tqdm(total=total, unit="frame", desc=name, disable=None, leave=False))
         return lambda done: bars[-1].update(done - bars[-1].n)
