@@ -12,6 +12,7 @@ its T-1 in-window pair motions.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -252,3 +253,28 @@ def batch_differences(runner: StageRunner, crops: list[np.ndarray]) -> list[str]
                 differing.add(name)
     differing |= {name for name, a, b in zip(TAPS, previous, last_taps) if not np.array_equal(a, b)}
     return sorted(differing)
+
+
+def batch_speedup(runner: StageRunner, crops: list[np.ndarray], rounds: int = 3) -> float:
+    """How many times faster one ``frame_batch`` call takes a hop of crops
+    than ``frame`` one crop at a time (median of ``rounds`` alternating
+    runs, after one of each to warm up; load changes hit both alike)."""
+    hop = crops[1:1 + runner.batch_frames]
+    _, taps = runner.frame(crops[0], None)
+
+    def together() -> None:
+        runner.run_frames(hop, taps)
+
+    def one_by_one() -> None:
+        previous = taps
+        for crop in hop:
+            _, previous = runner.frame(crop, previous)
+
+    times: dict = {together: [], one_by_one: []}
+    for step in range(rounds + 1):
+        for way in times:
+            start = time.perf_counter()
+            way()
+            if step:  # the first round warms both up
+                times[way].append(time.perf_counter() - start)
+    return float(np.median(times[one_by_one]) / np.median(times[together]))
