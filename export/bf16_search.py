@@ -31,15 +31,16 @@ from mdhr_runtime.card import PrecisionChoice
 
 
 class Bf16Search:
-    def __init__(self, bundle, judged, settings: SearchSettings, say: Callable[[str], None]):
+    def __init__(self, bundle, judged, reference: dict[str, np.ndarray], settings: SearchSettings,
+                 say: Callable[[str], None]):
         import openvino as ov
 
         self.bundle, self.judged, self.settings, self.say = bundle, judged, settings, say
         self.core = ov.Core()
         self.islands = islands_of(bundle.card)
         self.groups = layer_groups(self.core.read_model(str(bundle.artifact("onnx"))), self.islands)
-        self.fp32 = OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"])
-        self.reference = parity.concat([{k: v[:real] for k, v in self.fp32.infer(b).items()} for b, real in judged])
+        self.fp32 = OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"])  # timing
+        self.reference = reference  # the fp32 ONNX's outputs on ``judged``
         self.tried: list[dict] = []
         self._requests: dict[int, object] = {}
 
@@ -120,11 +121,12 @@ class Bf16Search:
 ISLANDS_TOLERANCE = 1e-4  # fp32 graphs agree to ~1e-7; bf16 anywhere moves AU scores by ~1e-3
 
 
-def search_bf16(bundle, judged, settings: SearchSettings, say: Callable[[str], None]) -> PrecisionChoice:
+def search_bf16(bundle, judged, reference: dict[str, np.ndarray], settings: SearchSettings,
+                say: Callable[[str], None]) -> PrecisionChoice:
     """The card's ``bf16`` section: the groups kept float32 and the search;
     or, where OpenVINO does not keep marked nodes float32 under bf16 here,
     no search (every candidate would be the same model) and why."""
-    search = Bf16Search(bundle, judged, settings, say)
+    search = Bf16Search(bundle, judged, reference, settings, say)
     try:
         error = search.islands_error()
         if error > ISLANDS_TOLERANCE:

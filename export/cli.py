@@ -117,7 +117,7 @@ def build_main(bundle, fp16, verbose):
                    f"the threshold and {100 * report.median_decision_agreement:.2f}% at the AU medians, "
                    f"region argmax {100 * report.region_argmax_agreement:.2f}%")
 
-    run_reporting_errors(work, verbose)
+    run_reporting_errors(work, verbose, BUNDLE_FLAGS)
 
 
 @mdhr_command("corpora.md", [
@@ -142,4 +142,8 @@ def triton_main(bundle, repo, instances, cpu, verbose):
         for folder in write_repository(bundle, repo, instances=instances, kind="KIND_CPU" if cpu else "KIND_GPU"):
             click.echo(f"wrote {folder}")
 
-    run_reporting_errors(work, verbose)
+    run_reporting_errors(work, verbose, BUNDLE_FLAGS)
+
+
+# the library's name for the BUNDLE argument of mdhr-build and mdhr-triton
+BUNDLE_FLAGS = {"bundle_dir": "BUNDLE"}

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from mdhr.errors import MDHRError
+from mdhr.errors import BackendUnavailable, InputError, param
 from mdhr_export import parity
 from mdhr_export.int8_search import Search, SearchSettings
 from mdhr_export.staging import Written
@@ -39,7 +39,8 @@ def check_tools(int8: bool) -> None:
     """Before any work: OpenVINO (and NNCF for --int8) are importable."""
     missing = [name for name in (("openvino", "nncf") if int8 else ("openvino",)) if not _importable(name)]
     if missing:
-        raise MDHRError(f"{' and '.join(missing)} not installed: --int8 and --calibrate need them ({INSTALL})")
+        raise BackendUnavailable(f"{' and '.join(missing)} not installed: {param('int8')} and {param('calibrate')} need "
+                                 f"them ({INSTALL})")
 
 
 def _importable(name: str) -> bool:
@@ -66,8 +67,8 @@ def face_clips(path: Path, bundle: Bundle) -> list[np.ndarray]:
         for batch in clip_batches(source, bundle.input_shape):
             clips += [clip for clip, face in zip(batch.clips, batch.has_face.any(axis=1)) if face]
     if not clips:
-        raise MDHRError(f"--calibrate {path}: no face found in its frames; give footage of faces (a video, a "
-                        "folder of frames or a folder of videos)")
+        raise InputError(f"{param('calibrate')} {path}: no face found in its frames; give footage of faces (a video, a "
+                         "folder of frames or a folder of videos)")
     return clips
 
 
@@ -89,7 +90,7 @@ def outputs_on(runner, batches: list[tuple[np.ndarray, int]]) -> dict[str, np.nd
 
 
 def quantize(staging: Path, card: Card, calibration: list[tuple[np.ndarray, int]],
-             judged: list[tuple[np.ndarray, int]], settings: SearchSettings,
+             judged: list[tuple[np.ndarray, int]], reference: dict[str, np.ndarray], settings: SearchSettings,
              say: Callable[[str], None]) -> Written[PrecisionChoice]:
     """Search the layer groups to keep float32 (``int8_search``) and write
     the chosen INT8 IR beside the fp32 ONNX; the card's ``int8`` section
@@ -97,7 +98,7 @@ def quantize(staging: Path, card: Card, calibration: list[tuple[np.ndarray, int]
     import nncf
     import openvino as ov
 
-    search = Search(staging, Bundle(staging, card), calibration, judged, settings, say)
+    search = Search(staging, Bundle(staging, card), calibration, judged, reference, settings, say)
     try:
         record = search.run()
         chosen = record["frontier"][record["chosen"]]
@@ -123,13 +124,12 @@ def quantize(staging: Path, card: Card, calibration: list[tuple[np.ndarray, int]
         {"openvino_int8": INT8_FILE, "openvino_int8_weights": INT8_WEIGHTS})
 
 
-def measure_gates(staging: Path, card: Card, judged: list[tuple[np.ndarray, int]], source: str,
-                  settings: SearchSettings, say: Callable[[str], None]) -> dict:
+def measure_gates(staging: Path, card: Card, judged: list[tuple[np.ndarray, int]], reference: dict[str, np.ndarray],
+                  source: str, settings: SearchSettings, say: Callable[[str], None]) -> dict:
     """Each reduced-precision CPU runner (and OpenVINO fp32) against the fp32
-    ONNX on ONNX Runtime, on the judged face clips: the card's
-    ``parity.reduced_precision``."""
+    ONNX on ONNX Runtime (``reference``), on the judged face clips: the
+    card's ``parity.reduced_precision``."""
     bundle = Bundle(staging, card)
-    reference = outputs_on(OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"]), judged)
     runners = {}
     for backend in ("openvino", "openvino-bf16", "int8"):
         reason = openvino_unavailable_reason(backend, bundle)
@@ -160,15 +160,17 @@ def reduced_precision_step(staging: Path, card: Card, footage: Path, int8: bool,
     clips = face_clips(footage, Bundle(staging, card))
     calibrate, judge = (clips[0::2], clips[1::2]) if len(clips) > 1 else (clips, clips)
     batch = card.input.batch
+    judged = batched(judge if int8 else clips, batch)
+    # the fp32 ONNX's outputs on the judging clips, computed once for the searches and the gates
+    reference = outputs_on(OnnxRuntimeRunner(Bundle(staging, card), "fp32", providers=["CPUExecutionProvider"]), judged)
     if int8:
-        quantized = quantize(staging, card, batched(calibrate, batch), batched(judge, batch), settings, say)
+        quantized = quantize(staging, card, batched(calibrate, batch), judged, reference, settings, say)
         card = write_card(staging, replace(card, int8=quantized.section), quantized.files)
     if openvino_unavailable_reason("openvino-bf16", Bundle(staging, card)) is None:
         from mdhr_export.bf16_search import search_bf16
 
-        choice = search_bf16(Bundle(staging, card), batched(judge if int8 else clips, batch), settings, say)
-        card = write_card(staging, replace(card, bf16=choice))
+        card = write_card(staging, replace(card, bf16=search_bf16(Bundle(staging, card), judged, reference, settings,
+                                                                  say)))
     split = "odd clips (even clips calibrated the INT8 model)" if len(clips) > 1 and int8 else "all clips"
-    gates = measure_gates(staging, card, batched(judge if int8 else clips, batch),
-                          f"{split} of the face clips of {footage}", settings, say)
+    gates = measure_gates(staging, card, judged, reference, f"{split} of the face clips of {footage}", settings, say)
     return write_card(staging, card.with_checks(reduced_precision=gates))

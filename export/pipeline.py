@@ -15,7 +15,7 @@ import torch
 
 import mdhr
 from mdhr.aus import DECISION_THRESHOLD, IMAGE_MEAN, IMAGE_STD
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, MDHRError, param
 from mdhr_export import fp16 as fp16_tools
 from mdhr_export import graph, isolated, parity
 from mdhr_export import stages as stage_graphs
@@ -79,29 +79,29 @@ def validate(options: ExportOptions) -> None:
     """Everything checkable before the model loads: options, the
     checkpoint file, the --out folder."""
     if options.random_init == (options.ckpt is not None):
-        raise MDHRError("give --ckpt PATH to export a trained model, or --random-init (and --dataset, "
-                        "--backbone) to try the pipeline with an untrained one")
+        raise InputError(f"give {param('ckpt')} (a checkpoint) to export a trained model, or {param('random_init')} "
+                         f"(and {param('dataset')}, {param('backbone')}) to try the pipeline with an untrained one")
     if options.opset not in graph.OPSETS:
-        raise MDHRError(f"opset {options.opset} is not supported; choose {graph.OPSETS.start}.."
-                        f"{graph.OPSETS.stop - 1} (default {graph.DEFAULT_OPSET})")
+        raise InputError(f"{param('opset')} {options.opset} is not supported; choose {graph.OPSETS.start}.."
+                         f"{graph.OPSETS.stop - 1} (default {graph.DEFAULT_OPSET})")
     if not 1 <= options.batch <= MAX_BATCH:
-        raise MDHRError(f"--batch must be 1 to {MAX_BATCH}, got {options.batch}")
+        raise InputError(f"{param('batch')} must be 1 to {MAX_BATCH}, got {options.batch}")
     if not 2 <= options.frames <= MAX_FRAMES:
-        raise MDHRError(f"--frames must be 2 to {MAX_FRAMES} (MDHR differences consecutive frames; the official "
-                        f"clip is 16), got {options.frames}")
+        raise InputError(f"{param('frames')} must be 2 to {MAX_FRAMES} (MDHR differences consecutive frames; the official "
+                         f"clip is 16), got {options.frames}")
     if options.ckpt is not None:
         check_input(options.ckpt, "checkpoint", folder_ok=False)
     if options.target not in TARGETS:
-        raise MDHRError(f"unknown --target {options.target!r}: choose one of {', '.join(TARGETS)}")
+        raise InputError(f"unknown {param('target')} {options.target!r}: choose one of {', '.join(TARGETS)}")
     if options.target == "cpu" and options.fp16:
-        raise MDHRError("--fp16 writes the graphs TensorRT engines are built from, which --target cpu leaves out; "
-                        "give --target gpu or all with --fp16")
+        raise InputError(f"{param('fp16')} writes the graphs TensorRT engines are built from, which {param('target')} "
+                         f"cpu leaves out; give {param('target')} gpu or all with {param('fp16')}")
     if options.target == "gpu" and (options.int8 or options.calibrate is not None):
-        raise MDHRError("--int8 and --calibrate are for the CPU runners, which --target gpu leaves out; "
-                        "give --target cpu or all with them")
+        raise InputError(f"{param('int8')} and {param('calibrate')} are for the CPU runners, which {param('target')} "
+                         f"gpu leaves out; give {param('target')} cpu or all with them")
     if options.int8 and options.calibrate is None:
-        raise MDHRError("--int8 needs --calibrate VIDEO_OR_FOLDER: real face footage (a video, a folder of frames "
-                        "or a folder of videos) to calibrate the INT8 model on and to measure its agreement")
+        raise InputError(f"{param('int8')} needs {param('calibrate')} VIDEO_OR_FOLDER: real face footage (a video, a folder of frames "
+                         "or a folder of videos) to calibrate the INT8 model on and to measure its agreement")
     if options.calibrate is not None:
         check_input(options.calibrate, "calibration footage", folder_ok=True)
         from mdhr_export.int8 import check_tools
@@ -109,8 +109,8 @@ def validate(options: ExportOptions) -> None:
         check_tools(options.int8)
     target = check_bundle_target(options.out)
     if options.ckpt is not None and Path(options.ckpt).absolute().is_relative_to(target):
-        raise MDHRError(f"the checkpoint {options.ckpt} lies inside --out {options.out}, which the export replaces; "
-                        "choose another --out folder")
+        raise InputError(f"the checkpoint {options.ckpt} lies inside {param('out')} {options.out}, which the export "
+                         f"replaces; choose another {param('out')} folder")
 
 
 def load(options: ExportOptions) -> tuple[mdhr.MDHR, str | None]:

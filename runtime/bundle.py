@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from mdhr.errors import MDHRError
+from mdhr.errors import BundleError
 from mdhr_runtime.card import (
     ARTIFACT_KINDS,
     CARD_FILE,
@@ -103,19 +103,19 @@ class Bundle:
         try:
             plain_file_name(location, "location")
         except CardError:
-            raise MDHRError(f"{graph}: reads external data from {location[:80]!r}, outside the bundle; "
-                            "export the bundle again") from None
+            raise BundleError(f"{graph}: reads external data from {location[:80]!r}, outside the bundle; "
+                              "export the bundle again") from None
         kind = next((k for k, a in self.card.artifacts.items() if a.name == location), None)
         if kind not in WEIGHTS_KINDS:
-            raise MDHRError(f"{graph}: reads external data from {location!r}, which the card does not name as a "
-                            "weights file; export the bundle again")
+            raise BundleError(f"{graph}: reads external data from {location!r}, which the card does not name as a "
+                              "weights file; export the bundle again")
         self.verified(kind)
 
     def export_hint(self, kind: str) -> str:
         """Which ``mdhr-export --target`` writes the artifact ``kind`` this
         bundle lacks, as the end of a one-line message."""
         target = next((t for t, kinds in TARGET_ARTIFACTS.items() if kind in kinds), DEFAULT_TARGET)
-        return (f"this bundle was exported with --target {self.card.target}; export it with "
+        return (f"this bundle was exported for target {self.card.target}; export it with "
                 f"mdhr-export ... --target {target} (or all)" + (" --fp16" if target == "gpu" else ""))
 
 
@@ -126,15 +126,15 @@ def load_bundle(path: str | Path) -> Bundle:
         root = root.parent
     card_path = root / CARD_FILE
     if not root.is_dir():
-        raise MDHRError(f"{root}: no such bundle folder; create one with mdhr-export")
+        raise BundleError(f"{root}: no such bundle folder; create one with mdhr-export")
     if not card_path.is_file():
-        raise MDHRError(f"{root}: not an MDHR bundle (no {CARD_FILE}); create one with mdhr-export")
+        raise BundleError(f"{root}: not an MDHR bundle (no {CARD_FILE}); create one with mdhr-export")
     card = read_card(card_path)
     bundle = Bundle(root, card)
     graphs = [kind for kind in ("onnx", "onnx_fp16") if bundle.artifact(kind) is not None]
     missing = [card.artifacts[kind].name for kind in graphs if not bundle.artifact(kind).is_file()]
     if missing:
-        raise MDHRError(f"{root}: incomplete bundle: {', '.join(missing)} missing; export the bundle again")
+        raise BundleError(f"{root}: incomplete bundle: {', '.join(missing)} missing; export the bundle again")
     return bundle
 
 
@@ -142,21 +142,21 @@ def read_card(card_path: Path) -> Card:
     """The typed card of ``card_path``; one line naming what is wrong."""
     try:
         if os.path.getsize(card_path) > CARD_LIMIT:
-            raise MDHRError(f"{card_path}: {os.path.getsize(card_path)} bytes, far more than a model card; "
-                            "export the bundle again")
+            raise BundleError(f"{card_path}: {os.path.getsize(card_path)} bytes, far more than a model card; "
+                              "export the bundle again")
         data = json.loads(card_path.read_bytes())
     except (ValueError, UnicodeDecodeError, RecursionError) as e:  # JSONDecodeError is a ValueError
-        raise MDHRError(f"{card_path}: damaged model card ({str(e)[:120] or type(e).__name__}); "
-                        "export the bundle again") from None
+        raise BundleError(f"{card_path}: damaged model card ({str(e)[:120] or type(e).__name__}); "
+                          "export the bundle again") from None
     except OSError as e:
-        raise MDHRError(f"{card_path}: cannot read the model card ({e.strerror}); check the bundle") from None
+        raise BundleError(f"{card_path}: cannot read the model card ({e.strerror}); check the bundle") from None
     if isinstance(data, dict) and data.get("format") != FORMAT:
-        raise MDHRError(f"{card_path.parent}: bundle format {data.get('format')!r} is not supported by this runtime "
-                        f"(expects {FORMAT}); export it again with the matching mdhr-toolkit version")
+        raise BundleError(f"{card_path.parent}: bundle format {data.get('format')!r} is not supported by this runtime "
+                          f"(expects {FORMAT}); export it again with the matching mdhr-toolkit version")
     try:
         return Card.from_json(data)
     except CardError as e:
-        raise MDHRError(f"{card_path}: damaged model card: {e.field} {e.problem}; export the bundle again") from None
+        raise BundleError(f"{card_path}: damaged model card: {e.field} {e.problem}; export the bundle again") from None
 
 
 def write_card(folder: str | Path, card: dict | Card, files: Mapping[str, str | None] | None = None) -> Card:

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, MDHRError, param
 
 PROBE_TIMEOUT_S = 120  # a node starts a Python worker for its probe: seconds on a busy machine
 NO_WORKER_TIMEOUT_S = 300  # no worker alive and none placed for this long: the job cannot go on
@@ -45,8 +45,8 @@ def connect(ray, address: str | None) -> bool:
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
         except Exception as e:  # Ray raises many kinds here (connection, authentication, version)
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise MDHRError(f"--address {address}: cannot join a Ray cluster there ({first}); start one with "
-                            "'ray start --head' or give the head's address (host:port)") from None
+            raise InputError(f"{param('address')} {address}: cannot join a Ray cluster there ({first}); start one with "
+                             "'ray start --head' or give the head's address (host:port)") from None
         return True
     if ray.is_initialized():
         return False
@@ -65,8 +65,8 @@ def _check_reachable(address: str) -> None:
         with socket.create_connection((host, port), timeout=5):
             pass
     except OSError as e:
-        raise MDHRError(f"--address {address}: nothing answers there ({e.strerror or e}); start the cluster's "
-                        "head with 'ray start --head' or check the address and port") from None
+        raise InputError(f"{param('address')} {address}: nothing answers there ({e.strerror or e}); start the cluster's "
+                         "head with 'ray start --head' or check the address and port") from None
 
 
 # -- the nodes -------------------------------------------------------------------
@@ -95,8 +95,9 @@ def worker_slots(nodes: Sequence[Node], threads: int, address: str | None) -> in
     largest = max((n.cpus for n in nodes), default=0)
     if threads > largest:
         where = f"the cluster at {address}" if address else "this machine's Ray"
-        raise MDHRError(f"--threads-per-worker {threads} needs {threads} CPUs on one node, and the largest node of "
-                        f"{where} has {largest}; give --threads-per-worker {max(largest, 1)} or add bigger nodes")
+        raise InputError(f"{param('threads_per_worker')} {threads} needs {threads} CPUs on one node, and the largest "
+                         f"node of {where} has {largest}; give {param('threads_per_worker')} {max(largest, 1)} or add "
+                         "bigger nodes")
     return sum(n.cpus // threads for n in nodes)
 
 

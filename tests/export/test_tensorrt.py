@@ -271,7 +271,7 @@ def test_build_without_gpu_says_where_to_run(bp4d_bundle):
 def test_build_fp16_on_a_bundle_without_fp16_says_how_to_export(disfa_short_bundle):
     result = CliRunner().invoke(build_main, [str(disfa_short_bundle), "--fp16"])
     assert result.exit_code == 2
-    assert "no fp16 ONNX in this bundle to build the engine from; this bundle was exported with --target all; " \
+    assert "no fp16 ONNX in this bundle to build the engine from; this bundle was exported for target all; " \
         "export it with mdhr-export ... --target gpu (or all) --fp16" in result.output
 
 
