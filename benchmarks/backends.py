@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from mdhr.errors import MDHRError
+from mdhr.errors import BackendUnavailable, InputError, MDHRError
 from mdhr_bench.machine import cpu_flags
 from mdhr_runtime.backends.openvino_runner import OpenVINORunner, openvino_unavailable_reason
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner, Runner
@@ -20,12 +20,7 @@ from mdhr_runtime.backends.selection import open_runner, tensorrt_unavailable_re
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.choices import BACKEND_TABLE, BackendSpec
 
-NO_CHECKPOINT = "no checkpoint given (--ckpt)"
-
-
-class BackendUnavailable(MDHRError):
-    """This backend cannot run on this machine or with these inputs; the
-    message is the reason shown in reports."""
+NO_CHECKPOINT = "no checkpoint given (the PyTorch backends run the checkpoint the bundle was exported from)"
 
 
 # The benchmarks time and compare every backend of the one table.
@@ -53,8 +48,8 @@ def parse_backends(text: str | None) -> list[Backend]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in BACKENDS]
     if unknown or not names:
-        raise MDHRError(f"unknown backend {', '.join(unknown) or '(none given)'}: choose from "
-                        f"{', '.join(BACKENDS)} (comma-separated)")
+        raise InputError(f"unknown backend {', '.join(unknown) or '(none given)'}: choose from "
+                         f"{', '.join(BACKENDS)} (comma-separated)")
     return [BACKENDS[n] for n in dict.fromkeys(names)]
 
 

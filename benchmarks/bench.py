@@ -17,13 +17,12 @@ from typing import Callable
 
 import numpy as np
 
-from mdhr.errors import MDHRError
+from mdhr.errors import BackendUnavailable, InputError, MDHRError, param
 from mdhr_bench.backends import (
     BACKENDS,
     ONNXRUNTIME_FP32,
     TORCH_FP32,
     Backend,
-    BackendUnavailable,
     device_of,
     for_bundle,
     open_backend,
@@ -57,17 +56,17 @@ class BenchOptions:
 
 def validate(options: BenchOptions) -> None:
     if options.iters < 1:
-        raise MDHRError(f"--iters must be 1 or more, got {options.iters}")
+        raise InputError(f"{param('iters')} must be 1 or more, got {options.iters}")
     if options.warmup < 0:
-        raise MDHRError(f"--warmup must be 0 or more, got {options.warmup}")
+        raise InputError(f"{param('warmup')} must be 0 or more, got {options.warmup}")
     if options.batch is not None and options.batch < 1:
-        raise MDHRError(f"--batch must be 1 or more, got {options.batch}")
+        raise InputError(f"{param('batch')} must be 1 or more, got {options.batch}")
     if options.threads is not None and options.threads < 1:
-        raise MDHRError(f"--threads must be 1 or more, got {options.threads}")
+        raise InputError(f"{param('threads')} must be 1 or more, got {options.threads}")
     if options.ckpt is not None and not Path(options.ckpt).is_file():
-        raise MDHRError(f"{options.ckpt}: no such checkpoint file; check --ckpt")
+        raise InputError(f"{options.ckpt}: no such checkpoint file; check {param('ckpt')}")
     if options.video is not None and not Path(options.video).is_file():
-        raise MDHRError(f"{options.video}: no such video file; check --video")
+        raise InputError(f"{options.video}: no such video file; check {param('video')}")
 
 
 def bench_clips(batch: int, frames: int, seed: int = 0) -> np.ndarray:
@@ -151,7 +150,7 @@ def checkpoint_summary(ckpt: Path | None, bundle: Bundle) -> dict | None:
 def _static_reason(backend: Backend, bundle: Bundle, ckpt: Path | None, batch: int) -> str | None:
     if backend.family != "torch" and batch != bundle.batch:
         return (f"the bundle's model takes batches of {bundle.batch} (static shape); "
-                f"export with --batch {batch} to time batch {batch}")
+                f"a bundle from mdhr-export ... --batch {batch} times batch {batch}")
     return unavailable_reason(backend, bundle, ckpt)
 
 

@@ -21,7 +21,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, MDHRError, param
 from mdhr_runtime.crops.crop import resize_aligned, to_model_input
 from mdhr_runtime.sources.frames import to_rgb
 
@@ -38,7 +38,7 @@ class LabelledClip:
 def read_lists(image_list: Path, label_list: Path, num_aus: int) -> tuple[list[str], np.ndarray]:
     for path in (image_list, label_list):
         if not Path(path).is_file():
-            raise MDHRError(f"{path}: no such list file; check --image-list/--label-list")
+            raise InputError(f"{path}: no such list file; check {param('image_list')} and {param('label_list')}")
     paths = [line.strip() for line in Path(image_list).read_text().splitlines() if line.strip()]
     try:
         labels = np.loadtxt(label_list, ndmin=2)
@@ -92,7 +92,7 @@ def load_face(path: Path) -> np.ndarray:
     (Resize(224), ToTensor, Normalize): float32 [3, 224, 224]."""
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
-        raise MDHRError(f"cannot read image {path}: missing, damaged or not an image (check --image-root)")
+        raise InputError(f"cannot read image {path}: missing, damaged or not an image (check {param('image_root')})")
     return to_model_input(resize_aligned(to_rgb(image)))
 
 

@@ -22,18 +22,9 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 
 from mdhr.aus import CLIP_FRAMES
-from mdhr.errors import MDHRError
-from mdhr_bench import metrics
-from mdhr_bench.backends import (
-    BACKENDS,
-    ONNXRUNTIME_FP32,
-    TORCH_FP32,
-    Backend,
-    BackendUnavailable,
-    device_of,
-    for_bundle,
-    open_backend,
-)
+from mdhr.errors import BackendUnavailable, InputError, MDHRError, param
+from mdhr_bench import backends, metrics
+from mdhr_bench.backends import Backend
 from mdhr_bench.bench import bundle_summary, checkpoint_summary
 from mdhr_bench.labelled import LabelledSet
 from mdhr_bench.machine import describe, usable_cores
@@ -85,39 +76,39 @@ class Inputs:
 
 def validate(options: ParityOptions) -> None:
     if (options.image_list is None) != (options.label_list is None):
-        raise MDHRError("a labelled set needs both --image-list and --label-list")
+        raise InputError(f"a labelled set needs both {param('image_list')} and {param('label_list')}")
     if options.ckpt is not None and not Path(options.ckpt).is_file():
-        raise MDHRError(f"{options.ckpt}: no such checkpoint file; check --ckpt")
+        raise InputError(f"{options.ckpt}: no such checkpoint file; check {param('ckpt')}")
     if options.video is not None and not Path(options.video).exists():
-        raise MDHRError(f"{options.video}: no such video; check --video")
+        raise InputError(f"{options.video}: no such video; check {param('video')}")
     if not 0 <= options.min_agreement <= 1:
-        raise MDHRError(f"--min-agreement must be between 0 and 1, got {options.min_agreement}")
+        raise InputError(f"{param('min_agreement')} must be between 0 and 1, got {options.min_agreement}")
     if options.max_clips is not None and options.max_clips < 1:
-        raise MDHRError(f"--max-clips must be 1 or more, got {options.max_clips}")
+        raise InputError(f"{param('max_clips')} must be 1 or more, got {options.max_clips}")
 
 
 def run_parity(options: ParityOptions, say: Callable[[str], None] = lambda line: None) -> dict:
     validate(options)
     bundle = load_bundle(options.model)
     threads = options.threads or usable_cores()
-    reference = TORCH_FP32 if options.ckpt is not None else ONNXRUNTIME_FP32
+    reference = backends.TORCH_FP32 if options.ckpt is not None else backends.ONNXRUNTIME_FP32
     inputs = gather_inputs(options, bundle, say)
     machine = describe(threads)
     try:
-        reference_runner = open_backend(reference, bundle, options.ckpt, threads)
+        reference_runner = backends.open_backend(reference, bundle, options.ckpt, threads)
     except BackendUnavailable as e:
         raise MDHRError(f"the reference ({reference.name}) cannot run: {e}") from None
     ref_outputs, ref_device = run_through(reference, reference_runner, inputs, say)
     labels = inputs.labelled.labels() if inputs.labelled is not None else None
     results = [check_backend(backend, reference, ref_outputs, bundle, inputs, labels, options, threads, say)
-               for backend in (for_bundle(b, bundle) for b in candidates(options.backends, reference))]
+               for backend in (backends.for_bundle(b, bundle) for b in candidates(options.backends, reference))]
     report = {
         "tool": "mdhr-parity",
         "bundle": {**bundle_summary(bundle), "au_names": bundle.au_names, "threshold": bundle.threshold},
         "checkpoint": checkpoint_summary(options.ckpt, bundle),
         "machine": machine,
         "reference": {"backend": reference.name, "precision": reference.precision, "device": ref_device,
-                      "why": "checkpoint given (--ckpt)" if options.ckpt else "no checkpoint: the fp32 ONNX on CPU",
+                      "why": "a checkpoint was given" if options.ckpt else "no checkpoint: the fp32 ONNX on CPU",
                       "ground_truth": ground_truth(ref_outputs, labels, bundle)},
         "inputs": {"clips": int(ref_outputs["au_scores"].shape[0]),
                    "frames": int(np.prod(ref_outputs["au_scores"].shape[:2])),
@@ -146,7 +137,7 @@ def check_backend(backend: Backend, reference: Backend, ref_outputs: dict, bundl
     try:
         # On a CPU-only machine the FP16 ONNX still says something about
         # accuracy (its rounding), though nothing about speed.
-        runner = open_backend(backend, bundle, options.ckpt, threads, cpu_fp16_estimate=True)
+        runner = backends.open_backend(backend, bundle, options.ckpt, threads, cpu_fp16_estimate=True)
     except BackendUnavailable as e:
         say(f"{backend.name}: skipped ({e})")
         return skipped(backend, str(e))
@@ -157,7 +148,7 @@ def check_backend(backend: Backend, reference: Backend, ref_outputs: dict, bundl
 def candidates(chosen: list[Backend] | None, reference: Backend) -> list[Backend]:
     if chosen is not None:
         return chosen
-    return [b for b in BACKENDS.values() if b.name != reference.name]
+    return [b for b in backends.BACKENDS.values() if b.name != reference.name]
 
 
 def skipped(backend: Backend, reason: str) -> dict:
@@ -193,8 +184,8 @@ def gather_inputs(options: ParityOptions, bundle: Bundle, say: Callable[[str], N
         inputs.description.append(f"labelled set {options.image_list} ({len(labelled.clips)} clips)")
     if not inputs.sources:
         inputs.sources.append(("synthetic", lambda: ((c, c.shape[0]) for c in synthetic_clips(bundle))))
-        inputs.description.append("synthetic clips (white noise and smooth drifting images); "
-                                  "give --video for real faces")
+        inputs.description.append("synthetic clips (white noise and smooth drifting images), as no "
+                                  "video of real faces was given")
     return inputs
 
 
@@ -213,7 +204,7 @@ def run_through(backend: Backend, runner: Runner, inputs: Inputs, say: Callable[
             for batch, real in batches():
                 collected.append({k: v[:real] for k, v in runner.infer(batch).items()})
                 clips += real
-        device = device_of(runner)
+        device = backends.device_of(runner)
     finally:
         runner.close()
     if clips == 0:

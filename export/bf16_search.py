@@ -27,18 +27,20 @@ from mdhr_export.int8_search import SearchSettings, choose, score
 from mdhr_runtime.backends.layer_groups import LayerGroup, islands_of, keep_fp32, layer_groups
 from mdhr_runtime.backends.openvino_runner import compile_config
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner
+from mdhr_runtime.card import PrecisionChoice
 
 
 class Bf16Search:
-    def __init__(self, bundle, judged, settings: SearchSettings, say: Callable[[str], None]):
+    def __init__(self, bundle, judged, reference: dict[str, np.ndarray], settings: SearchSettings,
+                 say: Callable[[str], None]):
         import openvino as ov
 
         self.bundle, self.judged, self.settings, self.say = bundle, judged, settings, say
         self.core = ov.Core()
         self.islands = islands_of(bundle.card)
         self.groups = layer_groups(self.core.read_model(str(bundle.artifact("onnx"))), self.islands)
-        self.fp32 = OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"])
-        self.reference = parity.concat([{k: v[:real] for k, v in self.fp32.infer(b).items()} for b, real in judged])
+        self.fp32 = OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"])  # timing
+        self.reference = reference  # the fp32 ONNX's outputs on ``judged``
         self.tried: list[dict] = []
         self._requests: dict[int, object] = {}
 
@@ -119,18 +121,20 @@ class Bf16Search:
 ISLANDS_TOLERANCE = 1e-4  # fp32 graphs agree to ~1e-7; bf16 anywhere moves AU scores by ~1e-3
 
 
-def search_bf16(bundle, judged, settings: SearchSettings, say: Callable[[str], None]) -> dict:
-    """The card's ``bf16`` entry: the groups kept float32 and the search;
+def search_bf16(bundle, judged, reference: dict[str, np.ndarray], settings: SearchSettings,
+                say: Callable[[str], None]) -> PrecisionChoice:
+    """The card's ``bf16`` section: the groups kept float32 and the search;
     or, where OpenVINO does not keep marked nodes float32 under bf16 here,
     no search (every candidate would be the same model) and why."""
-    search = Bf16Search(bundle, judged, settings, say)
+    search = Bf16Search(bundle, judged, reference, settings, say)
     try:
         error = search.islands_error()
         if error > ISLANDS_TOLERANCE:
             say(f"bf16: no search: with every group marked float32 the model still differs from fp32 by {error:.1e} "
                 "(OpenVINO computes the marked nodes in bf16 on this CPU)")
-            return {"kept_fp32": None, "skipped": "OpenVINO did not keep the marked nodes float32 under bf16 on "
-                    f"this CPU (every group marked: AU error {error:.1e} against fp32)"}
+            return PrecisionChoice.from_json({
+                "kept_fp32": None, "skipped": "OpenVINO did not keep the marked nodes float32 under bf16 on "
+                f"this CPU (every group marked: AU error {error:.1e} against fp32)"}, "bf16")
         record = search.run()
     finally:
         search.close()
@@ -138,5 +142,6 @@ def search_bf16(bundle, judged, settings: SearchSettings, say: Callable[[str], N
     say(f"bf16: {len(record['frontier'])} candidates; chosen: {', '.join(chosen['fp32_groups']) or 'nothing'} kept "
         f"float32, {chosen['speedup_vs_onnxruntime']:.2f}x fp32; it "
         + ("passes" if chosen["passed"] else "FAILS (the best found is kept)") + " the gate")
-    return {"kept_fp32": chosen["fp32_groups"], "speedup_vs_onnxruntime_at_export": chosen["speedup_vs_onnxruntime"],
-            "search": record}
+    return PrecisionChoice.from_json({"kept_fp32": chosen["fp32_groups"],
+                                      "speedup_vs_onnxruntime_at_export": chosen["speedup_vs_onnxruntime"],
+                                      "search": record}, "bf16")

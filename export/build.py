@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from mdhr.errors import MDHRError
 from mdhr_export import parity
 from mdhr_export.engine import build_engine
+from mdhr_export.staging import Written
 from mdhr_runtime.backends.gpu import visible_gpu
 from mdhr_runtime.backends.selection import tensorrt_unavailable_reason
 from mdhr_runtime.backends.stages import STAGE_ENGINE_KINDS, STAGE_KINDS, StageRunner, has_stages, official_windows
 from mdhr_runtime.backends.tensorrt_runner import quiet_polygraphy
 from mdhr_runtime.bundle import Bundle, load_bundle, seal, write_card
+from mdhr_runtime.card import Card, EngineBuild
 from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.files.outputs import check_output_file
 
@@ -82,15 +85,15 @@ def comparator_outputs(runners: list, bundle: Bundle) -> list[dict]:
             for _runner_name, iterations in results]
 
 
-def build_into(folder: Path, card: dict, precision: str) -> dict:
+def build_into(folder: Path, card: Card, precision: str) -> Card:
     """Build ``model.engine`` in ``folder`` from the ONNX of ``precision``,
-    check it against ONNX Runtime fp32 and record both in ``card`` (not yet
-    saved); the same for the stage graphs where the bundle has them.  An
-    engine that breaks tolerance is not kept (a previous one stays), and
-    MDHRError says why."""
+    check it against ONNX Runtime fp32: ``card`` (sealed) with both,
+    re-sealed (not yet saved); the same for the stage graphs where the
+    bundle has them.  An engine that breaks tolerance is not kept (a
+    previous one stays), and MDHRError says why."""
 
     quiet_polygraphy()
-    bundle = Bundle(Path(folder), seal(folder, card))
+    bundle = Bundle(Path(folder), card)
     source = engine_source(bundle, precision)
     serialized, seconds = build_engine(source, Path(folder) / TIMING_CACHE_FILE)
     # Staged beside the target: a rejected build leaves a previous engine as it was.
@@ -98,11 +101,11 @@ def build_into(folder: Path, card: dict, precision: str) -> dict:
         staged.write_bytes(serialized)
         report, reference = engine_parity(bundle, staged, precision)
         refuse_unless_passed(report, precision, folder, "the TensorRT engine")
-    card["artifacts"]["engine"] = ENGINE_FILE
-    card["engine_build"] = engine_build_facts(source, precision, seconds)
-    card.setdefault("parity", {})["tensorrt"] = report
+    built = EngineBuild.from_json(engine_build_facts(source, precision, seconds))
+    card = seal(folder, replace(card, engine_build=built).with_checks(tensorrt=report), {"engine": ENGINE_FILE})
     if has_stages(bundle, precision):
-        card["parity"]["tensorrt_stages"] = build_stage_engines(Path(folder), card, precision, reference)
+        stages = build_stage_engines(Path(folder), card, precision, reference)
+        card = seal(folder, card.with_checks(tensorrt_stages=stages.report), stages.files)
     return card
 
 
@@ -124,20 +127,19 @@ def refuse_unless_passed(report: dict, precision: str, folder: Path, engines: st
                         + ("" if precision == "fp32" else f"; fp32 engines: mdhr-build {folder} --fp32"))
 
 
-def build_stage_engines(folder: Path, card: dict, precision: str, reference: dict) -> dict:
+def build_stage_engines(folder: Path, card: Card, precision: str, reference: dict) -> Written[None]:
     """Engines of the frame and clip stages (streaming and centred windows
     on the GPU), from the stage ONNX of ``precision``; kept, both or
     neither, when the stages run as the official windows agree with the
     fp32 ONNX ``reference`` as ``model.engine`` must."""
-    bundle = Bundle(folder, seal(folder, card))
+    bundle = Bundle(folder, card)
     with contextlib.ExitStack() as stack:
         staged = {}
         for kind, onnx_kind in zip(STAGE_ENGINE_KINDS, STAGE_KINDS[precision]):
             serialized, _ = build_engine(bundle.verified(onnx_kind), folder / TIMING_CACHE_FILE)
             staged[kind] = stack.enter_context(atomic_path(folder / STAGE_ENGINE_FILES[kind]))
             staged[kind].write_bytes(serialized)
-        trial = Bundle(folder, seal(folder, {**card, "artifacts": {**card["artifacts"],
-                                                                   **{k: p.name for k, p in staged.items()}}}))
+        trial = Bundle(folder, seal(folder, card, {k: p.name for k, p in staged.items()}))
         runner = StageRunner(trial, precision, engines=True)
         try:
             candidate = parity.concat(official_windows(runner, parity.parity_clips(trial.batch, trial.frames)))
@@ -145,11 +147,10 @@ def build_stage_engines(folder: Path, card: dict, precision: str, reference: dic
             runner.close()
         report = judge(reference, candidate, trial, precision)
         refuse_unless_passed(report, precision, folder, "the TensorRT engines of the frame and clip stages")
-    card["artifacts"].update(STAGE_ENGINE_FILES)
-    return report
+    return Written(None, STAGE_ENGINE_FILES, report)
 
 
-def build_bundle_engine(bundle_dir: Path, precision: str) -> dict:
+def build_bundle_engine(bundle_dir: Path, precision: str) -> Card:
     # the bundle, its ONNX and the files the build writes, before anything about TensorRT
     bundle = load_bundle(bundle_dir)
     engine_source(bundle, precision)
@@ -158,6 +159,4 @@ def build_bundle_engine(bundle_dir: Path, precision: str) -> dict:
     reason = tensorrt_unavailable_reason()
     if reason is not None:
         raise MDHRError(f"cannot build a TensorRT engine here: {reason}; run mdhr-build on the target GPU machine")
-    card = build_into(bundle.root, bundle.card.to_json(), precision)
-    write_card(bundle.root, card)
-    return card
+    return write_card(bundle.root, build_into(bundle.root, bundle.card, precision))

@@ -8,6 +8,7 @@ import click
 from mdhr.aus import AU_SETS, BACKBONES
 from mdhr_runtime.backends.gates import summary
 from mdhr_runtime.bundle import DEFAULT_TARGET, TARGETS
+from mdhr_runtime.card import Card
 from mdhr_runtime.cli.common import PATH, mdhr_command, run_reporting_errors, verbose_option
 
 
@@ -57,27 +58,33 @@ def main(ckpt, out, fp16, target, dataset, backbone, batch, frames, opset, int8,
                                 frames=frames, opset=opset, random_init=random_init, int8=int8,
                                 calibrate=calibrate, verbose=verbose, target=target)
         card = export_bundle(options, Progress(say=lambda line: click.echo(line, err=True)))
-        report = card["parity"]["onnxruntime_fp32_cpu"]
-        status = "UNTRAINED model (random weights)" if card["untrained"] else f"checkpoint {ckpt}"
-        size = sum(card["artifact_bytes"].values()) / 1e6
-        click.echo(f"wrote {out} (--target {target}, {size:.0f} MB): {card['dataset']}/{card['backbone']} {status}; "
-                   "fp32 parity: AU max error "
-                   f"{report['au_max_abs_error']:.1e}, region argmax agreement "
-                   f"{100 * report['region_argmax_agreement']:.0f}%")
-        if card["parity"].get("fp16"):
-            est = card["parity"]["fp16"]["estimate_cpu"]
-            click.echo(f"fp16 (CPU emulation): AU max error {est['au_max_abs_error']:.1e}, decision agreement "
-                       f"{100 * est['au_decision_agreement']:.2f}%, region argmax agreement "
-                       f"{100 * est['region_argmax_agreement']:.1f}%")
-        gates = (card["parity"].get("reduced_precision") or {}).get("runners", {})
-        for backend, gate in gates.items():
-            click.echo(f"{backend}: " + (f"skipped ({gate['reason']})" if gate["status"] != "measured" else
-                                         ("passed" if gate["passed"] else "FAILED") + " its agreement gate: "
-                                         f"{summary(gate)}"))
+        for line in export_summary(card, out, target, ckpt):
+            click.echo(line)
         if verbose:
-            click.echo(json.dumps(card["timings_s"]), err=True)
+            click.echo(json.dumps(dict(card.timings)), err=True)
 
     run_reporting_errors(work, verbose)
+
+
+def export_summary(card: Card, out, target: str, ckpt) -> list[str]:
+    """What mdhr-export wrote, in a few lines: the bundle, its agreement
+    with PyTorch, the FP16 estimate, each reduced-precision gate."""
+    fp32 = card.parity.fp32
+    status = "UNTRAINED model (random weights)" if card.untrained else f"checkpoint {ckpt}"
+    size = sum(artifact.size for artifact in card.artifacts.values()) / 1e6
+    lines = [f"wrote {out} (--target {target}, {size:.0f} MB): {card.dataset}/{card.backbone} {status}; "
+             f"fp32 parity: AU max error {fp32.au_max_abs_error:.1e}, region argmax agreement "
+             f"{100 * fp32.region_argmax_agreement:.0f}%"]
+    est = card.parity.fp16
+    if est is not None:
+        lines.append(f"fp16 (CPU emulation): AU max error {est.au_max_abs_error:.1e}, decision agreement "
+                     f"{100 * est.au_decision_agreement:.2f}%, region argmax agreement "
+                     f"{100 * est.region_argmax_agreement:.1f}%")
+    for backend, gate in card.parity.gates.items():
+        lines.append(f"{backend}: " + (f"skipped ({gate.reason})" if not gate.measured else
+                                       ("passed" if gate.passed else "FAILED") + " its agreement gate: "
+                                       f"{summary(gate.described)}"))
+    return lines
 
 
 @mdhr_command("gpu.md", ["mdhr-build bundles/bp4d --fp16"])
@@ -103,14 +110,14 @@ def build_main(bundle, fp16, verbose):
         from mdhr_export.build import build_bundle_engine
 
         card = build_bundle_engine(bundle, "fp16" if fp16 else "fp32")
-        built, report = card["engine_build"], card["parity"]["tensorrt"]
-        click.echo(f"wrote {bundle}/{card['artifacts']['engine']} ({built['precision']}, TensorRT {built['tensorrt']}, "
-                   f"{built['gpu']}, {built['build_seconds']:.0f} s); vs ONNX Runtime fp32: AU max error "
-                   f"{report['au_max_abs_error']:.1e}, decisions {100 * report['au_decision_agreement']:.2f}% at "
-                   f"the threshold and {100 * report['median_decision_agreement']:.2f}% at the AU medians, "
-                   f"region argmax {100 * report['region_argmax_agreement']:.2f}%")
+        built, report = card.engine_build, card.parity.tensorrt
+        click.echo(f"wrote {bundle}/{card.artifacts['engine'].name} ({built.precision}, TensorRT {built.tensorrt}, "
+                   f"{built.gpu}, {built.build_seconds:.0f} s); vs ONNX Runtime fp32: AU max error "
+                   f"{report.au_max_abs_error:.1e}, decisions {100 * report.au_decision_agreement:.2f}% at "
+                   f"the threshold and {100 * report.median_decision_agreement:.2f}% at the AU medians, "
+                   f"region argmax {100 * report.region_argmax_agreement:.2f}%")
 
-    run_reporting_errors(work, verbose)
+    run_reporting_errors(work, verbose, BUNDLE_FLAGS)
 
 
 @mdhr_command("corpora.md", [
@@ -135,4 +142,8 @@ def triton_main(bundle, repo, instances, cpu, verbose):
         for folder in write_repository(bundle, repo, instances=instances, kind="KIND_CPU" if cpu else "KIND_GPU"):
             click.echo(f"wrote {folder}")
 
-    run_reporting_errors(work, verbose)
+    run_reporting_errors(work, verbose, BUNDLE_FLAGS)
+
+
+# the library's name for the BUNDLE argument of mdhr-build and mdhr-triton
+BUNDLE_FLAGS = {"bundle_dir": "BUNDLE"}

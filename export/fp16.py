@@ -77,13 +77,13 @@ def weight_types(path) -> dict[str, int]:
     return counts
 
 
-def describe(folder, card: dict) -> dict:
-    """The card's account of the FP16 graphs: what stays float32 and how
-    many of each graph's weights that is."""
+def describe(folder, card) -> dict:
+    """The card's account of the FP16 graphs of ``card`` (a ``Card``): what
+    stays float32 and how many of each graph's weights that is."""
     from pathlib import Path
 
-    graphs = {kind: name for kind, name in card["artifacts"].items()
-              if kind in ("onnx_fp16", "frame_stage_fp16", "clip_stage_fp16") and name is not None}
+    graphs = {kind: artifact.name for kind, artifact in card.artifacts.items()
+              if kind in ("onnx_fp16", "frame_stage_fp16", "clip_stage_fp16")}
     counts = {kind: weight_types(Path(folder) / name) for kind, name in graphs.items()}
     return {"kept_fp32": list(FP16_FP32_PARTS),
             "weights": {kind: {**c, "float32_fraction": round(c["float32"] / max(1, sum(c.values())), 4)}

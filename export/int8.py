@@ -13,19 +13,22 @@ clips judge, so the gate never scores INT8 on the clips it was fitted to
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from mdhr.errors import MDHRError
+from mdhr.errors import BackendUnavailable, InputError, param
 from mdhr_export import parity
 from mdhr_export.int8_search import Search, SearchSettings
+from mdhr_export.staging import Written
 from mdhr_runtime.backends.gates import gate_text
 from mdhr_runtime.backends.openvino_runner import OpenVINORunner, openvino_unavailable_reason
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 from mdhr_runtime.batch.corpus import VIDEO_SUFFIXES
-from mdhr_runtime.bundle import Bundle, seal, write_card
+from mdhr_runtime.bundle import Bundle, write_card
+from mdhr_runtime.card import Card, PrecisionChoice
 from mdhr_runtime.pipeline import clip_batches
 
 INT8_FILE, INT8_WEIGHTS = "model_int8.xml", "model_int8.bin"
@@ -36,7 +39,8 @@ def check_tools(int8: bool) -> None:
     """Before any work: OpenVINO (and NNCF for --int8) are importable."""
     missing = [name for name in (("openvino", "nncf") if int8 else ("openvino",)) if not _importable(name)]
     if missing:
-        raise MDHRError(f"{' and '.join(missing)} not installed: --int8 and --calibrate need them ({INSTALL})")
+        raise BackendUnavailable(f"{' and '.join(missing)} not installed: {param('int8')} and {param('calibrate')} need "
+                                 f"them ({INSTALL})")
 
 
 def _importable(name: str) -> bool:
@@ -63,8 +67,8 @@ def face_clips(path: Path, bundle: Bundle) -> list[np.ndarray]:
         for batch in clip_batches(source, bundle.input_shape):
             clips += [clip for clip, face in zip(batch.clips, batch.has_face.any(axis=1)) if face]
     if not clips:
-        raise MDHRError(f"--calibrate {path}: no face found in its frames; give footage of faces (a video, a "
-                        "folder of frames or a folder of videos)")
+        raise InputError(f"{param('calibrate')} {path}: no face found in its frames; give footage of faces (a video, a "
+                         "folder of frames or a folder of videos)")
     return clips
 
 
@@ -85,14 +89,16 @@ def outputs_on(runner, batches: list[tuple[np.ndarray, int]]) -> dict[str, np.nd
         runner.close()
 
 
-def quantize(staging: Path, card: dict, calibration: list[tuple[np.ndarray, int]],
-             judged: list[tuple[np.ndarray, int]], settings: SearchSettings, say: Callable[[str], None]) -> dict:
+def quantize(staging: Path, card: Card, calibration: list[tuple[np.ndarray, int]],
+             judged: list[tuple[np.ndarray, int]], reference: dict[str, np.ndarray], settings: SearchSettings,
+             say: Callable[[str], None]) -> Written[PrecisionChoice]:
     """Search the layer groups to keep float32 (``int8_search``) and write
-    the chosen INT8 IR beside the fp32 ONNX; returns how it was made."""
+    the chosen INT8 IR beside the fp32 ONNX; the card's ``int8`` section
+    says how it was made."""
     import nncf
     import openvino as ov
 
-    search = Search(staging, Bundle(staging, seal(staging, card)), calibration, judged, settings, say)
+    search = Search(staging, Bundle(staging, card), calibration, judged, reference, settings, say)
     try:
         record = search.run()
         chosen = record["frontier"][record["chosen"]]
@@ -103,26 +109,27 @@ def quantize(staging: Path, card: dict, calibration: list[tuple[np.ndarray, int]
             del candidate["file"]
     finally:
         search.close()
-    card["artifacts"].update(openvino_int8=INT8_FILE, openvino_int8_weights=INT8_WEIGHTS)
     verdict = "passes" if chosen["passed"] else "FAILS (the best found is kept)"
     tried = len(record["frontier"])
     say(f"int8: {tried} candidate{'s' if tried != 1 else ''} calibrated on {sum(r for _, r in calibration)} face clips; "
         f"chosen: {', '.join(chosen['fp32_groups']) or 'nothing'} kept float32, "
         f"{chosen['speedup_vs_onnxruntime']:.2f}x fp32; it {verdict} the gate")
     kept = {g["name"]: g["nodes"] for g in record["groups"]}
-    return {"tool": f"nncf {nncf.__version__}, openvino {ov.__version__}", "format": "OpenVINO IR",
-            "weights": "int8, symmetric, per output channel", "activations": "int8, per tensor",
-            "calibration_clips": int(sum(r for _, r in calibration)), "kept_fp32": chosen["fp32_groups"],
-            "kept_fp32_nodes": sum(kept[g] for g in chosen["fp32_groups"]),
-            "speedup_vs_onnxruntime_at_export": chosen["speedup_vs_onnxruntime"], "search": record}
+    return Written(PrecisionChoice.from_json({
+        "tool": f"nncf {nncf.__version__}, openvino {ov.__version__}", "format": "OpenVINO IR",
+        "weights": "int8, symmetric, per output channel", "activations": "int8, per tensor",
+        "calibration_clips": int(sum(r for _, r in calibration)), "kept_fp32": chosen["fp32_groups"],
+        "kept_fp32_nodes": sum(kept[g] for g in chosen["fp32_groups"]),
+        "speedup_vs_onnxruntime_at_export": chosen["speedup_vs_onnxruntime"], "search": record}, "int8"),
+        {"openvino_int8": INT8_FILE, "openvino_int8_weights": INT8_WEIGHTS})
 
 
-def measure_gates(staging: Path, card: dict, judged: list[tuple[np.ndarray, int]], source: str,
-                  settings: SearchSettings, say: Callable[[str], None]) -> dict:
+def measure_gates(staging: Path, card: Card, judged: list[tuple[np.ndarray, int]], reference: dict[str, np.ndarray],
+                  source: str, settings: SearchSettings, say: Callable[[str], None]) -> dict:
     """Each reduced-precision CPU runner (and OpenVINO fp32) against the fp32
-    ONNX on ONNX Runtime, on the judged face clips."""
-    bundle = Bundle(staging, seal(staging, card))
-    reference = outputs_on(OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"]), judged)
+    ONNX on ONNX Runtime (``reference``), on the judged face clips: the
+    card's ``parity.reduced_precision``."""
+    bundle = Bundle(staging, card)
     runners = {}
     for backend in ("openvino", "openvino-bf16", "int8"):
         reason = openvino_unavailable_reason(backend, bundle)
@@ -134,8 +141,8 @@ def measure_gates(staging: Path, card: dict, judged: list[tuple[np.ndarray, int]
                                bundle.threshold, bundle.au_names, fp32=backend == "openvino",
                                min_agreement=settings.min_agreement, min_rank=settings.min_rank)
         entry = {"int8": "int8", "openvino-bf16": "bf16"}.get(backend)
-        search = (card.get(entry) or {}).get("search") if entry else None
-        if search and not search["passed"]:  # the best found ships, marked failing
+        choice = {"int8": card.int8, "bf16": card.bf16}.get(entry)
+        if choice is not None and choice.search_passed is False:  # the best found ships, marked failing
             report["failures"].append(f"no {entry.upper()} candidate passed the gate at >= {settings.min_speedup:g}x "
                                       f"ONNX Runtime fp32 (the search's frontier: card {entry}.search)")
             report["passed"] = False
@@ -145,23 +152,25 @@ def measure_gates(staging: Path, card: dict, judged: list[tuple[np.ndarray, int]
             "source": source, "runners": runners}
 
 
-def reduced_precision_step(staging: Path, card: dict, footage: Path, int8: bool, say: Callable[[str], None],
-                           settings: SearchSettings = SearchSettings()) -> None:
-    """Face clips of ``footage`` -> the INT8 model (with ``int8``) and every
-    gate, recorded in ``card`` (saved)."""
-    clips = face_clips(footage, Bundle(staging, seal(staging, card)))
+def reduced_precision_step(staging: Path, card: Card, footage: Path, int8: bool, say: Callable[[str], None],
+                           settings: SearchSettings = SearchSettings()) -> Card:
+    """Face clips of ``footage`` -> the INT8 model (with ``int8``), the bf16
+    choice (where the CPU has bf16) and every gate: ``card`` (sealed) with
+    them, saved."""
+    clips = face_clips(footage, Bundle(staging, card))
     calibrate, judge = (clips[0::2], clips[1::2]) if len(clips) > 1 else (clips, clips)
-    batch = card["input"]["shape"][0]
+    batch = card.input.batch
+    judged = batched(judge if int8 else clips, batch)
+    # the fp32 ONNX's outputs on the judging clips, computed once for the searches and the gates
+    reference = outputs_on(OnnxRuntimeRunner(Bundle(staging, card), "fp32", providers=["CPUExecutionProvider"]), judged)
     if int8:
-        card["int8"] = quantize(staging, card, batched(calibrate, batch), batched(judge, batch), settings, say)
-        write_card(staging, card)
-    if openvino_unavailable_reason("openvino-bf16", Bundle(staging, seal(staging, card))) is None:
+        quantized = quantize(staging, card, batched(calibrate, batch), judged, reference, settings, say)
+        card = write_card(staging, replace(card, int8=quantized.section), quantized.files)
+    if openvino_unavailable_reason("openvino-bf16", Bundle(staging, card)) is None:
         from mdhr_export.bf16_search import search_bf16
 
-        card["bf16"] = search_bf16(Bundle(staging, seal(staging, card)), batched(judge if int8 else clips, batch), settings, say)
-        write_card(staging, card)
+        card = write_card(staging, replace(card, bf16=search_bf16(Bundle(staging, card), judged, reference, settings,
+                                                                  say)))
     split = "odd clips (even clips calibrated the INT8 model)" if len(clips) > 1 and int8 else "all clips"
-    card.setdefault("parity", {})["reduced_precision"] = measure_gates(
-        staging, card, batched(judge if int8 else clips, batch), f"{split} of the face clips of {footage}", settings,
-        say)
-    write_card(staging, card)
+    gates = measure_gates(staging, card, judged, reference, f"{split} of the face clips of {footage}", settings, say)
+    return write_card(staging, card.with_checks(reduced_precision=gates))

@@ -5,20 +5,25 @@ Per-group sensitivity, then a greedy frontier:
 1. each layer group (``mdhr_runtime.backends.layer_groups``) alone in INT8, the rest float32:
    its agreement with fp32 on the judging clips says how much quantising
    it costs;
-2. groups in INT8 cumulatively, least costly first: 2, 3, ... while the
-   last one passed the agreement gate (a model with one more group in INT8
-   than a failing one fails too, so the rest are not quantised).
+2. the groups that passed alone, in INT8 cumulatively, least costly first:
+   2, 3, ... while the last one passed the agreement gate (a model with one
+   more group in INT8 than a failing one fails too, so a group that fails
+   alone joins no candidate).
 
-Every candidate is a real NNCF quantisation (the float32 groups in its
-ignored scope, so they keep their original weights and biases), judged
-against the fp32 ONNX on ONNX Runtime by the export's agreement gate
-first, and only then timed against it in alternating runs on the same clip
-(load changes hit both alike): a candidate that fails agreement is timed
-only if none passes and the fallback below needs its speed.  The shipped
-model is the fastest candidate that passes the gate at ``min_speedup`` or
-more; when none does, the most faithful one that reaches ``min_speedup``
-(else the fastest), marked failing.  All candidates, with agreement and
-(where timed) speed, are the frontier in the card.
+NNCF calibrates once, every searched group in INT8; each candidate is that
+model with the quantisation taken out of its float32 groups
+(``int8_candidates``: the same model as its own NNCF run with those groups
+in the ignored scope).  A candidate is judged against the fp32 ONNX on ONNX
+Runtime clip by clip, and judging stops as soon as its disagreements
+already exceed what the gate allows over all the judging clips (the entry
+says on how many clips it was judged).  Only then is a candidate timed
+against fp32 in alternating runs on the same clip (load changes hit both
+alike): one that fails agreement is timed only if none passes and the
+fallback below needs its speed.  The shipped model is the fastest candidate
+that passes the gate at ``min_speedup`` or more; when none does, the most
+faithful one that reaches ``min_speedup`` (else the fastest), marked
+failing.  All candidates, with agreement and (where timed) speed, are the
+frontier in the card.
 """
 from __future__ import annotations
 
@@ -34,11 +39,12 @@ import numpy as np
 
 from mdhr.errors import MDHRError
 from mdhr_export import parity
+from mdhr_export.int8_candidates import quantize_once, with_float32_nodes
 from mdhr_runtime.backends.layer_groups import LayerGroup, islands_of, layer_groups
 from mdhr_runtime.backends.openvino_runner import compile_config
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 
-# The issue's bar: below this speed-up an INT8 model is not worth its agreement loss.
+# The bar: below this speed-up an INT8 model is not worth its agreement loss.
 MIN_SPEEDUP = 1.2
 CANDIDATES_DIR = ".int8_candidates"
 
@@ -66,10 +72,10 @@ def score(report: dict) -> float:
 
 class Search:
     """The search on one staged bundle: calibration and judging clips in
-    model batches, the fp32 reference outputs on the judging clips."""
+    model batches, ``reference`` the fp32 ONNX's outputs on the judging clips."""
 
-    def __init__(self, staging: Path, bundle, calibration, judged, settings: SearchSettings,
-                 say: Callable[[str], None]):
+    def __init__(self, staging: Path, bundle, calibration, judged, reference: dict[str, np.ndarray],
+                 settings: SearchSettings, say: Callable[[str], None]):
         import nncf
         import openvino as ov
 
@@ -79,45 +85,48 @@ class Search:
         self.core = ov.Core()
         self.model = self.core.read_model(str(bundle.verified("onnx")))
         self.groups = layer_groups(self.model, islands_of(bundle.card))
-        self.fp32 = OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"])
-        self.reference = parity.concat([{k: v[:real] for k, v in self.fp32.infer(b).items()} for b, real in judged])
+        self.fp32 = OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"])  # timing
+        self.reference = reference
         self.folder = staging / CANDIDATES_DIR
         self.folder.mkdir(exist_ok=True)
         self.tried: list[dict] = []
+        searched = {g.name for g in self.searched()}
+        start = time.perf_counter()
+        self.quantized = quantize_once(self.model, [clips for clips, _ in calibration],
+                                       [node for g in self.groups if g.name not in searched for node in g.nodes])
+        self.calibration_seconds = round(time.perf_counter() - start, 1)
+
+    def searched(self) -> list[LayerGroup]:
+        groups = [g for g in self.groups if self.settings.groups is None or g.name in self.settings.groups]
+        if not groups:
+            raise MDHRError(f"int8 search: none of the groups {', '.join(self.settings.groups)} is in the model "
+                            f"(its groups: {', '.join(g.name for g in self.groups)})")
+        return groups
 
     def close(self) -> None:
         self.fp32.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def candidate(self, int8_groups: list[LayerGroup]) -> dict:
-        """Quantise ``int8_groups`` (the rest float32), judge and time it."""
-        import nncf
+        """``int8_groups`` in INT8 (the rest float32), judged, and timed if it passes."""
         import openvino as ov
 
         names = {g.name for g in int8_groups}
-        kept = [node for g in self.groups if g.name not in names for node in g.nodes]
-        start = time.perf_counter()
-        quantized = nncf.quantize(self.model.clone(), nncf.Dataset([clips for clips, _ in self.calibration]),
-                                  preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(self.calibration),
-                                  ignored_scope=nncf.IgnoredScope(names=kept, validate=False))
-        seconds = time.perf_counter() - start
+        quantized = with_float32_nodes(self.quantized, self.model,
+                                       {node for g in self.groups if g.name not in names for node in g.nodes})
         path = self.folder / f"candidate_{len(self.tried)}.xml"
         ov.save_model(quantized, str(path), compress_to_fp16=False)
         compiled = self.core.compile_model(quantized, "CPU", compile_config("int8"))
         del quantized
         request = compiled.create_infer_request()
-        outputs = parity.concat([{name: np.array(request.infer({0: b})[compiled.output(name)])[:real]
-                                  for name in self.reference} for b, real in self.judged])
-        report = parity.judged(self.reference, outputs, self.bundle.threshold, self.bundle.au_names, fp32=False,
-                               min_agreement=self.settings.min_agreement, min_rank=self.settings.min_rank)
+        report, clips = self.judge(compiled, request)
         entry = {"int8_groups": sorted(names, key=self._order), "fp32_groups": [g.name for g in self.groups
                                                                                 if g.name not in names],
                  "int8_macs_share": round(sum(g.macs_share for g in int8_groups), 4),
                  "speedup_vs_onnxruntime": None, "score": round(score(report), 5),
                  **{k: report[k] for k in ("au_max_abs_error", "au_decision_agreement", "median_decision_agreement",
                                            "region_argmax_agreement", "rank_correlation_min", "failures")},
-                 "passed_agreement": report["passed"], "calibration_seconds": round(seconds, 1), "file": path.name,
-                 "passed": False}
+                 "passed_agreement": report["passed"], "judged_clips": clips, "file": path.name, "passed": False}
         self.tried.append(entry)
         if report["passed"]:
             self.time(entry, request)
@@ -125,10 +134,32 @@ class Search:
         self.say(f"int8 search: {'+'.join(entry['int8_groups'])} in INT8: "
                  f"{100 * report['median_decision_agreement']:.2f}% at the AU medians, rank correlation "
                  f"{report['rank_correlation_min'] or 0:.3f}"
+                 + (f" on {clips} of {self.judged_clips} clips" if clips < self.judged_clips else "")
                  + (f", {entry['speedup_vs_onnxruntime']:.2f}x fp32" if entry["speedup_vs_onnxruntime"] else
                     " (fails agreement: not timed)")
                  + (" (passes)" if entry["passed"] else ""))
         return entry
+
+    @property
+    def judged_clips(self) -> int:
+        return sum(real for _, real in self.judged)
+
+    def judge(self, compiled, request) -> tuple[dict, int]:
+        """The gate's report on the judging clips, batch by batch, stopping
+        once the candidate fails for certain; and how many clips it saw."""
+        batches = []
+        for index, (clips, real) in enumerate(self.judged):
+            outputs = request.infer({0: clips})
+            batches.append({name: np.array(outputs[compiled.output(name)])[:real] for name in self.reference})
+            if index + 1 < len(self.judged) and fails_for_certain(self.reference, batches, self.bundle.threshold,
+                                                                  self.settings.min_agreement):
+                break
+        outputs = parity.concat(batches)
+        seen = len(outputs["au_scores"])
+        reference = {name: values[:seen] for name, values in self.reference.items()}
+        report = parity.judged(reference, outputs, self.bundle.threshold, self.bundle.au_names, fp32=False,
+                               min_agreement=self.settings.min_agreement, min_rank=self.settings.min_rank)
+        return report, seen
 
     def time(self, entry: dict, request=None) -> None:
         """Time a judged candidate (``request``: its compiled model, else
@@ -157,19 +188,20 @@ class Search:
         """Sensitivity, then the greedy frontier; returns the card's record
         (``chosen``: the entry of the model to ship)."""
         load_before = os.getloadavg()
-        searched = [g for g in self.groups if self.settings.groups is None or g.name in self.settings.groups]
-        if not searched:
-            raise MDHRError(f"int8 search: none of the groups {', '.join(self.settings.groups)} is in the model "
-                            f"(its groups: {', '.join(g.name for g in self.groups)})")
+        searched = self.searched()
         singles = {g.name: self.candidate([g]) for g in searched}
         ranked = sorted(searched, key=lambda g: (-singles[g.name]["score"], self._order(g.name)))
-        for size in range(2, len(ranked) + 1):
-            if not self.candidate(ranked[:size])["passed_agreement"]:
+        passing = [g for g in ranked if singles[g.name]["passed_agreement"]]
+        for size in range(2, len(passing) + 1):
+            if not self.candidate(passing[:size])["passed_agreement"]:
                 break
         chosen = choose(self.tried, self.settings, self.time)
-        return {"method": "per-group sensitivity (each group alone in INT8), then groups added least costly first "
-                          "while the agreement gate passes; only candidates that pass agreement are timed (and, "
-                          "when none passes, failing ones from the most faithful down until one is fast enough)",
+        return {"method": "one NNCF calibration of every searched group; per-group sensitivity (each group alone "
+                          "in INT8), then the groups that passed alone added least costly first while the agreement "
+                          "gate passes; judging stops once a candidate fails for certain; only candidates that "
+                          "pass agreement are timed (and, when none passes, failing ones from the most faithful "
+                          "down until one is fast enough)",
+                "calibration_seconds": self.calibration_seconds,
                 "gate": self.settings.gate(), "groups": [{"name": g.name, "weighted_layers": g.weighted_layers,
                                                           "macs_share": g.macs_share, "nodes": len(g.nodes)}
                                                          for g in self.groups],
@@ -179,6 +211,20 @@ class Search:
                           "candidate on one clip batch, same threads",
                 "load_average": {"before": [round(x, 2) for x in load_before],
                                  "after": [round(x, 2) for x in os.getloadavg()]}}
+
+
+def fails_for_certain(reference: dict[str, np.ndarray], judged: list[dict[str, np.ndarray]], threshold: float,
+                      min_agreement: float) -> bool:
+    """Whether the decisions judged so far already disagree with the
+    reference on more than the gate allows over all its frames (at each
+    AU's median over all the reference's frames, or at the threshold)."""
+    reference_scores = parity.frames_by_au(reference["au_scores"])
+    scores = parity.frames_by_au(np.concatenate([batch["au_scores"] for batch in judged]))
+    seen = reference_scores[:len(scores)]
+    allowed = (1 - min_agreement) * reference_scores.size
+    worst = max(int(np.sum((seen >= cut) != (scores >= cut)))
+                for cut in (np.median(reference_scores, axis=0), threshold))
+    return worst > allowed
 
 
 def choose(tried: list[dict], settings: SearchSettings, time: Callable[[dict], None]) -> dict:

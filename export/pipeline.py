@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Callable
 
 import numpy as np
@@ -14,16 +15,16 @@ import torch
 
 import mdhr
 from mdhr.aus import DECISION_THRESHOLD, IMAGE_MEAN, IMAGE_STD
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, MDHRError, param
 from mdhr_export import fp16 as fp16_tools
 from mdhr_export import graph, isolated, parity
 from mdhr_export import stages as stage_graphs
 from mdhr_export import weights as shared_weights
-from mdhr_export.staging import check_bundle_target, staged_folder
+from mdhr_export.staging import Written, check_bundle_target, staged_folder
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 from mdhr_runtime.backends.selection import tensorrt_unavailable_reason
-from mdhr_runtime.bundle import DEFAULT_TARGET, FORMAT, TARGET_ARTIFACTS, TARGETS, load_bundle, write_card
-from mdhr_runtime.card import ISLANDS
+from mdhr_runtime.bundle import DEFAULT_TARGET, TARGET_ARTIFACTS, TARGETS, load_bundle, seal, write_card
+from mdhr_runtime.card import Card, InputSpec, Source
 from mdhr_runtime.files.outputs import check_input, remove_stale_staging
 
 ONNX_FILE, ONNX_FP16_FILE = "model.onnx", "model_fp16.onnx"
@@ -78,29 +79,29 @@ def validate(options: ExportOptions) -> None:
     """Everything checkable before the model loads: options, the
     checkpoint file, the --out folder."""
     if options.random_init == (options.ckpt is not None):
-        raise MDHRError("give --ckpt PATH to export a trained model, or --random-init (and --dataset, "
-                        "--backbone) to try the pipeline with an untrained one")
+        raise InputError(f"give {param('ckpt')} (a checkpoint) to export a trained model, or {param('random_init')} "
+                         f"(and {param('dataset')}, {param('backbone')}) to try the pipeline with an untrained one")
     if options.opset not in graph.OPSETS:
-        raise MDHRError(f"opset {options.opset} is not supported; choose {graph.OPSETS.start}.."
-                        f"{graph.OPSETS.stop - 1} (default {graph.DEFAULT_OPSET})")
+        raise InputError(f"{param('opset')} {options.opset} is not supported; choose {graph.OPSETS.start}.."
+                         f"{graph.OPSETS.stop - 1} (default {graph.DEFAULT_OPSET})")
     if not 1 <= options.batch <= MAX_BATCH:
-        raise MDHRError(f"--batch must be 1 to {MAX_BATCH}, got {options.batch}")
+        raise InputError(f"{param('batch')} must be 1 to {MAX_BATCH}, got {options.batch}")
     if not 2 <= options.frames <= MAX_FRAMES:
-        raise MDHRError(f"--frames must be 2 to {MAX_FRAMES} (MDHR differences consecutive frames; the official "
-                        f"clip is 16), got {options.frames}")
+        raise InputError(f"{param('frames')} must be 2 to {MAX_FRAMES} (MDHR differences consecutive frames; the official "
+                         f"clip is 16), got {options.frames}")
     if options.ckpt is not None:
         check_input(options.ckpt, "checkpoint", folder_ok=False)
     if options.target not in TARGETS:
-        raise MDHRError(f"unknown --target {options.target!r}: choose one of {', '.join(TARGETS)}")
+        raise InputError(f"unknown {param('target')} {options.target!r}: choose one of {', '.join(TARGETS)}")
     if options.target == "cpu" and options.fp16:
-        raise MDHRError("--fp16 writes the graphs TensorRT engines are built from, which --target cpu leaves out; "
-                        "give --target gpu or all with --fp16")
+        raise InputError(f"{param('fp16')} writes the graphs TensorRT engines are built from, which {param('target')} "
+                         f"cpu leaves out; give {param('target')} gpu or all with {param('fp16')}")
     if options.target == "gpu" and (options.int8 or options.calibrate is not None):
-        raise MDHRError("--int8 and --calibrate are for the CPU runners, which --target gpu leaves out; "
-                        "give --target cpu or all with them")
+        raise InputError(f"{param('int8')} and {param('calibrate')} are for the CPU runners, which {param('target')} "
+                         f"gpu leaves out; give {param('target')} cpu or all with them")
     if options.int8 and options.calibrate is None:
-        raise MDHRError("--int8 needs --calibrate VIDEO_OR_FOLDER: real face footage (a video, a folder of frames "
-                        "or a folder of videos) to calibrate the INT8 model on and to measure its agreement")
+        raise InputError(f"{param('int8')} needs {param('calibrate')} VIDEO_OR_FOLDER: real face footage (a video, a folder of frames "
+                         "or a folder of videos) to calibrate the INT8 model on and to measure its agreement")
     if options.calibrate is not None:
         check_input(options.calibrate, "calibration footage", folder_ok=True)
         from mdhr_export.int8 import check_tools
@@ -108,8 +109,8 @@ def validate(options: ExportOptions) -> None:
         check_tools(options.int8)
     target = check_bundle_target(options.out)
     if options.ckpt is not None and Path(options.ckpt).absolute().is_relative_to(target):
-        raise MDHRError(f"the checkpoint {options.ckpt} lies inside --out {options.out}, which the export replaces; "
-                        "choose another --out folder")
+        raise InputError(f"the checkpoint {options.ckpt} lies inside {param('out')} {options.out}, which the export "
+                         f"replaces; choose another {param('out')} folder")
 
 
 def load(options: ExportOptions) -> tuple[mdhr.MDHR, str | None]:
@@ -128,23 +129,16 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def make_card(model: mdhr.MDHR, options: ExportOptions, checkpoint_sha256: str | None) -> dict:
-    return {
-        "format": FORMAT,
-        "dataset": model.dataset,
-        "backbone": model.backbone,
-        "au_names": list(model.aus.au_names),
-        "threshold": DECISION_THRESHOLD,
-        "input": {"name": graph.INPUT_NAME, "shape": [options.batch, options.frames, 3, 224, 224],
-                  "layout": "RGB, pixel/255 then (x - mean) / std", "mean": list(IMAGE_MEAN),
-                  "std": list(IMAGE_STD)},
-        "outputs": graph.output_names(model),
-        "regions": {r.name: r.num_classes for r in model.aus.regions},
-        "untrained": checkpoint_sha256 is None,
-        "target": options.target,
-        "source": {"checkpoint_sha256": checkpoint_sha256, "torch": torch.__version__,
-                   "onnx": onnx.__version__, "opset": options.opset},
-    }
+def make_card(model: mdhr.MDHR, options: ExportOptions, checkpoint_sha256: str | None) -> Card:
+    """The card's identity: what the model is, before any file is written."""
+    return Card(
+        dataset=model.dataset, backbone=model.backbone, au_names=tuple(model.aus.au_names),
+        threshold=DECISION_THRESHOLD,
+        input=InputSpec(graph.INPUT_NAME, (options.batch, options.frames, 3, 224, 224), IMAGE_MEAN, IMAGE_STD),
+        outputs=tuple(graph.output_names(model)), regions=tuple((r.name, r.num_classes) for r in model.aus.regions),
+        untrained=checkpoint_sha256 is None, target=options.target,
+        source=Source(checkpoint_sha256, torch.__version__, onnx.__version__, options.opset),
+        artifacts=MappingProxyType({}))
 
 
 def torch_outputs(model: mdhr.MDHR, clips: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -157,13 +151,13 @@ def torch_outputs(model: mdhr.MDHR, clips: list[np.ndarray]) -> dict[str, np.nda
     return parity.concat(runs)
 
 
-def export_bundle(options: ExportOptions, progress: Progress | None = None) -> dict:
+def export_bundle(options: ExportOptions, progress: Progress | None = None) -> Card:
     """Run the whole export; returns the card written to ``options.out``."""
     progress = progress or Progress()
     validate(options)
     remove_stale_staging(options.out, progress.say)
     model, checksum = progress.step("load", lambda: load(options))
-    card = make_card(model, options, checksum)
+    identity = make_card(model, options, checksum)
     with staged_folder(options.out) as staging:
         recipe = isolated.ModelRecipe.save(model, staging / ".weights.pt")
         raw = staging / f".unsimplified-{ONNX_FILE}"
@@ -171,53 +165,58 @@ def export_bundle(options: ExportOptions, progress: Progress | None = None) -> d
         _sensitive, islands = progress.step("export", lambda: isolated.run_isolated(
             isolated.export_model, recipe, options.batch, options.frames, options.opset, options.verbose, raw))
         weights = progress.step("simplify", lambda: isolated.run_isolated(
-            isolated.simplify, raw, staging / ONNX_FILE, card, weights))
-        card[ISLANDS] = islands
-        card["artifacts"] = {"onnx": ONNX_FILE, "onnx_fp16": None, "engine": None,
-                             shared_weights.KINDS["fp32"]: weights.path.name}
-        card["artifacts"].update(dict.fromkeys(stage_graphs.FILES))
-        write_card(staging, card)
+            isolated.simplify, raw, staging / ONNX_FILE, identity.identity(), weights))
+        card = write_card(staging, replace(identity, islands={part: tuple(nodes) for part, nodes in islands.items()}),
+                          {"onnx": ONNX_FILE, shared_weights.KINDS["fp32"]: weights.path.name})
 
         clips = parity.parity_clips(options.batch, options.frames, options.seed)
         reference = progress.step("pytorch", lambda: torch_outputs(model, clips))
-        card["parity"], onnx_fp32 = progress.step("parity", lambda: fp32_parity(raw, staging, clips, reference))
+        checks, onnx_fp32 = progress.step("parity", lambda: fp32_parity(raw, staging, clips, reference))
         raw.unlink()
-        card["parity"]["stages_fp32_cpu"] = progress.step("stages", lambda: stage_graphs.write_stages(
+        stages = progress.step("stages", lambda: stage_graphs.write_stages(
             recipe, model, options.frames, options.opset, staging, card, clips, reference, weights,
             chatty=options.verbose))
         recipe.weights.unlink()
+        card = seal(staging, replace(card, stages=stages.section).with_checks(**checks, stages_fp32_cpu=stages.report),
+                    stages.files)
         if options.writes_fp16:
-            weights16 = shared_weights.WeightsFile(staging / shared_weights.FILES["fp16"])
-            card["artifacts"][shared_weights.KINDS["fp16"]] = weights16.path.name
-            card["parity"]["fp16"] = progress.step(
-                "fp16", lambda: export_fp16(staging, card, clips, onnx_fp32, weights16))
-            card["parity"]["stages_fp16"] = progress.step("stages_fp16", lambda: stage_graphs.write_fp16_stages(
-                staging, card, clips, onnx_fp32, weights16))
-            card["fp16"] = fp16_tools.describe(staging, card)
-            progress.step("engine", lambda: maybe_build_engine(staging, card, options.out, progress.say))
+            card = fp16_steps(staging, card, clips, onnx_fp32, options.out, progress)
         if options.calibrate is not None:
             from mdhr_export.int8 import reduced_precision_step
 
-            progress.step("int8" if options.int8 else "gates", lambda: reduced_precision_step(
+            card = progress.step("int8" if options.int8 else "gates", lambda: reduced_precision_step(
                 staging, card, Path(options.calibrate), options.int8, progress.say))
         if options.target == "gpu":
-            keep_for_gpu(staging, card, onnx_fp32)
-        card["timings_s"] = progress.timings
-        written = write_card(staging, card)  # with each artifact's size and sha256
-    return written.to_json()
+            card = seal(staging, card, keep_for_gpu(staging, card, onnx_fp32))
+        written = write_card(staging, replace(card, timings=MappingProxyType(dict(progress.timings))))
+    return written
 
 
-def keep_for_gpu(staging: Path, card: dict, onnx_fp32: dict[str, np.ndarray]) -> None:
+def fp16_steps(staging: Path, card: Card, clips, onnx_fp32: dict[str, np.ndarray], out: Path,
+               progress: Progress) -> Card:
+    """The FP16 graphs (the model's and the stages', one weights file) and,
+    where TensorRT and a GPU are here, the engine: ``card`` with them."""
+    weights16 = shared_weights.WeightsFile(staging / shared_weights.FILES["fp16"])
+    model16 = progress.step("fp16", lambda: export_fp16(staging, card, clips, onnx_fp32, weights16))
+    card = seal(staging, card.with_reports(fp32_nodes=model16.section).with_checks(fp16=model16.report),
+                model16.files)
+    stages16 = progress.step("stages_fp16", lambda: stage_graphs.write_fp16_stages(
+        staging, card, clips, onnx_fp32, weights16))
+    card = seal(staging, replace(card, stages=stages16.section).with_checks(stages_fp16=stages16.report),
+                stages16.files)
+    card = card.with_reports(fp16=fp16_tools.describe(staging, card))
+    return progress.step("engine", lambda: maybe_build_engine(staging, card, out, progress.say))
+
+
+def keep_for_gpu(staging: Path, card: Card, onnx_fp32: dict[str, np.ndarray]) -> dict[str, str | None]:
     """--target gpu: the fp32 graphs (every check is done) give way to the
     fp32 ONNX's outputs on the parity clips, which mdhr-build checks the
-    engines against."""
+    engines against; returns the files that changed."""
     np.savez_compressed(staging / PARITY_REFERENCE_FILE, **onnx_fp32)
-    for kind in TARGET_ARTIFACTS["cpu"]:
-        name = card["artifacts"].get(kind)
-        if name is not None:
-            (staging / name).unlink()
-            card["artifacts"][kind] = None
-    card["artifacts"]["parity_reference"] = PARITY_REFERENCE_FILE
+    gone = [kind for kind in TARGET_ARTIFACTS["cpu"] if kind in card.artifacts]
+    for kind in gone:
+        (staging / card.artifacts[kind].name).unlink()
+    return {**dict.fromkeys(gone), "parity_reference": PARITY_REFERENCE_FILE}
 
 
 def fp32_parity(unsimplified_path: Path, staging: Path, clips,
@@ -251,20 +250,21 @@ def fp32_parity(unsimplified_path: Path, staging: Path, clips,
             "simplification_max_abs_error": simplify_error["au_max_abs_error"]}, simplified
 
 
-def export_fp16(staging: Path, card: dict, clips, reference: dict[str, np.ndarray],
-                weights: shared_weights.WeightsFile) -> dict:
+def export_fp16(staging: Path, card: Card, clips, reference: dict[str, np.ndarray],
+                weights: shared_weights.WeightsFile) -> Written[list[str]]:
     """Write the FP16 ONNX (its weights in ``weights``, updated) and measure
-    it against ``reference``, the fp32 ONNX's outputs on the same ``clips``."""
-    card["fp32_nodes"] = fp16_tools.kept_nodes(card[ISLANDS])
+    it against ``reference``, the fp32 ONNX's outputs on the same ``clips``;
+    its section is the nodes it keeps float32."""
+    fp32_nodes = fp16_tools.kept_nodes(card.islands)
     weights.stored = isolated.run_isolated(
-        isolated.to_fp16, staging / ONNX_FILE, card["fp32_nodes"], staging / ONNX_FP16_FILE, weights).stored
-    card["artifacts"]["onnx_fp16"] = ONNX_FP16_FILE
-    write_card(staging, card)
+        isolated.to_fp16, staging / ONNX_FILE, fp32_nodes, staging / ONNX_FP16_FILE, weights).stored
+    files = {"onnx_fp16": ONNX_FP16_FILE, shared_weights.KINDS["fp16"]: weights.path.name}
+    write_card(staging, card.with_reports(fp32_nodes=fp32_nodes), files)
     bundle = load_bundle(staging)
     emulated = OnnxRuntimeRunner(bundle, "fp16", providers=["CPUExecutionProvider"])
     report = {"reference": "onnxruntime-fp32-cpu",
               "estimate_cpu": {"method": fp16_tools.CPU_EMULATION,
-                               **parity.compare(reference, parity.runner_outputs(emulated, clips), card["threshold"])},
+                               **parity.compare(reference, parity.runner_outputs(emulated, clips), card.threshold)},
               "measured_gpu": None}
     emulated.close()
     import onnxruntime as ort
@@ -272,21 +272,23 @@ def export_fp16(staging: Path, card: dict, clips, reference: dict[str, np.ndarra
     if "CUDAExecutionProvider" in ort.get_available_providers():
         gpu = OnnxRuntimeRunner(bundle, "fp16", providers=["CUDAExecutionProvider"])
         report["measured_gpu"] = {"backend": gpu.name,
-                                  **parity.compare(reference, parity.runner_outputs(gpu, clips), card["threshold"])}
+                                  **parity.compare(reference, parity.runner_outputs(gpu, clips), card.threshold)}
         gpu.close()
-    return report
+    return Written(fp32_nodes, files, report)
 
 
-def maybe_build_engine(staging: Path, card: dict, out: Path, say: Callable[[str], None]) -> None:
-    """The FP16 engine where TensorRT and a GPU are here; an engine that fails
-    its parity gate is left out (the ONNX bundle is still written)."""
+def maybe_build_engine(staging: Path, card: Card, out: Path, say: Callable[[str], None]) -> Card:
+    """``card`` with the FP16 engine where TensorRT and a GPU are here; an
+    engine that fails its parity gate is left out (the ONNX bundle is still
+    written)."""
     reason = tensorrt_unavailable_reason()
     if reason is not None:
         say(f"TensorRT engine not built here ({reason}); on the target GPU run: mdhr-build {out} --fp16")
-        return
+        return card
     from mdhr_export.build import build_into
 
     try:
-        build_into(staging, card, "fp16")
+        return build_into(staging, card, "fp16")
     except MDHRError as e:
         say(f"TensorRT engine not kept: {e}")
+        return card

@@ -4,6 +4,7 @@ their FP16 versions; each precision's graphs share one weights file with
 the model's (``weights.py``)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,11 @@ from mdhr.model import MDHR
 from mdhr.stages import MOTION_CHANNELS, ClipStage, FrameRun, FrameStage, cached_floats_per_frame, tap_shapes
 from mdhr_export import fp16 as fp16_tools
 from mdhr_export import graph, isolated, parity
+from mdhr_export.staging import Written
 from mdhr_export.weights import WeightsFile
 from mdhr_runtime.backends import stages as runtime_stages
 from mdhr_runtime.bundle import Bundle, seal
+from mdhr_runtime.card import Card, FrameBatch, Stages
 
 STAGES = ("frame_stage", "clip_stage")
 FILES = {"frame_stage": "frame_stage.onnx", "clip_stage": "clip_stage.onnx", "frame_batch": "frame_batch.onnx",
@@ -91,37 +94,38 @@ def describe(model: MDHR, frames: int) -> dict:
     }
 
 
-def write_stages(recipe: isolated.ModelRecipe, model: MDHR, frames: int, opset: int, staging: Path, card: dict,
-                 clips, reference, weights: WeightsFile, chatty: bool = False) -> dict:
+def write_stages(recipe: isolated.ModelRecipe, model: MDHR, frames: int, opset: int, staging: Path, card: Card,
+                 clips, reference, weights: WeightsFile, chatty: bool = False) -> Written[Stages]:
     """Export both stages into ``staging`` (each in a process of its own,
-    see ``isolated.py``; their weights in ``weights``, updated) and list
-    them in ``card``; the parity report of the stages over the parity clips
-    against PyTorch's ``reference``.  Raises (no bundle) when the split is
-    not faithful."""
+    see ``isolated.py``; their weights in ``weights``, updated): the card's
+    account of them, their files, and the parity report of the stages over
+    the parity clips against PyTorch's ``reference``.  Raises (no bundle)
+    when the split is not faithful."""
     sensitive = {}
     for kind in STAGES:
         raw = staging / f".unsimplified-{FILES[kind]}"
         try:
             sensitive[kind] = isolated.run_isolated(export_stage, recipe, kind, frames, opset, chatty, raw)
-            metadata = {"stage": kind, "dataset": card["dataset"], "backbone": card["backbone"]}
+            metadata = {"stage": kind, "dataset": card.dataset, "backbone": card.backbone}
             weights.stored = isolated.run_isolated(isolated.simplify, raw, staging / FILES[kind], metadata, weights).stored
         finally:
             raw.unlink(missing_ok=True)
-        card["artifacts"][kind] = FILES[kind]
-    card["stages"] = {**describe(model, frames), "frame_differences": sensitive["frame_stage"]}
-    report = parity.compare(reference, stage_outputs(staging, card, clips, "fp32"), card["threshold"])
+    files = {kind: FILES[kind] for kind in STAGES}
+    stages = Stages.from_json({**describe(model, frames), "frame_differences": sensitive["frame_stage"]}, card.outputs)
+    trial = seal(staging, replace(card, stages=stages), files)
+    report = parity.compare(reference, stage_outputs(staging, trial, clips, "fp32"), card.threshold)
     problems = parity.fp32_failures(report)
     if problems:
-
         raise MDHRError("the exported frame and clip stages disagree with PyTorch: " + "; ".join(problems)
                         + "; no bundle written (please report this with the checkpoint's configuration)")
     if frame_batch_size(frames) > 1:
-        write_frame_batch(recipe, frames, opset, staging, card, clips, weights, chatty)
-    return report
+        batch = write_frame_batch(recipe, frames, opset, staging, trial, clips, weights, chatty)
+        stages, files = replace(stages, frame_batch=batch.section), {**files, **batch.files}
+    return Written(stages, files, report)
 
 
-def write_frame_batch(recipe: isolated.ModelRecipe, frames: int, opset: int, staging: Path, card: dict, clips,
-                      weights: WeightsFile, chatty: bool = False) -> None:
+def write_frame_batch(recipe: isolated.ModelRecipe, frames: int, opset: int, staging: Path, card: Card, clips,
+                      weights: WeightsFile, chatty: bool = False) -> Written[FrameBatch]:
     """The frame stage over a hop of frames per call (``FrameRun``), kept
     only where ONNX Runtime gives every frame's outputs bit for bit as the
     one-frame graph does on the parity clips (rows must not depend on how
@@ -129,29 +133,28 @@ def write_frame_batch(recipe: isolated.ModelRecipe, frames: int, opset: int, sta
     raw = staging / f".unsimplified-{FILES['frame_batch']}"
     try:
         isolated.run_isolated(export_stage, recipe, "frame_batch", frames, opset, chatty, raw)
-        metadata = {"stage": "frame_batch", "dataset": card["dataset"], "backbone": card["backbone"]}
+        metadata = {"stage": "frame_batch", "dataset": card.dataset, "backbone": card.backbone}
         weights.stored = isolated.run_isolated(isolated.simplify, raw, staging / FILES["frame_batch"], metadata,
                                                weights).stored
     finally:
         raw.unlink(missing_ok=True)
-    described = {"frames": frame_batch_size(frames), "bit_identical": True}
+    kept = {"frame_batch": FILES["frame_batch"]}
     # The card as the runtime would read it were the graph kept (a card names
     # frame_batch only when it is bit-identical): the check runs it so.
-    trial = {**card, "artifacts": {**card["artifacts"], "frame_batch": FILES["frame_batch"]},
-             "stages": {**card["stages"], "frame_batch": described}}
-    differing = batch_differences(staging, trial, clips)
-    card["stages"]["frame_batch"] = {**described, "bit_identical": not differing}
+    described = FrameBatch(frame_batch_size(frames), True)
+    differing = batch_differences(staging, seal(staging, replace(card, stages=replace(
+        card.stages, frame_batch=described)), kept), clips)
     if differing:  # one frame per call stays the only way; its weights are the other graphs' (shared file)
-        card["stages"]["frame_batch"]["differing_outputs"] = differing
         (staging / FILES["frame_batch"]).unlink()
-    else:
-        card["artifacts"]["frame_batch"] = FILES["frame_batch"]
+        return Written(replace(described, bit_identical=False, differing_outputs=tuple(differing)))
+    return Written(described, kept)
 
 
-def batch_differences(staging: Path, card: dict, clips) -> list[str]:
+def batch_differences(staging: Path, card: Card, clips) -> list[str]:
     """The outputs (static, dynamics, taps) in which ``frame_batch`` and the
-    frame stage one frame per call differ in any bit on the parity clips."""
-    runner = runtime_stages.StageRunner(Bundle(staging, seal(staging, card)), "fp32", providers=["CPUExecutionProvider"])
+    frame stage one frame per call differ in any bit on the parity clips
+    (``card``: sealed, naming ``frame_batch``)."""
+    runner = runtime_stages.StageRunner(Bundle(staging, card), "fp32", providers=["CPUExecutionProvider"])
     try:
         crops = [crop for batch in clips for clip in batch for crop in clip]
         return runtime_stages.batch_differences(runner, crops)
@@ -159,25 +162,29 @@ def batch_differences(staging: Path, card: dict, clips) -> list[str]:
         runner.close()
 
 
-def write_fp16_stages(staging: Path, card: dict, clips, reference, weights: WeightsFile) -> dict:
+def write_fp16_stages(staging: Path, card: Card, clips, reference, weights: WeightsFile) -> Written[Stages]:
     """FP16 versions (their weights in ``weights``, updated; float32 where
     ``fp16.FP16_FP32_PARTS`` says), measured against the fp32 ONNX outputs
-    ``reference``."""
-    card["stages"]["fp32_nodes"] = fp16_tools.kept_nodes({"frame_differences": card["stages"]["frame_differences"]})
-    keep = {"frame_stage": card["stages"]["fp32_nodes"], "clip_stage": []}
+    ``reference``: the stages' account with the nodes kept float32, the files."""
+    kept = fp16_tools.kept_nodes({"frame_differences": card.stages.frame_differences})
+    keep = {"frame_stage": kept, "clip_stage": []}
+    files = {}
     for kind in STAGES:
         weights.stored = isolated.run_isolated(isolated.to_fp16, staging / FILES[kind], keep[kind],
                                                staging / FILES[f"{kind}_fp16"], weights).stored
-        card["artifacts"][f"{kind}_fp16"] = FILES[f"{kind}_fp16"]
-    return {"reference": "onnxruntime-fp32-cpu", "method": fp16_tools.CPU_EMULATION,
-            **parity.compare(reference, stage_outputs(staging, card, clips, "fp16"), card["threshold"])}
+        files[f"{kind}_fp16"] = FILES[f"{kind}_fp16"]
+    stages = replace(card.stages, fp32_nodes=tuple(kept))
+    trial = seal(staging, replace(card, stages=stages), files)
+    return Written(stages, files, {"reference": "onnxruntime-fp32-cpu", "method": fp16_tools.CPU_EMULATION,
+                                   **parity.compare(reference, stage_outputs(staging, trial, clips, "fp16"),
+                                                    card.threshold)})
 
 
-def stage_outputs(staging: Path, card: dict, clips: list[np.ndarray], precision: str) -> dict[str, np.ndarray]:
+def stage_outputs(staging: Path, card: Card, clips: list[np.ndarray], precision: str) -> dict[str, np.ndarray]:
     """Every clip of ``clips`` ([B, T, ...] batches) through the stages in
-    ONNX Runtime CPU, as the official windows: outputs like ``model.onnx``'s."""
-
-    runner = runtime_stages.StageRunner(Bundle(staging, seal(staging, card)), precision, providers=["CPUExecutionProvider"])
+    ONNX Runtime CPU, as the official windows: outputs like ``model.onnx``'s
+    (``card``: sealed, naming the stage graphs)."""
+    runner = runtime_stages.StageRunner(Bundle(staging, card), precision, providers=["CPUExecutionProvider"])
     try:
         return parity.concat(runtime_stages.official_windows(runner, clips))
     finally:

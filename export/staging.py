@@ -5,9 +5,11 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, Mapping, TypeVar
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, param
 from mdhr_runtime.bundle import CARD_FILE
 from mdhr_runtime.files.atomic import (
     FULL_DEVICE,
@@ -20,19 +22,31 @@ from mdhr_runtime.files.atomic import (
 )
 from mdhr_runtime.files.outputs import check_output_folder
 
+Section = TypeVar("Section")
+
+
+@dataclass(frozen=True)
+class Written(Generic[Section]):
+    """What one export step added to the staging folder: its section of
+    the card, the files it wrote (kind -> file name; None: a kind it
+    removed) and the agreement it measured (a parity report)."""
+    section: Section
+    files: Mapping[str, str | None] = field(default_factory=dict)
+    report: dict | None = None
+
 
 def check_bundle_target(target: Path) -> Path:
     """Before any work: ``target`` can become a bundle folder (new, empty,
     or an existing bundle to replace) and its parent is writable."""
     target = Path(target).absolute()
-    check_output_folder(target, "--out")
+    check_output_folder(target, param("out"))
     if target.exists() and not _replaceable(target):
-        raise MDHRError(f"{target}: exists and is not an MDHR bundle; choose an empty or new --out folder")
+        raise InputError(f"{target}: exists and is not an MDHR bundle; choose an empty or new {param('out')} folder")
     return target
 
 
 @contextmanager
-def staged_folder(target: Path, check=check_bundle_target, option: str = "--out"):
+def staged_folder(target: Path, check=check_bundle_target, option: str = param("out")):
     """Yield an empty staging folder beside ``target`` (which ``check`` has
     approved and returned absolute); on success it replaces ``target`` (a
     previous one is swapped out only at the very end), on failure or
@@ -43,7 +57,7 @@ def staged_folder(target: Path, check=check_bundle_target, option: str = "--out"
         staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target), suffix=STAGING_SUFFIX, dir=target.parent))
     except OSError as e:
         remove_folders(created)
-        raise MDHRError(f"{target}: cannot write there ({e.strerror}); choose a writable {option} folder") from None
+        raise InputError(f"{target}: cannot write there ({e.strerror}); choose a writable {option} folder") from None
     try:
         yield staging
         os.chmod(staging, usual_mode(folder=True))  # mkdtemp's 0700 would hide the folder from other users

@@ -23,7 +23,7 @@ import re
 import stat
 from pathlib import Path
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, MDHRError, param
 from mdhr_export.staging import staged_folder
 from mdhr_runtime import integrity
 from mdhr_runtime.bundle import Bundle, load_bundle
@@ -84,7 +84,7 @@ def config_text(bundle: Bundle, name: str, platform: str, instances: int, kind: 
         "]",
     ]
     if bundle.untrained:
-        lines.insert(0, "# WARNING: UNTRAINED model (exported with --random-init): its outputs are meaningless.")
+        lines.insert(0, "# WARNING: UNTRAINED model (made by mdhr-export --random-init): its outputs are meaningless.")
     text = "\n".join(lines) + "\n"
     if platform == "onnxruntime_onnx":
         text += TENSORRT_ACCELERATOR
@@ -93,9 +93,9 @@ def config_text(bundle: Bundle, name: str, platform: str, instances: int, kind: 
 
 def check_new_or_empty(repo: Path) -> Path:
     repo = Path(repo).absolute()
-    check_output_folder(repo, "REPO")
+    check_output_folder(repo, param("repo"))
     if repo.exists() and any(repo.iterdir()):
-        raise MDHRError(f"REPO {repo} exists and is not empty; give a new or empty folder")
+        raise InputError(f"{param('repo')} {repo} exists and is not empty; give a new or empty folder")
     return repo
 
 
@@ -106,14 +106,14 @@ def write_repository(bundle_dir: str | Path, repo: str | Path, instances: int = 
     bundle = load_bundle(bundle_dir)
     repo = check_new_or_empty(repo)
     if instances < 1:
-        raise MDHRError(f"--instances must be at least 1, got {instances}")
+        raise InputError(f"{param('instances')} must be at least 1, got {instances}")
     models = [("onnxruntime_onnx", graph_files(bundle), "")]
     engine = bundle.artifact("engine")
     if engine is not None and engine.is_file():
         bundle.verified("engine")
         models.append(("tensorrt_plan", [(bundle.card.artifacts["engine"], "model.plan")], "_trt"))
     written = []
-    with staged_folder(repo, check=check_new_or_empty, option="REPO") as staging:
+    with staged_folder(repo, check=check_new_or_empty, option=param("repo")) as staging:
         for platform, files, suffix in models:
             name = model_name(bundle) + suffix
             folder = staging / name

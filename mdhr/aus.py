@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, param
 
 # Rows of the 7x7 backbone grid that each region pools over (top to bottom).
 # Regions overlap by one row, as in the official code.
@@ -135,5 +135,5 @@ def au_set(dataset: str) -> AUSet:
     try:
         return AU_SETS[dataset]
     except KeyError:
-        raise MDHRError(
-            f"unknown dataset {dataset!r}: choose one of {', '.join(AU_SETS)}") from None
+        raise InputError(
+            f"unknown {param('dataset')} {dataset!r}: choose one of {', '.join(AU_SETS)}") from None

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import torch
 
 from mdhr.aus import AU_SETS, BACKBONES, au_set
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, param
 from mdhr.model import MDHR
 
 # Keys present only in one backbone's state dict.
@@ -37,7 +37,7 @@ def build_model(dataset: str = "BP4D", backbone: str = "resnet") -> MDHR:
     """MDHR with random initialisation, in eval mode; reads and downloads nothing."""
     au_set(dataset)  # validates the name
     if backbone not in BACKBONES:
-        raise MDHRError(f"unknown backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
+        raise InputError(f"unknown {param('backbone')} {backbone!r}: choose one of {', '.join(BACKBONES)}")
     return MDHR(dataset, backbone).eval()
 
 
@@ -46,19 +46,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     (bare, wrapped as {"state_dict": ...}, with DataParallel's ``module.``)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise MDHRError(f"{path}: no such checkpoint file; check the path")
+        raise InputError(f"{path}: no such checkpoint file; check the path")
     check_archive(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load fails in many ways on foreign bytes (KeyError on text, ...)
         globals_named = [g for g in _pickled_globals(path) if not _plain_checkpoint_global(g)]
         if globals_named:
-            raise MDHRError(
+            raise InputError(
                 f"{path}: refused to load: the checkpoint holds more than tensors and would run code "
                 f"(it names {', '.join(globals_named[:3])}); re-save only the state_dict from a trusted "
                 "environment") from None
-        raise MDHRError(f"{path}: not a PyTorch checkpoint (torch.load cannot read it: {type(e).__name__}); "
-                        "is the file complete and saved with torch.save?") from None
+        raise InputError(f"{path}: not a PyTorch checkpoint (torch.load cannot read it: {type(e).__name__}); "
+                         "is the file complete and saved with torch.save?") from None
     state = _unwrap(obj, path)
     return {k.removeprefix("module."): v for k, v in state.items()}
 
@@ -70,30 +70,30 @@ def check_archive(path: str) -> None:
     size = os.path.getsize(path)
     refuse = f"{path}: refused to load: "
     if size > MAX_CHECKPOINT_BYTES:
-        raise MDHRError(f"{refuse}{size / 1e9:.2f} GB, more than any MDHR checkpoint "
-                        f"({MAX_CHECKPOINT_BYTES / 1e9:.2f} GB at most); check the file")
+        raise InputError(f"{refuse}{size / 1e9:.2f} GB, more than any MDHR checkpoint "
+                         f"({MAX_CHECKPOINT_BYTES / 1e9:.2f} GB at most); check the file")
     directory = _central_directory(path)
     if directory is None:
         return  # not a zip archive: torch's legacy format, bounded by the file's size above
     entries, directory_bytes = directory
     if entries > MAX_ENTRIES or directory_bytes > MAX_ENTRIES * 1024:
-        raise MDHRError(f"{refuse}its archive lists {entries} files, far more than an MDHR checkpoint's tensors; "
-                        "check the file")
+        raise InputError(f"{refuse}its archive lists {entries} files, far more than an MDHR checkpoint's tensors; "
+                         "check the file")
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise MDHRError(f"{path}: not a PyTorch checkpoint (a damaged zip archive: {str(e)[:100]}); "
-                        "is the file complete and saved with torch.save?") from None
+        raise InputError(f"{path}: not a PyTorch checkpoint (a damaged zip archive: {str(e)[:100]}); "
+                         "is the file complete and saved with torch.save?") from None
     declared = sum(info.file_size for info in infos)
     stored = sum(info.compress_size for info in infos)
     pickled = max((info.file_size for info in infos if info.filename.endswith(".pkl")), default=0)
     if declared > MAX_CHECKPOINT_BYTES or pickled > MAX_PICKLE_BYTES:
-        raise MDHRError(f"{refuse}its archive declares {declared / 1e9:.2f} GB of content, more than any MDHR "
-                        f"checkpoint ({MAX_CHECKPOINT_BYTES / 1e9:.2f} GB at most); check the file")
+        raise InputError(f"{refuse}its archive declares {declared / 1e9:.2f} GB of content, more than any MDHR "
+                         f"checkpoint ({MAX_CHECKPOINT_BYTES / 1e9:.2f} GB at most); check the file")
     if declared > MAX_INFLATION * max(stored, 1) and declared > 1 << 20:
-        raise MDHRError(f"{refuse}its archive inflates {declared / max(stored, 1):.0f}-fold, which tensors of "
-                        "weights never do (a zip bomb?); check the file")
+        raise InputError(f"{refuse}its archive inflates {declared / max(stored, 1):.0f}-fold, which tensors of "
+                         "weights never do (a zip bomb?); check the file")
 
 
 def _central_directory(path: str) -> tuple[int, int] | None:
@@ -185,8 +185,8 @@ def _unwrap(obj, path: str) -> Mapping[str, torch.Tensor]:
                 return obj[key]
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return obj
-    raise MDHRError(f"{path}: no model state_dict found (expected a dict of tensors, or one under "
-                    f"{', '.join(repr(k) for k in _WRAPPER_KEYS)})")
+    raise InputError(f"{path}: no model state_dict found (expected a dict of tensors, or one under "
+                     f"{', '.join(repr(k) for k in _WRAPPER_KEYS)})")
 
 
 def infer_config(state: Mapping[str, torch.Tensor], path: str = "checkpoint") -> tuple[str, str]:
@@ -195,8 +195,8 @@ def infer_config(state: Mapping[str, torch.Tensor], path: str = "checkpoint") ->
     sc = state.get("node_classifier.sc")
     datasets = [name for name, s in AU_SETS.items() if sc is not None and sc.shape[0] == s.num_aus]
     if len(backbones) != 1 or len(datasets) != 1:
-        raise MDHRError(f"{path}: does not look like an MDHR checkpoint (no recognisable backbone "
-                        "or AU classifier keys)")
+        raise InputError(f"{path}: does not look like an MDHR checkpoint (no recognisable backbone "
+                         "or AU classifier keys)")
     return datasets[0], backbones[0]
 
 
@@ -211,11 +211,11 @@ def load_model(path: str | os.PathLike, dataset: str | None = None, backbone: st
     if dataset is not None and dataset != found_dataset:
         au_set(dataset)
         n = AU_SETS[found_dataset].num_aus
-        raise MDHRError(f"{path}: checkpoint has {n} AU classifiers ({found_dataset}), "
-                        f"but dataset={dataset} was asked")
+        raise InputError(f"{path}: checkpoint has {n} AU classifiers ({found_dataset}), "
+                         f"but {param('dataset')} {dataset} was asked")
     if backbone is not None and backbone != found_backbone:
-        raise MDHRError(f"{path}: checkpoint was trained with backbone {found_backbone}, "
-                        f"but backbone={backbone} was asked")
+        raise InputError(f"{path}: checkpoint was trained with backbone {found_backbone}, "
+                         f"but {param('backbone')} {backbone} was asked")
     model = build_model(found_dataset, found_backbone)
     _check_keys(model, state, path)
     _check_finite(state, path)
@@ -226,8 +226,8 @@ def load_model(path: str | os.PathLike, dataset: str | None = None, backbone: st
 def _check_finite(state: Mapping[str, torch.Tensor], path: str) -> None:
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise MDHRError(f"{path}: {len(bad)} tensors hold NaN or infinite values (first: {bad[0]}); "
-                        "the checkpoint is damaged or training diverged")
+        raise InputError(f"{path}: {len(bad)} tensors hold NaN or infinite values (first: {bad[0]}); "
+                         "the checkpoint is damaged or training diverged")
 
 
 def _check_keys(model: MDHR, state: Mapping[str, torch.Tensor], path: str) -> None:
@@ -244,5 +244,5 @@ def _check_keys(model: MDHR, state: Mapping[str, torch.Tensor], path: str) -> No
     if wrong:
         problems.append(f"{len(wrong)} shape mismatches (first: {wrong[0]})")
     if problems:
-        raise MDHRError(f"{path}: does not match MDHR {model.dataset}/{model.backbone}: "
-                        + "; ".join(problems))
+        raise InputError(f"{path}: does not match MDHR {model.dataset}/{model.backbone}: "
+                         + "; ".join(problems))

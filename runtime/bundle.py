@@ -6,8 +6,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
-from mdhr.errors import MDHRError
+from mdhr.errors import BundleError
 from mdhr_runtime.card import (
     ARTIFACT_KINDS,
     CARD_FILE,
@@ -102,19 +103,19 @@ class Bundle:
         try:
             plain_file_name(location, "location")
         except CardError:
-            raise MDHRError(f"{graph}: reads external data from {location[:80]!r}, outside the bundle; "
-                            "export the bundle again") from None
+            raise BundleError(f"{graph}: reads external data from {location[:80]!r}, outside the bundle; "
+                              "export the bundle again") from None
         kind = next((k for k, a in self.card.artifacts.items() if a.name == location), None)
         if kind not in WEIGHTS_KINDS:
-            raise MDHRError(f"{graph}: reads external data from {location!r}, which the card does not name as a "
-                            "weights file; export the bundle again")
+            raise BundleError(f"{graph}: reads external data from {location!r}, which the card does not name as a "
+                              "weights file; export the bundle again")
         self.verified(kind)
 
     def export_hint(self, kind: str) -> str:
         """Which ``mdhr-export --target`` writes the artifact ``kind`` this
         bundle lacks, as the end of a one-line message."""
         target = next((t for t, kinds in TARGET_ARTIFACTS.items() if kind in kinds), DEFAULT_TARGET)
-        return (f"this bundle was exported with --target {self.card.target}; export it with "
+        return (f"this bundle was exported for target {self.card.target}; export it with "
                 f"mdhr-export ... --target {target} (or all)" + (" --fp16" if target == "gpu" else ""))
 
 
@@ -125,15 +126,15 @@ def load_bundle(path: str | Path) -> Bundle:
         root = root.parent
     card_path = root / CARD_FILE
     if not root.is_dir():
-        raise MDHRError(f"{root}: no such bundle folder; create one with mdhr-export")
+        raise BundleError(f"{root}: no such bundle folder; create one with mdhr-export")
     if not card_path.is_file():
-        raise MDHRError(f"{root}: not an MDHR bundle (no {CARD_FILE}); create one with mdhr-export")
+        raise BundleError(f"{root}: not an MDHR bundle (no {CARD_FILE}); create one with mdhr-export")
     card = read_card(card_path)
     bundle = Bundle(root, card)
     graphs = [kind for kind in ("onnx", "onnx_fp16") if bundle.artifact(kind) is not None]
     missing = [card.artifacts[kind].name for kind in graphs if not bundle.artifact(kind).is_file()]
     if missing:
-        raise MDHRError(f"{root}: incomplete bundle: {', '.join(missing)} missing; export the bundle again")
+        raise BundleError(f"{root}: incomplete bundle: {', '.join(missing)} missing; export the bundle again")
     return bundle
 
 
@@ -141,40 +142,44 @@ def read_card(card_path: Path) -> Card:
     """The typed card of ``card_path``; one line naming what is wrong."""
     try:
         if os.path.getsize(card_path) > CARD_LIMIT:
-            raise MDHRError(f"{card_path}: {os.path.getsize(card_path)} bytes, far more than a model card; "
-                            "export the bundle again")
+            raise BundleError(f"{card_path}: {os.path.getsize(card_path)} bytes, far more than a model card; "
+                              "export the bundle again")
         data = json.loads(card_path.read_bytes())
     except (ValueError, UnicodeDecodeError, RecursionError) as e:  # JSONDecodeError is a ValueError
-        raise MDHRError(f"{card_path}: damaged model card ({str(e)[:120] or type(e).__name__}); "
-                        "export the bundle again") from None
+        raise BundleError(f"{card_path}: damaged model card ({str(e)[:120] or type(e).__name__}); "
+                          "export the bundle again") from None
     except OSError as e:
-        raise MDHRError(f"{card_path}: cannot read the model card ({e.strerror}); check the bundle") from None
+        raise BundleError(f"{card_path}: cannot read the model card ({e.strerror}); check the bundle") from None
     if isinstance(data, dict) and data.get("format") != FORMAT:
-        raise MDHRError(f"{card_path.parent}: bundle format {data.get('format')!r} is not supported by this runtime "
-                        f"(expects {FORMAT}); export it again with the matching mdhr-toolkit version")
+        raise BundleError(f"{card_path.parent}: bundle format {data.get('format')!r} is not supported by this runtime "
+                          f"(expects {FORMAT}); export it again with the matching mdhr-toolkit version")
     try:
         return Card.from_json(data)
     except CardError as e:
-        raise MDHRError(f"{card_path}: damaged model card: {e.field} {e.problem}; export the bundle again") from None
+        raise BundleError(f"{card_path}: damaged model card: {e.field} {e.problem}; export the bundle again") from None
 
 
-def write_card(folder: str | Path, card: dict | Card) -> Card:
+def write_card(folder: str | Path, card: dict | Card, files: Mapping[str, str | None] | None = None) -> Card:
     """Save ``card`` as the folder's mdhr.json (atomically), sealed (see
     ``seal``); returns the card as written.  The export's one way to write a card."""
-    typed = seal(folder, card)
+    typed = seal(folder, card, files)
     write_atomically(Path(folder) / CARD_FILE, (json.dumps(typed.to_json(), indent=2) + "\n").encode())
     return typed
 
 
-def seal(folder: str | Path, card: dict | Card) -> Card:
-    """``card`` as a typed card with the size and sha256 of every artifact
-    it names, as ``folder`` holds them now; raises CardError on a field the
+def seal(folder: str | Path, card: dict | Card, files: Mapping[str, str | None] | None = None) -> Card:
+    """``card`` naming ``files`` too (kind -> file name; None: the kind is
+    gone) as a typed card with the size and sha256 of every artifact it
+    names, as ``folder`` holds them now; raises CardError on a field the
     export got wrong."""
     folder = Path(folder)
     data = dict(card.to_json() if isinstance(card, Card) else card)
+    data["artifacts"] = {**(data.get("artifacts") or {}), **(files or {})}
     data["artifact_bytes"], data["artifact_sha256"] = {}, {}
     previous = _previous_digests(folder)
-    for kind, name in (data.get("artifacts") or {}).items():
+    if isinstance(card, Card):  # a file unchanged since the card was sealed
+        previous.update((a.name, a.sha256) for a in card.artifacts.values())
+    for kind, name in data["artifacts"].items():
         if name is None:
             continue
         path = folder / plain_file_name(name, f"artifacts.{kind}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -61,7 +61,7 @@ IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # Keys the card holds beside the typed ones; written back unchanged.
 TYPED_KEYS = ("format", "dataset", "backbone", "au_names", "threshold", "input", "outputs", "regions", "untrained",
               "target", "source", "artifacts", "artifact_bytes", "artifact_sha256", ISLANDS, "stages",
-              "engine_build", "bf16")
+              "engine_build", "bf16", "parity", "int8", "timings_s")
 REQUIRED = ("format", "dataset", "backbone", "au_names", "threshold", "input", "outputs", "artifacts",
             "artifact_bytes", "artifact_sha256")
 
@@ -90,6 +90,10 @@ class InputSpec:
     def frames(self) -> int:
         return self.shape[1]
 
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "layout": self.layout, "mean": list(self.mean),
+                "std": list(self.std)}
+
 
 @dataclass(frozen=True)
 class Artifact:
@@ -107,40 +111,131 @@ class Source:
     onnx: str | None = None
     opset: int = 18
 
+    def to_json(self) -> dict:
+        return {"checkpoint_sha256": self.checkpoint_sha256, "torch": self.torch, "onnx": self.onnx,
+                "opset": self.opset}
+
 
 @dataclass(frozen=True)
 class FrameBatch:
     """``stages.frame_batch``: frames per call of the hop-per-call frame
-    stage, and whether it gave the one-frame graph's bits at export."""
+    stage, and whether it gave the one-frame graph's bits at export (where
+    not, the outputs that differed)."""
     frames: int
     bit_identical: bool
+    differing_outputs: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        data = {"frames": self.frames, "bit_identical": self.bit_identical}
+        if self.differing_outputs:
+            data["differing_outputs"] = list(self.differing_outputs)
+        return data
 
 
 @dataclass(frozen=True)
 class Stages:
-    """What the stage runner reads of the card's account of the stages."""
+    """``stages``: the frame and clip stage graphs.  The stage runner reads
+    the tap shapes, the clip outputs and the frame batch; the export reads
+    the precision-sensitive nodes."""
     tap_shapes: tuple[tuple[int, ...], ...]  # the frame stage's previous taps, batch first
     clip_outputs: tuple[str, ...]
     cached_bytes_per_frame: int | None
-    described: Mapping[str, Any]  # the whole account, written back unchanged
+    described: Mapping[str, Any]  # the graphs' inputs and outputs, the cut: written back unchanged
+    frame_differences: tuple[str, ...] | None = None  # the frame stage's frame-difference nodes
     frame_batch: FrameBatch | None = None
+    fp32_nodes: tuple[str, ...] | None = None  # the nodes the FP16 frame stage keeps float32
+
+    @classmethod
+    def from_json(cls, value: Any, outputs: tuple[str, ...]) -> "Stages":
+        """The stages of the card whose model outputs are ``outputs``."""
+        return _stages(value, outputs)
+
+    def to_json(self) -> dict:
+        data = _plain(self.described)
+        if self.frame_differences is not None:
+            data["frame_differences"] = list(self.frame_differences)
+        if self.frame_batch is not None:
+            data["frame_batch"] = self.frame_batch.to_json()
+        if self.fp32_nodes is not None:
+            data["fp32_nodes"] = list(self.fp32_nodes)
+        return data
 
 
 @dataclass(frozen=True)
-class Bf16Choice:
-    """``bf16``: the layer groups the export's bf16 search kept float32
-    (None: no search ran, the runner keeps its default islands)."""
+class PrecisionChoice:
+    """``int8`` and ``bf16``: the layer groups the export's search kept
+    float32 (None: no search ran, the runner keeps its default islands) and
+    whether the chosen candidate passed the search's gate (None: no search)."""
     kept_fp32: tuple[str, ...] | None
     described: Mapping[str, Any]  # the search's frontier and timings: written back unchanged
+    search_passed: bool | None = None
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> "PrecisionChoice":
+        return _precision_choice(value, where)
+
+    def to_json(self) -> dict:
+        return _plain(self.described)
 
 
 @dataclass(frozen=True)
 class EngineBuild:
+    """``engine_build``: how ``mdhr-build`` made the TensorRT engine."""
     precision: str
     described: Mapping[str, Any]  # TensorRT version, GPU, build time: written back unchanged
+    tensorrt: str | None = None
+    gpu: str | None = None
+    build_seconds: float | None = None
+
+    @classmethod
+    def from_json(cls, value: Any) -> "EngineBuild":
+        return _engine_build(value)
+
+    def to_json(self) -> dict:
+        return _plain(self.described)
 
     def get(self, key: str, default=None):
         return self.described.get(key, default)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """One agreement report (``mdhr_export.parity``): the figures the
+    commands print; the whole report is in the ``Parity`` it belongs to."""
+    au_max_abs_error: float | None = None
+    au_decision_agreement: float | None = None
+    median_decision_agreement: float | None = None
+    region_argmax_agreement: float | None = None
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One reduced-precision CPU runner's agreement gate at export: measured
+    (or skipped, and why) and passed or not."""
+    measured: bool
+    passed: bool
+    reason: str | None
+    described: Mapping[str, Any]  # what was measured: written back unchanged
+
+
+@dataclass(frozen=True)
+class Parity:
+    """``parity``: every agreement check the export and ``mdhr-build``
+    measured.  ``fp32``: the fp32 ONNX against PyTorch; ``fp16``: the FP16
+    graph's CPU estimate; ``tensorrt``: the engine; ``gates``: the
+    reduced-precision CPU runners (``backends/gates.py`` acts on them)."""
+    described: Mapping[str, Any]  # the whole section as written
+    fp32: Agreement | None = None
+    fp16: Agreement | None = None
+    tensorrt: Agreement | None = None
+    gates: Mapping[str, Gate] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, value: Any) -> "Parity":
+        return _parity(value)
+
+    def to_json(self) -> dict:
+        return _plain(self.described)
 
 
 @dataclass(frozen=True)
@@ -159,8 +254,11 @@ class Card:
     islands: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     stages: Stages | None = None
     engine_build: EngineBuild | None = None
-    bf16: Bf16Choice | None = None
-    reports: Mapping[str, Any] = field(default_factory=dict)  # parity, timings, fp16, int8: data only
+    bf16: PrecisionChoice | None = None
+    parity: Parity | None = None
+    int8: PrecisionChoice | None = None
+    timings: Mapping[str, float] | None = None  # seconds per export step
+    reports: Mapping[str, Any] = field(default_factory=dict)  # fp16, fp32_nodes, anything else: data only
     format: int = FORMAT
 
     @classmethod
@@ -174,48 +272,35 @@ class Card:
         missing = [key for key in REQUIRED if key not in data]
         if missing:
             raise CardError(missing[0], "missing")
-        dataset = _choice(data["dataset"], "dataset", tuple(AU_SETS))
-        aus = AU_SETS[dataset]
-        au_names = tuple(_strings(data["au_names"], "au_names"))
-        if au_names != aus.au_names:
-            raise CardError("au_names", f"{list(au_names)} are not {dataset}'s AUs {list(aus.au_names)}")
-        regions = _regions(data.get("regions"), aus)
-        outputs = tuple(_strings(data["outputs"], "outputs"))
-        expected = ("au_scores", *(f"region_{name}" for name, _ in regions))
-        if outputs != expected:
-            raise CardError("outputs", f"{list(outputs)} are not the model's outputs {list(expected)}")
-        untrained = _bool(data.get("untrained", False), "untrained")
-        source = _source(data.get("source"), untrained)
+        identity = _identity(data)
         reports = {key: value for key, value in data.items() if key not in TYPED_KEYS}
-        backbone = _choice(data["backbone"], "backbone", BACKBONES)
-        threshold, input_spec = _number(data["threshold"], "threshold", -1, 1), _input(data["input"])
-        target = _choice(data.get("target", DEFAULT_TARGET), "target", TARGETS)
         artifacts = _artifacts(data)
         islands = _islands(data.get(ISLANDS))
-        stages = _stages(data.get("stages"), outputs)
+        stages = _stages(data.get("stages"), identity["outputs"])
         if "frame_batch" in artifacts and not (stages and stages.frame_batch and stages.frame_batch.bit_identical):
             raise CardError("stages.frame_batch", "does not say the frame_batch graph it names gives the frame "
                                                   "stage's bits (bit_identical: true)")
         return cls(
-            dataset=dataset, backbone=backbone, au_names=au_names, threshold=threshold, input=input_spec,
-            outputs=outputs, regions=regions, untrained=untrained, target=target, source=source,
-            artifacts=MappingProxyType(artifacts), islands=MappingProxyType(islands),
-            stages=stages, engine_build=_engine_build(data.get("engine_build")),
-            bf16=_bf16(data.get("bf16")),
-            reports=MappingProxyType(_checked_reports(reports)))
+            **identity, artifacts=MappingProxyType(artifacts), islands=MappingProxyType(islands), stages=stages,
+            engine_build=_engine_build(data.get("engine_build")), bf16=_precision_choice(data.get("bf16"), "bf16"),
+            parity=_parity(data.get("parity")), int8=_precision_choice(data.get("int8"), "int8"),
+            timings=_timings(data.get("timings_s")), reports=MappingProxyType(_checked_reports(reports)))
+
+    def identity(self) -> dict:
+        """What the card says the model is, as ``mdhr.json`` holds it: the
+        fields known before any file is written (the graphs carry them as
+        metadata)."""
+        return {
+            "format": self.format, "dataset": self.dataset, "backbone": self.backbone,
+            "au_names": list(self.au_names), "threshold": self.threshold, "input": self.input.to_json(),
+            "outputs": list(self.outputs), "regions": dict(self.regions), "untrained": self.untrained,
+            "target": self.target, "source": self.source.to_json()}
 
     def to_json(self) -> dict:
         """The card as ``mdhr.json`` holds it (every kind listed, ``None``
         where the bundle has none)."""
         data = {
-            "format": self.format, "dataset": self.dataset, "backbone": self.backbone,
-            "au_names": list(self.au_names), "threshold": self.threshold,
-            "input": {"name": self.input.name, "shape": list(self.input.shape), "layout": self.input.layout,
-                      "mean": list(self.input.mean), "std": list(self.input.std)},
-            "outputs": list(self.outputs), "regions": dict(self.regions), "untrained": self.untrained,
-            "target": self.target,
-            "source": {"checkpoint_sha256": self.source.checkpoint_sha256, "torch": self.source.torch,
-                       "onnx": self.source.onnx, "opset": self.source.opset},
+            **self.identity(),
             "artifacts": {kind: (self.artifacts[kind].name if kind in self.artifacts else None)
                           for kind in ARTIFACT_KINDS},
             "artifact_bytes": {kind: a.size for kind, a in self.artifacts.items()},
@@ -223,18 +308,29 @@ class Card:
         }
         if self.islands:
             data[ISLANDS] = {part: list(nodes) for part, nodes in self.islands.items()}
-        if self.stages is not None:
-            data["stages"] = _plain(self.stages.described)
-        if self.engine_build is not None:
-            data["engine_build"] = _plain(self.engine_build.described)
-        if self.bf16 is not None:
-            data["bf16"] = _plain(self.bf16.described)
+        sections = (("stages", self.stages), ("engine_build", self.engine_build), ("bf16", self.bf16),
+                    ("parity", self.parity))
+        data.update((key, section.to_json()) for key, section in sections if section is not None)
         data.update(_plain(self.reports))
+        if self.int8 is not None:
+            data["int8"] = self.int8.to_json()
+        if self.timings is not None:
+            data["timings_s"] = dict(self.timings)
         return data
 
+    def with_checks(self, **entries: Any) -> "Card":
+        """This card with agreement reports added to (or replaced in) its ``parity``."""
+        return replace(self, parity=_parity({**(self.parity.to_json() if self.parity else {}), **entries}))
+
+    def with_reports(self, **entries: Any) -> "Card":
+        """This card with data-only reports (``fp16``, ``fp32_nodes``) added or replaced."""
+        return replace(self, reports=MappingProxyType(_checked_reports({**_plain(self.reports), **entries})))
+
     def report(self, *keys: str) -> Any:
-        """A nested report entry (``card.report("parity", "fp16")``), None where absent."""
-        value: Any = self.reports
+        """A nested entry of the card's reports, parity and searches
+        (``card.report("parity", "fp16")``), None where absent."""
+        value: Any = {**self.reports, "parity": self.parity and self.parity.described,
+                      "int8": self.int8 and self.int8.described}
         for key in keys:
             value = value.get(key) if isinstance(value, Mapping) else None
         return value
@@ -245,6 +341,26 @@ class Card:
         lead = (self.input.batch if batch is None else batch, self.input.frames if frames is None else frames)
         sizes = (len(self.au_names), *(size for _, size in self.regions))
         return {name: (*lead, size) for name, size in zip(self.outputs, sizes)}
+
+
+def _identity(data: dict) -> dict:
+    """The fields saying what the model is (``Card.identity``), checked."""
+    dataset = _choice(data["dataset"], "dataset", tuple(AU_SETS))
+    aus = AU_SETS[dataset]
+    au_names = tuple(_strings(data["au_names"], "au_names"))
+    if au_names != aus.au_names:
+        raise CardError("au_names", f"{list(au_names)} are not {dataset}'s AUs {list(aus.au_names)}")
+    regions = _regions(data.get("regions"), aus)
+    outputs = tuple(_strings(data["outputs"], "outputs"))
+    expected = ("au_scores", *(f"region_{name}" for name, _ in regions))
+    if outputs != expected:
+        raise CardError("outputs", f"{list(outputs)} are not the model's outputs {list(expected)}")
+    untrained = _bool(data.get("untrained", False), "untrained")
+    return {"dataset": dataset, "backbone": _choice(data["backbone"], "backbone", BACKBONES),
+            "au_names": au_names, "threshold": _number(data["threshold"], "threshold", -1, 1),
+            "input": _input(data["input"]), "outputs": outputs, "regions": regions, "untrained": untrained,
+            "target": _choice(data.get("target", DEFAULT_TARGET), "target", TARGETS),
+            "source": _source(data.get("source"), untrained), "format": data["format"]}
 
 
 def plain_file_name(name: Any, where: str) -> str:
@@ -421,26 +537,42 @@ def _stages(value: Any, outputs: tuple[str, ...]) -> Stages | None:
         raise CardError("stages.clip_stage.outputs", f"{list(clip_outputs)} are not the model's outputs")
     cached = value.get("cached_bytes_per_frame")
     cached = None if cached is None else _integer(cached, "stages.cached_bytes_per_frame", 0, MAX_ARTIFACT_BYTES)
-    return Stages(tuple(shapes), clip_outputs, cached, MappingProxyType(_checked_reports(value)),
-                  _frame_batch(value.get("frame_batch")))
+    typed = ("frame_differences", "frame_batch", "fp32_nodes")
+    described = _checked_reports({k: v for k, v in value.items() if k not in typed}, "stages", 1)
+    return Stages(tuple(shapes), clip_outputs, cached, MappingProxyType(described),
+                  _nodes(value.get("frame_differences"), "stages.frame_differences"),
+                  _frame_batch(value.get("frame_batch")), _nodes(value.get("fp32_nodes"), "stages.fp32_nodes"))
+
+
+def _nodes(value: Any, where: str) -> tuple[str, ...] | None:
+    """Graph node names (matched against the graph where used)."""
+    if value is None:
+        return None
+    return tuple(_text(node, f"{where}[{i}]", limit=400) for i, node in enumerate(_list(value, where)))
 
 
 def _frame_batch(value: Any) -> FrameBatch | None:
     if value is None:
         return None
     value = _object(value, "stages.frame_batch")
+    differing = value.get("differing_outputs")
+    differing = () if differing is None else tuple(_strings(differing, "stages.frame_batch.differing_outputs"))
     return FrameBatch(_integer(value.get("frames"), "stages.frame_batch.frames", 1, MAX_FRAMES),
-                      _bool(value.get("bit_identical"), "stages.frame_batch.bit_identical"))
+                      _bool(value.get("bit_identical"), "stages.frame_batch.bit_identical"), differing)
 
 
-def _bf16(value: Any) -> Bf16Choice | None:
+def _precision_choice(value: Any, where: str) -> PrecisionChoice | None:
     if value is None:
         return None
-    value = _object(value, "bf16")
+    value = _object(value, where)
     kept = value.get("kept_fp32")
     if kept is not None:
-        kept = tuple(_text(g, f"bf16.kept_fp32[{i}]", LAYER_GROUP) for i, g in enumerate(_list(kept, "bf16.kept_fp32")))
-    return Bf16Choice(kept, MappingProxyType(_checked_reports(value, "bf16")))
+        kept = tuple(_text(g, f"{where}.kept_fp32[{i}]", LAYER_GROUP)
+                     for i, g in enumerate(_list(kept, f"{where}.kept_fp32")))
+    search = value.get("search")
+    passed = None if search is None else _object(search, f"{where}.search").get("passed")
+    passed = None if passed is None else _bool(passed, f"{where}.search.passed")
+    return PrecisionChoice(kept, MappingProxyType(_checked_reports(value, where, 1)), passed)
 
 
 def _engine_build(value: Any) -> EngineBuild | None:
@@ -448,7 +580,55 @@ def _engine_build(value: Any) -> EngineBuild | None:
         return None
     value = _object(value, "engine_build")
     precision = _choice(value.get("precision"), "engine_build.precision", ENGINE_PRECISIONS)
-    return EngineBuild(precision, MappingProxyType(_checked_reports(value)))
+    versions = {key: None if value.get(key) is None else _text(value[key], f"engine_build.{key}")
+                for key in ("tensorrt", "gpu")}
+    seconds = value.get("build_seconds")
+    seconds = None if seconds is None else _number(seconds, "engine_build.build_seconds", 0, 1e7)
+    return EngineBuild(precision, MappingProxyType(_checked_reports(value, "engine_build", 1)), **versions,
+                       build_seconds=seconds)
+
+
+AGREEMENT_FIGURES = {"au_max_abs_error": math.inf, "au_decision_agreement": 1, "median_decision_agreement": 1,
+                     "region_argmax_agreement": 1}  # each figure's upper bound
+
+
+def _agreement(value: Any, where: str) -> Agreement | None:
+    if value is None:
+        return None
+    value = _object(value, where)
+    return Agreement(**{key: None if value.get(key) is None else _number(value[key], f"{where}.{key}", 0, high)
+                        for key, high in AGREEMENT_FIGURES.items()})
+
+
+def _parity(value: Any) -> Parity | None:
+    if value is None:
+        return None
+    value = _object(value, "parity")
+    _check_gates(value)
+    described = _checked_reports(value, "parity", 1)
+    fp16 = value.get("fp16")
+    fp16 = None if fp16 is None else _object(fp16, "parity.fp16").get("estimate_cpu")
+    runners = (described.get("reduced_precision") or {}).get("runners") or {}
+    gates = {backend: Gate(entry.get("status") == "measured", entry.get("passed", False) is True,
+                           _optional_text(entry.get("reason"), f"parity.reduced_precision.runners.{backend}.reason"),
+                           MappingProxyType(entry))
+             for backend, entry in runners.items()}  # their fields checked by _check_gates
+    return Parity(MappingProxyType(described), fp32=_agreement(value.get("onnxruntime_fp32_cpu"),
+                                                                "parity.onnxruntime_fp32_cpu"),
+                  fp16=_agreement(fp16, "parity.fp16.estimate_cpu"),
+                  tensorrt=_agreement(value.get("tensorrt"), "parity.tensorrt"), gates=MappingProxyType(gates))
+
+
+def _optional_text(value: Any, where: str) -> str | None:
+    return None if value is None else _text(value, where, limit=2000)
+
+
+def _timings(value: Any) -> Mapping[str, float] | None:
+    if value is None:
+        return None
+    value = _object(value, "timings_s")
+    return MappingProxyType({str(step): _number(seconds, f"timings_s.{str(step)[:40]}", 0, 1e9)
+                             for step, seconds in value.items()})
 
 
 def _checked_reports(value: Any, where: str = "card", depth: int = 0) -> Any:
@@ -457,10 +637,8 @@ def _checked_reports(value: Any, where: str = "card", depth: int = 0) -> Any:
     if depth > 12:
         raise CardError(where, "is nested too deeply")
     if isinstance(value, dict):
-        if depth == 0 and where == "card":
-            _check_gates(value.get("parity"))
         return {str(k): _checked_reports(v, f"{where}.{k}", depth + 1) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):  # a writer's tuple is written, and read back, as a list
         return [_checked_reports(v, f"{where}[]", depth + 1) for v in value]
     return value
 
@@ -469,12 +647,10 @@ GATE_FIELDS = {"passed": "bool", "frames": "count", "clips": "count", "median_de
                "region_argmax_agreement": "fraction", "rank_correlation_min": "correlation"}
 
 
-def _check_gates(parity: Any) -> None:
+def _check_gates(parity: dict) -> None:
     """``parity.reduced_precision.runners``: per gated backend, whether it
     passed and what was measured (``backends/gates.py`` acts on it)."""
-    if parity is None:
-        return
-    reduced = _object(parity, "parity").get("reduced_precision")
+    reduced = parity.get("reduced_precision")
     if reduced is None:
         return
     runners = _object(_object(reduced, "parity.reduced_precision").get("runners", {}),

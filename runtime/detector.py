@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, MDHRError
 from mdhr_runtime.backends.runners import check_clip_values
 from mdhr_runtime.backends.selection import choose_backend, open_choice
 from mdhr_runtime.backends.stages import StageRunner, has_stage_engines
@@ -60,7 +60,7 @@ class AUDetector:
                  quality: QualityOptions = QualityOptions()):
         check_face_detector(face_detector)
         if not isinstance(quality, QualityOptions):
-            raise MDHRError(f"quality must be a QualityOptions, not {type(quality).__name__}")
+            raise InputError(f"quality must be a QualityOptions, not {type(quality).__name__}")
         self.quality = quality
         if threshold is not None:
             check_threshold(threshold)
@@ -135,8 +135,8 @@ class AUDetector:
         clips = np.asarray(clips)
         B, T = self.bundle.batch, self.bundle.frames
         if clips.ndim != 5 or clips.shape[1:] != (T, 3, 224, 224) or len(clips) == 0:
-            raise MDHRError(f"clips of shape {list(clips.shape)} given; this bundle takes [N, {T}, 3, 224, 224] "
-                            "(normalised RGB face crops)")
+            raise InputError(f"clips of shape {list(clips.shape)} given; this bundle takes [N, {T}, 3, 224, 224] "
+                             "(normalised RGB face crops)")
         check_clip_values(clips)  # all of them, before the first model call
         clips = clips.astype(np.float32, copy=False)
         scores = []
@@ -174,7 +174,7 @@ class AUDetector:
         frames = source if isinstance(source, FrameSource) else FrameSource(source)
         table = scoring.run(frames, after_frame=None if progress is None else lambda index: progress(index + 1))
         if len(table) == 0:
-            raise MDHRError(f"{frames.path}: no frames could be read; is it an empty video?")
+            raise InputError(f"{frames.path}: no frames could be read; is it an empty video?")
         return scoring.settle(complete=not frames.truncated, frames_declared=frames.frame_count,
                               shortfall=frames.shortfall)
 

@@ -22,7 +22,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from mdhr.errors import MDHRError
+from mdhr.errors import BundleError
 
 GRAPH_LIMIT = 2 << 30  # protobuf's own limit on a serialised model
 _BLOCK = 1 << 20
@@ -77,24 +77,24 @@ def verify_file(path: Path, size: int, expected: str, remedy: str = "export the 
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        raise MDHRError(f"{path}: missing from the bundle (its card names it); {remedy}") from None
+        raise BundleError(f"{path}: missing from the bundle (its card names it); {remedy}") from None
     except OSError as e:
-        raise MDHRError(f"{path}: cannot be read ({e.strerror}); {remedy}") from None
+        raise BundleError(f"{path}: cannot be read ({e.strerror}); {remedy}") from None
     if not stat.S_ISREG(info.st_mode):
         what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
-        raise MDHRError(f"{path}: is {what}; a bundle holds its files itself; {remedy}")
+        raise BundleError(f"{path}: is {what}; a bundle holds its files itself; {remedy}")
     if info.st_size != size:
-        raise MDHRError(f"{path}: {info.st_size} bytes, the card says {size}: the file was changed or cut "
-                        f"short; {remedy}")
+        raise BundleError(f"{path}: {info.st_size} bytes, the card says {size}: the file was changed or cut "
+                          f"short; {remedy}")
     if remembered(info, expected):
         return
     try:
         found = sha256_of(path)
     except OSError as e:
-        raise MDHRError(f"{path}: cannot be read ({e.strerror}); {remedy}") from None
+        raise BundleError(f"{path}: cannot be read ({e.strerror}); {remedy}") from None
     if found != expected:
-        raise MDHRError(f"{path}: its content is not what the bundle was exported with (sha256 {found[:16]}..., "
-                        f"the card says {expected[:16]}...); {remedy}")
+        raise BundleError(f"{path}: its content is not what the bundle was exported with (sha256 {found[:16]}..., "
+                          f"the card says {expected[:16]}...); {remedy}")
     remember(path, expected, info)
 
 
@@ -172,10 +172,10 @@ def external_data_locations(path: Path) -> set[str]:
     """Every external-data location an ONNX graph names (initializers,
     attributes, subgraphs, functions), read without the onnx package."""
     if os.path.getsize(path) > GRAPH_LIMIT:
-        raise MDHRError(f"{path}: larger than an ONNX model can be; export the bundle again")
+        raise BundleError(f"{path}: larger than an ONNX model can be; export the bundle again")
     found: set[str] = set()
     try:
         _locations(memoryview(Path(path).read_bytes()), "model", found)
     except _Malformed:
-        raise MDHRError(f"{path}: not a readable ONNX model (damaged); export the bundle again") from None
+        raise BundleError(f"{path}: not a readable ONNX model (damaged); export the bundle again") from None
     return found

@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, param
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.choices import DEFAULT_FACE_DETECTOR, DEFAULT_FACES
 from mdhr_runtime.crops.crop import CroppedFrame, Cropper, Normaliser, aligned_crop, crop_stream, face_crop
@@ -135,8 +135,9 @@ class Scoring:
 
     def __init__(self, model: Model, options: ScoreOptions, span: Span = WHOLE, clock: StageClock | None = None):
         if options.faces == "all" and not span.whole:
-            raise MDHRError("--faces all scores whole videos: a segment's tracks would need their ids joined "
-                            "to the previous segment's; drop --segment-frames (or use --faces largest)")
+            raise InputError(f"{param('faces')} all scores whole videos: a segment's tracks would need their ids "
+                             f"joined to the previous segment's; drop {param('segment_frames')} (or use "
+                             f"{param('faces')} largest)")
         self.options, self.span = options, span
         self.clock = clock or StageClock()
         self.tracker = make_tracker(options)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from tests.support import DATA
-from tests.support.cluster import ray_environment, start_cluster
+from tests.support.cluster import ray_environment, run_batch, start_cluster
 from tests.support.synthetic import FootageMaker, Segment, write_video
 
 
@@ -40,9 +40,7 @@ def make_corpus(folder: Path, videos: int, frames: int) -> list[Path]:
 
 def job_seconds(corpus: Path, bundle: Path, out: Path, address: str) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "from mdhr_runtime.cli.batch import main; main()", str(corpus), "--model",
-                    str(bundle), "--out", str(out), "--address", address], check=True, env=ray_environment(),
-                   capture_output=True)
+    run_batch([corpus], bundle, out, address, timeout=None).check_returncode()
     return time.perf_counter() - started
 
 

@@ -7,7 +7,7 @@ moving face at 320x240, scores it with ``AUDetector.predict_video`` and
 samples this process's resident memory (RSS) at the start, the middle and
 the end of the run; then does the same for ``--uhd-frames`` frames at
 3840x2160 and reports seconds per frame and the peak RSS.  Prints one JSON
-document.  Issue 18 reports the figures in docs/errors.md.
+document; docs/errors.md reports its figures.
 """
 from __future__ import annotations
 

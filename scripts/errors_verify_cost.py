@@ -21,21 +21,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-RUN = """
-import sys, time
-start = time.perf_counter()
-from mdhr_runtime.cli.run import main
-try:
-    main([sys.argv[1], "--model", sys.argv[2], "--out", sys.argv[3]])
-except SystemExit as e:
-    assert e.code == 0, e.code
-print(time.perf_counter() - start)
-"""
+from scripts.fresh import MDHR_RUN, REPORT, timed
 
 VERIFY = """
 import sys, time
@@ -44,25 +33,22 @@ start = time.perf_counter()
 bundle = load_bundle(sys.argv[1])
 for kind in ("frame_stage", "clip_stage"):
     bundle.verified(kind)
-print(time.perf_counter() - start)
-"""
+""" + REPORT
 
 
 def seconds(code: str, args: list[str], records: Path) -> float:
-    env = {**os.environ, "MDHR_VERIFIED_CACHE": str(records)}
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, env=env)
-    return float(done.stdout.split()[-1])
+    return timed(code, args, env={**os.environ, "MDHR_VERIFIED_CACHE": str(records)})[0]
 
 
 def measure(bundle: Path, image: Path, repeats: int) -> dict:
     times: dict[str, list[float]] = {key: [] for key in ("run cold", "run warm", "verify cold", "verify warm")}
     with tempfile.TemporaryDirectory() as folder:
         out = str(Path(folder) / "out.csv")
-        seconds(RUN, [str(image), str(bundle), out], Path(folder) / "warm-up")
+        seconds(MDHR_RUN, [str(image), str(bundle), out], Path(folder) / "warm-up")
         for index in range(repeats):
             cold = Path(folder) / f"cold-{index}"
-            times["run cold"].append(seconds(RUN, [str(image), str(bundle), out], cold))
-            times["run warm"].append(seconds(RUN, [str(image), str(bundle), out], cold))
+            times["run cold"].append(seconds(MDHR_RUN, [str(image), str(bundle), out], cold))
+            times["run warm"].append(seconds(MDHR_RUN, [str(image), str(bundle), out], cold))
             times["verify cold"].append(seconds(VERIFY, [str(bundle)], Path(folder) / f"v-{index}"))
             times["verify warm"].append(seconds(VERIFY, [str(bundle)], Path(folder) / f"v-{index}"))
     medians = {key: round(statistics.median(values), 3) for key, values in times.items()}

@@ -1,7 +1,7 @@
 """The whole pipeline against the model alone, measured in one run
 (docs/pipeline.md):
 
-    python -m scripts.pipeline_speed BUNDLE [--frames 480] [--rounds 2] [--photo tests/data/face.jpg]
+    python -m scripts.pipeline_speed BUNDLE [--hop H] [--frames 480] [--rounds 2] [--photo tests/data/face.jpg]
 
 It renders a long H.264 video (640x360, one moving face, ``--frames``
 frames; ``tests/support/synthetic.py``) once, then alternates, ``--rounds`` times:
@@ -9,10 +9,10 @@ frames; ``tests/support/synthetic.py``) once, then alternates, ``--rounds`` time
 * ``model``: the same backend (ONNX Runtime fp32 on CPU) on the bundle's
   whole model, a batch of clips of real crops from the video per call:
   frames/s = B x T / seconds per call (median of 3 calls after one warm-up);
-* ``stages``: the model part of centred windows alone (hop T/2): the frame
-  stage on a hop of crops (``StageRunner.run_frames``) and one clip stage
-  call, frames/s = hop / seconds;
-* ``run``: ``AUDetector.predict_video`` with centred windows (what
+* ``stages``: the model part of centred windows alone (``--hop``, default
+  T/2): the frame stage on a hop of crops (``StageRunner.run_frames``) and
+  one clip stage call, frames/s = hop / seconds;
+* ``run``: ``AUDetector.predict_video`` with centred windows at ``--hop`` (what
   ``mdhr-run`` does after start-up): decode, detect, crop, model, rows;
   frames/s = frames / wall seconds.
 
@@ -79,9 +79,9 @@ def stages_fps(stages, crops: list[np.ndarray], hop: int) -> float:
     return hop / statistics.median(_timed(one_hop) for _ in range(3))
 
 
-def run_fps(detector, video: Path) -> float:
+def run_fps(detector, video: Path, hop: int) -> float:
     start = time.perf_counter()
-    table = detector.predict_video(video, windows="centred")
+    table = detector.predict_video(video, windows="centred", hop=hop)
     return len(table) / (time.perf_counter() - start)
 
 
@@ -102,6 +102,7 @@ def machine() -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", type=Path)
+    parser.add_argument("--hop", type=int, help="centred windows' hop (default: T/2)")
     parser.add_argument("--frames", type=int, default=480)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--photo", type=Path, default=Path(__file__).resolve().parents[1] / "tests/data/face.jpg")
@@ -120,19 +121,20 @@ def main(argv: list[str] | None = None) -> dict:
             T, B = bundle.frames, bundle.batch
             clips = np.stack([np.stack(crops[i * T:(i + 1) * T]) for i in range(B)])
             whole = OnnxRuntimeRunner(bundle, "fp32", providers=["CPUExecutionProvider"])
-            hop = max(T // 2, 1)
+            hop = args.hop or max(T // 2, 1)
             rows = []
             for _ in range(args.rounds):
                 model, stages = model_fps(whole, clips), stages_fps(detector.stage_runner, crops, hop)
-                run = run_fps(detector, video)
+                run = run_fps(detector, video, hop)
                 model = (model + model_fps(whole, clips)) / 2
                 stages = (stages + stages_fps(detector.stage_runner, crops, hop)) / 2
                 rows.append({"model": model, "stages": stages, "run": run})
             whole.close()
-    result = {"frames": args.frames, "rounds": [{k: round(v, 3) for k, v in r.items()} for r in rows],
+            batch_frames = getattr(detector.stage_runner, "batch_frames", 1)
+    result = {"frames": args.frames, "hop": hop, "rounds": [{k: round(v, 3) for k, v in r.items()} for r in rows],
               "run_vs_model": round(statistics.median(r["run"] / r["model"] for r in rows), 3),
               "run_vs_stages": round(statistics.median(r["run"] / r["stages"] for r in rows), 3),
-              "batch_frames": getattr(detector.stage_runner, "batch_frames", 1),
+              "batch_frames": batch_frames,
               "machine": machine(), "date": time.strftime("%Y-%m-%d")}
     print(f"{'round':>5} {'model f/s':>10} {'stages f/s':>11} {'run f/s':>8}")
     for i, r in enumerate(rows):

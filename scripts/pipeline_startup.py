@@ -22,21 +22,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-RUN = """
-import sys, time
-start = time.perf_counter()
-from mdhr_runtime.cli.run import main
-try:
-    main([sys.argv[1], "--model", sys.argv[2], "--out", sys.argv[3]])
-except SystemExit as e:
-    assert e.code == 0, e.code
-print(time.perf_counter() - start, next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')) * 1024)
-"""
+from scripts.fresh import MDHR_RUN, REPORT, timed
 
 ORT_ALONE = """
 import sys, time
@@ -48,14 +37,7 @@ for path in sys.argv[1:]:
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-print(time.perf_counter() - start, next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')) * 1024)
-"""
-
-
-def measure(code: str, args: list[str], python: str = sys.executable) -> tuple[float, int]:
-    done = subprocess.run([python, "-c", code, *args], capture_output=True, text=True, check=True)
-    seconds, peak = done.stdout.split()[-2:]
-    return float(seconds), int(peak)
+""" + REPORT
 
 
 def graphs_used(bundle: Path) -> list[str]:
@@ -79,13 +61,13 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         out = str(Path(folder) / "one.csv")
         run_args = [str(args.image), str(args.bundle), out]
-        measure(RUN, run_args)  # warm the file cache
+        timed(MDHR_RUN, run_args)  # warm the file cache
         runs, alone, before = [], [], []
         for _ in range(args.repeats):  # interleaved, so load changes hit both alike
-            runs.append(measure(RUN, run_args))
-            alone.append(measure(ORT_ALONE, graphs))
+            runs.append(timed(MDHR_RUN, run_args))
+            alone.append(timed(ORT_ALONE, graphs))
             if args.before:
-                before.append(measure(RUN, run_args, args.before))
+                before.append(timed(MDHR_RUN, run_args, args.before))
     run_s, ort_s = statistics.median(r[0] for r in runs), statistics.median(a[0] for a in alone)
     extra = {}
     if before:

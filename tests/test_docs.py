@@ -2,10 +2,13 @@
 and every command's --help ends with an example and names its docs page."""
 from __future__ import annotations
 
+import ast
+import io
 import os
 import re
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -145,3 +148,47 @@ def test_every_quoted_path_exists(page):
         if not path.exists():
             missing.append(quoted)
     assert missing == [], f"{page.name} quotes paths that do not exist"
+
+
+# Docs and comments state contracts and dated measurements; the history of
+# the work (which issue asked, what the code did before) belongs in git.
+HISTORY = re.compile(r"\bissues? #?\d+|\bbefore this change\b|\bafter this change\b|\bno longer\b|\bused to\b"
+                     r"|\bpreviously\b|\bwas fixed\b|\bearlier version\b|\bwe changed\b|\buntil now\b", re.I)
+CODE_FOLDERS = ("mdhr", "runtime", "export", "benchmarks", "demo", "scripts", "tests")
+
+
+def comments_and_docstrings(source: str) -> list[tuple[int, str]]:
+    """(line, text) of a Python module's comments and docstrings."""
+    found = [(token.start[0], token.string) for token in tokenize.generate_tokens(io.StringIO(source).readline)
+             if token.type == tokenize.COMMENT]
+    kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, kinds) and (text := ast.get_docstring(node, clean=False)):
+            found.append((node.body[0].lineno, text))
+    return found
+
+
+def history_phrases(name: str, text: str, first_line: int = 1) -> list[str]:
+    return [f"{name}:{first_line + text[:m.start()].count(chr(10))}: {m.group(0)!r}" for m in HISTORY.finditer(text)]
+
+
+def test_the_history_finder_sees_history():
+    source = ('"""Scores clips.  Before this change it read frames."""\n'
+              "x = 1  # no longer needed since issue 12\n"
+              "y = 'issue 12 in a string is data, not a comment'\n")
+    hits = [hit for line, text in comments_and_docstrings(source) for hit in history_phrases("m.py", text, line)]
+    assert sorted(hits) == ["m.py:1: 'Before this change'", "m.py:2: 'issue 12'", "m.py:2: 'no longer'"]
+    assert history_phrases("p.md", "the previous frame, the issue's bar, 20 issues") == []
+
+
+def test_docs_and_comments_state_contracts_not_history():
+    found = [hit for page in PAGES for hit in history_phrases(page.relative_to(ROOT).as_posix(), page.read_text())]
+    modules = [p for folder in CODE_FOLDERS for p in sorted((ROOT / folder).rglob("*.py"))]
+    assert len(modules) > 150
+    for module in modules:
+        name = module.relative_to(ROOT).as_posix()
+        found += [hit for line, text in comments_and_docstrings(module.read_text(encoding="utf-8"))
+                  for hit in history_phrases(name, text, line)]
+    for asset in sorted((ROOT / "runtime").rglob("*.js")) + sorted((ROOT / "runtime").rglob("*.css")):
+        found += history_phrases(asset.relative_to(ROOT).as_posix(), asset.read_text(encoding="utf-8"))
+    assert not found, "say what holds (a contract, a dated measurement), not what changed:\n" + "\n".join(found)

@@ -47,7 +47,7 @@ def passed(bundle: Bundle, backend: str) -> tuple[bool, str]:
     """Whether ``backend`` passed its gate at export, and what was measured."""
     entry = recorded(bundle, backend)
     if entry is None:
-        return False, "agreement never measured (export with --calibrate VIDEO to measure it)"
+        return False, "agreement never measured (mdhr-export ... --calibrate VIDEO measures it)"
     return bool(entry.get("passed")), summary(entry)
 
 

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mdhr.errors import MDHRError
+from mdhr.errors import BackendUnavailable, MDHRError
 
 # cudaDeviceAttr values (stable since CUDA 5): compute capability major/minor.
 _ATTR_CC_MAJOR, _ATTR_CC_MINOR = 75, 76
@@ -45,7 +45,7 @@ def cuda_runtime_library() -> ctypes.CDLL:
     try:
         from polygraphy import cuda
     except ImportError:
-        raise MDHRError("Polygraphy is not installed (pip install 'mdhr-toolkit[gpu]')") from None
+        raise BackendUnavailable("Polygraphy is not installed (pip install 'mdhr-toolkit[gpu]')") from None
     # Polygraphy reads LD_LIBRARY_PATH when it first looks for libcudart and
     # loads what it finds by full path: listing the wheel's folder there is enough.
     searched = os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)
@@ -55,8 +55,8 @@ def cuda_runtime_library() -> ctypes.CDLL:
     try:
         return cuda.wrapper().handle
     except Exception:  # Polygraphy raises its own exception type when libcudart is missing
-        raise MDHRError("the CUDA runtime library (libcudart) was not found: pip install 'mdhr-toolkit[gpu]' "
-                        "(it brings nvidia-cuda-runtime) or put CUDA's lib64 on LD_LIBRARY_PATH") from None
+        raise BackendUnavailable("the CUDA runtime library (libcudart) was not found: pip install 'mdhr-toolkit[gpu]' "
+                                 "(it brings nvidia-cuda-runtime) or put CUDA's lib64 on LD_LIBRARY_PATH") from None
 
 
 def error_name(library: ctypes.CDLL, code: int) -> str:
@@ -88,12 +88,12 @@ def visible_gpu(library: ctypes.CDLL | None = None) -> Gpu:
     count = ctypes.c_int(0)
     status = library.cudaGetDeviceCount(ctypes.byref(count))
     if status != 0 and not driver_present():
-        raise MDHRError(f"no NVIDIA driver is installed ({DRIVER_LIBRARY} not found; CUDA says "
-                        f"{error_name(library, status)})")
+        raise BackendUnavailable(f"no NVIDIA driver is installed ({DRIVER_LIBRARY} not found; CUDA says "
+                                 f"{error_name(library, status)})")
     if status != 0:
-        raise MDHRError(f"CUDA cannot use the GPU: {error_name(library, status)}")
+        raise BackendUnavailable(f"CUDA cannot use the GPU: {error_name(library, status)}")
     if count.value == 0:
-        raise MDHRError("no CUDA GPU is visible (check CUDA_VISIBLE_DEVICES and nvidia-smi)")
+        raise BackendUnavailable("no CUDA GPU is visible (check CUDA_VISIBLE_DEVICES and nvidia-smi)")
     return Gpu(name=_device_name(library), compute_capability=_compute_capability(library),
                driver=_version(_query_int(library, "cudaDriverGetVersion")),
                runtime=_version(_query_int(library, "cudaRuntimeGetVersion")))
@@ -103,7 +103,7 @@ def _query_int(library: ctypes.CDLL, function: str, *args) -> int:
     value = ctypes.c_int(0)
     status = getattr(library, function)(ctypes.byref(value), *args)
     if status != 0:
-        raise MDHRError(f"CUDA {function} failed: {error_name(library, status)}")
+        raise BackendUnavailable(f"CUDA {function} failed: {error_name(library, status)}")
     return value.value
 
 
@@ -120,7 +120,7 @@ def _device_name(library: ctypes.CDLL) -> str:
     buffer = ctypes.create_string_buffer(_PROPS_BYTES)
     status = get_properties(buffer, ctypes.c_int(0))
     if status != 0:
-        raise MDHRError(f"CUDA cudaGetDeviceProperties failed: {error_name(library, status)}")
+        raise BackendUnavailable(f"CUDA cudaGetDeviceProperties failed: {error_name(library, status)}")
     return buffer.raw[:_NAME_BYTES].split(b"\0", 1)[0].decode(errors="replace")
 
 

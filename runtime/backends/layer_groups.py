@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mdhr.errors import MDHRError
+from mdhr.errors import BundleError
 from mdhr_runtime.card import Card
 
 REGION_MODELLING, FRAME_DIFFERENCES = "region_modelling", "frame_differences"
@@ -123,7 +123,7 @@ def mark_fp32_islands(model, islands: dict[str, list[str]]) -> set[str]:
             marked.add(name)
     found = {op.get_friendly_name().split("/")[0] for op in ops} & (seeds | exact)
     if "region_modelling" in islands and not found & seeds:
-        raise MDHRError("none of the float32 islands named in the bundle's card is in its model; export it again")
+        raise BundleError("none of the float32 islands named in the bundle's card is in its model; export it again")
     return marked
 
 
@@ -134,8 +134,8 @@ def keep_fp32(model, groups: list[str], islands: dict[str, list[str]]) -> int:
     found = layer_groups(model, islands)
     unknown = sorted(wanted - {group.name for group in found})
     if unknown:
-        raise MDHRError(f"the bundle's card keeps the layer groups {', '.join(unknown)} float32 under bf16, but its "
-                        "model has no such group; export it again")
+        raise BundleError(f"the bundle's card keeps the layer groups {', '.join(unknown)} float32 under bf16, but its "
+                          "model has no such group; export it again")
     nodes = {node for group in found if group.name in wanted for node in group.nodes}
     marked = 0
     for op in model.get_ordered_ops():

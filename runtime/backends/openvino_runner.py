@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from mdhr.errors import MDHRError
+from mdhr.errors import BackendUnavailable, BundleError, param
 from mdhr_runtime.backends.layer_groups import keep_bf16_islands
 from mdhr_runtime.backends.runners import Runner, check_outputs
 from mdhr_runtime.bundle import Bundle
@@ -82,7 +82,7 @@ class OpenVINORunner(Runner):
 
         reason = openvino_unavailable_reason(backend, bundle)
         if reason:
-            raise MDHRError(f"backend {backend} is unavailable: {reason}")
+            raise BackendUnavailable(f"{param('backend')} {backend} is unavailable: {reason}")
         self.name, (self.precision, kind) = backend, OPENVINO_BACKENDS[backend]
         self.path = bundle.verified(kind)
         if kind == "openvino_int8":
@@ -94,8 +94,8 @@ class OpenVINORunner(Runner):
         try:
             model = core.read_model(str(self.path))
         except RuntimeError as e:
-            raise MDHRError(f"{self.path}: OpenVINO cannot read it ({str(e).splitlines()[0][:200]}); "
-                            "export the bundle again") from None
+            raise BundleError(f"{self.path}: OpenVINO cannot read it ({str(e).splitlines()[0][:200]}); "
+                              "export the bundle again") from None
         self._check_graph(model)
         self.fp32_nodes = 0
         if self.precision == "bf16":
@@ -105,7 +105,7 @@ class OpenVINORunner(Runner):
         used = self._compiled.get_property("INFERENCE_PRECISION_HINT")
         if self.precision == "bf16" and used != ov.Type.bf16:
             self.close()
-            raise MDHRError(f"backend {backend} is unavailable: OpenVINO compiled the model in {used}, not bf16")
+            raise BackendUnavailable(f"{param('backend')} {backend} is unavailable: OpenVINO compiled the model in {used}, not bf16")
         self._request = self._compiled.create_infer_request()
 
     def _check_graph(self, model) -> None:
@@ -113,9 +113,9 @@ class OpenVINORunner(Runner):
                   for i in model.inputs]
         outputs = {name for o in model.outputs for name in o.get_names()}
         if inputs != [self.input_shape] or not set(self.output_names) <= outputs:
-            raise MDHRError(f"{self.path}: the graph (inputs {inputs}; outputs {sorted(outputs)}) is not the model "
-                            f"its card describes (one input {list(self.input_shape)}, outputs "
-                            f"{', '.join(self.output_names)}); export the bundle again")
+            raise BundleError(f"{self.path}: the graph (inputs {inputs}; outputs {sorted(outputs)}) is not the model "
+                              f"its card describes (one input {list(self.input_shape)}, outputs "
+                              f"{', '.join(self.output_names)}); export the bundle again")
         shapes = {name: (list(o.get_partial_shape().to_shape()) if o.get_partial_shape().is_static else ["?"])
                   for o in model.outputs for name in o.get_names()}
         check_outputs(self.path, shapes, self._expected_shapes)

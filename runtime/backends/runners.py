@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from mdhr.aus import IMAGE_MEAN, IMAGE_STD
-from mdhr.errors import MDHRError
+from mdhr.errors import BundleError, InputError
 from mdhr_runtime.backends.sessions import onnx_session, ort_errors, provider_name, run_options
 from mdhr_runtime.bundle import Bundle
 
@@ -33,22 +33,23 @@ def check_clip_values(clips: np.ndarray) -> None:
     spreads to most frames of its clip through the frame differences), and
     values far outside the normalised range."""
     if not np.issubdtype(clips.dtype, np.floating):
-        raise MDHRError(f"clips of type {clips.dtype} given; the model takes float32 {_EXPECTED}")
+        raise InputError(f"clips of type {clips.dtype} given; the model takes float32 {_EXPECTED}")
     finite = np.isfinite(clips)
     if not finite.all():
-        raise MDHRError(f"clips hold {clips.size - int(np.count_nonzero(finite))} NaN or infinite values; "
-                        f"the model takes finite {_EXPECTED}")
+        raise InputError(f"clips hold {clips.size - int(np.count_nonzero(finite))} NaN or infinite values; "
+                         f"the model takes finite {_EXPECTED}")
     low, high = float(clips.min()), float(clips.max())
     if low < -CLIP_VALUE_LIMIT or high > CLIP_VALUE_LIMIT:
-        raise MDHRError(f"clip values span {low:g}..{high:g}, far outside the normalised range; the model "
-                        f"takes {_EXPECTED}")
+        raise InputError(f"clip values span {low:g}..{high:g}, far outside the normalised range; the model "
+                         f"takes {_EXPECTED}")
 
 
 def check_clips(clips: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if not isinstance(clips, np.ndarray) or clips.shape != tuple(shape):
         got = getattr(clips, "shape", type(clips).__name__)
-        raise MDHRError(f"clips of shape {got} given, the bundle takes {list(shape)} float32 "
-                        "(normalised RGB); pad the batch or export with matching --batch/--frames")
+        raise InputError(f"clips of shape {got} given, the bundle takes {list(shape)} float32 "
+                         "(normalised RGB); pad the batch, or export a bundle for this shape (mdhr-export --batch "
+                         "B --frames T)")
     check_clip_values(clips)
     return np.ascontiguousarray(clips, dtype=np.float32)
 
@@ -60,8 +61,8 @@ def check_outputs(path, found: dict[str, list], expected: dict[str, tuple[int, .
     wrong = [f"{name} {list(found[name]) if name in found else 'missing'} (the card says {list(shape)})"
              for name, shape in expected.items() if name not in found or tuple(found[name]) != shape]
     if wrong:
-        raise MDHRError(f"{path}: the graph is not the model its card describes: {'; '.join(wrong[:2])}; "
-                        "export the bundle again")
+        raise BundleError(f"{path}: the graph is not the model its card describes: {'; '.join(wrong[:2])}; "
+                          "export the bundle again")
 
 
 class Runner:
@@ -93,7 +94,7 @@ class OnnxRuntimeRunner(Runner):
         kind = {"fp32": "onnx", "fp16": "onnx_fp16"}.get(precision)
         path = bundle.artifact(kind) if kind else None
         if path is None or not path.is_file():
-            raise MDHRError(f"{bundle.root}: no {precision} ONNX model in this bundle; " + bundle.export_hint(kind))
+            raise BundleError(f"{bundle.root}: no {precision} ONNX model in this bundle; " + bundle.export_hint(kind))
         self.session = onnx_session(bundle.verified(kind), threads, providers)
         self.path = path
         self.input_shape = tuple(bundle.input_shape)
@@ -109,16 +110,16 @@ class OnnxRuntimeRunner(Runner):
         shape = tuple(inputs[0].shape) if len(inputs) == 1 else None
         if shape != self.input_shape:
             found = ", ".join(f"{i.name} {i.shape}" for i in inputs)
-            raise MDHRError(f"{self.path}: the graph (inputs {found}) is not the model its card describes (one "
-                            f"input {list(self.input_shape)}); export the bundle again")
+            raise BundleError(f"{self.path}: the graph (inputs {found}) is not the model its card describes (one "
+                              f"input {list(self.input_shape)}); export the bundle again")
         check_outputs(self.path, {o.name: o.shape for o in self.session.get_outputs()}, bundle.card.output_shapes())
 
     def _infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         try:
             outputs = self.session.run(self.output_names, {self.input_name: clips}, run_options())
         except ort_errors() as e:
-            raise MDHRError(f"{self.path}: ONNX Runtime cannot run it ({str(e).splitlines()[0][:200]}); "
-                            "export the bundle again") from None
+            raise BundleError(f"{self.path}: ONNX Runtime cannot run it ({str(e).splitlines()[0][:200]}); "
+                              "export the bundle again") from None
         return dict(zip(self.output_names, outputs))
 
     def close(self) -> None:

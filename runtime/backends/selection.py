@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mdhr.errors import MDHRError
+from mdhr.errors import BackendUnavailable, InputError, MDHRError, param
 from mdhr_runtime.backends.gates import GATED_CPU_BACKENDS, forced_warning, passed
 from mdhr_runtime.backends.gpu import visible_gpu
 from mdhr_runtime.backends.openvino_runner import OPENVINO_BACKENDS, OpenVINORunner, openvino_unavailable_reason
@@ -72,11 +72,11 @@ def choose_backend(bundle: Bundle, backend: str = "auto", precision: str | None 
     """The backend a run of ``bundle`` uses, and why; a forced backend that
     cannot run here is refused now, before any graph opens."""
     if backend not in BACKENDS:
-        raise MDHRError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        raise InputError(f"unknown {param('backend')} {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend in OPENVINO_BACKENDS:
         reason = openvino_unavailable_reason(backend, bundle)
         if reason:
-            raise MDHRError(f"backend {backend} is unavailable: {reason}")
+            raise BackendUnavailable(f"{param('backend')} {backend} is unavailable: {reason}")
         warning = forced_warning(bundle, backend)
         return Choice(backend, backend, f"OpenVINO ({backend}); forced" + (f"; {warning}" if warning else ""))
     why_not: list[str] = []
@@ -89,7 +89,7 @@ def choose_backend(bundle: Bundle, backend: str = "auto", precision: str | None 
             built = bundle.card.engine_build.precision if bundle.card.engine_build else "unknown"
             return Choice("tensorrt", "tensorrt", f"TensorRT {built} engine found and a CUDA GPU is visible")
         if backend == "tensorrt":
-            raise MDHRError(f"backend tensorrt is unavailable: {reason}")
+            raise BackendUnavailable(f"{param('backend')} tensorrt is unavailable: {reason}")
         why_not.append(f"TensorRT unavailable: {reason}")
         if not onnxruntime_has_gpu():  # a GPU outruns any CPU runner
             chosen, cpu_why = gated_cpu_backend(bundle)

@@ -12,11 +12,12 @@ its T-1 in-window pair motions.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from mdhr.errors import MDHRError
+from mdhr.errors import BundleError, InputError
 from mdhr_runtime.backends import tensorrt_runner
 from mdhr_runtime.backends.runners import check_outputs
 from mdhr_runtime.backends.sessions import onnx_session, provider_name, run_options
@@ -60,17 +61,17 @@ class StageRunner:
     def __init__(self, bundle: Bundle, precision: str = "fp32", threads: int | None = None,
                  providers: list[str] | None = None, engines: bool = False):
         if precision not in STAGE_KINDS:
-            raise MDHRError(f"unknown precision {precision!r}: use fp32 or fp16")
+            raise InputError(f"unknown precision {precision!r}: use fp32 or fp16")
         named = [bundle.artifact(kind) for kind in STAGE_KINDS[precision]]
         missing = [path for path in named if path is not None and not path.is_file()]
         if missing:
-            raise MDHRError(f"{missing[0]} is missing from the bundle (its card names it); export the bundle again")
+            raise BundleError(f"{missing[0]} is missing from the bundle (its card names it); export the bundle again")
         if not has_stages(bundle, precision):
-            raise MDHRError(f"{bundle.root}: this bundle has no {precision} stage graphs (frame_stage, clip_stage), "
-                            "needed for centred windows and streaming; " + bundle.export_hint(STAGE_KINDS[precision][0]))
+            raise BundleError(f"{bundle.root}: this bundle has no {precision} stage graphs (frame_stage, clip_stage), "
+                              "needed for centred windows and streaming; " + bundle.export_hint(STAGE_KINDS[precision][0]))
         described = bundle.card.stages
         if described is None:
-            raise MDHRError(f"{bundle.root}: the card does not describe the stage graphs; export the bundle again")
+            raise BundleError(f"{bundle.root}: the card does not describe the stage graphs; export the bundle again")
         self.tap_shapes = list(described.tap_shapes)
         self.clip_outputs = list(described.clip_outputs)
         if engines:
@@ -169,7 +170,7 @@ class StageRunner:
     def clip_all(self, window: list[FrameFeatures]) -> dict[str, np.ndarray]:
         """Every output ([T, n] each) of the clip stage on a window of T frames."""
         if len(window) != self.frames:
-            raise MDHRError(f"a window of {len(window)} frames given, the clip stage takes {self.frames}")
+            raise InputError(f"a window of {len(window)} frames given, the clip stage takes {self.frames}")
         static = np.stack([f.static for f in window])[None]
         dynamics = np.stack([f.dynamics for f in window[1:]])[None]
         outputs = self.clip_session.run(self.clip_outputs, {STATIC: static, DYNAMICS: dynamics}, run_options())
@@ -191,8 +192,8 @@ def _check_frames_per_call(session, path, frames: int) -> None:
     another count would otherwise fail inside ONNX Runtime)."""
     found = next(i.shape for i in session.get_inputs() if i.name == FRAME_INPUT)[0]
     if isinstance(found, int) and found != frames:
-        raise MDHRError(f"{path}: the graph takes {found} frames per call, not the {frames} its card describes; "
-                        "export the bundle again")
+        raise BundleError(f"{path}: the graph takes {found} frames per call, not the {frames} its card describes; "
+                          "export the bundle again")
 
 
 def _check_window_length(session, path, frames: int) -> None:
@@ -200,8 +201,8 @@ def _check_window_length(session, path, frames: int) -> None:
     another T would otherwise fail inside ONNX Runtime)."""
     found = next(i.shape for i in session.get_inputs() if i.name == STATIC)
     if found[1] != frames:
-        raise MDHRError(f"{path}: the graph takes windows of {found[1]} frames, not the {frames} its card describes; "
-                        "export the bundle again")
+        raise BundleError(f"{path}: the graph takes windows of {found[1]} frames, not the {frames} its card describes; "
+                          "export the bundle again")
 
 
 def _check_graph(session, path, inputs, outputs) -> None:
@@ -210,9 +211,9 @@ def _check_graph(session, path, inputs, outputs) -> None:
     found_in = [i.name for i in session.get_inputs()]
     found_out = [o.name for o in session.get_outputs()]
     if set(found_in) != set(inputs) or not set(outputs) <= set(found_out):
-        raise MDHRError(f"{path}: the graph (inputs {', '.join(found_in)}; outputs {', '.join(found_out)}) is not the "
-                        f"graph its card describes (inputs {', '.join(inputs)}; outputs {', '.join(outputs)}); "
-                        "export the bundle again")
+        raise BundleError(f"{path}: the graph (inputs {', '.join(found_in)}; outputs {', '.join(found_out)}) is not the "
+                          f"graph its card describes (inputs {', '.join(inputs)}; outputs {', '.join(outputs)}); "
+                          "export the bundle again")
 
 
 def _check_tap_shapes(session, path, shapes) -> None:
@@ -221,8 +222,8 @@ def _check_tap_shapes(session, path, shapes) -> None:
     found = {i.name: tuple(i.shape) for i in session.get_inputs()}
     wrong = [name for name, shape in zip(PREVIOUS_TAPS, shapes) if found.get(name) != tuple(shape)]
     if wrong:
-        raise MDHRError(f"{path}: the graph takes {wrong[0]} {list(found.get(wrong[0], ()))}, not the "
-                        f"{list(shapes[PREVIOUS_TAPS.index(wrong[0])])} its card describes; export the bundle again")
+        raise BundleError(f"{path}: the graph takes {wrong[0]} {list(found.get(wrong[0], ()))}, not the "
+                          f"{list(shapes[PREVIOUS_TAPS.index(wrong[0])])} its card describes; export the bundle again")
 
 
 def official_windows(runner: StageRunner, clips: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
@@ -252,3 +253,28 @@ def batch_differences(runner: StageRunner, crops: list[np.ndarray]) -> list[str]
                 differing.add(name)
     differing |= {name for name, a, b in zip(TAPS, previous, last_taps) if not np.array_equal(a, b)}
     return sorted(differing)
+
+
+def batch_speedup(runner: StageRunner, crops: list[np.ndarray], rounds: int = 3) -> float:
+    """How many times faster one ``frame_batch`` call takes a hop of crops
+    than ``frame`` one crop at a time (median of ``rounds`` alternating
+    runs, after one of each to warm up; load changes hit both alike)."""
+    hop = crops[1:1 + runner.batch_frames]
+    _, taps = runner.frame(crops[0], None)
+
+    def together() -> None:
+        runner.run_frames(hop, taps)
+
+    def one_by_one() -> None:
+        previous = taps
+        for crop in hop:
+            _, previous = runner.frame(crop, previous)
+
+    times: dict = {together: [], one_by_one: []}
+    for step in range(rounds + 1):
+        for way in times:
+            start = time.perf_counter()
+            way()
+            if step:  # the first round warms both up
+                times[way].append(time.perf_counter() - start)
+    return float(np.median(times[one_by_one]) / np.median(times[together]))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mdhr.errors import MDHRError
+from mdhr.errors import BackendUnavailable, MDHRError
 from mdhr_runtime.backends.gpu import Gpu, visible_gpu
 from mdhr_runtime.backends.runners import Runner
 from mdhr_runtime.bundle import Bundle
@@ -42,8 +42,8 @@ def check_engine_build(bundle: Bundle, path) -> None:
     built = bundle.card.engine_build.described if bundle.card.engine_build else {}
     mismatch = engine_mismatch(built, trt.__version__, visible_gpu())
     if mismatch:
-        raise MDHRError(f"{path}: cannot run this TensorRT engine: {mismatch}; rebuild it here with: "
-                        f"{rebuild_command(bundle)}")
+        raise BackendUnavailable(f"{path}: cannot run this TensorRT engine: {mismatch}; rebuild it here with: "
+                                 f"{rebuild_command(bundle)}")
 
 
 def rebuild_command(bundle: Bundle) -> str:
@@ -55,8 +55,8 @@ def cannot_load(bundle: Bundle, path, error: Exception) -> MDHRError:
     import tensorrt as trt
 
     detail = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-    return MDHRError(f"{path}: TensorRT {trt.__version__} cannot load this engine ({detail}); "
-                     f"rebuild it with: {rebuild_command(bundle)}")
+    return BackendUnavailable(f"{path}: TensorRT {trt.__version__} cannot load this engine ({detail}); "
+                              f"rebuild it with: {rebuild_command(bundle)}")
 
 
 class TensorRTRunner(Runner):

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from mdhr.errors import MDHRError
+from mdhr.errors import BackendUnavailable, InputError, MDHRError, param
 from mdhr_runtime.batch.head import LocalHead
 
 PROBE_TIMEOUT_S = 120  # a node starts a Python worker for its probe: seconds on a busy machine
@@ -62,10 +62,11 @@ def joined(ray, address: str | None):
         except Exception as e:  # Ray raises many kinds here (connection, authentication, version)
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             if head is not None:
-                raise MDHRError(f"cannot join the local Ray cluster started for this job ({first}); check that "
-                                "Ray works here ('ray start --head', then 'ray stop') or give --address") from None
-            raise MDHRError(f"--address {address}: cannot join a Ray cluster there ({first}); start one with "
-                            "'ray start --head' or give the head's address (host:port)") from None
+                raise BackendUnavailable(f"cannot join the local Ray cluster started for this job ({first}); check "
+                                         "that Ray works here ('ray start --head', then 'ray stop') or give "
+                                         f"{param('address')}") from None
+            raise InputError(f"{param('address')} {address}: cannot join a Ray cluster there ({first}); start one with "
+                             "'ray start --head' or give the head's address (host:port)") from None
         yield
 
 
@@ -80,8 +81,8 @@ def _check_reachable(address: str) -> None:
         with socket.create_connection((host, port), timeout=5):
             pass
     except OSError as e:
-        raise MDHRError(f"--address {address}: nothing answers there ({e.strerror or e}); start the cluster's "
-                        "head with 'ray start --head' or check the address and port") from None
+        raise InputError(f"{param('address')} {address}: nothing answers there ({e.strerror or e}); start the cluster's "
+                         "head with 'ray start --head' or check the address and port") from None
 
 
 # -- the nodes -------------------------------------------------------------------
@@ -110,8 +111,9 @@ def worker_slots(nodes: Sequence[Node], threads: int, address: str | None) -> in
     largest = max((n.cpus for n in nodes), default=0)
     if threads > largest:
         where = f"the cluster at {address}" if address else "this machine's Ray"
-        raise MDHRError(f"--threads-per-worker {threads} needs {threads} CPUs on one node, and the largest node of "
-                        f"{where} has {largest}; give --threads-per-worker {max(largest, 1)} or add bigger nodes")
+        raise InputError(f"{param('threads_per_worker')} {threads} needs {threads} CPUs on one node, and the largest "
+                         f"node of {where} has {largest}; give {param('threads_per_worker')} {max(largest, 1)} or add "
+                         "bigger nodes")
     return sum(n.cpus // threads for n in nodes)
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, param
 from mdhr_runtime.bundle import CARD_FILE, Bundle
 from mdhr_runtime.files.atomic import write_atomically
 
@@ -51,15 +51,15 @@ def expand_inputs(arguments: Sequence[str]) -> list[Path]:
 
 def _expand(argument: str) -> list[Path]:
     if not argument.strip() or argument == "@":
-        raise MDHRError(f"INPUT {argument!r} is empty: an empty text is not a path; give a video, a folder, a "
-                        "pattern or @list.txt (. for the working folder)")
+        raise InputError(f"{param('inputs')} {argument!r} is empty: an empty text is not a path; give a video, a folder, a "
+                         "pattern or @list.txt (. for the working folder)")
     if argument.startswith("@"):
         listing = Path(argument[1:])
         try:
             lines = listing.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as e:
-            raise MDHRError(f"cannot read the input list {listing} ({getattr(e, 'strerror', None) or e}); "
-                            "give a text file with one video path per line") from None
+            raise InputError(f"cannot read the input list {listing} ({getattr(e, 'strerror', None) or e}); "
+                             "give a text file with one video path per line") from None
         base = listing.parent
         names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
         return [p for name in names for p in _expand(name if os.path.isabs(name) else str(base / name))]
@@ -169,7 +169,8 @@ def summary_lock(out_dir: Path) -> Iterator[None]:
         out_dir.mkdir(parents=True, exist_ok=True)
         handle = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as e:
-        raise MDHRError(f"--out: cannot write in {out_dir} ({e.strerror}); choose a writable output folder") from None
+        raise InputError(f"{param('out_dir')}: cannot write in {out_dir} ({e.strerror}); choose a writable output "
+                         "folder") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 
-from mdhr.errors import MDHRError
+from mdhr.errors import BackendUnavailable, param
 
 START_TIMEOUT_S = 300  # starting Ray takes seconds; much longer on a busy machine
 # Ray's own shutdown may take this long (2 s measured at load 8 on 2 cores);
@@ -50,7 +50,7 @@ class LocalHead:
         self.address = ""
 
     def wait_until_up(self) -> str:
-        """The cluster's address; MDHRError when it could not start."""
+        """The cluster's address; BackendUnavailable when it could not start."""
         line = _read_line(self.process.stdout, START_TIMEOUT_S)
         if line is not None and line.startswith(_ADDRESS):
             self.address = line[len(_ADDRESS):]
@@ -59,8 +59,8 @@ class LocalHead:
             why = f"it did not start within {START_TIMEOUT_S} s"
         else:
             why = line[len(_ERROR):] if line.startswith(_ERROR) else "it ended as it started"
-        raise MDHRError(f"cannot start a local Ray cluster ({why}); check that Ray works here ('ray start --head', "
-                        "then 'ray stop') or give --address of a running cluster")
+        raise BackendUnavailable(f"cannot start a local Ray cluster ({why}); check that Ray works here ('ray start "
+                                 f"--head', then 'ray stop') or give {param('address')} of a running cluster")
 
     @contextlib.contextmanager
     def credentials(self):

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, MDHRError, param
 from mdhr_runtime.batch import cluster
 from mdhr_runtime.batch.corpus import (
     FAILED,
@@ -221,7 +221,7 @@ class BatchJob:
             segments = [WHOLE_VIDEO] if plan is None else plan.segments(source.frame_count)
             todo.append(_Video(video, names[video], source.frame_count, source.fps, segments))
         self._check_ours([v.output for v in todo] + [r.output for r in self.rows.values() if r.output], previous)
-        check_room({"--out": self.summary_path}, sum(v.frames or 0 for v in todo))
+        check_room({param("out_dir"): self.summary_path}, sum(v.frames or 0 for v in todo))
         return todo
 
     def _previous(self) -> dict[str, SummaryRow]:
@@ -229,8 +229,8 @@ class BatchJob:
         that mdhr-batch did not write."""
         path = self.summary_path
         if path.is_symlink() or (path.exists() and not (path.is_file() and is_batch_summary(path))):
-            raise MDHRError(f"--out: {path} is not a summary written by mdhr-batch; mdhr-batch never replaces a "
-                            "file it did not write: move it away or choose another --out")
+            raise InputError(f"{param('out_dir')}: {path} is not a summary written by mdhr-batch; mdhr-batch never "
+                             f"replaces a file it did not write: move it away or choose another {param('out_dir')}")
         return read_summary(path)
 
     def _check_ours(self, outputs: list[str], previous: dict[str, SummaryRow]) -> None:
@@ -248,9 +248,9 @@ class BatchJob:
         for target in targets:
             if (target.is_symlink() or target.exists()) and (target not in owned or not target.is_file()
                                                                or target.is_symlink()):
-                raise MDHRError(f"--out: {target} is not a file an earlier mdhr-batch job wrote there (its "
-                                f"{SUMMARY_FILE} does not list it); mdhr-batch never replaces a file it did not "
-                                "write: move it away or choose another --out")
+                raise InputError(f"{param('out_dir')}: {target} is not a file an earlier mdhr-batch job wrote there "
+                                 f"(its {SUMMARY_FILE} does not list it); mdhr-batch never replaces a file it did "
+                                 f"not write: move it away or choose another {param('out_dir')}")
 
     # -- running ---------------------------------------------------------
 
@@ -453,7 +453,7 @@ class BatchJob:
 
 def check_out_dir(out_dir: Path) -> None:
     """--out is a folder (or can be made) that this user can write in."""
-    check_output_folder(out_dir, "--out")
+    check_output_folder(out_dir, param("out_dir"))
     if out_dir.is_dir() and not os.access(out_dir, os.W_OK | os.X_OK):
-        raise MDHRError(f"--out: cannot write in {out_dir} (permission denied or read-only); "
-                        "choose a writable output folder")
+        raise InputError(f"{param('out_dir')}: cannot write in {out_dir} (permission denied or read-only); "
+                         "choose a writable output folder")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, MDHRError, param
 from mdhr_runtime.faces.tracking import REDETECT_EVERY
 from mdhr_runtime.pipeline import Span
 from mdhr_runtime.results.table import FrameTable, RunFacts
@@ -85,7 +85,7 @@ class SegmentPlan:
 
     def __post_init__(self):
         if self.length < 1 or self.search_grid < 1:
-            raise MDHRError(f"segment length must be at least 1 frame, got {self.length}")
+            raise InputError(f"{param('segment_frames')} must be at least 1 frame, got {self.length}")
 
     @property
     def step(self) -> int:

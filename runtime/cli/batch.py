@@ -8,22 +8,19 @@ from pathlib import Path
 import click
 
 from mdhr_runtime.batch.jobs import BatchOptions
-from mdhr_runtime.choices import BACKENDS, DEFAULT_FACES, DEFAULT_WINDOWS, FACE_MODES, WINDOW_MODES
+from mdhr_runtime.cli import scoring
 from mdhr_runtime.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_SOME_FAILED,
     EXIT_TERMINATED,
     OUTPUT_FILE,
     PATH,
-    QUALITY_FLAG_NAMES,
     Terminated,
     mdhr_command,
-    quality_options,
     run_reporting_errors,
     say,
     verbose_option,
 )
-from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.faces.quality import QualityOptions
 from mdhr_runtime.runs.corpus import CorpusOutcome, run_corpus
 
@@ -50,25 +47,17 @@ def _positive(ctx, param, value):
               help="ONNX Runtime threads (and Ray CPUs) per worker.")
 @click.option("--segment-frames", type=int, callback=_positive,
               help="Cut videos longer than this into segments of about this many frames, scored in "
-                   "parallel and stitched into one CSV (equal to a whole run within 1e-3).")
-@click.option("--windows", type=click.Choice(WINDOW_MODES), default=DEFAULT_WINDOWS, show_default=True,
-              help="As mdhr-run: centred (each frame near the middle of its own window) or official (the "
-                   "paper's non-overlapping windows).")
-@click.option("--hop", type=int, help="Centred windows: frames between window starts (default 1: every frame "
-              "at the middle of its window, scores without a period).")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-              help="auto: a TensorRT engine on a GPU when the bundle has one, else ONNX Runtime.")
-@click.option("--faces", type=click.Choice(FACE_MODES), default=DEFAULT_FACES, show_default=True,
-              help="largest: one face per frame; all: every face, with a face_id column (whole videos: "
-                   "not with --segment-frames).")
-@click.option("--min-face", type=int, default=DEFAULT_MIN_FACE, show_default=True, metavar="PX",
-              help="--faces all: ignore faces whose box is smaller than PX pixels.")
+                   "parallel and stitched into one CSV (equal to a whole run within 1e-3; not with --faces all, "
+                   "which scores whole videos).")
+@scoring.window_options
+@scoring.backend_option("auto: a TensorRT engine on a GPU when the bundle has one, else ONNX Runtime.")
+@scoring.face_options
 @click.option("--json", "json_out", type=OUTPUT_FILE,
               help="Also write the job's summary as JSON (- for standard output), as mdhr-run's --json.")
 @click.option("--report", type=OUTPUT_FILE,
               help="Also write an HTML report beside each CSV (OUT/<name>.html) and the corpus's index page "
                    "here (e.g. OUT/index.html), one row per video with a link to its report.")
-@quality_options
+@scoring.quality_options
 @verbose_option
 def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segment_frames, windows, hop, backend,
          faces, min_face, json_out, report, quality_flags, verbose):
@@ -93,11 +82,11 @@ def main(inputs, model_dir, out_dir, address, workers, threads_per_worker, segme
                            threads_per_worker=threads_per_worker, segment_frames=segment_frames, address=address,
                            faces=faces, min_face=min_face, windows=windows, hop=hop,
                            quality=QualityOptions(**quality_flags), report=report)
-    run_reporting_errors(lambda: _run(list(inputs), options, json_out), verbose, {**QUALITY_FLAG_NAMES, **FLAGS})
+    run_reporting_errors(lambda: _run(list(inputs), options, json_out), verbose, FLAGS)
 
 
-# run_corpus's parameters that this command names otherwise
-FLAGS = {"inputs": "INPUT", "out": "--out"}
+# BatchOptions' fields that this command's options name otherwise
+FLAGS = {"bundle_dir": "--model"}
 
 
 def _run(inputs: list[str], options: BatchOptions, json_out: Path | None) -> int:

@@ -14,19 +14,17 @@ Exit codes (docs/errors.md lists the same, with the cases behind them):
 """
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import click
 
 from mdhr.errors import MDHRError
 from mdhr_runtime.backends.sessions import stop_model_calls
-from mdhr_runtime.faces import quality
 from mdhr_runtime.sources.live import quiet_ffmpeg
 
 EXIT_BUG = 1
@@ -118,7 +116,20 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def run_reporting_errors(work: Callable[[], int | None], verbose: bool, flags: dict[str, str] | None = None) -> None:
+def command_flags(command: click.Command, aliases: Mapping[str, str] | None = None) -> dict[str, str]:
+    """How ``command`` names each library parameter (for MDHRError.phrased):
+    an option's parameter by its first flag, an argument by its metavar, and
+    ``aliases`` for the library's names that differ from the command's."""
+    named = {p.name: p.opts[0] if isinstance(p, click.Option) else (p.metavar or p.name.upper()).rstrip(".")
+             for p in command.params if p.name}
+    return {**named, **(aliases or {})}
+
+
+def run_reporting_errors(work: Callable[[], int | None], verbose: bool, aliases: dict[str, str] | None = None) -> None:
+    """Run ``work`` as a command's body: an MDHRError becomes its one line,
+    its parameters named as this command's flags (``command_flags``)."""
+    context = click.get_current_context(silent=True)
+    flags = command_flags(context.command, aliases) if context is not None else dict(aliases or {})
     quiet_ffmpeg(verbose)
     in_main_thread = threading.current_thread() is threading.main_thread()
     handled = (signal.SIGINT, signal.SIGTERM)
@@ -235,37 +246,3 @@ def mdhr_command(page: str, examples: Sequence[str]):
 
 
 verbose_option = click.option("--verbose", "-v", is_flag=True, help="Show progress details and full tracebacks.")
-
-
-# The quality flags' thresholds (faces/quality.py), as options: the command
-# gets them as one ``quality_flags`` dict of QualityOptions' fields and makes
-# the QualityOptions (which checks them) with its other checks.
-_QUALITY_OPTIONS = (
-    ("--flag-yaw", "max_yaw_deg", float, quality.MAX_YAW_DEG, "DEG",
-     "Flag rows whose head yaw (pose_Ry) exceeds DEG degrees either way."),
-    ("--flag-pitch", "max_pitch_deg", float, quality.MAX_PITCH_DEG, "DEG",
-     "Flag rows whose head pitch (pose_Rx) exceeds DEG degrees either way."),
-    ("--flag-face", "min_face_px", int, quality.MIN_FACE_PX, "PX",
-     "Flag rows whose face box's longer side is under PX pixels."),
-    ("--flag-confidence", "min_confidence", float, quality.MIN_CONFIDENCE, "C",
-     "Flag rows whose detector confidence is under C."),
-    ("--flag-gap", "gap_frames", int, quality.GAP_FRAMES, "N",
-     f"Flag the first N frames after the face was not found (0 to {quality.MAX_GAP_FRAMES}; 0: never)."),
-)
-
-
-# QualityOptions' fields, by the flag that sets each (for MDHRError.phrased)
-QUALITY_FLAG_NAMES = {field: flag for flag, field, *_ in _QUALITY_OPTIONS}
-
-
-def quality_options(command):
-    """The --flag-* options, handed to ``command`` as ``quality_flags``."""
-    @functools.wraps(command)
-    def gathered(*args, **kwargs):
-        kwargs["quality_flags"] = {field: kwargs.pop(field) for _, field, *_ in _QUALITY_OPTIONS}
-        return command(*args, **kwargs)
-
-    for flag, field, kind, default, metavar, text in reversed(_QUALITY_OPTIONS):
-        gathered = click.option(flag, field, type=kind, default=default, show_default=True, metavar=metavar,
-                                help=text)(gathered)
-    return gathered

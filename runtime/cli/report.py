@@ -38,5 +38,5 @@ def main(csvs, html_path, video, model_dir, threshold, verbose):
     run_reporting_errors(work, verbose, FLAGS)
 
 
-# report_csvs's parameters that this command names otherwise
+# report_csvs's parameters that this command's options name otherwise
 FLAGS = {"html": "--html", "model": "--model"}

@@ -3,29 +3,17 @@ The work is ``mdhr_runtime.runs.video.run_video``; this maps flags to it."""
 from __future__ import annotations
 
 import click
-from tqdm import tqdm
 
-from mdhr_runtime.choices import (
-    BACKENDS,
-    DEFAULT_FACE_DETECTOR,
-    DEFAULT_FACES,
-    DEFAULT_WINDOWS,
-    FACE_DETECTORS,
-    FACE_MODES,
-    WINDOW_MODES,
-)
+from mdhr_runtime.cli import scoring
 from mdhr_runtime.cli.common import (
     EXIT_INCOMPLETE_INPUT,
     OUTPUT_FILE,
     PATH,
-    QUALITY_FLAG_NAMES,
     mdhr_command,
-    quality_options,
     run_reporting_errors,
     say,
     verbose_option,
 )
-from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE
 from mdhr_runtime.faces.quality import QualityOptions
 from mdhr_runtime.files.outputs import is_stdout
 from mdhr_runtime.runs.video import RunOptions, RunOutcome, run_video
@@ -45,11 +33,7 @@ from mdhr_runtime.runs.video import RunOptions, RunOutcome, run_video
                    "Required for files; optional with --camera.")
 @click.option("--camera", metavar="N|URL", help="Score a live source instead of INPUT: a camera index or "
               "any stream OpenCV opens. One status line updates live; Ctrl-C stops and writes --out.")
-@click.option("--windows", type=click.Choice(WINDOW_MODES), default=DEFAULT_WINDOWS, show_default=True,
-              help="centred: each frame scored near the middle of its own window (no jumps at window "
-                   "edges); official: the paper's non-overlapping windows.")
-@click.option("--hop", type=int, help="Centred windows: frames between window starts (default 1: every frame "
-              "at the middle of its window, scores without a period).")
+@scoring.window_options
 @click.option("--json", "json_out", type=OUTPUT_FILE,
               help="Also write the results as JSON (- for standard output, with --out a file).")
 @click.option("--plot", type=OUTPUT_FILE, help="Also draw the AU activations over time (PNG).")
@@ -57,20 +41,14 @@ from mdhr_runtime.runs.video import RunOptions, RunOutcome, run_video
               "face ids and AU bars (H.264 MP4, plays in browsers).")
 @click.option("--report", type=OUTPUT_FILE, help="Also write a self-contained HTML report: "
               "annotated video, AU timeline per face, statistics and provenance.")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-              help="auto: a TensorRT engine on a GPU when the bundle has one, else a reduced-precision CPU "
-                   "runner (int8, openvino-bf16) that passed its agreement gate at export, else ONNX Runtime. "
-                   "openvino, openvino-bf16 and int8 run the whole model, in --windows official.")
+@scoring.backend_option("auto: a TensorRT engine on a GPU when the bundle has one, else a reduced-precision CPU "
+                "runner (int8, openvino-bf16) that passed its agreement gate at export, else ONNX Runtime. "
+                "openvino, openvino-bf16 and int8 run the whole model, in --windows official.")
 @click.option("--aligned", is_flag=True, help="INPUT frames are already aligned face crops: skip face detection.")
 @click.option("--threshold", type=float, help="Decision threshold on the AU score (default: the bundle's, 0.5).")
-@click.option("--faces", type=click.Choice(FACE_MODES), default=DEFAULT_FACES, show_default=True,
-              help="largest: one face per frame, as the CSV always had (a note says when others were there); "
-                   "all: every face, tracked with a face_id column (one row per frame and face).")
-@click.option("--min-face", type=int, default=DEFAULT_MIN_FACE, show_default=True, metavar="PX",
-              help="--faces all: ignore faces whose box is smaller than PX pixels.")
-@click.option("--face-detector", type=click.Choice(FACE_DETECTORS), default=DEFAULT_FACE_DETECTOR, show_default=True,
-              help="mtcnn: more accurate, with landmarks for levelling the crop; haar: OpenCV cascade.")
-@quality_options
+@scoring.face_options
+@scoring.face_detector_option
+@scoring.quality_options
 @verbose_option
 def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overlay, report, backend, aligned,
          threshold, faces, min_face, face_detector, quality_flags, verbose):
@@ -96,14 +74,18 @@ def main(input_path, model_dir, out, camera, windows, hop, json_out, plot, overl
     run_reporting_errors(lambda: _run(options(), verbose), verbose, FLAGS)
 
 
-# run_video's parameters that this command names otherwise
-FLAGS = {"input": "INPUT", "model": "--model", "json": "--json", **QUALITY_FLAG_NAMES}
+# RunOptions' fields that this command's options name otherwise
+FLAGS = {"input": "INPUT", "model": "--model", "json": "--json"}
 
 
 def _run(options: RunOptions, verbose: bool) -> int:
     bars = []
 
     def progress(total: int | None):
+        if total is not None and total <= 1:  # one image: no bar, and no tqdm import in its start-up
+            return lambda done: None
+        from tqdm import tqdm
+
         name = options.input.name if options.input else ""
         bars.append(tqdm(total=total, unit="frame", desc=name, disable=None, leave=False))
         return lambda done: bars[-1].update(done - bars[-1].n)

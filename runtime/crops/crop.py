@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from mdhr.aus import IMAGE_MEAN, IMAGE_SIZE, IMAGE_STD
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError
 from mdhr_runtime.faces.tracking import FaceResult, FaceTracker
 from mdhr_runtime.sources.frames import Frame
 from mdhr_runtime.timing import StageClock
@@ -45,8 +45,8 @@ class Normaliser:
         if not isinstance(crops, np.ndarray) or crops.dtype != np.uint8 or crops.shape[-1:] != (3,):
             what = f"{crops.dtype} [{', '.join(map(str, crops.shape))}]" if isinstance(crops, np.ndarray) else \
                 type(crops).__name__
-            raise MDHRError(f"crops of {what} given; to_model_input takes RGB uint8 pixels [..., H, W, 3] "
-                            "(0..255) and normalises them itself")
+            raise InputError(f"crops of {what} given; to_model_input takes RGB uint8 pixels [..., H, W, 3] "
+                             "(0..255) and normalises them itself")
         normalised = crops.astype(np.float32) * self.scale + self.offset
         return np.ascontiguousarray(np.moveaxis(normalised, -1, -3))
 

@@ -4,7 +4,7 @@ Two detectors share one small protocol (``detect(rgb) -> list[Detection]``):
 
 * ``MTCNNDetector`` (the default): the three MTCNN networks (P-, R- and O-Net)
   shipped in ``data/`` and run with ONNX Runtime by the code below.  It gives a
-  calibrated confidence and five landmarks (used to level the eyes), and its
+  calibrated confidence and five landmarks (which level the eyes), and its
   O-Net alone can re-check last frame's box in about a millisecond, which is
   what makes per-frame tracking cheap.
 * ``HaarDetector``: OpenCV's frontal-face cascade.  No extra files, but no

@@ -1,7 +1,7 @@
 """The face detectors a run can use, by the names of ``choices.FACE_DETECTORS``."""
 from __future__ import annotations
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, param
 from mdhr_runtime.choices import FACE_DETECTORS
 from mdhr_runtime.faces.detection import FaceDetector, HaarDetector, MTCNNDetector
 
@@ -10,7 +10,7 @@ _BUILDERS = dict(zip(FACE_DETECTORS, (MTCNNDetector, HaarDetector)))
 
 def check_face_detector(name: str) -> None:
     if name not in _BUILDERS:
-        raise MDHRError(f"unknown face detector {name!r}: choose {', '.join(FACE_DETECTORS)}")
+        raise InputError(f"unknown {param('face_detector')} {name!r}: choose {', '.join(FACE_DETECTORS)}")
 
 
 def make_face_detector(name: str) -> FaceDetector:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, MDHRError
 from mdhr_runtime.faces.detection import Detection, FaceDetector, MTCNNDetector, box_iou
 
 
@@ -202,7 +202,7 @@ class FaceTracker:
                  min_cutoff: float = 0.5, beta: float = 5.0,
                  cut_jump: float = 0.5, max_gap_s: float = 0.5, smooth: bool = True):
         if prefer not in ("largest", "confident"):
-            raise MDHRError(f"unknown face preference {prefer!r}: use 'largest' or 'confident'")
+            raise InputError(f"unknown face preference {prefer!r}: use 'largest' or 'confident'")
         self.detector = detector if detector is not None else MTCNNDetector()
         self.schedule = SearchSchedule(max(1, redetect_every), min(sparse_every, max(1, redetect_every)))
         self.prefer = prefer

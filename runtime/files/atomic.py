@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, MDHRError
 
 # Staging beside a target is named .NAME.mdhr-PID-XXXX.part: hidden, tied to
 # its target by name and to its writer by process id, so a later run can
@@ -57,8 +57,8 @@ def full_device_error(error: OSError, target: Path) -> MDHRError:
     """The one line for a write a full device refused."""
     why = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is used up",
            errno.EFBIG: "the file is larger than the file system allows"}[error.errno]
-    return MDHRError(f"cannot write {target}: {why}; free space there or choose another output folder "
-                     "(nothing was written)")
+    return InputError(f"cannot write {target}: {why}; free space there or choose another output folder "
+                      "(nothing was written)")
 
 
 def umask() -> int:
@@ -88,7 +88,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     the target is then left as it was."""
     target = Path(target)
     if target.is_dir():
-        raise MDHRError(f"output path {target} is a folder: give a file name")
+        raise InputError(f"output path {target} is a folder: give a file name")
     created = make_folders(target.parent)
     try:
         handle, name = tempfile.mkstemp(prefix=staging_prefix(target), suffix=STAGING_SUFFIX, dir=target.parent)
@@ -96,7 +96,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         remove_folders(created)
         if error.errno in FULL_DEVICE:
             raise full_device_error(error, target) from None
-        raise MDHRError(f"cannot write to {target.parent}: {error.strerror}; choose a writable output folder") from None
+        raise InputError(f"cannot write to {target.parent}: {error.strerror}; choose a writable output folder") from None
     os.close(handle)
     temporary = Path(name)
     try:
@@ -132,7 +132,7 @@ def make_folders(folder: Path) -> list[Path]:
         remove_folders(missing)
         if error.errno in FULL_DEVICE:
             raise full_device_error(error, missing[0]) from None
-        raise MDHRError(f"cannot create the folder {made}: {error.strerror}; choose a writable output folder") from None
+        raise InputError(f"cannot create the folder {made}: {error.strerror}; choose a writable output folder") from None
     return missing
 
 

@@ -30,7 +30,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, MDHRError
 from mdhr_runtime.files.atomic import STAGING_SUFFIX, atomic_path, name_max, staging_prefix
 
 STDOUT = "-"
@@ -58,16 +58,16 @@ def check_input(path: str | Path, what: str = "input", folder_ok: bool = True) -
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise MDHRError(f"{what} not found: {path}; check the path") from None
+        raise InputError(f"{what} not found: {path}; check the path") from None
     except OSError as e:
-        raise MDHRError(f"{what} {path} cannot be read ({e.strerror}); check the path and its permissions") from None
+        raise InputError(f"{what} {path} cannot be read ({e.strerror}); check the path and its permissions") from None
     if stat.S_ISDIR(mode) and not folder_ok:
-        raise MDHRError(f"{what} {path} is a folder; give a file")
+        raise InputError(f"{what} {path} is a folder; give a file")
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise MDHRError(f"{what} {path} is a {_kind(mode)}, not a file or folder; give a file")
+        raise InputError(f"{what} {path} is a {_kind(mode)}, not a file or folder; give a file")
     needed = os.R_OK | (os.X_OK if stat.S_ISDIR(mode) else 0)
     if not os.access(path, needed):
-        raise MDHRError(f"{what} {path} is not readable (permission denied); check its permissions")
+        raise InputError(f"{what} {path} is not readable (permission denied); check its permissions")
     return path
 
 
@@ -77,15 +77,15 @@ def check_output_file(path: str | Path, option: str) -> Path:
     path = Path(path)
     check_names(path, option)
     if path.is_symlink():
-        raise MDHRError(f"{option} {path} is a symbolic link (to {os.readlink(path)}); outputs never write "
-                        "through or over links: give the real path or another name")
+        raise InputError(f"{option} {path} is a symbolic link (to {os.readlink(path)}); outputs never write "
+                         "through or over links: give the real path or another name")
     if path.exists():
         mode = path.stat().st_mode
         if stat.S_ISDIR(mode):
-            raise MDHRError(f"{option} {path} is a folder; give a file name")
+            raise InputError(f"{option} {path} is a folder; give a file name")
         if not stat.S_ISREG(mode):
-            raise MDHRError(f"{option} {path} is a {_kind(mode)}, not a regular file; outputs only replace "
-                            "regular files: choose another path")
+            raise InputError(f"{option} {path} is a {_kind(mode)}, not a regular file; outputs only replace "
+                             "regular files: choose another path")
     check_writable_folder(path.parent, option)
     return path
 
@@ -96,11 +96,11 @@ def check_output_folder(path: str | Path, option: str) -> Path:
     path = Path(path)
     check_names(path, option)
     if path.is_symlink():
-        raise MDHRError(f"{option} {path} is a symbolic link (to {os.readlink(path)}); give the real folder "
-                        "or a new name")
+        raise InputError(f"{option} {path} is a symbolic link (to {os.readlink(path)}); give the real folder "
+                         "or a new name")
     if path.exists() and not path.is_dir():
-        raise MDHRError(f"{option} {path} is a {_kind(path.stat().st_mode)}, not a folder; choose a new "
-                        "folder name")
+        raise InputError(f"{option} {path} is a {_kind(path.stat().st_mode)}, not a folder; choose a new "
+                         "folder name")
     check_writable_folder(path.absolute().parent, option)
     return path
 
@@ -115,15 +115,15 @@ def check_names(path: Path, option: str) -> None:
         size, limit = len(os.fsencode(part)), name_max(folder)
         if size > limit:
             shown = part if len(part) <= 40 else part[:20] + "..." + part[-12:]
-            raise MDHRError(f"{option}: the name {shown} is {size} bytes long and the file system of {folder} takes "
-                            f"at most {limit}; choose a shorter name")
+            raise InputError(f"{option}: the name {shown} is {size} bytes long and the file system of {folder} takes "
+                             f"at most {limit}; choose a shorter name")
     try:
         path_max = int(os.pathconf("/", "PC_PATH_MAX"))
     except (OSError, ValueError):
         path_max = 4096
     if len(os.fsencode(str(absolute))) >= path_max:
-        raise MDHRError(f"{option}: the path is {len(os.fsencode(str(absolute)))} bytes long and the system takes "
-                        f"less than {path_max}; choose a shorter path")
+        raise InputError(f"{option}: the path is {len(os.fsencode(str(absolute)))} bytes long and the system takes "
+                         f"less than {path_max}; choose a shorter path")
 
 
 def check_free_space(folder: str | Path, needed: int, option: str) -> None:
@@ -139,8 +139,8 @@ def check_free_space(folder: str | Path, needed: int, option: str) -> None:
         return
     free = info.f_bavail * info.f_frsize
     if free < needed:
-        raise MDHRError(f"{option}: the device holding {existing} has {_size(free)} free and this output needs "
-                        f"about {_size(needed)}; free space there or choose another output folder")
+        raise InputError(f"{option}: the device holding {existing} has {_size(free)} free and this output needs "
+                         f"about {_size(needed)}; free space there or choose another output folder")
 
 
 # What an output takes at least: a table's row (CSV or JSON, per frame) and
@@ -174,11 +174,11 @@ def check_writable_folder(folder: str | Path, option: str) -> Path:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise MDHRError(f"{option}: {existing} is not a folder, so {folder} cannot be created there; "
-                        "choose another output folder")
+        raise InputError(f"{option}: {existing} is not a folder, so {folder} cannot be created there; "
+                         "choose another output folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise MDHRError(f"{option}: cannot write in {existing} (permission denied or read-only); "
-                        "choose a writable output folder")
+        raise InputError(f"{option}: cannot write in {existing} (permission denied or read-only); "
+                         "choose a writable output folder")
     return folder
 
 
@@ -195,17 +195,17 @@ def check_distinct(outputs: Mapping[str, Path | None], inputs: Mapping[str, Path
             continue
         if is_stdout(path):
             if STDOUT in seen:
-                raise MDHRError(f"{seen[STDOUT]} and {option} cannot both be standard output (-): give one of "
-                                "them a file name")
+                raise InputError(f"{seen[STDOUT]} and {option} cannot both be standard output (-): give one of "
+                                 "them a file name")
             seen[STDOUT] = option
             continue
         for source, given in inputs.items():
             if given is not None and _same_or_inside(Path(path), Path(given)):
-                raise MDHRError(f"{option} {path} would replace {source} {given}; an output never replaces an "
-                                "input: choose another name")
+                raise InputError(f"{option} {path} would replace {source} {given}; an output never replaces an "
+                                 "input: choose another name")
         key = _identity(Path(path))
         if key in seen:
-            raise MDHRError(f"{seen[key]} and {option} are the same file ({path}); give each output its own path")
+            raise InputError(f"{seen[key]} and {option} are the same file ({path}); give each output its own path")
         seen[key] = option
 
 
@@ -282,7 +282,7 @@ def _alive(pid: int) -> bool:
 
 def remove_stale_staging(target: str | Path, say: Callable[[str], None]) -> list[Path]:
     """Remove staging files or folders for ``target`` left by processes that
-    no longer run, telling ``say`` about each.  Live writers' staging is kept."""
+    have ended, telling ``say`` about each.  Live writers' staging is kept."""
     target = Path(target).absolute()
     removed = []
     try:

@@ -25,7 +25,7 @@ import threading
 from importlib import resources
 from pathlib import Path
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, param
 from mdhr_runtime.live.frames import MAX_MESSAGE, BadFrame, parse_frame
 from mdhr_runtime.live.guard import Guard
 from mdhr_runtime.live.lsl import AUOutlet
@@ -244,10 +244,10 @@ async def _send_all(ws, outbox: asyncio.Queue) -> None:
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket (port 0: a free one), or one line saying why not."""
     if not 0 <= port <= 65535:
-        raise MDHRError(f"--port {port} is not a port number: give 1 to 65535, or 0 to have one chosen")
+        raise InputError(f"{param('port')} {port} is not a port number: give 1 to 65535, or 0 to have one chosen")
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         return socket.create_server((host, port), family=family)
     except OSError as error:
-        raise MDHRError(f"cannot listen on {host}:{port}: {error.strerror or error}; "
-                        "give another --port (or 0 to have one chosen) or --host") from None
+        raise InputError(f"cannot listen on {host}:{port}: {error.strerror or error}; "
+                         f"give another {param('port')} (or 0 to have one chosen) or {param('host')}") from None

@@ -89,7 +89,7 @@ def index_html(entries: Sequence[IndexRow], provenance: Provenance) -> str:
                     f"{e(entry.status)}</td><td class=\"number\">{'' if entry.frames is None else entry.frames}</td>"
                     f"<td class=\"number\">{share}</td><td>{e(', '.join(entry.most_active))}</td><td>{link}</td>"
                     f"<td class=\"note\">{e(entry.note)}</td></tr>")
-    untrained = ("<p class=\"untrained\">UNTRAINED MODEL: this bundle was exported with --random-init; its AU "
+    untrained = ("<p class=\"untrained\">UNTRAINED MODEL: this bundle was made by mdhr-export --random-init; its AU "
                  "outputs are meaningless.</p>") if provenance.untrained else ""
     made = ", ".join(f"{key} {e(_shown(value))}" for key, value in provenance.facts().items()
                      if key in ("dataset", "backbone", "backend", "windows", "faces", "threshold"))

@@ -32,7 +32,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, MDHRError, param
 from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.results import palette
 from mdhr_runtime.sources.frames import FrameSource
@@ -280,15 +280,15 @@ def pad_even(image: np.ndarray) -> np.ndarray:
     return np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)))
 
 
-def check_overlay_input(path: str | Path, option: str = "--overlay") -> None:
+def check_overlay_input(path: str | Path, option: str = param("overlay")) -> None:
     """Refuse, before any work, an input that cannot be annotated: one that
     gives no frame.  ``option`` is the user's option that asked for it."""
     try:
         for _ in FrameSource(path):
             return
     except MDHRError as error:
-        raise MDHRError(f"{option}: {error}") from None
-    raise MDHRError(f"{option}: {path} has no frame to annotate; give a video or image with frames")
+        raise InputError(f"{option}: {error}") from None
+    raise InputError(f"{option}: {path} has no frame to annotate; give a video or image with frames")
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from mdhr.aus import DECISION_THRESHOLD
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError
 from mdhr_runtime.faces.quality import FaceQuality
 from mdhr_runtime.faces.tracking import FaceResult
 from mdhr_runtime.results.table import LANDMARK_COLUMNS, POSE_COLUMNS, QUALITY_COLUMNS, FrameRow, FrameTable
@@ -28,41 +28,41 @@ def read_csv(path: str | Path, threshold: float = DECISION_THRESHOLD) -> FrameTa
             header = next(reader, None)
             lines = list(reader)
     except (UnicodeDecodeError, csv.Error):
-        raise MDHRError(f"{path} is not a text CSV; give a CSV written by mdhr-run or mdhr-batch") from None
+        raise InputError(f"{path} is not a text CSV; give a CSV written by mdhr-run or mdhr-batch") from None
     if header is None or any(name not in header for name in _FIXED):
-        raise MDHRError(f"{path} is not an mdhr-run CSV (its header lacks "
-                        f"{', '.join(n for n in _FIXED if header is None or n not in header)}); "
-                        "give a CSV written by mdhr-run or mdhr-batch")
+        raise InputError(f"{path} is not an mdhr-run CSV (its header lacks "
+                         f"{', '.join(n for n in _FIXED if header is None or n not in header)}); "
+                         "give a CSV written by mdhr-run or mdhr-batch")
     au_names = [name[:-len("_score")] for name in header if name.endswith("_score")]
     if not au_names:
-        raise MDHRError(f"{path} has no AU score columns (AUxx_score); give a CSV written by mdhr-run")
+        raise InputError(f"{path} has no AU score columns (AUxx_score); give a CSV written by mdhr-run")
     flags = [name[:-len("_c")] for name in header if name.endswith("_c")]
     unpaired = sorted(set(au_names) ^ set(flags))
     if unpaired or len(set(header)) != len(header):
         what = f"{unpaired[0]} has a score or an activity column but not both" if unpaired else "a column repeats"
-        raise MDHRError(f"{path}: {what}; the CSV is damaged: write it again with mdhr-run or mdhr-batch")
+        raise InputError(f"{path}: {what}; the CSV is damaged: write it again with mdhr-run or mdhr-batch")
     column = {name: k for k, name in enumerate(header)}
     face_ids = "face_id" in column
     with_quality = all(name in column for name in QUALITY_COLUMNS)
     if not with_quality and any(name in column for name in QUALITY_COLUMNS):
         missing = [name for name in QUALITY_COLUMNS if name not in column]
-        raise MDHRError(f"{path} has some face quality columns but not {missing[0]}; the CSV is damaged: write it "
-                        "again with mdhr-run or mdhr-batch")
+        raise InputError(f"{path} has some face quality columns but not {missing[0]}; the CSV is damaged: write it "
+                         "again with mdhr-run or mdhr-batch")
     table = FrameTable(au_names, threshold, face_ids=face_ids)
     seen: set[tuple[int, int | None]] = set()
     for number, cells in enumerate(lines, start=2):
         if len(cells) != len(header):
-            raise MDHRError(f"{path}, line {number}: {len(cells)} cells for {len(header)} columns; the CSV is "
-                            "damaged: write it again with mdhr-run")
+            raise InputError(f"{path}, line {number}: {len(cells)} cells for {len(header)} columns; the CSV is "
+                             "damaged: write it again with mdhr-run")
         try:
             row = _row(cells, column, au_names, face_ids, with_quality)
             _check_order(row, table.rows[-1] if table.rows else None, seen)
         except ValueError as error:
-            raise MDHRError(f"{path}, line {number}: {error}; the CSV is damaged: write it again with "
-                            "mdhr-run") from None
+            raise InputError(f"{path}, line {number}: {error}; the CSV is damaged: write it again with "
+                             "mdhr-run") from None
         table.rows.append(row)
     if not table.rows:
-        raise MDHRError(f"{path} has a header but no rows; nothing to report")
+        raise InputError(f"{path} has a header but no rows; nothing to report")
     return table
 
 

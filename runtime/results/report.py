@@ -32,7 +32,7 @@ from urllib.parse import quote
 import numpy as np
 
 from mdhr.aus import au_description
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError
 from mdhr_runtime.files.atomic import atomic_path
 from mdhr_runtime.results import palette
 from mdhr_runtime.results.overlay import face_colour, render_overlay
@@ -139,8 +139,8 @@ def _annotated_video(table, video: str | Path, html_path: Path) -> tuple[bytes |
             drawn = render_overlay(table, video, staged).frames
             frames = len({row.index for row in table.rows})
             if drawn != frames:
-                raise MDHRError(f"{video} has {drawn} frames and the results {frames}: give the video they "
-                                "were scored from")
+                raise InputError(f"{video} has {drawn} frames and the results {frames}: give the video they "
+                                 "were scored from")
             if staged.stat().st_size <= EMBED_LIMIT:
                 embedded = staged.read_bytes()
                 raise _Embedded()
@@ -176,11 +176,11 @@ def _check_same_video(runs: list[Run]) -> None:
     for run in runs[1:]:
         other = run.summary
         if not np.array_equal(other.frame_indices, first.frame_indices):
-            raise MDHRError(f"{run.label} has {other.frames} frames and {runs[0].label} {first.frames} (or other "
-                            "frame numbers): a comparison needs tables of the same video")
+            raise InputError(f"{run.label} has {other.frames} frames and {runs[0].label} {first.frames} (or other "
+                             "frame numbers): a comparison needs tables of the same video")
         if other.au_names != first.au_names:
-            raise MDHRError(f"{run.label} scores {', '.join(other.au_names)} and {runs[0].label} "
-                            f"{', '.join(first.au_names)}: a comparison needs tables of the same AUs")
+            raise InputError(f"{run.label} scores {', '.join(other.au_names)} and {runs[0].label} "
+                             f"{', '.join(first.au_names)}: a comparison needs tables of the same AUs")
 
 
 # -- the page ---------------------------------------------------------------------
@@ -207,8 +207,8 @@ def _page(runs: list[Run], video_bytes: bytes | None, video_link: str | None) ->
              f"<title>MDHR report: {title}</title><style>{_asset('report.css')}</style></head><body>",
              f"<h1>MDHR action units: {title}</h1>"]
     if any(run.provenance.get("untrained") for run in runs):
-        parts.append("<p class=\"untrained\" id=\"untrained\">UNTRAINED MODEL: this bundle was exported with "
-                     "--random-init; its AU outputs are meaningless (a demonstration of the tools only).</p>")
+        parts.append("<p class=\"untrained\" id=\"untrained\">UNTRAINED MODEL: this bundle was made by "
+                     "mdhr-export --random-init; its AU outputs are meaningless (a demonstration of the tools only).</p>")
     parts += [_incomplete_note(run, len(runs)) for run in runs if run.provenance.get("complete") is False]
     parts.append(_video_section(video_bytes, video_link))
     parts.append(_timeline_section(runs, per_column))

@@ -57,8 +57,8 @@ def check_corpus(inputs: list[str], options: BatchOptions, json_out: Path | None
         raise InputError("mdhr-batch needs Ray: pip install 'mdhr-toolkit[batch]'") from None
     o = options
     if is_stdout(o.out_dir):
-        raise InputError(f"{param('out')} - : mdhr-batch writes a folder (a CSV per video and summary.csv), not "
-                         f"standard output; give a folder ({param('json')} - prints the summary on standard output)")
+        raise InputError(f"{param('out_dir')} - : mdhr-batch writes a folder (a CSV per video and summary.csv), not "
+                         f"standard output; give a folder ({param('json_out')} - prints the summary on standard output)")
     if any(is_stdout(argument) or argument == "@-" for argument in inputs):
         raise InputError(f"{param('inputs')} - (standard input) is not supported: give video files, folders, glob "
                          "patterns or @list.txt (for a file named -, write ./-)")
@@ -68,7 +68,7 @@ def check_corpus(inputs: list[str], options: BatchOptions, json_out: Path | None
                          f"drop {param('segment_frames')} (or use {param('faces')} largest)")
     WindowPlan.make(o.windows, load_bundle(o.bundle_dir).frames, o.hop)  # the hop, before any work
     check_out_dir(o.out_dir)
-    for target, name in ((json_out, "json"), (o.report, "report")):
+    for target, name in ((json_out, "json_out"), (o.report, "report")):
         if target is not None and not is_stdout(target):
             check_output_file(target, param(name))
     if is_stdout(o.report):

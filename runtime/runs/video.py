@@ -161,7 +161,7 @@ def run_video(options: RunOptions, notify: Notify = lambda line: None, progress=
 
 def _notes(detector: AUDetector, o: RunOptions, notify: Notify, verbose: bool) -> None:
     if detector.bundle.untrained:
-        notify("warning: this bundle holds an UNTRAINED model (exported with --random-init); "
+        notify("warning: this bundle holds an UNTRAINED model (made by mdhr-export --random-init); "
                "its AU outputs are meaningless")
     if verbose:
         notify(f"backend: {detector.why}")
@@ -169,7 +169,7 @@ def _notes(detector: AUDetector, o: RunOptions, notify: Notify, verbose: bool) -
     if warning:
         notify(warning)
     if o.windows == "centred" and detector.backend in OPENVINO_BACKENDS:
-        notify(f"note: {detector.backend} runs the whole model per window (--windows official); "
+        notify(f"note: {detector.backend} runs the whole model per window (official windows); "
                "centred windows run the bundle's frame and clip stages on ONNX Runtime")
 
 

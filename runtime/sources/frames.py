@@ -26,7 +26,7 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
 import cv2  # noqa: E402  (after the limit above)
 import numpy as np
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, MDHRError
 from mdhr_runtime.sources.video import VideoPass, probe
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,8 @@ class ImageHeader:
 
 
 def _too_large(path: Path, size: str) -> MDHRError:
-    return MDHRError(f"{path} declares {size}, and an input image may have at most {MAX_IMAGE_PIXELS:,} (a "
-                     "damaged or hostile file?); scale it down")
+    return InputError(f"{path} declares {size}, and an input image may have at most {MAX_IMAGE_PIXELS:,} (a "
+                      "damaged or hostile file?); scale it down")
 
 
 def read_header(path: Path) -> ImageHeader | None:
@@ -159,9 +159,9 @@ class FrameSource:
         self.frames_read = 0
         self.shortfall = ""  # why the last pass over a video stopped early; '' when it did not
         if not self.path.exists():
-            raise MDHRError(f"input not found: {self.path}; check the path")
+            raise InputError(f"input not found: {self.path}; check the path")
         if fps is not None and not (fps > 0 and math.isfinite(fps)):
-            raise MDHRError(f"frame rate must be a positive number, got {fps}")
+            raise InputError(f"frame rate must be a positive number, got {fps}")
         if self.path.is_dir():
             self.kind = "images"
             self._images = self._list_images()
@@ -206,7 +206,7 @@ class FrameSource:
         a video, and refused as an image only when FFmpeg cannot open it
         either."""
         if self.path.stat().st_size == 0 and self.path.suffix.lower() in IMAGE_SUFFIXES:
-            raise MDHRError(f"image {self.path} is empty (0 bytes)")
+            raise InputError(f"image {self.path} is empty (0 bytes)")
         if cv2.haveImageReader(str(self.path)) or (read_header(self.path) or ImageHeader(0, 0, 1, None)).frames > 1:
             return True
         if self.path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -214,8 +214,8 @@ class FrameSource:
         try:
             probe(self.path)
         except MDHRError:
-            raise MDHRError(f"{self.path} is not an image OpenCV reads (empty, damaged or another format "
-                            "under an image name)") from None
+            raise InputError(f"{self.path} is not an image OpenCV reads (empty, damaged or another format "
+                             "under an image name)") from None
         return False
 
     # -- images ------------------------------------------------------------
@@ -228,14 +228,14 @@ class FrameSource:
         images = [p for p in self.path.iterdir()
                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
         if not images:
-            raise MDHRError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES)[:5])}, ...) in folder {self.path}")
+            raise InputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES)[:5])}, ...) in folder {self.path}")
         images.sort(key=lambda p: natural_key(p.name))
         unreadable = [p for p in images if not cv2.haveImageReader(str(p))]
         if unreadable:
             empty = unreadable[0].stat().st_size == 0
             more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
-            raise MDHRError(f"{unreadable[0]}{more} in the frame folder is {'empty (0 bytes)' if empty else 'not an image'}"
-                            f"; remove it or replace it with the frame")
+            raise InputError(f"{unreadable[0]}{more} in the frame folder is {'empty (0 bytes)' if empty else 'not an image'}"
+                             f"; remove it or replace it with the frame")
         return images
 
     def _image_frames(self) -> Iterator[Frame]:
@@ -247,8 +247,8 @@ class FrameSource:
             # orientation to ``upright``.
             image = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
             if image is None or image.size == 0:
-                raise MDHRError(f"cannot read image {image_path}: the file is damaged, not an image, or larger "
-                                f"than {MAX_IMAGE_PIXELS:,} pixels")
+                raise InputError(f"cannot read image {image_path}: the file is damaged, not an image, or larger "
+                                 f"than {MAX_IMAGE_PIXELS:,} pixels")
             self.frames_read = index + 1
             rgb = upright(to_rgb(image), header.orientation if header else None)
             yield Frame(index=index, timestamp=index / self.fps, rgb=rgb)
@@ -271,7 +271,7 @@ class FrameSource:
 
     def _probe_video(self, fps: float | None) -> tuple[float, int | None]:
         if self.path.stat().st_size == 0:
-            raise MDHRError(f"video file {self.path} is empty (0 bytes)")
+            raise InputError(f"video file {self.path} is empty (0 bytes)")
         self._info = probe(self.path)
         if fps is None and self._info.fps is None:
             log.warning("%s has no usable frame rate; assuming %s fps (set fps= to override)",
@@ -294,5 +294,5 @@ class FrameSource:
             self.frames_read += 1
             yield Frame(index=self.frames_read - 1, timestamp=stamp, rgb=rgb)
         if self.frames_read == 0:
-            raise MDHRError(f"no frame could be decoded from {self.path}: the video is empty or damaged")
+            raise InputError(f"no frame could be decoded from {self.path}: the video is empty or damaged")
         self.shortfall = video.timeline.shortfall(origin if origin is not None else 0.0)

@@ -12,7 +12,7 @@ from typing import Iterable
 
 import cv2
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError
 from mdhr_runtime.sources.frames import Frame, FrameSource
 from mdhr_runtime.sources.latest import CapturedFrames
 
@@ -23,8 +23,8 @@ def open_source(source: str) -> cv2.VideoCapture:
     if not capture.isOpened():
         capture.release()
         what = f"camera {source}" if source.isdigit() else f"stream {source}"
-        raise MDHRError(f"cannot open {what}: check that it is connected and not in use by another program "
-                        "(or that the URL is right)")
+        raise InputError(f"cannot open {what}: check that it is connected and not in use by another program "
+                         "(or that the URL is right)")
     return capture
 
 

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError
 from mdhr_runtime.sources.timeline import Timeline
 
 # Matroska stores a video track's duration as a tag, 'HH:MM:SS.nnnnnnnnn'.
@@ -40,12 +40,12 @@ def _open(path: Path):
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as e:
-        raise MDHRError(f"cannot open {path} as a video ({e.strerror}): the file is damaged, cut short before "
-                        "its index was written, or not a video FFmpeg decodes; try converting it to mp4 (H.264)"
-                        ) from None
+        raise InputError(f"cannot open {path} as a video ({e.strerror}): the file is damaged, cut short before "
+                         "its index was written, or not a video FFmpeg decodes; try converting it to mp4 (H.264)"
+                         ) from None
     if not container.streams.video:
         container.close()
-        raise MDHRError(f"{path} holds no video stream (audio or data only); give a video file")
+        raise InputError(f"{path} holds no video stream (audio or data only); give a video file")
     return container
 
 
@@ -121,7 +121,7 @@ def _first_times(path: Path, info: VideoInfo, frames: int) -> list[float]:
     finally:
         decoded.close()
     if not times:
-        raise MDHRError(f"no frame could be decoded from {path}: the video is empty or damaged")
+        raise InputError(f"no frame could be decoded from {path}: the video is empty or damaged")
     return times
 
 

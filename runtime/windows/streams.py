@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mdhr.errors import MDHRError
+from mdhr.errors import InputError, MDHRError, param
 from mdhr_runtime.backends.stages import FrameFeatures, StageRunner
 from mdhr_runtime.choices import WINDOW_MODES
 from mdhr_runtime.crops.crop import CroppedFrame
@@ -64,14 +64,14 @@ class WindowPlan:
     @classmethod
     def make(cls, mode: str, frames: int, hop: int | None = None) -> "WindowPlan":
         if mode not in WINDOW_MODES:
-            raise MDHRError(f"unknown window mode {mode!r}: choose {' or '.join(WINDOW_MODES)}")
+            raise InputError(f"unknown window mode {mode!r} for {param('windows')}: choose {' or '.join(WINDOW_MODES)}")
         if mode == "official":
             if hop not in (None, frames):
-                raise MDHRError(f"--hop applies to centred windows only (official windows hop by T = {frames})")
+                raise InputError(f"{param('hop')} applies to centred windows only (official windows hop by T = {frames})")
             return cls(mode, frames, frames)
         hop = default_hop(frames) if hop is None else hop
         if not 1 <= hop <= frames:
-            raise MDHRError(f"--hop must be between 1 and the clip length {frames}, got {hop}")
+            raise InputError(f"{param('hop')} must be between 1 and the clip length {frames}, got {hop}")
         return cls(mode, frames, hop)
 
     def reach(self, first: int, stop: int | None) -> tuple[int, int | None]:

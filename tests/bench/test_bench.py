@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from mdhr_bench import metrics
+from mdhr_bench.backends import NO_CHECKPOINT
 from mdhr_bench.cli import EXIT_PARITY_FAILED, bench_main, parity_main
 from mdhr_bench.labelled import build_clips
 from tests.support.synthetic import PHOTO_FACE_BOX, FootageMaker, Segment, write_video
@@ -101,7 +102,7 @@ def test_bench_without_checkpoint_skips_torch_and_times_the_video_pipeline(disfa
                                  "--video", face_video, "--json", out_json])
     assert result.exit_code == 0, result.output
     report = json.loads(out_json.read_text())
-    assert [r["reason"] for r in report["results"]][0] == "no checkpoint given (--ckpt)"
+    assert [r["reason"] for r in report["results"]][0] == NO_CHECKPOINT
     assert all(r["status"] == "skipped" for r in report["results"])
     video = report["video"]
     assert video["frames"] == 8 and 0 < video["frames_with_face"] <= 8 and video["fps"] > 0

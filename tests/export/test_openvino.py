@@ -120,8 +120,8 @@ def searched_bundle(source, footage, folder, settings: dict):
     for path in source.iterdir():
         (shutil.copy if path.name == "mdhr.json" else os.link)(path, folder / path.name)
     code = ("import json, sys; from pathlib import Path; from mdhr_export.int8 import reduced_precision_step; "
-            "from mdhr_export.int8_search import SearchSettings; "
-            "folder = Path(sys.argv[1]); card = json.loads((folder / 'mdhr.json').read_text()); "
+            "from mdhr_export.int8_search import SearchSettings; from mdhr_runtime.bundle import load_bundle; "
+            "folder = Path(sys.argv[1]); card = load_bundle(folder).card; "
             "settings = json.loads(sys.argv[3]); settings['groups'] = tuple(settings['groups']); "
             "reduced_precision_step(folder, card, Path(sys.argv[2]), True, print, SearchSettings(**settings))")
     result = subprocess.run([sys.executable, "-c", code, str(folder), str(footage), json.dumps(settings)],

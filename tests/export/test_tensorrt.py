@@ -27,6 +27,7 @@ from mdhr_runtime.backends.runners import OnnxRuntimeRunner
 from mdhr_runtime.backends.selection import open_runner, tensorrt_unavailable_reason
 from mdhr_runtime.backends.tensorrt_runner import engine_mismatch
 from mdhr_runtime.bundle import load_bundle, seal
+from mdhr_runtime.card import EngineBuild
 from tests.support import ROOT
 
 PACKAGES = ("mdhr", "export", "runtime", "benchmarks")
@@ -270,7 +271,7 @@ def test_build_without_gpu_says_where_to_run(bp4d_bundle):
 def test_build_fp16_on_a_bundle_without_fp16_says_how_to_export(disfa_short_bundle):
     result = CliRunner().invoke(build_main, [str(disfa_short_bundle), "--fp16"])
     assert result.exit_code == 2
-    assert "no fp16 ONNX in this bundle to build the engine from; this bundle was exported with --target all; " \
+    assert "no fp16 ONNX in this bundle to build the engine from; this bundle was exported for target all; " \
         "export it with mdhr-export ... --target gpu (or all) --fp16" in result.output
 
 
@@ -349,7 +350,7 @@ def stage_engine_folder(disfa_short_bundle, tmp_path, monkeypatch):
     runner = OnnxRuntimeRunner(bundle, providers=["CPUExecutionProvider"])
     reference = parity.runner_outputs(runner, parity.parity_clips(bundle.batch, bundle.frames))
     runner.close()
-    card = {**bundle.card.to_json(), "engine_build": {"precision": "fp32"}}
+    card = dataclasses.replace(bundle.card, engine_build=EngineBuild.from_json({"precision": "fp32"}))
     return folder, card, reference
 
 
@@ -359,12 +360,12 @@ def test_stage_engines_are_kept_when_the_stages_agree(stage_engine_folder):
     from mdhr_runtime.bundle import Bundle
 
     folder, card, reference = stage_engine_folder
-    report = build_stage_engines(folder, card, "fp32", reference)
-    assert report["passed"] and report["au_max_abs_error"] < 1e-5
-    assert {k: card["artifacts"][k] for k in STAGE_ENGINE_FILES} == STAGE_ENGINE_FILES
+    built = build_stage_engines(folder, card, "fp32", reference)
+    assert built.report["passed"] and built.report["au_max_abs_error"] < 1e-5
+    assert built.files == STAGE_ENGINE_FILES
     assert sorted(p.name for p in folder.iterdir() if p.suffix == ".engine") == ["clip_stage.engine",
                                                                                   "frame_stage.engine"]
-    bundle = Bundle(folder, seal(folder, card))
+    bundle = Bundle(folder, seal(folder, card, built.files))
     assert has_stage_engines(bundle)
     runner = StageRunner(bundle, engines=True)
     assert runner.name == "tensorrt" and isinstance(runner.frame_session, EngineStandIn)
@@ -384,4 +385,3 @@ def test_stage_engines_that_disagree_are_not_kept(stage_engine_folder):
     finally:
         EngineStandIn.error = 0.0
     assert sorted(p.name for p in folder.iterdir()) == before  # no engine, no staging left
-    assert card["artifacts"].get("frame_stage_engine") is None

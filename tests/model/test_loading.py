@@ -57,7 +57,7 @@ def disfa_path(tmp_path, disfa_resnet):
 
 
 def test_wrong_dataset_is_named(disfa_path):
-    with pytest.raises(MDHRError, match=r"checkpoint has 8 AU classifiers \(DISFA\), but dataset=BP4D was asked"):
+    with pytest.raises(MDHRError, match=r"checkpoint has 8 AU classifiers \(DISFA\), but dataset BP4D was asked"):
         mdhr.load_model(disfa_path, dataset="BP4D")
     with pytest.raises(MDHRError, match="disfa.pth"):
         mdhr.load_model(disfa_path, backbone="swin_transformer")

@@ -23,7 +23,7 @@ from PIL import Image
 
 from mdhr_runtime.cli.run import main as run_main
 from mdhr_runtime.sources.frames import FrameSource
-from tests.support.refusals import staging_in
+from tests.support.refusals import error_line, staging_in, user_lines
 from tests.support.synthetic import FootageMaker, Segment
 from tests.support.videos import audio_only, cut, damaged, h264, moving_bar, with_edit_list
 
@@ -41,18 +41,9 @@ def mdhr_run(*args, expect: int):
     return result
 
 
-def errors_of(text: str) -> list[str]:
-    """The lines a user must read: all but the untrained bundle's warning."""
-    return [line for line in text.splitlines() if line.strip() and "UNTRAINED" not in line]
-
-
 def one_line(result, *expected: str) -> str:
-    lines = errors_of(result.stderr)
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert "Traceback" not in result.output
-    for text in expected:
-        assert text in lines[0], lines[0]
-    return lines[0]
+    return error_line(result.stderr, *expected, alone=True)
 
 
 def csv_rows(path: Path) -> list[dict]:
@@ -143,12 +134,13 @@ def test_a_video_whose_first_seconds_are_black(disfa_short_bundle, photo, tmp_pa
                  times_ms=[0, 500, 1000, 1500, 2000, 2500, 3000, 3033, 3067, 3100])
     result = mdhr_run(video, "--model", disfa_short_bundle, "--out", tmp_path / "o.csv", expect=0)
     assert [r["success"] for r in csv_rows(tmp_path / "o.csv")] == ["0"] * 6 + ["1"] * 4
-    assert errors_of(result.stderr) == [f"wrote {tmp_path / 'o.csv'}: 10 frames, face found in 4"]
+    assert user_lines(result.stderr) == [f"wrote {tmp_path / 'o.csv'}: 10 frames, face found in 4"]
 
 
 def test_a_phone_mp4_with_an_edit_list_exits_0(disfa_short_bundle, photo, tmp_path):
-    """Issue 18's file: B-frames, and an edit list hiding three priming
-    samples; the old count check exited 4 on it."""
+    """A phone's file: B-frames, and an edit list hiding three priming
+    samples; a check of the samples stored against the frames shown would
+    exit 4 on it."""
     plain = h264(tmp_path / "plain.mp4", face_frames(photo, 11))
     video = with_edit_list(plain, tmp_path / "phone.mp4", hidden=3)
     js = tmp_path / "o.json"
@@ -273,7 +265,7 @@ def test_out_dash_writes_the_csv_to_stdout_and_every_message_to_stderr(disfa_sho
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["frame"] for r in rows] == ["1", "2", "3", "4"]
-    assert errors_of(result.stderr) == ["wrote standard output: 4 frames, face found in 4"]
+    assert user_lines(result.stderr) == ["wrote standard output: 4 frames, face found in 4"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["face.mp4"]  # no file named -
 
 
@@ -380,7 +372,7 @@ def test_mdhr_run_stops_cleanly_on_a_signal(disfa_model_bundle, long_face_video,
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == code, stderr
     word = "interrupted" if number == signal.SIGINT else "terminated"
-    assert errors_of(stderr) == [f"{word}; nothing was written"], stderr
+    assert user_lines(stderr) == [f"{word}; nothing was written"], stderr
     assert list(tmp_path.iterdir()) == []
 
 

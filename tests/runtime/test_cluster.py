@@ -1,5 +1,5 @@
 """mdhr-batch --address on a real multi-node Ray cluster started here: a
-head and a second node, each its own ``ray start`` (tests/cluster.py), one
+head and a second node, each its own ``ray start`` (tests/support/cluster.py), one
 CPU each.  Videos spread over both nodes, a node lost mid-job, a driver
 killed and run again, jobs sharing an --out, and clusters that cannot do
 the job refused before any work."""
@@ -9,7 +9,6 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import pytest
 
 from mdhr_runtime import AUDetector
 from mdhr_runtime.cli.common import EXIT_USER_ERROR
-from tests.support.cluster import free_port, hidden, ray_environment, start_cluster
+from tests.support.cluster import free_port, hidden, run_batch, start_batch, start_cluster
+from tests.support.refusals import error_line
 from tests.support.synthetic import FootageMaker, Segment, write_video
 
 pytest.importorskip("ray")
@@ -72,16 +72,6 @@ def long_expected(long_corpus, disfa_short_bundle, tmp_path_factory):
     return mdhr_run_csvs(long_corpus, disfa_short_bundle, tmp_path_factory.mktemp("expected"))
 
 
-def batch_command(inputs, bundle, out, address, *more) -> list[str]:
-    return [sys.executable, "-c", "from mdhr_runtime.cli.batch import main; main()", *map(str, inputs),
-            "--model", str(bundle), "--out", str(out), "--address", address, *map(str, more)]
-
-
-def run_batch(*args, timeout=900) -> subprocess.CompletedProcess:
-    return subprocess.run(batch_command(*args), capture_output=True, text=True, timeout=timeout,
-                          env=ray_environment())
-
-
 def read_rows(path: Path) -> list[dict]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
@@ -109,8 +99,7 @@ def assert_clean(cluster, timeout=60) -> None:
 
 def one_error_line(result: subprocess.CompletedProcess, words: str) -> None:
     assert result.returncode == EXIT_USER_ERROR, result.stderr[-2000:]
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], result.stderr[-2000:]
+    error_line(result.stderr, words, alone=True)
 
 
 def test_a_corpus_over_two_nodes_equals_mdhr_run(cluster, corpus, disfa_short_bundle, expected, tmp_path):
@@ -128,8 +117,7 @@ def test_a_corpus_over_two_nodes_equals_mdhr_run(cluster, corpus, disfa_short_bu
 def test_a_driver_killed_mid_job_resumes_on_the_cluster(cluster, long_corpus, disfa_short_bundle, long_expected,
                                                         tmp_path):
     out = tmp_path / "out"
-    job = subprocess.Popen(batch_command([long_corpus], disfa_short_bundle, out, cluster.address, "--workers", 1),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ray_environment())
+    job = start_batch([long_corpus], disfa_short_bundle, out, cluster.address, "--workers", 1)
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and job.poll() is None and not (
@@ -157,8 +145,7 @@ def test_jobs_sharing_an_out_keep_every_row(cluster, corpus, disfa_short_bundle,
     """Two jobs started together on disjoint videos, one worker each."""
     out = tmp_path / "out"
     halves = ([corpus / "one.mp4", corpus / "three.mp4"], [corpus / "two.mp4", corpus / "four.mp4"])
-    jobs = [subprocess.Popen(batch_command(half, disfa_short_bundle, out, cluster.address, "--workers", 1),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ray_environment())
+    jobs = [start_batch(half, disfa_short_bundle, out, cluster.address, "--workers", 1)
             for half in halves]
     try:
         for job in jobs:
@@ -198,8 +185,7 @@ def test_a_node_lost_mid_job(long_corpus, disfa_short_bundle, long_expected, tmp
     cluster = start_cluster((1, 1))
     try:
         out = tmp_path / "out"
-        job = subprocess.Popen(batch_command([long_corpus], disfa_short_bundle, out, cluster.address),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ray_environment())
+        job = start_batch([long_corpus], disfa_short_bundle, out, cluster.address)
         try:
             second = cluster.nodes[1]
             deadline = time.monotonic() + 600

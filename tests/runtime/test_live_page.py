@@ -232,12 +232,27 @@ def test_a_missing_bundle_is_refused_before_anything_listens(tmp_path):
     assert result.exit_code == 2 and result.output.startswith("error:")
 
 
+def send_one_by_one(session, frames: list[np.ndarray]) -> None:
+    """Each RGB frame as the page sends it (a JPEG frame message, captured
+    10 s after the one before), put once the session took the one before."""
+    import cv2
+
+    from mdhr_runtime.live.frames import HEADER, parse_frame
+
+    for k, rgb in enumerate(frames):
+        jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+        assert session.put(parse_frame(HEADER.pack(k, 10_000.0 * (k + 1)) + jpeg))
+        deadline = time.monotonic() + 120
+        while session.paced.count <= k:
+            assert time.monotonic() < deadline, f"frame {k} was not taken"
+            time.sleep(0.05)
+
+
 def test_a_session_with_faces_all_scores_every_face_with_its_id(detector, photo, tmp_path):
     """The session's code path with several faces: two people side by side,
     sent as the page sends them (JPEG frame messages), captured 10 s apart
     so that the model keeps up with every one (each is put once the last
     was taken); rows and the CSV carry both face ids."""
-    from mdhr_runtime.live.frames import HEADER, parse_frame
     from mdhr_runtime.live.session import LiveSession
     from tests.support.crowd import CrowdMaker, side_by_side
 
@@ -245,15 +260,7 @@ def test_a_session_with_faces_all_scores_every_face_with_its_id(detector, photo,
     messages = []
     session = LiveSession(detector, LiveOptions("centred", None, "all", DEFAULT_MIN_FACE),
                           messages.append, tmp_path / "session.csv")
-    import cv2
-
-    for k, frame in enumerate(made):
-        jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
-        assert session.put(parse_frame(HEADER.pack(k, 10_000.0 * (k + 1)) + jpeg))
-        deadline = time.monotonic() + 120
-        while session.paced.count <= k:
-            assert time.monotonic() < deadline, f"frame {k} was not taken"
-            time.sleep(0.05)
+    send_one_by_one(session, [frame.rgb for frame in made])
     assert session.stop(timeout=300) and session.error is None
     rows = [row for m in messages if m["type"] == "rows" for row in m["rows"]]
     assert len({r["face_id"] for r in rows if r["success"]}) == 2
@@ -267,9 +274,7 @@ def test_with_lsl_every_row_is_a_sample_on_the_lab_streaming_layer(detector, pho
     """--lsl: a real outlet, resolved and read by a real inlet on this
     machine: one sample per row, face_id then the AU scores the page got."""
     pylsl = pytest.importorskip("pylsl")
-    import cv2
 
-    from mdhr_runtime.live.frames import HEADER, parse_frame
     from mdhr_runtime.live.lsl import AUOutlet
     from mdhr_runtime.live.session import LiveSession
     from tests.support.synthetic import FootageMaker, Segment
@@ -281,13 +286,7 @@ def test_with_lsl_every_row_is_a_sample_on_the_lab_streaming_layer(detector, pho
     inlet.open_stream(timeout=10)
     messages = []
     session = LiveSession(detector, CENTRED, messages.append, tmp_path / "session.csv", outlet)
-    for k, made in enumerate(FootageMaker(photo, size=(320, 240)).frames((Segment("clean", 5),))):
-        jpeg = cv2.imencode(".jpg", cv2.cvtColor(made.rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
-        session.put(parse_frame(HEADER.pack(k, 10_000.0 * (k + 1)) + jpeg))
-        deadline = time.monotonic() + 120
-        while session.paced.count <= k:
-            assert time.monotonic() < deadline, f"frame {k} was not taken"
-            time.sleep(0.05)
+    send_one_by_one(session, [made.rgb for made in FootageMaker(photo, size=(320, 240)).frames((Segment("clean", 5),))])
     assert session.stop(timeout=120) and session.error is None
     rows = [row for m in messages if m["type"] == "rows" for row in m["rows"]]
     samples, stamps = [], []

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from mdhr.errors import MDHRError
 from mdhr_runtime import choices
-from mdhr_runtime.cli.common import QUALITY_FLAG_NAMES
+from mdhr_runtime.cli.common import command_flags
 from mdhr_runtime.cli.run import main as run_main
 from mdhr_runtime.crops.crop import CroppedFrame
 from mdhr_runtime.faces.detection import HaarDetector, MTCNNDetector
@@ -189,7 +189,8 @@ def test_thresholds_outside_their_range_are_refused_in_one_line(field, value):
         QualityOptions(**{field: value})
     assert "\n" not in str(refused.value) and str(refused.value).startswith(field)
     # a command's user reads the flag
-    assert refused.value.phrased(QUALITY_FLAG_NAMES).startswith(QUALITY_FLAG_NAMES[field])
+    flags = command_flags(run_main)
+    assert refused.value.phrased(flags).startswith(flags[field]) and flags[field].startswith("--flag-")
 
 
 @pytest.mark.parametrize("option, value", [("--flag-yaw", "120"), ("--flag-gap", "500"), ("--flag-face", "-3"),

@@ -28,7 +28,7 @@ def read_all(path) -> tuple[FrameSource, list]:
 
 @pytest.fixture(scope="module")
 def edit_list_mp4(tmp_path_factory):
-    """95 frames shown, 98 samples stored: the phone-style file of issue 18."""
+    """95 frames shown, 98 samples stored: a phone-style file."""
     folder = tmp_path_factory.mktemp("edit")
     plain = h264(folder / "plain.mp4", moving_bar(98))
     return with_edit_list(plain, folder / "phone.mp4", hidden=3)
@@ -36,7 +36,7 @@ def edit_list_mp4(tmp_path_factory):
 
 def test_edit_list_and_b_frames_read_complete(edit_list_mp4):
     capture = cv2.VideoCapture(str(edit_list_mp4))
-    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 98  # what the old count check compared against
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 98  # samples stored, not frames shown
     capture.release()
     source, frames = read_all(edit_list_mp4)
     assert source.frame_count == 98 and len(frames) == 95

@@ -104,11 +104,7 @@ class Cluster:
     def ask(self, expression: str):
         """``expression`` evaluated (to JSON) by a separate driver joined to
         the cluster: the test process never joins it."""
-        script = ("import json, ray\n"
-                  f"ray.init(address={self.address!r}, logging_level='ERROR', log_to_driver=False)\n"
-                  f"print(json.dumps({expression}))\n")
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                             env=ray_environment())
+        out = run_driver(self.address, f"print(json.dumps({expression}))\n", timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
         return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -174,14 +170,37 @@ def start_cluster(cpus: tuple[int, ...] = (1, 1), wrappers: dict[int, list[str]]
 
 
 def wait_for_nodes(cluster: Cluster, count: int, timeout: float = 120) -> None:
-    script = ("import ray, time\n"
-              f"ray.init(address={cluster.address!r}, logging_level='ERROR', log_to_driver=False)\n"
-              f"deadline = time.monotonic() + {timeout}\n"
-              f"while sum(n['Alive'] for n in ray.nodes()) < {count} and time.monotonic() < deadline:\n"
-              "    time.sleep(0.5)\n"
-              f"assert sum(n['Alive'] for n in ray.nodes()) >= {count}\n")
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=timeout + 60, env=ray_environment(),
-                   capture_output=True)
+    run_driver(cluster.address, f"deadline = time.monotonic() + {timeout}\n"
+               f"while sum(n['Alive'] for n in ray.nodes()) < {count} and time.monotonic() < deadline:\n"
+               "    time.sleep(0.5)\n"
+               f"assert sum(n['Alive'] for n in ray.nodes()) >= {count}\n", timeout=timeout + 60).check_returncode()
+
+
+def run_driver(address: str, body: str, timeout: float) -> subprocess.CompletedProcess:
+    """``body`` run by a separate driver process joined to the cluster at
+    ``address`` (with ``json``, ``time`` and ``ray`` imported)."""
+    script = ("import json, time, ray\n"
+              f"ray.init(address={address!r}, logging_level='ERROR', log_to_driver=False)\n" + body)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout,
+                          env=ray_environment())
+
+
+def batch_command(inputs, bundle, out, address: str, *more) -> list[str]:
+    """mdhr-batch joined to the cluster at ``address``, as a process of its own."""
+    return [sys.executable, "-c", "from mdhr_runtime.cli.batch import main; main()", *map(str, inputs),
+            "--model", str(bundle), "--out", str(out), "--address", address, *map(str, more)]
+
+
+def run_batch(*args, timeout: float | None = 900) -> subprocess.CompletedProcess:
+    """mdhr-batch (``batch_command``'s arguments) run to its end."""
+    return subprocess.run(batch_command(*args), capture_output=True, text=True, timeout=timeout,
+                          env=ray_environment())
+
+
+def start_batch(*args) -> subprocess.Popen:
+    """mdhr-batch (``batch_command``'s arguments) started, its error output kept."""
+    return subprocess.Popen(batch_command(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=ray_environment())
 
 
 def hidden(folder: Path) -> list[str]:

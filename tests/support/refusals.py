@@ -8,17 +8,31 @@ from pathlib import Path
 from click.testing import CliRunner
 
 
+def user_lines(text: str) -> list[str]:
+    """The lines of a command's messages a user must read: all but blank
+    ones and the untrained bundle's warning."""
+    return [line for line in text.splitlines() if line.strip() and "UNTRAINED" not in line]
+
+
+def error_line(output: str, *expected: str, alone: bool = False) -> str:
+    """The one line 'error: ...' of a command's ``output``, holding every
+    ``expected`` text, with no traceback; ``alone``: the only line a user
+    must read there."""
+    lines = user_lines(output)
+    errors = lines if alone else [line for line in lines if line.startswith(("error", "internal error"))]
+    assert len(errors) == 1 and errors[0].startswith("error: "), output[-2000:]
+    assert "Traceback" not in output
+    for text in expected:
+        assert text in errors[0], errors[0]
+    return errors[0]
+
+
 def one_line_refusal(command, args, *expected):
     """The command exits 2 with exactly one line, 'error: ...', holding
     every ``expected`` text, and no traceback."""
     result = CliRunner().invoke(command, [str(a) for a in args])
     assert result.exit_code == 2, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith(("error", "internal error"))]
-    assert len(errors) == 1 and errors[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    for text in expected:
-        assert text in errors[0], errors[0]
-    return errors[0]
+    return error_line(result.output, *expected)
 
 
 def staging_in(folder: Path) -> list[str]:
