@@ -21,6 +21,7 @@ from mdhr_runtime.files.atomic import (
     usual_mode,
 )
 from mdhr_runtime.files.outputs import check_output_folder
+from mdhr_runtime.held import signals_held
 
 Section = TypeVar("Section")
 
@@ -53,20 +54,22 @@ def staged_folder(target: Path, check=check_bundle_target, option: str = param("
     interruption it is removed and ``target`` is untouched."""
     target = check(target)
     created = make_folders(target.parent)
+    staging = None
     try:
-        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target), suffix=STAGING_SUFFIX, dir=target.parent))
-    except OSError as e:
-        remove_folders(created)
-        raise InputError(f"{target}: cannot write there ({e.strerror}); choose a writable {option} folder") from None
-    try:
+        with signals_held():  # made and known together: a signal between the two would leave it behind
+            staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target), suffix=STAGING_SUFFIX, dir=target.parent))
         yield staging
         os.chmod(staging, usual_mode(folder=True))  # mkdtemp's 0700 would hide the folder from other users
         _swap_in(staging, target)
     except BaseException as error:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         remove_folders(created)
         if isinstance(error, OSError) and error.errno in FULL_DEVICE:
             raise full_device_error(error, target) from None
+        if isinstance(error, OSError) and staging is None:
+            raise InputError(f"{target}: cannot write there ({error.strerror}); choose a writable {option} "
+                             "folder") from None
         raise
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from mdhr.errors import InputError, MDHRError
+from mdhr_runtime.held import signals_held
 
 # Staging beside a target is named .NAME.mdhr-PID-XXXX.part: hidden, tied to
 # its target by name and to its writer by process id, so a later run can
@@ -90,30 +91,26 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     if target.is_dir():
         raise InputError(f"output path {target} is a folder: give a file name")
     created = make_folders(target.parent)
+    temporary = None
     try:
-        handle, name = tempfile.mkstemp(prefix=staging_prefix(target), suffix=STAGING_SUFFIX, dir=target.parent)
-    except OSError as error:
-        remove_folders(created)
-        if error.errno in FULL_DEVICE:
-            raise full_device_error(error, target) from None
-        raise InputError(f"cannot write to {target.parent}: {error.strerror}; choose a writable output folder") from None
-    os.close(handle)
-    temporary = Path(name)
-    try:
+        with signals_held():  # made and known together: a signal between the two would leave it behind
+            handle, name = tempfile.mkstemp(prefix=staging_prefix(target), suffix=STAGING_SUFFIX, dir=target.parent)
+            os.close(handle)
+            temporary = Path(name)
         yield temporary
         if not temporary.exists():
             return
         os.chmod(temporary, usual_mode())
         os.replace(temporary, target)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
+    except BaseException as error:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
         remove_folders(created)
-        if error.errno in FULL_DEVICE:
+        if isinstance(error, OSError) and error.errno in FULL_DEVICE:
             raise full_device_error(error, target) from None
-        raise
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        remove_folders(created)
+        if isinstance(error, OSError) and temporary is None:
+            raise InputError(f"cannot write to {target.parent}: {error.strerror}; choose a writable output "
+                             "folder") from None
         raise
 
 
