@@ -129,7 +129,9 @@ def write_frame_batch(recipe: isolated.ModelRecipe, frames: int, opset: int, sta
     """The frame stage over a hop of frames per call (``FrameRun``), kept
     only where ONNX Runtime gives every frame's outputs bit for bit as the
     one-frame graph does on the parity clips (rows must not depend on how
-    frames were grouped); the card says which (``stages.frame_batch``)."""
+    frames were grouped); the card says which, and how many times faster it
+    took a hop than one frame per call here (``stages.frame_batch``: the
+    runtime uses it only where it was faster)."""
     raw = staging / f".unsimplified-{FILES['frame_batch']}"
     try:
         isolated.run_isolated(export_stage, recipe, "frame_batch", frames, opset, chatty, raw)
@@ -142,22 +144,25 @@ def write_frame_batch(recipe: isolated.ModelRecipe, frames: int, opset: int, sta
     # The card as the runtime would read it were the graph kept (a card names
     # frame_batch only when it is bit-identical): the check runs it so.
     described = FrameBatch(frame_batch_size(frames), True)
-    differing = batch_differences(staging, seal(staging, replace(card, stages=replace(
+    differing, speedup = batch_check(staging, seal(staging, replace(card, stages=replace(
         card.stages, frame_batch=described)), kept), clips)
+    described = replace(described, bit_identical=not differing, differing_outputs=tuple(differing),
+                        speedup=round(speedup, 3))
     if differing:  # one frame per call stays the only way; its weights are the other graphs' (shared file)
         (staging / FILES["frame_batch"]).unlink()
-        return Written(replace(described, bit_identical=False, differing_outputs=tuple(differing)))
+        return Written(described)
     return Written(described, kept)
 
 
-def batch_differences(staging: Path, card: Card, clips) -> list[str]:
+def batch_check(staging: Path, card: Card, clips) -> tuple[list[str], float]:
     """The outputs (static, dynamics, taps) in which ``frame_batch`` and the
-    frame stage one frame per call differ in any bit on the parity clips
-    (``card``: sealed, naming ``frame_batch``)."""
+    frame stage one frame per call differ in any bit on the parity clips,
+    and how many times faster ``frame_batch`` takes a hop (``card``: sealed,
+    naming ``frame_batch``)."""
     runner = runtime_stages.StageRunner(Bundle(staging, card), "fp32", providers=["CPUExecutionProvider"])
     try:
         crops = [crop for batch in clips for clip in batch for crop in clip]
-        return runtime_stages.batch_differences(runner, crops)
+        return runtime_stages.batch_differences(runner, crops), runtime_stages.batch_speedup(runner, crops)
     finally:
         runner.close()
 

@@ -119,16 +119,21 @@ class Source:
 @dataclass(frozen=True)
 class FrameBatch:
     """``stages.frame_batch``: frames per call of the hop-per-call frame
-    stage, and whether it gave the one-frame graph's bits at export (where
-    not, the outputs that differed)."""
+    stage, whether it gave the one-frame graph's bits at export (where not,
+    the outputs that differed), and how many times faster it took a hop
+    than one frame per call on the exporting machine (the runtime calls it
+    only where faster; None: not measured)."""
     frames: int
     bit_identical: bool
     differing_outputs: tuple[str, ...] = ()
+    speedup: float | None = None
 
     def to_json(self) -> dict:
         data = {"frames": self.frames, "bit_identical": self.bit_identical}
         if self.differing_outputs:
             data["differing_outputs"] = list(self.differing_outputs)
+        if self.speedup is not None:
+            data["speedup"] = self.speedup
         return data
 
 
@@ -557,8 +562,10 @@ def _frame_batch(value: Any) -> FrameBatch | None:
     value = _object(value, "stages.frame_batch")
     differing = value.get("differing_outputs")
     differing = () if differing is None else tuple(_strings(differing, "stages.frame_batch.differing_outputs"))
+    speedup = value.get("speedup")
     return FrameBatch(_integer(value.get("frames"), "stages.frame_batch.frames", 1, MAX_FRAMES),
-                      _bool(value.get("bit_identical"), "stages.frame_batch.bit_identical"), differing)
+                      _bool(value.get("bit_identical"), "stages.frame_batch.bit_identical"), differing,
+                      None if speedup is None else _number(speedup, "stages.frame_batch.speedup", 0.0, 1000.0))
 
 
 def _precision_choice(value: Any, where: str) -> PrecisionChoice | None:

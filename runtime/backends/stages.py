@@ -99,7 +99,10 @@ class StageRunner:
         batch_path = bundle.artifact("frame_batch") if not engines and precision == "fp32" else None
         self._batch_path = batch_path if batch_path is not None and batch_path.is_file() else None
         self._bundle, self._batch_session, self._batch_options = bundle, None, (threads, providers)
-        self.batch_frames = described.frame_batch.frames if self._batch_path is not None else 1
+        speedup = described.frame_batch.speedup if described.frame_batch else None
+        # a hop per call only where the export measured it faster than one frame per call (or did not measure)
+        faster = speedup is None or speedup >= 1.0
+        self.batch_frames = described.frame_batch.frames if self._batch_path is not None and faster else 1
 
     def frame(self, crop: np.ndarray, previous: list[np.ndarray] | None
               ) -> tuple[FrameFeatures, list[np.ndarray]]:
