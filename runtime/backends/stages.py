@@ -24,6 +24,9 @@ from mdhr_runtime.backends.sessions import onnx_session, provider_name, run_opti
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.card import PREVIOUS_TAPS
 
+# frame_batch's session holds its own 0.5 GiB (BP4D ResNet-50) and takes a
+# second to open: below this measured speed-up one frame per call is kept.
+MIN_BATCH_SPEEDUP = 1.1
 STAGE_KINDS = {"fp32": ("frame_stage", "clip_stage"), "fp16": ("frame_stage_fp16", "clip_stage_fp16")}
 STAGE_ENGINE_KINDS = ("frame_stage_engine", "clip_stage_engine")
 FRAME_INPUT = "frame"
@@ -100,8 +103,9 @@ class StageRunner:
         self._batch_path = batch_path if batch_path is not None and batch_path.is_file() else None
         self._bundle, self._batch_session, self._batch_options = bundle, None, (threads, providers)
         speedup = described.frame_batch.speedup if described.frame_batch else None
-        # a hop per call only where the export measured it faster than one frame per call (or did not measure)
-        faster = speedup is None or speedup >= 1.0
+        # a hop per call only where the export measured it clearly faster than one frame per call (or did not
+        # measure): its session costs memory of its own (docs/pipeline.md)
+        faster = speedup is None or speedup >= MIN_BATCH_SPEEDUP
         self.batch_frames = described.frame_batch.frames if self._batch_path is not None and faster else 1
 
     def frame(self, crop: np.ndarray, previous: list[np.ndarray] | None
