@@ -45,7 +45,8 @@ def test_bundle_card(bp4d_bundle):
     assert {k: v for k, v in c["artifacts"].items() if v} == {
         "onnx": "model.onnx", "onnx_fp16": "model_fp16.onnx", "frame_stage": "frame_stage.onnx",
         "clip_stage": "clip_stage.onnx", "frame_stage_fp16": "frame_stage_fp16.onnx",
-        "clip_stage_fp16": "clip_stage_fp16.onnx", "weights": "weights.bin", "weights_fp16": "weights_fp16.bin"}
+        "clip_stage_fp16": "clip_stage_fp16.onnx", "weights": "weights.bin", "weights_fp16": "weights_fp16.bin",
+        "frame_batch": "frame_batch.onnx"}
     assert c["target"] == "all" and set(c["artifact_bytes"]) == {k for k, v in c["artifacts"].items() if v}
     for kind, name in c["artifacts"].items():  # what each file is, for the runtime to check
         if name:
@@ -249,7 +250,7 @@ def test_mismatched_checkpoint_is_named(tmp_path):
     ckpt = tmp_path / "disfa.pth"
     torch.save(mdhr.build_model("DISFA", "resnet").state_dict(), ckpt)
     refused(["--ckpt", str(ckpt), "--out", str(tmp_path / "o"), "--dataset", "BP4D"],
-            "8 AU classifiers (DISFA), but dataset=BP4D")
+            "8 AU classifiers (DISFA), but --dataset BP4D was asked")
     assert not (tmp_path / "o").exists()
 
 
