@@ -93,19 +93,6 @@ def disfa_model_bundle(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def disfa_t8_bundle(tmp_path_factory):
-    """Untrained DISFA/ResNet-50 bundle with 8-frame clips: the middle clip
-    length of the window period test (T = 4, 8 and 16; the slow tier)."""
-    from tests.support.bundles import export
-
-    def make(folder):
-        export(["--random-init", "--dataset", "DISFA", "--backbone", "resnet", "--frames", "8",
-                "--out", str(folder / "bundle")])
-
-    return _exported(tmp_path_factory, "disfa-t8", make)
-
-
-@pytest.fixture(scope="session")
 def disfa_short_bundle(tmp_path_factory):
     """A DISFA bundle with 4-frame clips whose graphs are tiny stand-ins with
     the bundle's contract (tests/support/tiny_bundle.py), built in a fraction
@@ -147,7 +134,7 @@ def face_avi(tmp_path_factory, photo):
     return path
 
 
-EXPORTED_BUNDLES = ("bp4d_bundle", "disfa_model_bundle", "disfa_t8_bundle")
+EXPORTED_BUNDLES = ("bp4d_bundle", "disfa_model_bundle")
 
 
 def pytest_collection_modifyitems(session, config, items):
