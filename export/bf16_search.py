@@ -17,13 +17,12 @@ frontier; the ``openvino-bf16`` runner and its gate read it.
 from __future__ import annotations
 
 import os
-import time
 from typing import Callable
 
 import numpy as np
 
 from mdhr_export import parity
-from mdhr_export.int8_search import SearchSettings, choose, score
+from mdhr_export.int8_search import SearchSettings, choose, score, speedup_over_fp32
 from mdhr_runtime.backends.layer_groups import LayerGroup, islands_of, keep_fp32, layer_groups
 from mdhr_runtime.backends.openvino_runner import compile_config
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner
@@ -79,14 +78,8 @@ class Bf16Search:
 
     def time(self, entry: dict, request=None) -> None:
         request = request or self._compile(entry["fp32_groups"])
-        batch = self.judged[0][0]
-        fp32, bf16 = [], []
-        for _ in range(self.settings.timing_rounds):
-            for runs, infer in ((fp32, self.fp32.infer), (bf16, lambda b: request.infer({0: b}))):
-                start = time.perf_counter()
-                infer(batch)
-                runs.append(time.perf_counter() - start)
-        entry["speedup_vs_onnxruntime"] = round(float(np.median(fp32) / np.median(bf16)), 3)
+        entry["speedup_vs_onnxruntime"] = speedup_over_fp32(self.fp32, request, self.judged[0][0],
+                                                            self.settings.timing_rounds)
         entry["passed"] = entry["passed_agreement"] and entry["speedup_vs_onnxruntime"] >= self.settings.min_speedup
 
     def islands_error(self) -> float:

@@ -174,15 +174,7 @@ class Search:
         return [g.name for g in self.groups].index(name)
 
     def _speedup(self, request) -> float:
-        """fp32 time over INT8 time, in alternating runs on one clip batch."""
-        batch = self.judged[0][0]
-        fp32, int8 = [], []
-        for _ in range(self.settings.timing_rounds):
-            for runs, infer in ((fp32, self.fp32.infer), (int8, lambda b: request.infer({0: b}))):
-                start = time.perf_counter()
-                infer(batch)
-                runs.append(time.perf_counter() - start)
-        return round(float(np.median(fp32) / np.median(int8)), 3)
+        return speedup_over_fp32(self.fp32, request, self.judged[0][0], self.settings.timing_rounds)
 
     def run(self) -> dict:
         """Sensitivity, then the greedy frontier; returns the card's record
@@ -211,6 +203,19 @@ class Search:
                           "candidate on one clip batch, same threads",
                 "load_average": {"before": [round(x, 2) for x in load_before],
                                  "after": [round(x, 2) for x in os.getloadavg()]}}
+
+
+def speedup_over_fp32(fp32: OnnxRuntimeRunner, request, batch: np.ndarray, rounds: int) -> float:
+    """ONNX Runtime fp32's time over a compiled OpenVINO ``request``'s on one
+    clip batch: the medians of ``rounds`` alternating runs (load changes hit
+    both alike)."""
+    fp32_s, candidate_s = [], []
+    for _ in range(rounds):
+        for runs, infer in ((fp32_s, fp32.infer), (candidate_s, lambda b: request.infer({0: b}))):
+            start = time.perf_counter()
+            infer(batch)
+            runs.append(time.perf_counter() - start)
+    return round(float(np.median(fp32_s) / np.median(candidate_s)), 3)
 
 
 def fails_for_certain(reference: dict[str, np.ndarray], judged: list[dict[str, np.ndarray]], threshold: float,

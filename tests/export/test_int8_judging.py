@@ -46,3 +46,25 @@ def test_an_identical_candidate_never_fails(reference):
 def test_a_candidate_turned_over_fails_on_its_first_clip(reference):
     judged = [{"au_scores": 1.0 - reference["au_scores"][:1]}]  # every decision turned over
     assert fails_for_certain(reference, judged, 0.5, 0.99)
+
+
+def test_the_speedup_is_fp32_time_over_the_candidates_in_alternating_runs():
+    import time
+
+    from mdhr_export.int8_search import speedup_over_fp32
+
+    calls = []
+
+    class Slow:  # stands for ONNX Runtime fp32: 20 ms a call
+        def infer(self, batch):
+            calls.append("fp32")
+            time.sleep(0.02)
+
+    class Fast:  # stands for the compiled candidate: 5 ms a call
+        def infer(self, feeds):
+            calls.append("candidate")
+            time.sleep(0.005)
+
+    speedup = speedup_over_fp32(Slow(), Fast(), np.zeros(1), rounds=3)
+    assert calls == ["fp32", "candidate"] * 3
+    assert 2.0 < speedup < 6.0
