@@ -36,12 +36,13 @@ from typing import Callable, Iterable, Iterator, Protocol
 import numpy as np
 
 from mdhr.errors import InputError, param
+from mdhr_runtime.backends.sessions import Started
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.choices import DEFAULT_FACE_DETECTOR, DEFAULT_FACES
 from mdhr_runtime.crops.crop import CroppedFrame, Cropper, Normaliser, aligned_crop, crop_stream, face_crop
 from mdhr_runtime.faces.multitrack import DEFAULT_MIN_FACE, MultiFaceTracker, TrackedFaces
 from mdhr_runtime.faces.quality import QualityOptions, assess
-from mdhr_runtime.faces.registry import make_face_detector
+from mdhr_runtime.faces.registry import check_face_detector, make_face_detector
 from mdhr_runtime.faces.tracking import FaceTracker
 from mdhr_runtime.prefetch import prefetched
 from mdhr_runtime.results.table import FrameTable, RunFacts
@@ -140,15 +141,23 @@ class Scoring:
                              f"{param('faces')} largest)")
         self.options, self.span = options, span
         self.clock = clock or StageClock()
+        open_scorer = lambda: model.window_scorer(options.windows)  # noqa: E731
+        check_face_detector(options.face_detector)
+        # One face: its window stream's graphs (most of a short run's start-up) open on a thread of their own
+        # while the tracker's networks open and the first frames are read and detected.
+        self._opening = Started(open_scorer) if options.faces != "all" else None
         self.tracker = make_tracker(options)
         self.cropper = Cropper()
         self.normalise = Normaliser(model.bundle.mean, model.bundle.std)
-        open_scorer = lambda: model.window_scorer(options.windows)  # noqa: E731
         self.streams = TrackStreams(open_scorer, self.cropper, self.normalise) if options.faces == "all" else None
-        self.stream = None if self.streams is not None else open_scorer()
         self.table = FrameTable(model.bundle.au_names, model.threshold, face_ids=options.faces == "all")
         self._carry: tuple[np.ndarray, object] | None = None  # the last face seen while warming up
         self._primed = span.score_from == 0
+
+    @property
+    def stream(self):
+        """The one window stream (one face per frame), once its graphs are open."""
+        return None if self._opening is None else self._opening.result()
 
     # -- the loop ----------------------------------------------------------
 
@@ -202,10 +211,11 @@ class Scoring:
             return self._keep(self.streams.push(prepared.frame, prepared.tracked, self.clock))
         if prepared.cropped is None:
             return []
+        stream = self.stream  # waits for its graphs to open (not the model's time)
         with self.clock.stage("model"):
             if prepared.prime is not None:
-                self.stream.prime(prepared.prime)
-            return self._keep([(None, row) for row in self.stream.push(prepared.cropped)])
+                stream.prime(prepared.prime)
+            return self._keep([(None, row) for row in stream.push(prepared.cropped)])
 
     def finish(self) -> list[FaceRow]:
         with self.clock.stage("model"):

@@ -53,21 +53,34 @@ def interruptible(make):
 
     if threading.current_thread() is not threading.main_thread():
         return make()
-    outcome: dict = {}
+    return Started(make).result()
 
-    def build():
+
+class Started:
+    """``make()`` started now on a thread of its own; ``result()`` waits for
+    it in short steps (signals still reach the main thread, as in
+    ``interruptible``) and returns its value or raises its error, every time
+    it is asked.  Lets a run open graphs while it does other work."""
+
+    def __init__(self, make):
+        import threading
+
+        self._outcome: dict = {}
+        self._thread = threading.Thread(target=self._build, args=(make,), name="mdhr-session", daemon=True)
+        self._thread.start()
+
+    def _build(self, make) -> None:
         try:
-            outcome["value"] = make()
-        except BaseException as error:  # handed to the main thread
-            outcome["error"] = error
+            self._outcome["value"] = make()
+        except BaseException as error:  # handed to whoever asks for the result
+            self._outcome["error"] = error
 
-    helper = threading.Thread(target=build, name="mdhr-session", daemon=True)
-    helper.start()
-    while helper.is_alive():
-        helper.join(0.1)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    def result(self):
+        while self._thread.is_alive():
+            self._thread.join(0.1)
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["value"]
 
 
 _RUN_OPTIONS = None

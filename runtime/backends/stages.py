@@ -115,7 +115,7 @@ class StageRunner:
         if previous is None:
             zeros = [np.zeros(s, dtype=np.float32) for s in self.tap_shapes]
             features, taps = self._run_frame(crop, zeros)
-            return FrameFeatures(features.static, self.still_dynamics()), taps
+            return FrameFeatures(features.static, self.still_dynamics(crop, taps)), taps
         return self._run_frame(crop, previous)
 
     def run_frames(self, crops: list[np.ndarray], previous: list[np.ndarray] | None
@@ -161,17 +161,17 @@ class StageRunner:
         static, dynamics, *taps = self.frame_session.run([STATIC, DYNAMICS, *TAPS], feeds, run_options())
         return FrameFeatures(static[0], dynamics[0]), taps
 
-    def still_dynamics(self) -> np.ndarray:
+    def still_dynamics(self, crop: np.ndarray | None = None, taps: list[np.ndarray] | None = None) -> np.ndarray:
         """The motion of a repeated frame (a zero difference, so exactly the
         strided convolutions' biases through BatchNorm, ReLU and the two
-        projections): the same for every frame, so computed once, from the
-        zero image as its own predecessor."""
+        projections): the same for every frame, so computed once.  Given a
+        crop and its taps, from that crop as its own predecessor (one frame
+        stage run); else from the zero image (two runs: its taps first)."""
         if self._still is None:
-            zero = np.zeros((1, 3, 224, 224), dtype=np.float32)
-            previous = [np.zeros(s, dtype=np.float32) for s in self.tap_shapes]
-            taps = self.frame_session.run(list(TAPS), {FRAME_INPUT: zero, **dict(zip(PREVIOUS_TAPS, previous))})
-            feeds = {FRAME_INPUT: zero, **dict(zip(PREVIOUS_TAPS, taps))}
-            self._still = self.frame_session.run([DYNAMICS], feeds)[0][0]
+            if crop is None:
+                crop = np.zeros((3, 224, 224), dtype=np.float32)
+                taps = self._run_frame(crop, [np.zeros(s, dtype=np.float32) for s in self.tap_shapes])[1]
+            self._still = self._run_frame(crop, taps)[0].dynamics
         return self._still
 
     def clip_all(self, window: list[FrameFeatures]) -> dict[str, np.ndarray]:
