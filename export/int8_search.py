@@ -43,6 +43,7 @@ from mdhr_export.int8_candidates import quantize_once, with_float32_nodes
 from mdhr_runtime.backends.layer_groups import LayerGroup, islands_of, layer_groups
 from mdhr_runtime.backends.openvino_runner import compile_config
 from mdhr_runtime.backends.runners import OnnxRuntimeRunner
+from mdhr_runtime.timing import speedup
 
 # The bar: below this speed-up an INT8 model is not worth its agreement loss.
 MIN_SPEEDUP = 1.2
@@ -209,13 +210,7 @@ def speedup_over_fp32(fp32: OnnxRuntimeRunner, request, batch: np.ndarray, round
     """ONNX Runtime fp32's time over a compiled OpenVINO ``request``'s on one
     clip batch: the medians of ``rounds`` alternating runs (load changes hit
     both alike)."""
-    fp32_s, candidate_s = [], []
-    for _ in range(rounds):
-        for runs, infer in ((fp32_s, fp32.infer), (candidate_s, lambda b: request.infer({0: b}))):
-            start = time.perf_counter()
-            infer(batch)
-            runs.append(time.perf_counter() - start)
-    return round(float(np.median(fp32_s) / np.median(candidate_s)), 3)
+    return round(speedup(lambda: fp32.infer(batch), lambda: request.infer({0: batch}), rounds, warm_up=False), 3)
 
 
 def fails_for_certain(reference: dict[str, np.ndarray], judged: list[dict[str, np.ndarray]], threshold: float,

@@ -175,7 +175,7 @@ def export_bundle(options: ExportOptions, progress: Progress | None = None) -> C
         raw.unlink()
         stages = progress.step("stages", lambda: stage_graphs.write_stages(
             recipe, model, options.frames, options.opset, staging, card, clips, reference, weights,
-            chatty=options.verbose))
+            faster_graphs=options.target != "gpu", chatty=options.verbose))
         recipe.weights.unlink()
         card = seal(staging, replace(card, stages=stages.section).with_checks(**checks, stages_fp32_cpu=stages.report),
                     stages.files)

@@ -14,7 +14,16 @@ import torch.nn as nn
 
 from mdhr.errors import MDHRError
 from mdhr.model import MDHR
-from mdhr.stages import MOTION_CHANNELS, ClipStage, FrameRun, FrameStage, cached_floats_per_frame, tap_shapes
+from mdhr.stages import (
+    MOTION_CHANNELS,
+    ClipCentre,
+    ClipStage,
+    FrameRun,
+    FrameStage,
+    cached_floats_per_frame,
+    centre,
+    tap_shapes,
+)
 from mdhr_export import fp16 as fp16_tools
 from mdhr_export import graph, isolated, parity
 from mdhr_export.staging import Written
@@ -22,9 +31,11 @@ from mdhr_export.weights import WeightsFile
 from mdhr_runtime.backends import stages as runtime_stages
 from mdhr_runtime.bundle import Bundle, seal
 from mdhr_runtime.card import Card, FrameBatch, Stages
+from mdhr_runtime.card import ClipCentre as CentreAccount
 
 STAGES = ("frame_stage", "clip_stage")
 FILES = {"frame_stage": "frame_stage.onnx", "clip_stage": "clip_stage.onnx", "frame_batch": "frame_batch.onnx",
+         "clip_centre": "clip_centre.onnx",
          "frame_stage_fp16": "frame_stage_fp16.onnx", "clip_stage_fp16": "clip_stage_fp16.onnx"}
 
 
@@ -40,6 +51,19 @@ class ClipStageOutputs(nn.Module):
         B, T = static.shape[:2]
         *regions, au = self.stage(static, dynamics)
         return tuple(o.unflatten(0, (B, T)) for o in (au, *regions))
+
+
+class ClipCentreOutputs(nn.Module):
+    """The centre-only clip stage's outputs (``mdhr.stages.ClipCentre``) in
+    the clip stage's order and layout: each ``[1, 1, n]``, the centre frame's."""
+
+    def __init__(self, model: MDHR):
+        super().__init__()
+        self.stage = ClipCentre(model)
+
+    def forward(self, static: torch.Tensor, dynamics: torch.Tensor):
+        *regions, au = self.stage(static, dynamics)
+        return tuple(o.unsqueeze(1) for o in (au, *regions))
 
 
 def frame_batch_size(frames: int) -> int:
@@ -65,12 +89,13 @@ def export_stage_graph(model: MDHR, kind: str, frames: int, opset: int, chatty: 
             [runtime_stages.FRAME_INPUT, *runtime_stages.PREVIOUS_TAPS],
             [runtime_stages.STATIC, runtime_stages.DYNAMICS, *runtime_stages.TAPS])
     example = (torch.zeros(1, frames, 49, 512), torch.zeros(1, frames - 1, 4, MOTION_CHANNELS, 7, 7))
-    return graph.export_module(ClipStageOutputs(model).eval(), example, opset, chatty,
+    module = ClipCentreOutputs(model) if kind == "clip_centre" else ClipStageOutputs(model)
+    return graph.export_module(module.eval(), example, opset, chatty,
                                [runtime_stages.STATIC, runtime_stages.DYNAMICS], graph.output_names(model))
 
 
 def export_stage(recipe: isolated.ModelRecipe, kind: str, frames: int, opset: int, chatty: bool, raw: Path) -> list[str]:
-    """One stage graph (``frame_stage`` or ``clip_stage``) checked to ``raw``,
+    """One stage graph (a kind of ``FILES``, fp32) checked to ``raw``,
     in a process of its own (``isolated.run_isolated``); returns its
     precision-sensitive nodes."""
     proto = graph.check(export_stage_graph(recipe.build(), kind, frames, opset, chatty))
@@ -95,21 +120,17 @@ def describe(model: MDHR, frames: int) -> dict:
 
 
 def write_stages(recipe: isolated.ModelRecipe, model: MDHR, frames: int, opset: int, staging: Path, card: Card,
-                 clips, reference, weights: WeightsFile, chatty: bool = False) -> Written[Stages]:
+                 clips, reference, weights: WeightsFile, faster_graphs: bool = True,
+                 chatty: bool = False) -> Written[Stages]:
     """Export both stages into ``staging`` (each in a process of its own,
     see ``isolated.py``; their weights in ``weights``, updated): the card's
     account of them, their files, and the parity report of the stages over
     the parity clips against PyTorch's ``reference``.  Raises (no bundle)
-    when the split is not faithful."""
-    sensitive = {}
-    for kind in STAGES:
-        raw = staging / f".unsimplified-{FILES[kind]}"
-        try:
-            sensitive[kind] = isolated.run_isolated(export_stage, recipe, kind, frames, opset, chatty, raw)
-            metadata = {"stage": kind, "dataset": card.dataset, "backbone": card.backbone}
-            weights.stored = isolated.run_isolated(isolated.simplify, raw, staging / FILES[kind], metadata, weights).stored
-        finally:
-            raw.unlink(missing_ok=True)
+    when the split is not faithful.  ``faster_graphs``: also the CPU's
+    faster forms of the stages (``frame_batch``, ``clip_centre``), where
+    they give the same bits."""
+    sensitive = {kind: _export_simplified(recipe, kind, frames, opset, staging, card, weights, chatty)
+                 for kind in STAGES}
     files = {kind: FILES[kind] for kind in STAGES}
     stages = Stages.from_json({**describe(model, frames), "frame_differences": sensitive["frame_stage"]}, card.outputs)
     trial = seal(staging, replace(card, stages=stages), files)
@@ -118,9 +139,13 @@ def write_stages(recipe: isolated.ModelRecipe, model: MDHR, frames: int, opset: 
     if problems:
         raise MDHRError("the exported frame and clip stages disagree with PyTorch: " + "; ".join(problems)
                         + "; no bundle written (please report this with the checkpoint's configuration)")
+    if not faster_graphs:
+        return Written(stages, files, report)
     if frame_batch_size(frames) > 1:
         batch = write_frame_batch(recipe, frames, opset, staging, trial, clips, weights, chatty)
         stages, files = replace(stages, frame_batch=batch.section), {**files, **batch.files}
+    centred = write_clip_centre(recipe, frames, opset, staging, trial, clips, weights, chatty)
+    stages, files = replace(stages, clip_centre=centred.section), {**files, **centred.files}
     return Written(stages, files, report)
 
 
@@ -132,14 +157,7 @@ def write_frame_batch(recipe: isolated.ModelRecipe, frames: int, opset: int, sta
     frames were grouped); the card says which, and how many times faster it
     took a hop than one frame per call here (``stages.frame_batch``: the
     runtime uses it only where it was faster)."""
-    raw = staging / f".unsimplified-{FILES['frame_batch']}"
-    try:
-        isolated.run_isolated(export_stage, recipe, "frame_batch", frames, opset, chatty, raw)
-        metadata = {"stage": "frame_batch", "dataset": card.dataset, "backbone": card.backbone}
-        weights.stored = isolated.run_isolated(isolated.simplify, raw, staging / FILES["frame_batch"], metadata,
-                                               weights).stored
-    finally:
-        raw.unlink(missing_ok=True)
+    _export_simplified(recipe, "frame_batch", frames, opset, staging, card, weights, chatty)
     kept = {"frame_batch": FILES["frame_batch"]}
     # The card as the runtime would read it were the graph kept (a card names
     # frame_batch only when it is bit-identical): the check runs it so.
@@ -152,6 +170,47 @@ def write_frame_batch(recipe: isolated.ModelRecipe, frames: int, opset: int, sta
         (staging / FILES["frame_batch"]).unlink()
         return Written(described)
     return Written(described, kept)
+
+
+def write_clip_centre(recipe: isolated.ModelRecipe, frames: int, opset: int, staging: Path, card: Card, clips,
+                      weights: WeightsFile, chatty: bool = False) -> Written[CentreAccount]:
+    """The clip stage for the window's centre frame alone (``ClipCentre``:
+    what a centred window of hop 1 scores), kept only where ONNX Runtime
+    gives every output there bit for bit as the clip stage does on the
+    parity clips' windows; the card says which, and how many times faster
+    a call was (``stages.clip_centre``)."""
+    kept = {"clip_centre": FILES["clip_centre"]}
+    _export_simplified(recipe, "clip_centre", frames, opset, staging, card, weights, chatty)
+    described = CentreAccount(centre(frames), True)
+    trial = seal(staging, replace(card, stages=replace(card.stages, clip_centre=described)), kept)
+    runner = runtime_stages.StageRunner(Bundle(staging, trial), "fp32", providers=["CPUExecutionProvider"])
+    try:
+        windows = runtime_stages.clip_windows(runner, clips)
+        differing = runtime_stages.centre_differences(runner, windows)
+        faster = runtime_stages.centre_speedup(runner, windows[0])
+    finally:
+        runner.close()
+    described = replace(described, bit_identical=not differing, differing_outputs=tuple(differing),
+                        speedup=round(faster, 3))
+    if differing:  # the clip stage stays the only way
+        (staging / FILES["clip_centre"]).unlink()
+        return Written(described)
+    return Written(described, kept)
+
+
+def _export_simplified(recipe: isolated.ModelRecipe, kind: str, frames: int, opset: int, staging: Path, card: Card,
+                       weights: WeightsFile, chatty: bool) -> list[str]:
+    """Export one stage graph and simplify it into ``staging`` (each in a
+    process of its own; its weights into ``weights``, updated): its
+    precision-sensitive nodes."""
+    raw = staging / f".unsimplified-{FILES[kind]}"
+    try:
+        sensitive = isolated.run_isolated(export_stage, recipe, kind, frames, opset, chatty, raw)
+        metadata = {"stage": kind, "dataset": card.dataset, "backbone": card.backbone}
+        weights.stored = isolated.run_isolated(isolated.simplify, raw, staging / FILES[kind], metadata, weights).stored
+    finally:
+        raw.unlink(missing_ok=True)
+    return sensitive
 
 
 def batch_check(staging: Path, card: Card, clips) -> tuple[list[str], float]:

@@ -134,3 +134,51 @@ class ClipStage(nn.Module):
         mixed = (projections * weights[:, :, None]).sum(dim=1) + mfd.convcat.bias[:, None, None]
         x = static.flatten(0, 1) + mfd.tokens(mixed)
         return self.model.relationships(x, B, T)
+
+
+def centre(frames: int) -> int:
+    """The window position a centred window of hop 1 scores: the frame
+    nearest its centre (T/2 for even T: the tie goes to the earlier window,
+    so the later of the two middle frames)."""
+    return frames // 2
+
+
+def centre_reach(frames: int) -> tuple[int, int]:
+    """Positions [lo, hi) whose per-frame features the centre's score reads:
+    the temporal convolution's 5 frames around it, within the window."""
+    c = centre(frames)
+    return max(c - 2, 0), min(c + 3, frames)
+
+
+class ClipCentre(nn.Module):
+    """``ClipStage`` for the centre frame only (``centre``), what a centred
+    window of hop 1 is run for: the same inputs, the outputs ``[B, n]`` of
+    that one frame.  Everything after the temporal average is per frame up
+    to the temporal convolution (5 wide), so only the frames it reads
+    (``centre_reach``) go through the region and AU modelling: about 5/T
+    of the clip stage's work.  The average and the temporal convolution
+    keep the whole window's shapes (the frames outside the reach enter the
+    convolution as zeros and leave no trace at the centre), so each value
+    is computed by the same operators as in ``ClipStage``."""
+
+    def __init__(self, model: MDHR):
+        super().__init__()
+        self.model = model
+
+    def forward(self, static: torch.Tensor, motion: torch.Tensor):
+        B, T = static.shape[:2]
+        lo, hi = centre_reach(T)
+        mfd = self.model.MFD
+        averaged = mfd.pooling(motion.flatten(2)).unflatten(2, motion.shape[2:])[:, lo:hi].flatten(0, 1)
+        projections, votes = averaged.split([PROJECTION, VOTE], dim=2)
+        weights = mfd.scale_weights([votes[:, i] + getattr(mfd, f"weight_{i + 1}").bias[:, None, None]
+                                     for i in range(SCALES)])
+        mixed = (projections * weights[:, :, None]).sum(dim=1) + mfd.convcat.bias[:, None, None]
+        x = static[:, lo:hi].flatten(0, 1) + mfd.tokens(mixed)  # [B*(hi-lo), 49, 512]
+        region_logits, x = self.model.LRM(x)
+        x = self.model.CRM(x, region_logits).unflatten(0, (B, hi - lo))
+        padded = torch.cat([x.new_zeros(B, lo, *x.shape[2:]), x, x.new_zeros(B, T - hi, *x.shape[2:])], dim=1)
+        c = centre(T)
+        x = self.model.TCN(padded.flatten(0, 1), B, T).unflatten(0, (B, T))[:, c]
+        at_centre = [logits.unflatten(0, (B, hi - lo))[:, c - lo] for logits in region_logits]
+        return (*at_centre, self.model.node_classifier(x))

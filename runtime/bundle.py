@@ -25,7 +25,7 @@ from mdhr_runtime.integrity import external_data_locations, remember, remembered
 
 __all__ = ["ARTIFACT_KINDS", "CARD_FILE", "DEFAULT_TARGET", "FORMAT", "TARGET_ARTIFACTS", "TARGETS", "Bundle", "Card",
            "load_bundle", "seal", "write_card"]
-GRAPH_KINDS = ("onnx", "onnx_fp16", "frame_stage", "clip_stage", "frame_batch", "frame_stage_fp16", "clip_stage_fp16")
+GRAPH_KINDS = ("onnx", "onnx_fp16", "frame_stage", "clip_stage", "frame_batch", "clip_centre", "frame_stage_fp16", "clip_stage_fp16")
 WEIGHTS_KINDS = ("weights", "weights_fp16")  # what a graph's external data may name
 # A card is a few kB (tens with the export's reports); far more is no card.
 CARD_LIMIT = 16 << 20

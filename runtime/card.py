@@ -24,13 +24,13 @@ from mdhr.aus import AU_SETS, BACKBONES, IMAGE_SIZE
 CARD_FILE = "mdhr.json"
 FORMAT = 2  # bump when the card or the graph's inputs/outputs change meaning
 ARTIFACT_KINDS = ("onnx", "onnx_fp16", "engine", "frame_stage", "clip_stage", "frame_stage_fp16", "clip_stage_fp16",
-                  "frame_batch", "frame_stage_engine", "clip_stage_engine", "openvino_int8", "openvino_int8_weights", "weights",
+                  "frame_batch", "clip_centre", "frame_stage_engine", "clip_stage_engine", "openvino_int8", "openvino_int8_weights", "weights",
                   "weights_fp16", "parity_reference")
 # What ``mdhr-export --target`` writes: the CPU runners' fp32 graphs (and
 # INT8), what TensorRT engines are built from (the fp16 graphs, and the fp32
 # model's outputs on the parity clips to check the engines against), or both.
 TARGET_ARTIFACTS = {
-    "cpu": ("onnx", "frame_stage", "clip_stage", "frame_batch", "weights", "openvino_int8", "openvino_int8_weights"),
+    "cpu": ("onnx", "frame_stage", "clip_stage", "frame_batch", "clip_centre", "weights", "openvino_int8", "openvino_int8_weights"),
     "gpu": ("onnx_fp16", "frame_stage_fp16", "clip_stage_fp16", "weights_fp16", "parity_reference"),
 }
 TARGETS = (*TARGET_ARTIFACTS, "all")
@@ -138,6 +138,28 @@ class FrameBatch:
 
 
 @dataclass(frozen=True)
+class ClipCentre:
+    """``stages.clip_centre``: the window position whose outputs the
+    centre-only clip stage gives (what a centred window of hop 1 scores),
+    whether they were the clip stage's bits there at export (where not, the
+    outputs that differed), and how many times faster a call was than the
+    clip stage's on the exporting machine (the runtime calls it only where
+    faster; None: not measured)."""
+    position: int
+    bit_identical: bool
+    differing_outputs: tuple[str, ...] = ()
+    speedup: float | None = None
+
+    def to_json(self) -> dict:
+        data = {"position": self.position, "bit_identical": self.bit_identical}
+        if self.differing_outputs:
+            data["differing_outputs"] = list(self.differing_outputs)
+        if self.speedup is not None:
+            data["speedup"] = self.speedup
+        return data
+
+
+@dataclass(frozen=True)
 class Stages:
     """``stages``: the frame and clip stage graphs.  The stage runner reads
     the tap shapes, the clip outputs and the frame batch; the export reads
@@ -149,6 +171,7 @@ class Stages:
     frame_differences: tuple[str, ...] | None = None  # the frame stage's frame-difference nodes
     frame_batch: FrameBatch | None = None
     fp32_nodes: tuple[str, ...] | None = None  # the nodes the FP16 frame stage keeps float32
+    clip_centre: ClipCentre | None = None
 
     @classmethod
     def from_json(cls, value: Any, outputs: tuple[str, ...]) -> "Stages":
@@ -163,6 +186,8 @@ class Stages:
             data["frame_batch"] = self.frame_batch.to_json()
         if self.fp32_nodes is not None:
             data["fp32_nodes"] = list(self.fp32_nodes)
+        if self.clip_centre is not None:
+            data["clip_centre"] = self.clip_centre.to_json()
         return data
 
 
@@ -282,9 +307,11 @@ class Card:
         artifacts = _artifacts(data)
         islands = _islands(data.get(ISLANDS))
         stages = _stages(data.get("stages"), identity["outputs"])
-        if "frame_batch" in artifacts and not (stages and stages.frame_batch and stages.frame_batch.bit_identical):
-            raise CardError("stages.frame_batch", "does not say the frame_batch graph it names gives the frame "
-                                                  "stage's bits (bit_identical: true)")
+        for kind, account, of in (("frame_batch", stages and stages.frame_batch, "frame stage"),
+                                  ("clip_centre", stages and stages.clip_centre, "clip stage")):
+            if kind in artifacts and not (account and account.bit_identical):
+                raise CardError(f"stages.{kind}", f"does not say the {kind} graph it names gives the {of}'s bits "
+                                                  "(bit_identical: true)")
         return cls(
             **identity, artifacts=MappingProxyType(artifacts), islands=MappingProxyType(islands), stages=stages,
             engine_build=_engine_build(data.get("engine_build")), bf16=_precision_choice(data.get("bf16"), "bf16"),
@@ -542,11 +569,13 @@ def _stages(value: Any, outputs: tuple[str, ...]) -> Stages | None:
         raise CardError("stages.clip_stage.outputs", f"{list(clip_outputs)} are not the model's outputs")
     cached = value.get("cached_bytes_per_frame")
     cached = None if cached is None else _integer(cached, "stages.cached_bytes_per_frame", 0, MAX_ARTIFACT_BYTES)
-    typed = ("frame_differences", "frame_batch", "fp32_nodes")
+    typed = ("frame_differences", "frame_batch", "fp32_nodes", "clip_centre")
     described = _checked_reports({k: v for k, v in value.items() if k not in typed}, "stages", 1)
     return Stages(tuple(shapes), clip_outputs, cached, MappingProxyType(described),
                   _nodes(value.get("frame_differences"), "stages.frame_differences"),
-                  _frame_batch(value.get("frame_batch")), _nodes(value.get("fp32_nodes"), "stages.fp32_nodes"))
+                  _faster_graph(value.get("frame_batch"), "frame_batch", FrameBatch, "frames", MAX_FRAMES),
+                  _nodes(value.get("fp32_nodes"), "stages.fp32_nodes"),
+                  _faster_graph(value.get("clip_centre"), "clip_centre", ClipCentre, "position", MAX_FRAMES - 1))
 
 
 def _nodes(value: Any, where: str) -> tuple[str, ...] | None:
@@ -556,16 +585,19 @@ def _nodes(value: Any, where: str) -> tuple[str, ...] | None:
     return tuple(_text(node, f"{where}[{i}]", limit=400) for i, node in enumerate(_list(value, where)))
 
 
-def _frame_batch(value: Any) -> FrameBatch | None:
+def _faster_graph(value: Any, kind: str, record: type, count: str, most: int):
+    """``stages.frame_batch`` or ``stages.clip_centre``: its ``count`` (frames
+    per call, or a window position: 0 to ``most``), bit identity and speed-up."""
     if value is None:
         return None
-    value = _object(value, "stages.frame_batch")
+    where = f"stages.{kind}"
+    value = _object(value, where)
     differing = value.get("differing_outputs")
-    differing = () if differing is None else tuple(_strings(differing, "stages.frame_batch.differing_outputs"))
+    differing = () if differing is None else tuple(_strings(differing, f"{where}.differing_outputs"))
     speedup = value.get("speedup")
-    return FrameBatch(_integer(value.get("frames"), "stages.frame_batch.frames", 1, MAX_FRAMES),
-                      _bool(value.get("bit_identical"), "stages.frame_batch.bit_identical"), differing,
-                      None if speedup is None else _number(speedup, "stages.frame_batch.speedup", 0.0, 1000.0))
+    return record(_integer(value.get(count), f"{where}.{count}", 0 if count == "position" else 1, most),
+                  _bool(value.get("bit_identical"), f"{where}.bit_identical"), differing,
+                  None if speedup is None else _number(speedup, f"{where}.speedup", 0.0, 1000.0))
 
 
 def _precision_choice(value: Any, where: str) -> PrecisionChoice | None:

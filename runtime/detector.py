@@ -98,12 +98,13 @@ class AUDetector:
                 self._stages = StageRunner(self.bundle, threads=self.threads, engines=engines)
         return self._stages
 
-    def window_scorer(self, plan: WindowPlan) -> FrameStream | WholeModelStream:
+    def window_scorer(self, plan: WindowPlan, live: bool = False) -> FrameStream | WholeModelStream:
         """The stream that scores ``plan``'s windows: official windows on the
-        whole-model graph, centred ones on the frame and clip stages."""
+        whole-model graph, centred ones on the frame and clip stages
+        (``live``: rows as soon as final, see ``FrameStream``)."""
         if plan.mode == "official":
             return WholeModelStream(self.runner, ClipWindows.for_input_shape(self.bundle.input_shape))
-        return FrameStream(self.stage_runner, plan)
+        return FrameStream(self.stage_runner, plan, live)
 
     def stream(self, windows: str = DEFAULT_WINDOWS, hop: int | None = None) -> FrameStream:
         """A streaming scorer on the stages: ``push`` each ``CroppedFrame``, get
@@ -112,11 +113,12 @@ class AUDetector:
 
     def scoring(self, windows: str = DEFAULT_WINDOWS, hop: int | None = None, faces: str = DEFAULT_FACES,
                 aligned: bool = False, min_face: int = DEFAULT_MIN_FACE, span: Span = WHOLE,
-                clock: StageClock | None = None) -> Scoring:
-        """One run of the scoring pipeline with this detector's graphs."""
+                clock: StageClock | None = None, live: bool = False) -> Scoring:
+        """One run of the scoring pipeline with this detector's graphs
+        (``live``: a live source, whose rows are wanted as soon as final)."""
         check_faces(faces, min_face, aligned)
         options = ScoreOptions(WindowPlan.make(windows, self.bundle.frames, hop), faces, aligned, min_face,
-                               self.face_detector, self.quality)
+                               self.face_detector, self.quality, live)
         return Scoring(self, options, span, clock)
 
     @property

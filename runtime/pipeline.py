@@ -107,6 +107,7 @@ class ScoreOptions:
     min_face: int = DEFAULT_MIN_FACE
     face_detector: str = DEFAULT_FACE_DETECTOR
     quality: QualityOptions = QualityOptions()  # thresholds of the rows' quality flags
+    live: bool = False  # a live source: rows as soon as final (windows/streams.py FrameStream)
 
 
 class Model(Protocol):
@@ -116,7 +117,7 @@ class Model(Protocol):
     bundle: Bundle
     threshold: float
 
-    def window_scorer(self, plan: WindowPlan): ...
+    def window_scorer(self, plan: WindowPlan, live: bool = False): ...
 
 
 def make_tracker(options: ScoreOptions) -> FaceTracker | MultiFaceTracker | None:
@@ -141,7 +142,7 @@ class Scoring:
                              f"{param('faces')} largest)")
         self.options, self.span = options, span
         self.clock = clock or StageClock()
-        open_scorer = lambda: model.window_scorer(options.windows)  # noqa: E731
+        open_scorer = lambda: model.window_scorer(options.windows, options.live)  # noqa: E731
         check_face_detector(options.face_detector)
         # One face: its window stream's graphs (most of a short run's start-up) open on a thread of their own
         # while the tracker's networks open and the first frames are read and detected.

@@ -2,10 +2,11 @@
 the rows' quality (landmarks, head pose and flags)."""
 from __future__ import annotations
 
+import statistics
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 STAGES = ("decode", "detect", "preprocess", "model", "quality")
 Item = TypeVar("Item")
@@ -50,3 +51,19 @@ class StageClock:
                        "ms_per_frame": round(1e3 * self.seconds[name] / max(frames, 1), 3),
                        "share": round(self.seconds[name] / wall, 4) if wall else None}
                 for name in STAGES}
+
+
+def speedup(reference: Callable[[], object], candidate: Callable[[], object], rounds: int = 3,
+            warm_up: bool = True) -> float:
+    """How many times faster ``candidate()`` runs than ``reference()``: the
+    ratio of their median times over ``rounds`` alternating runs (so a
+    change of load hits both alike), after one run of each to warm up."""
+    reference_s: list[float] = []
+    candidate_s: list[float] = []
+    for step in range(rounds + warm_up):
+        for work, runs in ((reference, reference_s), (candidate, candidate_s)):
+            start = time.perf_counter()
+            work()
+            if step >= warm_up:
+                runs.append(time.perf_counter() - start)
+    return float(statistics.median(reference_s) / statistics.median(candidate_s))

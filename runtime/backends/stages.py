@@ -12,7 +12,6 @@ its T-1 in-window pair motions.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,10 +22,12 @@ from mdhr_runtime.backends.runners import check_outputs
 from mdhr_runtime.backends.sessions import onnx_session, provider_name, run_options
 from mdhr_runtime.bundle import Bundle
 from mdhr_runtime.card import PREVIOUS_TAPS
+from mdhr_runtime.timing import speedup
 
-# frame_batch's session holds its own 0.5 GiB (BP4D ResNet-50) and takes a
-# second to open: below this measured speed-up one frame per call is kept.
-MIN_BATCH_SPEEDUP = 1.1
+# A faster graph of a stage (frame_batch, clip_centre) is a session of its
+# own (frame_batch's holds 0.5 GiB for BP4D ResNet-50 and takes a second to
+# open): below this speed-up, measured at export, the plain stage is kept.
+MIN_SPEEDUP = 1.1
 STAGE_KINDS = {"fp32": ("frame_stage", "clip_stage"), "fp16": ("frame_stage_fp16", "clip_stage_fp16")}
 STAGE_ENGINE_KINDS = ("frame_stage_engine", "clip_stage_engine")
 FRAME_INPUT = "frame"
@@ -101,12 +102,21 @@ class StageRunner:
         # (The card names frame_batch only where it was bit-identical at export.)
         batch_path = bundle.artifact("frame_batch") if not engines and precision == "fp32" else None
         self._batch_path = batch_path if batch_path is not None and batch_path.is_file() else None
-        self._bundle, self._batch_session, self._batch_options = bundle, None, (threads, providers)
-        speedup = described.frame_batch.speedup if described.frame_batch else None
+        self._bundle, self._batch_session, self._options = bundle, None, (threads, providers)
         # a hop per call only where the export measured it clearly faster than one frame per call (or did not
         # measure): its session costs memory of its own (docs/pipeline.md)
-        faster = speedup is None or speedup >= MIN_BATCH_SPEEDUP
+        faster = _faster(described.frame_batch)
         self.batch_frames = described.frame_batch.frames if self._batch_path is not None and faster else 1
+        # The centre-only clip stage (centred windows of hop 1): the same rules, opened when first asked.
+        centre = described.clip_centre if not engines and precision == "fp32" else None
+        centre_path = bundle.artifact("clip_centre") if centre is not None else None
+        usable = centre_path is not None and centre_path.is_file() and _faster(centre)
+        self.centre_position = centre.position if usable else None
+        if usable and centre.position != self.frames // 2:
+            raise BundleError(f"{bundle.root}: the card says the centre-only clip stage scores window position "
+                              f"{centre.position}, but a centred window's centre is {self.frames // 2}; export the "
+                              "bundle again")
+        self._centre_session = None
 
     def frame(self, crop: np.ndarray, previous: list[np.ndarray] | None
               ) -> tuple[FrameFeatures, list[np.ndarray]]:
@@ -139,7 +149,7 @@ class StageRunner:
     def _run_batch(self, crops: list[np.ndarray], previous: list[np.ndarray] | None
                    ) -> tuple[list[FrameFeatures], list[np.ndarray]]:
         if self._batch_session is None:
-            threads, providers = self._batch_options
+            threads, providers = self._options
             self._batch_session = onnx_session(self._bundle.verified("frame_batch"), threads, providers,
                                                spinning=False)
             _check_graph(self._batch_session, self._batch_path, (FRAME_INPUT, *PREVIOUS_TAPS), (STATIC, DYNAMICS, *TAPS))
@@ -178,20 +188,51 @@ class StageRunner:
         """Every output ([T, n] each) of the clip stage on a window of T frames."""
         if len(window) != self.frames:
             raise InputError(f"a window of {len(window)} frames given, the clip stage takes {self.frames}")
-        static = np.stack([f.static for f in window])[None]
-        dynamics = np.stack([f.dynamics for f in window[1:]])[None]
-        outputs = self.clip_session.run(self.clip_outputs, {STATIC: static, DYNAMICS: dynamics}, run_options())
+        outputs = self.clip_session.run(self.clip_outputs, self._window_feeds(window), run_options())
         return {name: out[0] for name, out in zip(self.clip_outputs, outputs)}
 
     def clip(self, window: list[FrameFeatures]) -> np.ndarray:
         """AU scores [T, N] of a window of T frames."""
         return self.clip_all(window)["au_scores"]
 
+    def clip_centre_all(self, window: list[FrameFeatures]) -> dict[str, np.ndarray]:
+        """Every output ([n] each) of the window's frame at ``centre_position``
+        through the centre-only clip stage (the clip stage's bits there: the
+        export names the graph only where they were; ``centre_position`` is
+        None where the bundle has none to use)."""
+        if len(window) != self.frames:
+            raise InputError(f"a window of {len(window)} frames given, the clip stage takes {self.frames}")
+        if self._centre_session is None:
+            path = self._bundle.artifact("clip_centre")
+            session = onnx_session(self._bundle.verified("clip_centre"), *self._options, spinning=False)
+            _check_graph(session, path, (STATIC, DYNAMICS), self.clip_outputs)
+            _check_window_length(session, path, self.frames)
+            check_outputs(path, {o.name: o.shape for o in session.get_outputs()},
+                          self._bundle.card.output_shapes(1, 1))
+            self._centre_session = session
+        outputs = self._centre_session.run(self.clip_outputs, self._window_feeds(window), run_options())
+        return {name: out[0, 0] for name, out in zip(self.clip_outputs, outputs)}
+
+    def clip_centre(self, window: list[FrameFeatures]) -> np.ndarray:
+        """AU scores [N] of the window's centre frame (``clip_centre_all``)."""
+        return self.clip_centre_all(window)["au_scores"]
+
+    @staticmethod
+    def _window_feeds(window: list[FrameFeatures]) -> dict[str, np.ndarray]:
+        return {STATIC: np.stack([f.static for f in window])[None],
+                DYNAMICS: np.stack([f.dynamics for f in window[1:]])[None]}
+
     def close(self) -> None:
         for session in (self.frame_session, self.clip_session):
             if hasattr(session, "close"):  # an engine's context and buffers; ORT needs no call
                 session.close()
-        self.frame_session = self.clip_session = self._batch_session = None
+        self.frame_session = self.clip_session = self._batch_session = self._centre_session = None
+
+
+def _faster(account) -> bool:
+    """Whether a faster graph's card account (``FrameBatch``, ``ClipCentre``)
+    says it was clearly faster at export (or was not measured)."""
+    return account is not None and (account.speedup is None or account.speedup >= MIN_SPEEDUP)
 
 
 def _check_frames_per_call(session, path, frames: int) -> None:
@@ -237,15 +278,37 @@ def official_windows(runner: StageRunner, clips: list[np.ndarray]) -> list[dict[
     """Every clip of ``clips`` ([B, T, 3, 224, 224] batches) through the
     stages as one official window: per clip, outputs like ``model.onnx``'s
     ([1, T, n] each).  How exports and engine builds prove a split exact."""
-    runs = []
+    return [{k: v[None] for k, v in runner.clip_all(window).items()} for window in clip_windows(runner, clips)]
+
+
+def clip_windows(runner: StageRunner, clips: list[np.ndarray]) -> list[list[FrameFeatures]]:
+    """Each clip of ``clips`` ([B, T, 3, 224, 224] batches) through the frame
+    stage, one frame per call: a window of features per clip."""
+    windows = []
     for batch in clips:
         for clip in batch:
             window, previous = [], None
             for crop in clip:
                 features, previous = runner.frame(crop, previous)
                 window.append(features)
-            runs.append({k: v[None] for k, v in runner.clip_all(window).items()})
-    return runs
+            windows.append(window)
+    return windows
+
+
+def centre_differences(runner: StageRunner, windows: list[list[FrameFeatures]]) -> list[str]:
+    """The outputs in which the centre-only clip stage and the clip stage at
+    the window's centre differ in any bit over ``windows``."""
+    differing = set()
+    for window in windows:
+        whole, centre = runner.clip_all(window), runner.clip_centre_all(window)
+        differing |= {name for name in whole if not np.array_equal(whole[name][runner.centre_position], centre[name])}
+    return sorted(differing)
+
+
+def centre_speedup(runner: StageRunner, window: list[FrameFeatures], rounds: int = 3) -> float:
+    """How many times faster the centre-only clip stage runs a window than
+    the clip stage (alternating medians, ``timing.speedup``)."""
+    return speedup(lambda: runner.clip(window), lambda: runner.clip_centre(window), rounds)
 
 
 def batch_differences(runner: StageRunner, crops: list[np.ndarray]) -> list[str]:
@@ -269,19 +332,9 @@ def batch_speedup(runner: StageRunner, crops: list[np.ndarray], rounds: int = 3)
     hop = crops[1:1 + runner.batch_frames]
     _, taps = runner.frame(crops[0], None)
 
-    def together() -> None:
-        runner.run_frames(hop, taps)
-
     def one_by_one() -> None:
         previous = taps
         for crop in hop:
             _, previous = runner.frame(crop, previous)
 
-    times: dict = {together: [], one_by_one: []}
-    for step in range(rounds + 1):
-        for way in times:
-            start = time.perf_counter()
-            way()
-            if step:  # the first round warms both up
-                times[way].append(time.perf_counter() - start)
-    return float(np.median(times[one_by_one]) / np.median(times[together]))
+    return speedup(one_by_one, lambda: runner.run_frames(hop, taps), rounds)

@@ -45,7 +45,7 @@ class LiveSession:
     def __init__(self, detector, options: LiveOptions, send: Callable[[dict], None], csv_path: Path,
                  outlet: AUOutlet | None = None):
         self.scoring: Scoring = detector.scoring(options.windows, options.hop, options.faces,
-                                                 min_face=options.min_face)
+                                                 min_face=options.min_face, live=True)
         self.send, self.csv_path = send, csv_path
         self.slot: LatestSlot[SentFrame] = LatestSlot()
         self.paced = PacedFrames(self.slot, decode_rgb)

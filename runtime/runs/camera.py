@@ -31,7 +31,7 @@ def run_live(detector, source: str, windows: str, hop: int | None,
              faces: str = "largest", min_face: int | None = None) -> LiveResult:
     """Score ``source`` live with ``detector`` (an ``AUDetector``); the rows
     it has when the source ends or the user stops it."""
-    scoring = detector.scoring(windows, hop, faces, **({} if min_face is None else {"min_face": min_face}))
+    scoring = detector.scoring(windows, hop, faces, live=True, **({} if min_face is None else {"min_face": min_face}))
     read_at: dict[int, float] = {}  # frame index -> when it was read (the last READ_TIMES frames)
     latest_ms, start, interrupted, count = 0.0, time.perf_counter(), False, 0
 

@@ -118,11 +118,15 @@ class StreamRow:
 class FrameStream:
     """Push frames, get rows when final (see module doc)."""
 
-    def __init__(self, runner: StageRunner, plan: WindowPlan):
+    def __init__(self, runner: StageRunner, plan: WindowPlan, live: bool = True):
         if plan.frames != runner.frames:
             raise MDHRError(f"windows of {plan.frames} frames, but the clip stage takes {runner.frames}")
         self.runner, self.plan = runner, plan
-        self.cache: deque[FrameFeatures] = deque(maxlen=plan.frames)  # the last T frames' features
+        # Not live, at hop 1 with a centre-only clip stage: a row waits one frame more than its window needs,
+        # so its window is known not to be the stream's last (which scores later frames too) and can run for
+        # its centre alone.  Live rows come as soon as final (``plan.latency_frames``).
+        self.hold = int(not live and plan.hop == 1 and runner.centre_position is not None)
+        self.cache: deque[FrameFeatures] = deque(maxlen=plan.frames + self.hold)  # the last T (+ hold) frames
         self.pending: deque[tuple[int, CroppedFrame]] = deque()  # frames waiting for their window
         self.count = 0  # frames pushed
         self.windows_run = 0
@@ -131,7 +135,7 @@ class FrameStream:
         self._queued: list[np.ndarray | None] = []  # crops (None: no face) not yet through the frame stage
         self._last_static: np.ndarray | None = None
         self._faceless_lead = 0  # face-less frames before the first face
-        self._scored: tuple[int, np.ndarray] | None = None  # the last window run: start, scores
+        self._scored: tuple[int, dict[int, np.ndarray]] | None = None  # the last window run: start, scores by offset
 
     def prime(self, crop: np.ndarray | None) -> None:
         """The last face crop before the first frame pushed (a segment that
@@ -214,23 +218,35 @@ class FrameStream:
                 rows.append(StreamRow(frame, None))
             else:
                 start = self.plan.window_of(position)
-                if start + self.plan.frames > self.count:
+                if start + self.plan.frames + self.hold > self.count:
                     if not ended:
                         break
-                    start = self.plan.final_window(position, self.count)
-                rows.append(StreamRow(frame, self._window_scores(start)[position - start]))
+                    if start + self.plan.frames > self.count:
+                        start = self.plan.final_window(position, self.count)
+                rows.append(StreamRow(frame, self._window_scores(start, position - start)))
             self.pending.popleft()
         return rows
 
-    def _window_scores(self, start: int) -> np.ndarray:
-        if self._scored is None or self._scored[0] != start:
-            self._run_queued()
-            first = self.count - len(self.cache)
-            assert start >= first, "a window reached past the cache"
-            window = list(self.cache)[start - first:start - first + self.plan.frames]
-            # A window running past the end repeats its last frame (official padding).
-            padding = FrameFeatures(window[-1].static, self.runner.still_dynamics())
-            window += [padding] * (self.plan.frames - len(window))
-            self._scored = (start, self.runner.clip(window))
+    def _window_scores(self, start: int, offset: int) -> np.ndarray:
+        """AU scores of the frame at ``offset`` in the window at ``start``.  A
+        window runs once, for all its frames; held (``hold``: hop 1), a
+        window asked for its centre frame that is not the stream's last
+        scores that frame alone (no later row asks it for another) through
+        the centre-only clip stage: the same bits, about 5/T of the work."""
+        if self._scored is None or self._scored[0] != start or offset not in self._scored[1]:
+            window = self._window(start)
+            if self.hold and offset == self.runner.centre_position and start + self.plan.frames < self.count:
+                self._scored = (start, {offset: self.runner.clip_centre(window)})
+            else:
+                self._scored = (start, dict(enumerate(self.runner.clip(window))))
             self.windows_run += 1
-        return self._scored[1]
+        return self._scored[1][offset]
+
+    def _window(self, start: int) -> list[FrameFeatures]:
+        self._run_queued()
+        first = self.count - len(self.cache)
+        assert start >= first, "a window reached past the cache"
+        window = list(self.cache)[start - first:start - first + self.plan.frames]
+        # A window running past the end repeats its last frame (official padding).
+        padding = FrameFeatures(window[-1].static, self.runner.still_dynamics())
+        return window + [padding] * (self.plan.frames - len(window))

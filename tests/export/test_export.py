@@ -90,12 +90,24 @@ def test_stage_graphs_equal_the_single_graph_and_the_official_model(bp4d_bundle)
     batch = c["stages"]["frame_batch"]
     assert {k: batch[k] for k in ("frames", "bit_identical")} == {"frames": 8, "bit_identical": True}
     assert batch["speedup"] > 0  # measured at export: the runtime calls frame_batch only where clearly faster
-    from mdhr_runtime.backends.stages import MIN_BATCH_SPEEDUP, StageRunner, batch_differences
+    from mdhr_runtime.backends.stages import (
+        MIN_SPEEDUP,
+        StageRunner,
+        batch_differences,
+        centre_differences,
+        clip_windows,
+    )
 
     runner = StageRunner(load_bundle(bp4d_bundle), providers=["CPUExecutionProvider"])
-    assert runner.batch_frames == (8 if batch["speedup"] >= MIN_BATCH_SPEEDUP else 1)
+    assert runner.batch_frames == (8 if batch["speedup"] >= MIN_SPEEDUP else 1)
     runner.batch_frames = 8
     assert batch_differences(runner, list(clip[0])) == []
+    # the centre-only clip stage gives the clip stage's bits at the centre, on the golden input's window too
+    centre = c["stages"]["clip_centre"]
+    assert {k: centre[k] for k in ("position", "bit_identical")} == {"position": 8, "bit_identical": True}
+    assert centre["speedup"] > 1.5 and (bp4d_bundle / c["artifacts"]["clip_centre"]).is_file()
+    assert runner.centre_position == 8
+    assert centre_differences(runner, clip_windows(runner, [clip])) == []
     for region in ("up", "mid", "down1", "down2"):
         ours = staged[f"region_{region}"]
         np.testing.assert_array_equal(ours.argmax(-1), expected[region].argmax(-1))

@@ -89,7 +89,7 @@ def choices(draw, can_skip: bool) -> dict:
 
 
 @st.composite
-def stage_accounts(draw, outputs: list[str], frames: int, frame_batch_named: bool) -> dict:
+def stage_accounts(draw, outputs: list[str], frames: int, named: set[str]) -> dict:
     taps = {name: [1, draw(st.integers(1, 64)), draw(st.integers(1, 56)), draw(st.integers(1, 56))]
             for name in PREVIOUS_TAPS}
     stages = {"cut": draw(text), "frame_stage": {"inputs": {"frame": [1, 3, 224, 224], **taps}, "outputs": {}},
@@ -98,14 +98,21 @@ def stage_accounts(draw, outputs: list[str], frames: int, frame_batch_named: boo
         stages["cached_bytes_per_frame"] = draw(st.integers(0, 10 ** 8))
     if draw(st.booleans()):
         stages["frame_differences"] = draw(node_names)
-    if frame_batch_named or draw(st.booleans()):
-        identical = frame_batch_named or draw(st.booleans())
+    if "frame_batch" in named or draw(st.booleans()):
+        identical = "frame_batch" in named or draw(st.booleans())
         stages["frame_batch"] = {"frames": draw(st.integers(1, frames)), "bit_identical": identical}
         if not identical:
             stages["frame_batch"]["differing_outputs"] = draw(st.lists(st.sampled_from(["static", "dynamics",
                                                                                         "tap1"]), min_size=1))
     if draw(st.booleans()):
         stages["fp32_nodes"] = draw(node_names)
+    if "clip_centre" in named or draw(st.booleans()):
+        identical = "clip_centre" in named or draw(st.booleans())
+        stages["clip_centre"] = {"position": draw(st.integers(0, frames - 1)), "bit_identical": identical}
+        if not identical:
+            stages["clip_centre"]["differing_outputs"] = draw(st.lists(st.sampled_from(outputs), min_size=1))
+        if draw(st.booleans()):
+            stages["clip_centre"]["speedup"] = draw(st.floats(0, 1000))
     return stages
 
 
@@ -119,9 +126,9 @@ def card_data(draw) -> dict:
     frames, untrained = draw(st.integers(2, 64)), draw(st.booleans())
     kinds = draw(st.sets(st.sampled_from(ARTIFACT_KINDS)) | st.just(set())) | {draw(st.sampled_from(["onnx",
                                                                                                     "onnx_fp16"]))}
-    stages = draw(st.none() | stage_accounts(outputs, frames, "frame_batch" in kinds))
+    stages = draw(st.none() | stage_accounts(outputs, frames, kinds & {"frame_batch", "clip_centre"}))
     if stages is None:
-        kinds.discard("frame_batch")
+        kinds -= {"frame_batch", "clip_centre"}
     data = {
         "format": 2, "dataset": dataset, "backbone": draw(st.sampled_from(BACKBONES)),
         "au_names": list(aus.au_names), "threshold": draw(st.floats(-1, 1)),

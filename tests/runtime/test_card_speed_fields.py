@@ -1,6 +1,7 @@
 """The card's typed fields for the speed work: ``bf16.kept_fp32`` (layer
-group names the bf16 runner keeps float32) and ``stages.frame_batch``
-(frames per call, bit-identical), each refused in one line when wrong."""
+group names the bf16 runner keeps float32), ``stages.frame_batch`` (frames
+per call) and ``stages.clip_centre`` (the window position), each with its
+bit identity and speed-up, each refused in one line when wrong."""
 from __future__ import annotations
 
 import copy
@@ -71,36 +72,46 @@ def test_any_json_as_kept_fp32_is_a_list_of_group_names_or_refused(card, value):
     assert typed.bf16.kept_fp32 == (None if value is None else tuple(value))
 
 
-def test_frame_batch_is_read_typed(card):
+FASTER_GRAPHS = {"frame_batch": "frames", "clip_centre": "position"}  # each account's count field
+
+
+def test_the_faster_graphs_are_read_typed(card):
     typed = Card.from_json(card)
-    assert "frame_batch" in typed.artifacts
+    assert {"frame_batch", "clip_centre"} <= set(typed.artifacts)
     assert typed.stages.frame_batch.bit_identical and typed.stages.frame_batch.frames == card["stages"]["frame_batch"]["frames"]
+    assert typed.stages.clip_centre.bit_identical
+    assert typed.stages.clip_centre.position == card["stages"]["clip_centre"]["position"]
 
 
-@pytest.mark.parametrize("change, field", [
-    (lambda fb: fb.pop("frames"), "stages.frame_batch.frames"),
-    (lambda fb: fb.update(frames=0), "stages.frame_batch.frames"),
-    (lambda fb: fb.update(frames=10 ** 9), "stages.frame_batch.frames"),
-    (lambda fb: fb.update(frames=2.0), "stages.frame_batch.frames"),
-    (lambda fb: fb.update(frames=True), "stages.frame_batch.frames"),
-    (lambda fb: fb.update(frames="2"), "stages.frame_batch.frames"),
-    (lambda fb: fb.pop("bit_identical"), "stages.frame_batch.bit_identical"),
-    (lambda fb: fb.update(bit_identical=1), "stages.frame_batch.bit_identical"),
-    (lambda fb: fb.update(bit_identical=False), "stages.frame_batch"),
-])
-def test_a_wrong_frame_batch_account_is_refused_naming_the_field(card, change, field):
+BAD_COUNTS = [(lambda a, n: a.pop(n), ""), (lambda a, n: a.update({n: -1}), ""),
+              (lambda a, n: a.update({n: 10 ** 9}), ""), (lambda a, n: a.update({n: 2.0}), ""),
+              (lambda a, n: a.update({n: True}), ""), (lambda a, n: a.update({n: "2"}), ""),
+              (lambda a, n: a.pop("bit_identical"), "bit_identical"),
+              (lambda a, n: a.update(bit_identical=1), "bit_identical"),
+              (lambda a, n: a.update(speedup="fast"), "speedup"), (lambda a, n: a.update(speedup=-1.0), "speedup"),
+              (lambda a, n: a.update(differing_outputs="static"), "differing_outputs")]
+
+
+@pytest.mark.parametrize("kind", FASTER_GRAPHS)
+@pytest.mark.parametrize("change, field", BAD_COUNTS)
+def test_a_wrong_faster_graph_account_is_refused_naming_the_field(card, kind, change, field):
     card = copy.deepcopy(card)
-    change(card["stages"]["frame_batch"])
+    change(card["stages"][kind], FASTER_GRAPHS[kind])
     with pytest.raises(CardError) as refused:
         Card.from_json(card)
-    assert refused.value.field == field
+    assert refused.value.field == f"stages.{kind}.{field or FASTER_GRAPHS[kind]}"
 
 
-def test_a_frame_batch_graph_the_stages_do_not_describe_is_refused(card):
+@pytest.mark.parametrize("kind", FASTER_GRAPHS)
+def test_a_faster_graph_the_stages_do_not_describe_as_bit_identical_is_refused(card, kind):
     card = copy.deepcopy(card)
-    del card["stages"]["frame_batch"]
+    card["stages"][kind]["bit_identical"] = False
     with pytest.raises(CardError) as refused:
         Card.from_json(card)
-    assert refused.value.field == "stages.frame_batch"
-    card["artifacts"]["frame_batch"] = None  # without the graph, no account is needed
-    assert Card.from_json(card).stages.frame_batch is None
+    assert refused.value.field == f"stages.{kind}"
+    del card["stages"][kind]
+    with pytest.raises(CardError) as refused:
+        Card.from_json(card)
+    assert refused.value.field == f"stages.{kind}"
+    card["artifacts"][kind] = None  # without the graph, no account is needed
+    assert getattr(Card.from_json(card).stages, kind) is None

@@ -133,6 +133,7 @@ def test_windows_without_a_face_never_run_the_model(detector, gap_video, tmp_pat
     # frames through the frame stage, however many a call takes
     frame_stage = CallCounter(monkeypatch, detector.stage_runner, "run_frames", weigh=lambda crops, previous: len(crops))
     clip_stage = CallCounter(monkeypatch, detector.stage_runner, "clip")
+    centre_only = CallCounter(monkeypatch, detector.stage_runner, "clip_centre")
     official = detector.predict_video(video, windows="official")
     faced_windows = sum(any(has_face[s:s + T]) for s in range(0, n, T))
     assert whole_model.calls == official.model_calls == faced_windows < n // T
@@ -140,11 +141,13 @@ def test_windows_without_a_face_never_run_the_model(detector, gap_video, tmp_pat
     starts = {plan.window_of(p) if plan.window_of(p) + T <= n else plan.final_window(p, n)
               for p in range(n) if has_face[p]}
     centred = detector.predict_video(video)
-    assert frame_stage.calls == sum(has_face) and clip_stage.calls == len(starts)
+    # each window runs once: at hop 1 in a file, all but the first and last for their centre frame alone
+    assert frame_stage.calls == sum(has_face) and clip_stage.calls + centre_only.calls == len(starts)
+    assert centre_only.calls >= len(starts) - 2 > 0
     assert centred.model_calls == sum(has_face) + len(starts)
     # A video without any face: nothing runs, in any entry point.
     empty, _ = face_video(tmp_path / "empty.mp4", photo, (Segment("empty", 2 * T),))
-    before = (whole_model.calls, frame_stage.calls, clip_stage.calls)
+    before = (whole_model.calls, frame_stage.calls, clip_stage.calls, centre_only.calls)
     for windows in WINDOWS:
         for faces in choices.FACE_MODES:
             assert detector.predict_video(empty, windows=windows, faces=faces).model_calls == 0
@@ -152,7 +155,7 @@ def test_windows_without_a_face_never_run_the_model(detector, gap_video, tmp_pat
         segments = SegmentPlan(T, WindowPlan.make(windows, T)).segments(2 * T)
         assert len(segments) == 2
         assert all(predict_segment(detector, empty, s, windows).table.model_calls == 0 for s in segments)
-    assert (whole_model.calls, frame_stage.calls, clip_stage.calls) == before
+    assert (whole_model.calls, frame_stage.calls, clip_stage.calls, centre_only.calls) == before
 
 
 # -- layout ----------------------------------------------------------------------

@@ -69,9 +69,9 @@ class Gated:
         self.detector, self.opened = detector, opened
         self.bundle, self.threshold = detector.bundle, detector.threshold
 
-    def window_scorer(self, plan):
+    def window_scorer(self, plan, live=False):
         assert self.opened.wait(10), "the test never let the stream open"
-        return self.detector.window_scorer(plan)
+        return self.detector.window_scorer(plan, live)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_the_stream_opens_while_the_run_reads_and_detects(detector, short_video)
 
 def test_an_error_while_opening_reaches_the_run(detector, short_video):
     class Broken(Gated):
-        def window_scorer(self, plan):
+        def window_scorer(self, plan, live=False):
             raise BundleError("the stage graphs cannot open: export the bundle again")
 
     scoring = Scoring(Broken(detector, threading.Event()), detector.scoring().options)

@@ -1,7 +1,8 @@
 """A tiny real bundle for the fast tier: the bundle's contract without the model.
 
-Four ONNX graphs (``model.onnx``, ``frame_stage.onnx``, ``clip_stage.onnx`` and
-``frame_batch.onnx``, the frame stage over T/2 consecutive frames per call)
+Five ONNX graphs (``model.onnx``, ``frame_stage.onnx``, ``clip_stage.onnx``,
+``frame_batch.onnx``, the frame stage over T/2 consecutive frames per call, and
+``clip_centre.onnx``, the clip stage's outputs at the window's centre alone)
 with the inputs, outputs and shapes of an exported MDHR bundle, sharing one
 external weights file of about 100 kB, and a card like the exporter's. The
 arithmetic is a few pools, 1x1 convolutions and matrix products instead of
@@ -109,8 +110,10 @@ def _motion(g: _Graph, taps: list[str], previous: list[str]) -> str:
     return g.op("Concat", *scales, axis=1)
 
 
-def _clip(g: _Graph, static: str, dynamics: str, frames: int, outputs: dict[str, int]) -> list[str]:
-    """static [1, T, 49, 512], dynamics [1, T-1, 4, 528, 7, 7] -> one output per head [1, T, width]."""
+def _clip(g: _Graph, static: str, dynamics: str, frames: int, outputs: dict[str, int],
+          only: int | None = None) -> list[str]:
+    """static [1, T, 49, 512], dynamics [1, T-1, 4, 528, 7, 7] -> one output per head [1, T, width]
+    (``only``: [1, 1, width], that window position's: the centre-only clip stage's contract)."""
     tokens = g.op("ReduceMean", static, g.const("axes.tokens", [2]), keepdims=0)  # [1, T, 512]
     window = g.op("ReduceMean", tokens, g.const("axes.one", [1]), keepdims=1)  # the window's context
     features = g.op("Add", tokens, g.op("Mul", window, g.const("context", np.float32(WINDOW_CONTEXT))))
@@ -121,7 +124,11 @@ def _clip(g: _Graph, static: str, dynamics: str, frames: int, outputs: dict[str,
     for name, head in outputs.items():
         logits = g.op("Add", g.op("Add", g.op("MatMul", features, f"{head}.w"),
                                   g.op("Mul", motion, f"{head}.motion")), f"{head}.b")
-        results.append(g.rename(g.op("Tanh", logits) if head == "au" else logits, name))
+        result = g.op("Tanh", logits) if head == "au" else logits
+        if only is not None:
+            result = g.op("Slice", result, g.const(f"position.{only}", [only]), g.const(f"position.{only}.end", [only + 1]),
+                          g.const("axes.one", [1]))
+        results.append(g.rename(result, name))
     return results
 
 
@@ -179,6 +186,12 @@ def make_tiny_bundle(out: Path, dataset: str = "DISFA", frames: int = 4, seed: i
                                _value("dynamics", [1, frames - 1, *motion_shape])],
                         [_value(name, [1, frames, width]) for name, width in widths.items()])
 
+    centre = _Graph(weights)  # the clip stage's outputs at the centre frame alone ([1, 1, width])
+    _clip(centre, "static", "dynamics", frames, heads, only=frames // 2)
+    centre_model = _model(centre, [_value("static", [1, frames, STATIC_TOKENS, STATIC_WIDTH]),
+                                   _value("dynamics", [1, frames - 1, *motion_shape])],
+                          [_value(name, [1, 1, width]) for name, width in widths.items()])
+
     whole = _Graph(weights)
     images = whole.op("Reshape", "clips", whole.const("shape.frames", [frames, 3, IMAGE_SIZE, IMAGE_SIZE]))
     all_taps = _taps(whole, images)
@@ -201,9 +214,10 @@ def make_tiny_bundle(out: Path, dataset: str = "DISFA", frames: int = 4, seed: i
         blob += data
     (out / WEIGHTS_FILE).write_bytes(bytes(blob))
     files = {"onnx": "model.onnx", "frame_stage": "frame_stage.onnx", "clip_stage": "clip_stage.onnx",
-             "frame_batch": "frame_batch.onnx"}
+             "frame_batch": "frame_batch.onnx", "clip_centre": "clip_centre.onnx"}
     for kind, model, graph in (("onnx", whole_model, whole), ("frame_stage", frame_model, frame),
-                               ("clip_stage", clip_model, clip), ("frame_batch", batch_model, batch)):
+                               ("clip_stage", clip_model, clip), ("frame_batch", batch_model, batch),
+                               ("clip_centre", centre_model, centre)):
         _with_external_weights(model, graph, offsets)
         onnx.save(model, out / files[kind])
         onnx.checker.check_model(str(out / files[kind]))
@@ -236,7 +250,7 @@ def _card(dataset, frames, au_names, regions, outputs, tap_shapes, motion_shape,
     """The card mdhr-export writes for an untrained model (default target, no --fp16), with these graphs' facts."""
     artifacts = {"onnx": files["onnx"], "onnx_fp16": None, "engine": None, "weights": WEIGHTS_FILE,
                  "frame_stage": files["frame_stage"], "clip_stage": files["clip_stage"],
-                 "frame_batch": files["frame_batch"]}
+                 "frame_batch": files["frame_batch"], "clip_centre": files["clip_centre"]}
     return {
         "format": FORMAT, "dataset": dataset, "backbone": "resnet", "au_names": list(au_names), "threshold": 0.5,
         "input": {"name": "clips", "shape": [1, frames, 3, IMAGE_SIZE, IMAGE_SIZE],
@@ -253,6 +267,7 @@ def _card(dataset, frames, au_names, regions, outputs, tap_shapes, motion_shape,
                                              "dynamics": [1, frames - 1, *motion_shape]},
                                   "outputs": outputs},
                    "cached_bytes_per_frame": 4 * (STATIC_TOKENS * STATIC_WIDTH + 4 * MOTION_WIDTH * GRID * GRID),
-                   "frame_batch": {"frames": max(frames // 2, 1), "bit_identical": True}},
+                   "frame_batch": {"frames": max(frames // 2, 1), "bit_identical": True},
+                   "clip_centre": {"position": frames // 2, "bit_identical": True}},
         "artifact_bytes": {kind: (out / name).stat().st_size for kind, name in artifacts.items() if name},
     }

@@ -1,0 +1,110 @@
+"""The centre-only clip stage (``clip_centre``): a file run at hop 1 scores
+each window but the first and last for its centre frame alone, with the
+clip stage's bits, so its rows are those of the clip stage; live streams
+keep their latency and never hold a row for it; the card's account decides
+whether the runtime uses it."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from mdhr.errors import BundleError
+from mdhr_runtime.backends.stages import StageRunner, centre_differences, clip_windows
+from mdhr_runtime.bundle import load_bundle
+from mdhr_runtime.pipeline import crops
+from mdhr_runtime.windows.streams import FrameStream, WindowPlan
+from tests.support.footage import face_video
+from tests.support.synthetic import Segment
+
+
+@pytest.fixture(scope="module")
+def gaps(tmp_path_factory, photo):
+    """40 frames: a moving face, face-less stretches of 1 and 5 frames, and at the start."""
+    video, _ = face_video(tmp_path_factory.mktemp("centre") / "gaps.mp4", photo,
+                          (Segment("empty", 2), Segment("moving", 14), Segment("empty", 1), Segment("clean", 10),
+                           Segment("empty", 5), Segment("clean", 8)))
+    return list(crops(video))
+
+
+def stream_rows(runner: StageRunner, frames, live: bool, hop: int = 1):
+    stream = FrameStream(runner, WindowPlan.make("centred", runner.frames, hop), live)
+    out, lags = [], []
+    for frame in frames:
+        got = stream.push(frame)
+        lags += [stream.count - 1 - r.frame.index for r in got]
+        out += got
+    out += stream.finish()
+    return [(r.frame.index, r.scores) for r in out], lags, stream
+
+
+def check_bundle(bundle, frames) -> None:
+    runner = StageRunner(load_bundle(bundle), providers=["CPUExecutionProvider"])
+    T = runner.frames
+    assert runner.centre_position == T // 2
+    calls = []
+    original = runner.clip_centre
+    runner.clip_centre = lambda window: calls.append(1) or original(window)
+    held, held_lags, stream = stream_rows(runner, frames, live=False)
+    live, live_lags, live_stream = stream_rows(runner, frames, live=True)
+    assert stream.hold == 1 and live_stream.hold == 0
+    assert len(calls) > len(frames) // 2  # the held stream ran most windows for their centre alone
+    assert [i for i, _ in held] == [i for i, _ in live] == list(range(len(frames)))
+    for (_, a), (_, b) in zip(held, live):
+        assert (a is None and b is None) or np.array_equal(a, b)
+    # live rows come when their window is complete; held ones a frame later
+    plan = WindowPlan.make("centred", T, 1)
+    assert max(live_lags) == plan.latency_frames and max(held_lags) == plan.latency_frames + 1
+    assert stream.windows_run == live_stream.windows_run  # each window once, either way
+    windows = clip_windows(runner, [np.stack([f.crop for f in frames if f.crop is not None][:T])[None]])
+    assert centre_differences(runner, windows) == []
+
+
+def test_held_rows_at_the_centre_equal_the_clip_stages(disfa_short_bundle, gaps):
+    check_bundle(disfa_short_bundle, gaps)
+
+
+@pytest.mark.slow
+def test_held_rows_at_the_centre_equal_the_clip_stages_exported_model(disfa_model_bundle, gaps):
+    """The exported DISFA ResNet-50, 4-frame windows (the centre reads all four)."""
+    check_bundle(disfa_model_bundle, gaps)
+
+
+@pytest.mark.slow
+def test_held_rows_at_the_centre_equal_the_clip_stages_full_model(bp4d_bundle, gaps):
+    """BP4D ResNet-50, 16-frame windows: the centre reads 5 frames of 16."""
+    check_bundle(bp4d_bundle, gaps)
+
+
+def test_other_hops_and_official_windows_never_hold(detector):
+    runner = detector.stage_runner
+    assert FrameStream(runner, WindowPlan.make("centred", runner.frames, 2), live=False).hold == 0
+    assert FrameStream(runner, WindowPlan.make("centred", runner.frames, 1), live=False).hold == 1
+
+
+def edited(source, tmp_path, change):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(source, bundle)
+    card = json.loads((bundle / "mdhr.json").read_text())
+    change(card["stages"]["clip_centre"])
+    (bundle / "mdhr.json").write_text(json.dumps(card))
+    return load_bundle(bundle)
+
+
+@pytest.mark.parametrize("speedup,used", [(None, True), (1.1, True), (3.0, True), (1.05, False), (0.7, False)])
+def test_the_runtime_uses_clip_centre_only_where_the_export_measured_it_faster(disfa_short_bundle, tmp_path,
+                                                                              speedup, used):
+    loaded = edited(disfa_short_bundle, tmp_path, lambda account: account.update(speedup=speedup))
+    runner = StageRunner(loaded, providers=["CPUExecutionProvider"])
+    try:
+        assert runner.centre_position == (loaded.frames // 2 if used else None)
+    finally:
+        runner.close()
+
+
+def test_a_card_naming_another_centre_is_refused(disfa_short_bundle, tmp_path):
+    loaded = edited(disfa_short_bundle, tmp_path, lambda account: account.update(position=1))
+    with pytest.raises(BundleError, match="centre"):
+        StageRunner(loaded, providers=["CPUExecutionProvider"])
