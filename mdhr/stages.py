@@ -35,6 +35,12 @@ the cache per frame from 1.71 MB to 0.51 MB for ResNet-50 (49 x 512 static
 (caching the raw taps) would cache 1.5 M floats per frame and redo the
 strided convolutions of every window.
 
+At hop 1 a centred window scores one frame, its centre: ``ClipCentre`` is
+the clip stage for that frame alone.  After the temporal average everything
+is per frame until the temporal convolution (5 frames wide), so it runs the
+region and AU modelling on those 5 frames instead of T, with the clip
+stage's operators and shapes around them.
+
 The official window's first frame has no predecessor inside the window: the
 official model differences within the window (T-1 pairs).  So a window
 takes the pair motions of its frames 1..T-1 only; the first frame's pair

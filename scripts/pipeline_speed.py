@@ -11,7 +11,8 @@ frames; ``tests/support/synthetic.py``) once, then alternates, ``--rounds`` time
   frames/s = B x T / seconds per call (median of 3 calls after one warm-up);
 * ``stages``: the model part of centred windows alone (``--hop``, default
   T/2): the frame stage on a hop of crops (``StageRunner.run_frames``) and
-  one clip stage call, frames/s = hop / seconds;
+  one clip stage call (at hop 1 the centre-only one, where the bundle has
+  it, as a file run calls), frames/s = hop / seconds;
 * ``run``: ``AUDetector.predict_video`` with centred windows at ``--hop`` (what
   ``mdhr-run`` does after start-up): decode, detect, crop, model, rows;
   frames/s = frames / wall seconds.
@@ -70,10 +71,14 @@ def run_frames(stages, crops: list[np.ndarray], previous):
 def stages_fps(stages, crops: list[np.ndarray], hop: int) -> float:
     _, taps = run_frames(stages, crops[:1], None)
 
+    # what a file run calls for a window: at hop 1, the centre-only clip stage where the bundle has it
+    centre_only = hop == 1 and getattr(stages, "centre_position", None) is not None
+    clip = stages.clip_centre if centre_only else stages.clip
+
     def one_hop():
         features, _ = run_frames(stages, crops[1:1 + hop], taps)
         window = (features * stages.frames)[:stages.frames]
-        stages.clip(window)
+        clip(window)
 
     one_hop()
     return hop / statistics.median(_timed(one_hop) for _ in range(3))

@@ -8,7 +8,10 @@ of consecutive crops, and where the bundle has ``frame_batch`` (the frame
 stage over a hop of frames per call, fp32, kept by the export only where
 it gives the one-frame graph's bits) runs them a hop per call;
 ``StageRunner.clip`` takes one window's static tokens [T, 49, 512] and
-its T-1 in-window pair motions.
+its T-1 in-window pair motions; ``StageRunner.clip_centre`` takes the same
+and, where the bundle has ``clip_centre`` (fp32, kept by the export only
+where it gives the clip stage's bits at the centre), scores the window's
+centre frame alone, for centred windows of hop 1.
 """
 from __future__ import annotations
 

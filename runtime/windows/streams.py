@@ -22,8 +22,13 @@ stage once.  Crops wait in a queue until a window needs their features
 (or a call's worth, ``StageRunner.batch_frames``, has come), then run the
 frame stage together: a hop of frames per call where the bundle has the
 graph for it.  Rows come out when they did frame by frame, with the same
-bits.  Memory is bounded: at most one window (T frames) of features, the
-previous frame's backbone taps, at most T crops queued and T rows waiting.
+bits.  A stream that is not live, at hop 1, holds each row one frame more
+(``hold``), so a window is known not to be the stream's last before it
+runs, and runs the centre-only clip stage for its one frame where the
+bundle has it (``StageRunner.clip_centre``): the same bits, about 5/T of
+the clip stage's work.  Memory is bounded: at most one window (T frames,
++1 held) of features, the previous frame's backbone taps, at most T crops
+queued and T (+1) rows waiting.
 
 Frames without a face are scored like the official path fills them: they
 repeat the last face crop (no motion), or, before the first face, the
