@@ -46,7 +46,7 @@ def test_bundle_card(bp4d_bundle):
         "onnx": "model.onnx", "onnx_fp16": "model_fp16.onnx", "frame_stage": "frame_stage.onnx",
         "clip_stage": "clip_stage.onnx", "frame_stage_fp16": "frame_stage_fp16.onnx",
         "clip_stage_fp16": "clip_stage_fp16.onnx", "weights": "weights.bin", "weights_fp16": "weights_fp16.bin",
-        "frame_batch": "frame_batch.onnx"}
+        "frame_batch": "frame_batch.onnx", "clip_centre": "clip_centre.onnx"}
     assert c["target"] == "all" and set(c["artifact_bytes"]) == {k for k, v in c["artifacts"].items() if v}
     for kind, name in c["artifacts"].items():  # what each file is, for the runtime to check
         if name:
