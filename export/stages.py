@@ -134,7 +134,8 @@ def write_stages(recipe: isolated.ModelRecipe, model: MDHR, frames: int, opset: 
     files = {kind: FILES[kind] for kind in STAGES}
     stages = Stages.from_json({**describe(model, frames), "frame_differences": sensitive["frame_stage"]}, card.outputs)
     trial = seal(staging, replace(card, stages=stages), files)
-    report = parity.compare(reference, stage_outputs(staging, trial, clips, "fp32"), card.threshold)
+    outputs, windows = stage_run(staging, trial, clips, "fp32")
+    report = parity.compare(reference, outputs, card.threshold)
     problems = parity.fp32_failures(report)
     if problems:
         raise MDHRError("the exported frame and clip stages disagree with PyTorch: " + "; ".join(problems)
@@ -144,7 +145,7 @@ def write_stages(recipe: isolated.ModelRecipe, model: MDHR, frames: int, opset: 
     if frame_batch_size(frames) > 1:
         batch = write_frame_batch(recipe, frames, opset, staging, trial, clips, weights, chatty)
         stages, files = replace(stages, frame_batch=batch.section), {**files, **batch.files}
-    centred = write_clip_centre(recipe, frames, opset, staging, trial, clips, weights, chatty)
+    centred = write_clip_centre(recipe, frames, opset, staging, trial, windows, weights, chatty)
     stages, files = replace(stages, clip_centre=centred.section), {**files, **centred.files}
     return Written(stages, files, report)
 
@@ -172,20 +173,19 @@ def write_frame_batch(recipe: isolated.ModelRecipe, frames: int, opset: int, sta
     return Written(described, kept)
 
 
-def write_clip_centre(recipe: isolated.ModelRecipe, frames: int, opset: int, staging: Path, card: Card, clips,
+def write_clip_centre(recipe: isolated.ModelRecipe, frames: int, opset: int, staging: Path, card: Card, windows,
                       weights: WeightsFile, chatty: bool = False) -> Written[CentreAccount]:
     """The clip stage for the window's centre frame alone (``ClipCentre``:
     what a centred window of hop 1 scores), kept only where ONNX Runtime
-    gives every output there bit for bit as the clip stage does on the
-    parity clips' windows; the card says which, and how many times faster
-    a call was (``stages.clip_centre``)."""
+    gives every output there bit for bit as the clip stage does on
+    ``windows`` (the parity clips' frame features); the card says which,
+    and how many times faster a call was (``stages.clip_centre``)."""
     kept = {"clip_centre": FILES["clip_centre"]}
     _export_simplified(recipe, "clip_centre", frames, opset, staging, card, weights, chatty)
     described = CentreAccount(centre(frames), True)
     trial = seal(staging, replace(card, stages=replace(card.stages, clip_centre=described)), kept)
     runner = runtime_stages.StageRunner(Bundle(staging, trial), "fp32", providers=["CPUExecutionProvider"])
     try:
-        windows = runtime_stages.clip_windows(runner, clips)
         differing = runtime_stages.centre_differences(runner, windows)
         faster = runtime_stages.centre_speedup(runner, windows[0])
     finally:
@@ -248,8 +248,14 @@ def stage_outputs(staging: Path, card: Card, clips: list[np.ndarray], precision:
     """Every clip of ``clips`` ([B, T, ...] batches) through the stages in
     ONNX Runtime CPU, as the official windows: outputs like ``model.onnx``'s
     (``card``: sealed, naming the stage graphs)."""
+    return stage_run(staging, card, clips, precision)[0]
+
+
+def stage_run(staging: Path, card: Card, clips: list[np.ndarray], precision: str):
+    """``stage_outputs``, and the windows of frame features they were computed from."""
     runner = runtime_stages.StageRunner(Bundle(staging, card), precision, providers=["CPUExecutionProvider"])
     try:
-        return parity.concat(runtime_stages.official_windows(runner, clips))
+        windows = runtime_stages.clip_windows(runner, clips)
+        return parity.concat(runtime_stages.window_outputs(runner, windows)), windows
     finally:
         runner.close()

@@ -281,7 +281,12 @@ def official_windows(runner: StageRunner, clips: list[np.ndarray]) -> list[dict[
     """Every clip of ``clips`` ([B, T, 3, 224, 224] batches) through the
     stages as one official window: per clip, outputs like ``model.onnx``'s
     ([1, T, n] each).  How exports and engine builds prove a split exact."""
-    return [{k: v[None] for k, v in runner.clip_all(window).items()} for window in clip_windows(runner, clips)]
+    return window_outputs(runner, clip_windows(runner, clips))
+
+
+def window_outputs(runner: StageRunner, windows: list[list[FrameFeatures]]) -> list[dict[str, np.ndarray]]:
+    """The clip stage's outputs ([1, T, n] each) of each window."""
+    return [{k: v[None] for k, v in runner.clip_all(window).items()} for window in windows]
 
 
 def clip_windows(runner: StageRunner, clips: list[np.ndarray]) -> list[list[FrameFeatures]]:

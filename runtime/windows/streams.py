@@ -22,13 +22,14 @@ stage once.  Crops wait in a queue until a window needs their features
 (or a call's worth, ``StageRunner.batch_frames``, has come), then run the
 frame stage together: a hop of frames per call where the bundle has the
 graph for it.  Rows come out when they did frame by frame, with the same
-bits.  A stream that is not live, at hop 1, holds each row one frame more
-(``hold``), so a window is known not to be the stream's last before it
-runs, and runs the centre-only clip stage for its one frame where the
-bundle has it (``StageRunner.clip_centre``): the same bits, about 5/T of
-the clip stage's work.  Memory is bounded: at most one window (T frames,
-+1 held) of features, the previous frame's backbone taps, at most T crops
-queued and T (+1) rows waiting.
+bits.  A stream that is not live, at hop 1, holds each row a few frames
+more (``held_frames``): one, so a window is known not to be the stream's
+last before it runs and can run the centre-only clip stage for its one
+frame where the bundle has it (``StageRunner.clip_centre``: the same bits,
+about 5/T of the clip stage's work); a hop's worth where the frame stage
+takes several frames per call.  Memory is bounded: at most one window (T
+frames, plus those held) of features, the previous frame's backbone taps,
+at most T crops queued and T (plus those held) rows waiting.
 
 Frames without a face are scored like the official path fills them: they
 repeat the last face crop (no motion), or, before the first face, the
@@ -114,6 +115,18 @@ class WindowPlan:
         return {"mode": self.mode, "frames": self.frames, "hop": self.hop, "latency_frames": self.latency_frames}
 
 
+def held_frames(runner: StageRunner) -> int:
+    """How many frames more than its window needs a row waits in a stream
+    that is not live, at hop 1 (where each push completes a window): one,
+    so a window is known not to be the stream's last (which also scores
+    the frames after its centre) and can run the centre-only clip stage;
+    a hop's worth where the frame stage takes one per call, so the frame
+    stage runs on them together.  Live rows come as soon as final
+    (``WindowPlan.latency_frames``)."""
+    centre = 1 if runner.centre_position is not None else 0
+    return max(centre, runner.batch_frames if runner.batch_frames > 1 else 0)
+
+
 @dataclass(frozen=True)
 class StreamRow:
     frame: CroppedFrame  # without its crop
@@ -127,10 +140,7 @@ class FrameStream:
         if plan.frames != runner.frames:
             raise MDHRError(f"windows of {plan.frames} frames, but the clip stage takes {runner.frames}")
         self.runner, self.plan = runner, plan
-        # Not live, at hop 1 with a centre-only clip stage: a row waits one frame more than its window needs,
-        # so its window is known not to be the stream's last (which scores later frames too) and can run for
-        # its centre alone.  Live rows come as soon as final (``plan.latency_frames``).
-        self.hold = int(not live and plan.hop == 1 and runner.centre_position is not None)
+        self.hold = 0 if live or plan.hop != 1 else held_frames(runner)
         self.cache: deque[FrameFeatures] = deque(maxlen=plan.frames + self.hold)  # the last T (+ hold) frames
         self.pending: deque[tuple[int, CroppedFrame]] = deque()  # frames waiting for their window
         self.count = 0  # frames pushed
@@ -248,8 +258,9 @@ class FrameStream:
         return self._scored[1][offset]
 
     def _window(self, start: int) -> list[FrameFeatures]:
-        self._run_queued()
-        first = self.count - len(self.cache)
+        if start + self.plan.frames > self.count - len(self._queued):  # it needs frames still queued
+            self._run_queued()
+        first = self.count - len(self._queued) - len(self.cache)
         assert start >= first, "a window reached past the cache"
         window = list(self.cache)[start - first:start - first + self.plan.frames]
         # A window running past the end repeats its last frame (official padding).

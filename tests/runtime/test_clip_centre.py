@@ -1,8 +1,9 @@
-"""The centre-only clip stage (``clip_centre``): a file run at hop 1 scores
-each window but the first and last for its centre frame alone, with the
-clip stage's bits, so its rows are those of the clip stage; live streams
-keep their latency and never hold a row for it; the card's account decides
-whether the runtime uses it."""
+"""The centre-only clip stage (``clip_centre``): a file run at hop 1 holds
+its rows a few frames (``held_frames``) and scores each window but the first
+and last for its centre frame alone, with the clip stage's bits, and the
+frame stage a hop of frames per call, so its rows are those of a live
+stream; live streams keep their latency and never hold a row; the card's
+account decides whether the runtime uses the graph."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from mdhr.errors import BundleError
 from mdhr_runtime.backends.stages import MIN_SPEEDUP, StageRunner, centre_differences, clip_windows
 from mdhr_runtime.bundle import load_bundle
 from mdhr_runtime.pipeline import crops
-from mdhr_runtime.windows.streams import FrameStream, WindowPlan
+from mdhr_runtime.windows.streams import FrameStream, WindowPlan, held_frames
 from tests.support.footage import face_video
 from tests.support.synthetic import Segment
 
@@ -54,7 +55,7 @@ def check_bundle(bundle, frames) -> None:
     runner.clip_centre = lambda window: calls.append(1) or original(window)
     held, held_lags, stream = stream_rows(runner, frames, live=False)
     live, live_lags, live_stream = stream_rows(runner, frames, live=True)
-    assert stream.hold == 1 and live_stream.hold == 0
+    assert stream.hold == held_frames(runner) >= 1 and live_stream.hold == 0
     # every window asked first for its centre ran for it alone, but the last (it scores the frames after too)
     face, n, c = [f.crop is not None for f in frames], len(frames), T // 2
     first = next(p for p in range(n) if face[p])
@@ -62,9 +63,9 @@ def check_bundle(bundle, frames) -> None:
     assert [i for i, _ in held] == [i for i, _ in live] == list(range(len(frames)))
     for (_, a), (_, b) in zip(held, live):
         assert (a is None and b is None) or np.array_equal(a, b)
-    # once the stream is T frames in, live rows come when their window is complete, held ones a frame later
+    # once the stream is T frames in, live rows come when their window is complete, held ones ``hold`` later
     plan = WindowPlan.make("centred", T, 1)
-    assert max(live_lags[T:]) == plan.latency_frames and max(held_lags[T:]) == plan.latency_frames + 1
+    assert max(live_lags[T:]) == plan.latency_frames and max(held_lags[T:]) == plan.latency_frames + stream.hold
     assert stream.windows_run == live_stream.windows_run  # each window once, either way
     windows = clip_windows(runner, [np.stack([f.crop for f in frames if f.crop is not None][:T])[None]])
     assert centre_differences(runner, windows) == []
@@ -89,7 +90,9 @@ def test_held_rows_at_the_centre_equal_the_clip_stages_full_model(bp4d_bundle, g
 def test_other_hops_and_official_windows_never_hold(detector):
     runner = detector.stage_runner
     assert FrameStream(runner, WindowPlan.make("centred", runner.frames, 2), live=False).hold == 0
-    assert FrameStream(runner, WindowPlan.make("centred", runner.frames, 1), live=False).hold == 1
+    assert FrameStream(runner, WindowPlan.make("centred", runner.frames, 1), live=False).hold == held_frames(runner)
+    # one frame for the centre-only clip stage, a hop's worth for the frame stage on several frames a call
+    assert held_frames(runner) == max(runner.batch_frames, 1) == 2
 
 
 def edited(source, tmp_path, change):
@@ -116,3 +119,16 @@ def test_a_card_naming_another_centre_is_refused(disfa_short_bundle, tmp_path):
     loaded = edited(disfa_short_bundle, tmp_path, lambda account: account.update(position=1))
     with pytest.raises(BundleError, match="centre"):
         StageRunner(loaded, providers=["CPUExecutionProvider"])
+
+
+def test_a_held_stream_runs_the_frame_stage_a_hop_of_frames_per_call(disfa_short_bundle, gaps):
+    runner = StageRunner(load_bundle(disfa_short_bundle), providers=["CPUExecutionProvider"])
+    sizes = []
+    original = runner.run_frames
+    runner.run_frames = lambda crops, previous: sizes.append(len(crops)) or original(crops, previous)
+    held, _, _ = stream_rows(runner, gaps, live=False)
+    held_sizes, sizes[:] = list(sizes), []
+    live, _, _ = stream_rows(runner, gaps, live=True)
+    assert runner.batch_frames == 2 and held_sizes.count(2) > len(gaps) // 4 and sizes.count(2) < held_sizes.count(2)
+    assert sum(held_sizes) == sum(sizes) == sum(f.crop is not None for f in gaps)  # each face once, either way
+    assert all((a is None and b is None) or np.array_equal(a, b) for (_, a), (_, b) in zip(held, live))
