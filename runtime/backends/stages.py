@@ -207,6 +207,9 @@ class StageRunner:
             raise InputError(f"a window of {len(window)} frames given, the clip stage takes {self.frames}")
         if self._centre_session is None:
             path = self._bundle.artifact("clip_centre")
+            if path is None:
+                raise BundleError(f"{self._bundle.root}: this bundle has no centre-only clip stage (clip_centre); "
+                                  + self._bundle.export_hint("clip_centre"))
             session = onnx_session(self._bundle.verified("clip_centre"), *self._options, spinning=False)
             _check_graph(session, path, (STATIC, DYNAMICS), self.clip_outputs)
             _check_window_length(session, path, self.frames)

@@ -132,3 +132,21 @@ def test_a_held_stream_runs_the_frame_stage_a_hop_of_frames_per_call(disfa_short
     assert runner.batch_frames == 2 and held_sizes.count(2) > len(gaps) // 4 and sizes.count(2) < held_sizes.count(2)
     assert sum(held_sizes) == sum(sizes) == sum(f.crop is not None for f in gaps)  # each face once, either way
     assert all((a is None and b is None) or np.array_equal(a, b) for (_, a), (_, b) in zip(held, live))
+
+
+def test_a_bundle_without_clip_centre_runs_the_clip_stage(disfa_short_bundle, tmp_path, gaps):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(disfa_short_bundle, bundle)
+    card = json.loads((bundle / "mdhr.json").read_text())
+    del card["stages"]["clip_centre"]
+    card["artifacts"]["clip_centre"] = None
+    (bundle / "mdhr.json").write_text(json.dumps(card))
+    (bundle / "clip_centre.onnx").unlink()
+    runner = StageRunner(load_bundle(bundle), providers=["CPUExecutionProvider"])
+    assert runner.centre_position is None and held_frames(runner) == runner.batch_frames
+    held, _, stream = stream_rows(runner, gaps, live=False)
+    reference, _, _ = stream_rows(StageRunner(load_bundle(disfa_short_bundle), providers=["CPUExecutionProvider"]),
+                                  gaps, live=True)
+    assert all((a is None and b is None) or np.array_equal(a, b) for (_, a), (_, b) in zip(held, reference))
+    with pytest.raises(BundleError, match="no centre-only clip stage"):
+        runner.clip_centre(clip_windows(runner, [np.stack([f.crop for f in gaps if f.crop is not None][:4])[None]])[0])
