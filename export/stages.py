@@ -22,6 +22,7 @@ from mdhr.stages import (
     FrameStage,
     cached_floats_per_frame,
     centre,
+    centre_reach,
     tap_shapes,
 )
 from mdhr_export import fp16 as fp16_tools
@@ -145,8 +146,9 @@ def write_stages(recipe: isolated.ModelRecipe, model: MDHR, frames: int, opset: 
     if frame_batch_size(frames) > 1:
         batch = write_frame_batch(recipe, frames, opset, staging, trial, clips, weights, chatty)
         stages, files = replace(stages, frame_batch=batch.section), {**files, **batch.files}
-    centred = write_clip_centre(recipe, frames, opset, staging, trial, windows, weights, chatty)
-    stages, files = replace(stages, clip_centre=centred.section), {**files, **centred.files}
+    if centre_reach(frames) != (0, frames):  # else the centre reads the whole window: the clip stage's work
+        centred = write_clip_centre(recipe, frames, opset, staging, trial, windows, weights, chatty)
+        stages, files = replace(stages, clip_centre=centred.section), {**files, **centred.files}
     return Written(stages, files, report)
 
 

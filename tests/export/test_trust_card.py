@@ -144,6 +144,7 @@ LEGITIMATE = {
     (("source", "opset"), "missing"): "absent is the default opset",
     (("stages",), "missing"): "a bundle without stage graphs",
     (("artifacts", "frame_batch"), "missing"): "a bundle without the hop-per-call frame stage: one frame per call",
+    (("artifacts", "clip_centre"), "missing"): "a bundle without the centre-only clip stage: the clip stage at hop 1",
     (("stages", "cached_bytes_per_frame"), "missing"): "a figure for the record",
     (("reduced_precision_islands",), "missing"): "bf16 then says the card names no islands",
     (("reduced_precision_islands",), "another bundle's value"):
@@ -186,7 +187,10 @@ def outcome(bundle: Path, card) -> str:
         OnnxRuntimeRunner(loaded, providers=["CPUExecutionProvider"], threads=1).close()
         stages = StageRunner(loaded, providers=["CPUExecutionProvider"], threads=1)
         try:  # a hop per call where the bundle has frame_batch: its graph opens on the first hop
-            stages.run_frames([np.zeros((3, 224, 224), np.float32)] * stages.batch_frames, None)
+            features, _ = stages.run_frames([np.zeros((3, 224, 224), np.float32)] * max(stages.batch_frames,
+                                                                                        stages.frames), None)
+            if stages.centre_position is not None:  # and the centre-only clip stage on the first held window
+                stages.clip_centre(features[:stages.frames])
         finally:
             stages.close()
     except MDHRError as error:
@@ -198,8 +202,9 @@ def outcome(bundle: Path, card) -> str:
 def is_report(path: tuple) -> bool:
     """Fields of the stage account and island lists the runtime does not read."""
     return (path[0] == "stages" and path[1:2] not in (("frame_stage",), ("clip_stage",), ("cached_bytes_per_frame",),
-                                                      ("frame_batch",))
+                                                      ("frame_batch",), ("clip_centre",))
             or path[:2] == ("stages", "frame_batch") and path[2:3] not in (("frames",), ("bit_identical",))
+            or path[:2] == ("stages", "clip_centre") and path[2:3] not in (("position",), ("bit_identical",))
             or path[:2] == ("stages", "frame_stage") and path[2:3] != ("inputs",)
             or path[:3] == ("stages", "frame_stage", "inputs") and len(path) > 3 and path[3] == "frame"
             or path[:2] == ("stages", "clip_stage") and path[2:3] != ("outputs",)

@@ -33,7 +33,7 @@ STOP_WITHIN = 5.0
 CASES = [(signal.SIGINT, "pid"), (signal.SIGTERM, "pid"), (signal.SIGINT, "group"), (signal.SIGTERM, "group")]
 # When the signal goes, after the command started (s): while Python imports,
 # while the model loads, and while the work runs.
-MOMENTS = (1.0, 3.0, 6.0, 9.0)
+MOMENTS = (1.0, 2.5, 4.5, 6.5)
 
 
 @pytest.fixture(scope="module")
