@@ -120,8 +120,8 @@ def held_frames(runner: StageRunner) -> int:
     that is not live, at hop 1 (where each push completes a window): one,
     so a window is known not to be the stream's last (which also scores
     the frames after its centre) and can run the centre-only clip stage;
-    a hop's worth where the frame stage takes one per call, so the frame
-    stage runs on them together.  Live rows come as soon as final
+    a call's worth (``batch_frames``) where the frame stage takes several
+    frames per call, so they run together.  Live rows come as soon as final
     (``WindowPlan.latency_frames``)."""
     centre = 1 if runner.centre_position is not None else 0
     return max(centre, runner.batch_frames if runner.batch_frames > 1 else 0)
