@@ -180,17 +180,9 @@ def make_tiny_bundle(out: Path, dataset: str = "DISFA", frames: int = 4, seed: i
     del frame_outputs
     batch_model, batch = _frame_batch(weights, tap_shapes, motion_shape, max(frames // 2, 1))
 
-    clip = _Graph(weights)
-    _clip(clip, "static", "dynamics", frames, heads)
-    clip_model = _model(clip, [_value("static", [1, frames, STATIC_TOKENS, STATIC_WIDTH]),
-                               _value("dynamics", [1, frames - 1, *motion_shape])],
-                        [_value(name, [1, frames, width]) for name, width in widths.items()])
-
-    centre = _Graph(weights)  # the clip stage's outputs at the centre frame alone ([1, 1, width])
-    _clip(centre, "static", "dynamics", frames, heads, only=frames // 2)
-    centre_model = _model(centre, [_value("static", [1, frames, STATIC_TOKENS, STATIC_WIDTH]),
-                                   _value("dynamics", [1, frames - 1, *motion_shape])],
-                          [_value(name, [1, 1, width]) for name, width in widths.items()])
+    clip_model, clip = _clip_graph(weights, frames, heads, widths, motion_shape)
+    # the clip stage's outputs at the centre frame alone ([1, 1, width])
+    centre_model, centre = _clip_graph(weights, frames, heads, widths, motion_shape, only=frames // 2)
 
     whole = _Graph(weights)
     images = whole.op("Reshape", "clips", whole.const("shape.frames", [frames, 3, IMAGE_SIZE, IMAGE_SIZE]))
@@ -223,6 +215,17 @@ def make_tiny_bundle(out: Path, dataset: str = "DISFA", frames: int = 4, seed: i
         onnx.checker.check_model(str(out / files[kind]))
     write_card(out, _card(dataset, frames, aus.au_names, regions, list(heads), tap_shapes, motion_shape, files, out))
     return out
+
+
+def _clip_graph(weights, frames: int, heads: dict[str, str], widths: dict[str, int], motion_shape: list[int],
+                only: int | None = None) -> tuple[onnx.ModelProto, _Graph]:
+    """The clip stage over a window of ``frames`` (``only``: its outputs at that position alone)."""
+    g = _Graph(weights)
+    _clip(g, "static", "dynamics", frames, heads, only)
+    model = _model(g, [_value("static", [1, frames, STATIC_TOKENS, STATIC_WIDTH]),
+                       _value("dynamics", [1, frames - 1, *motion_shape])],
+                   [_value(name, [1, frames if only is None else 1, width]) for name, width in widths.items()])
+    return model, g
 
 
 def _frame_batch(weights, tap_shapes: dict, motion_shape: list[int], n: int) -> tuple[onnx.ModelProto, _Graph]:
