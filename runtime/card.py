@@ -129,12 +129,7 @@ class FrameBatch:
     speedup: float | None = None
 
     def to_json(self) -> dict:
-        data = {"frames": self.frames, "bit_identical": self.bit_identical}
-        if self.differing_outputs:
-            data["differing_outputs"] = list(self.differing_outputs)
-        if self.speedup is not None:
-            data["speedup"] = self.speedup
-        return data
+        return _faster_graph_json({"frames": self.frames}, self)
 
 
 @dataclass(frozen=True)
@@ -151,12 +146,18 @@ class ClipCentre:
     speedup: float | None = None
 
     def to_json(self) -> dict:
-        data = {"position": self.position, "bit_identical": self.bit_identical}
-        if self.differing_outputs:
-            data["differing_outputs"] = list(self.differing_outputs)
-        if self.speedup is not None:
-            data["speedup"] = self.speedup
-        return data
+        return _faster_graph_json({"position": self.position}, self)
+
+
+def _faster_graph_json(count: dict, account: FrameBatch | ClipCentre) -> dict:
+    """A faster graph's account as the card holds it: its count, bit
+    identity, and where there are any, the differing outputs and the speed-up."""
+    data = {**count, "bit_identical": account.bit_identical}
+    if account.differing_outputs:
+        data["differing_outputs"] = list(account.differing_outputs)
+    if account.speedup is not None:
+        data["speedup"] = account.speedup
+    return data
 
 
 @dataclass(frozen=True)
@@ -573,9 +574,9 @@ def _stages(value: Any, outputs: tuple[str, ...]) -> Stages | None:
     described = _checked_reports({k: v for k, v in value.items() if k not in typed}, "stages", 1)
     return Stages(tuple(shapes), clip_outputs, cached, MappingProxyType(described),
                   _nodes(value.get("frame_differences"), "stages.frame_differences"),
-                  _faster_graph(value.get("frame_batch"), "frame_batch", FrameBatch, "frames", MAX_FRAMES),
+                  _faster_graph(value.get("frame_batch"), "frame_batch", FrameBatch, "frames", (1, MAX_FRAMES)),
                   _nodes(value.get("fp32_nodes"), "stages.fp32_nodes"),
-                  _faster_graph(value.get("clip_centre"), "clip_centre", ClipCentre, "position", MAX_FRAMES - 1))
+                  _faster_graph(value.get("clip_centre"), "clip_centre", ClipCentre, "position", (0, MAX_FRAMES - 1)))
 
 
 def _nodes(value: Any, where: str) -> tuple[str, ...] | None:
@@ -585,9 +586,9 @@ def _nodes(value: Any, where: str) -> tuple[str, ...] | None:
     return tuple(_text(node, f"{where}[{i}]", limit=400) for i, node in enumerate(_list(value, where)))
 
 
-def _faster_graph(value: Any, kind: str, record: type, count: str, most: int):
+def _faster_graph(value: Any, kind: str, record: type, count: str, bounds: tuple[int, int]):
     """``stages.frame_batch`` or ``stages.clip_centre``: its ``count`` (frames
-    per call, or a window position: 0 to ``most``), bit identity and speed-up."""
+    per call, or a window position) within ``bounds``, bit identity and speed-up."""
     if value is None:
         return None
     where = f"stages.{kind}"
@@ -595,7 +596,7 @@ def _faster_graph(value: Any, kind: str, record: type, count: str, most: int):
     differing = value.get("differing_outputs")
     differing = () if differing is None else tuple(_strings(differing, f"{where}.differing_outputs"))
     speedup = value.get("speedup")
-    return record(_integer(value.get(count), f"{where}.{count}", 0 if count == "position" else 1, most),
+    return record(_integer(value.get(count), f"{where}.{count}", *bounds),
                   _bool(value.get("bit_identical"), f"{where}.bit_identical"), differing,
                   None if speedup is None else _number(speedup, f"{where}.speedup", 0.0, 1000.0))
 

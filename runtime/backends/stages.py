@@ -16,6 +16,7 @@ centre frame alone, for centred windows of hop 1.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -52,12 +53,18 @@ class FrameFeatures:
 
 
 def has_stages(bundle: Bundle, precision: str = "fp32") -> bool:
-    return all((p := bundle.artifact(kind)) is not None and p.is_file() for kind in STAGE_KINDS[precision])
+    return all(_graph_file(bundle, kind) is not None for kind in STAGE_KINDS[precision])
 
 
 def has_stage_engines(bundle: Bundle) -> bool:
     """Whether mdhr-build left TensorRT engines of both stages in the bundle."""
-    return all((p := bundle.artifact(kind)) is not None and p.is_file() for kind in STAGE_ENGINE_KINDS)
+    return all(_graph_file(bundle, kind) is not None for kind in STAGE_ENGINE_KINDS)
+
+
+def _graph_file(bundle: Bundle, kind: str) -> Path | None:
+    """The file of the artifact ``kind``, where the card names one and it is there."""
+    path = bundle.artifact(kind)
+    return path if path is not None and path.is_file() else None
 
 
 class StageRunner:
@@ -101,25 +108,23 @@ class StageRunner:
             self.name, self.precision = f"onnxruntime-{provider_name(self.frame_session)}", precision
         self.frames = bundle.frames
         self._still: np.ndarray | None = None
-        # The hop-per-call frame stage: ONNX Runtime fp32 only, opened when a run first has a hop of frames.
-        # (The card names frame_batch only where it was bit-identical at export.)
-        batch_path = bundle.artifact("frame_batch") if not engines and precision == "fp32" else None
-        self._batch_path = batch_path if batch_path is not None and batch_path.is_file() else None
-        self._bundle, self._batch_session, self._options = bundle, None, (threads, providers)
-        # a hop per call only where the export measured it clearly faster than one frame per call (or did not
-        # measure): its session costs memory of its own (docs/pipeline.md)
-        faster = _faster(described.frame_batch)
-        self.batch_frames = described.frame_batch.frames if self._batch_path is not None and faster else 1
-        # The centre-only clip stage (centred windows of hop 1): the same rules, opened when first asked.
-        centre = described.clip_centre if not engines and precision == "fp32" else None
-        centre_path = bundle.artifact("clip_centre") if centre is not None else None
-        usable = centre_path is not None and centre_path.is_file() and _faster(centre)
-        self.centre_position = centre.position if usable else None
-        if usable and centre.position != self.frames // 2:
+        self._bundle, self._options = bundle, (threads, providers)
+        self._batch_session = self._centre_session = None
+        # The stages' faster graphs, each opened when first needed: ONNX Runtime fp32 only (the card names each
+        # only where it was bit-identical at export), and used only where the export measured it clearly faster
+        # (or did not measure): each session costs memory of its own (docs/pipeline.md).
+        plain = not engines and precision == "fp32"
+        # frame_batch: the frame stage a hop of frames per call
+        self._batch_path = _graph_file(bundle, "frame_batch") if plain else None
+        faster = self._batch_path is not None and _faster(described.frame_batch)
+        self.batch_frames = described.frame_batch.frames if faster else 1
+        # clip_centre: the clip stage for the centre frame alone (centred windows of hop 1)
+        usable = plain and _graph_file(bundle, "clip_centre") is not None and _faster(described.clip_centre)
+        self.centre_position = described.clip_centre.position if usable else None
+        if usable and self.centre_position != self.frames // 2:
             raise BundleError(f"{bundle.root}: the card says the centre-only clip stage scores window position "
-                              f"{centre.position}, but a centred window's centre is {self.frames // 2}; export the "
-                              "bundle again")
-        self._centre_session = None
+                              f"{self.centre_position}, but a centred window's centre is {self.frames // 2}; export "
+                              "the bundle again")
 
     def frame(self, crop: np.ndarray, previous: list[np.ndarray] | None
               ) -> tuple[FrameFeatures, list[np.ndarray]]:

@@ -123,8 +123,9 @@ def held_frames(runner: StageRunner) -> int:
     a call's worth (``batch_frames``) where the frame stage takes several
     frames per call, so they run together.  Live rows come as soon as final
     (``WindowPlan.latency_frames``)."""
-    centre = 1 if runner.centre_position is not None else 0
-    return max(centre, runner.batch_frames if runner.batch_frames > 1 else 0)
+    if runner.batch_frames > 1:
+        return runner.batch_frames
+    return 1 if runner.centre_position is not None else 0
 
 
 @dataclass(frozen=True)
